@@ -1,0 +1,150 @@
+"""Environment -> settings, validated once at start-up.
+
+Every variable the platform reads is named here, with its default and the form it must take. A bad value raises
+`ConfigError` whose message is one line naming the variable and the expected form; the CLI prints just that line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+BucketKind = Literal["videos", "code", "thumbnails", "temp"]
+BUCKET_KINDS: tuple[BucketKind, ...] = ("videos", "code", "thumbnails", "temp")
+ENVIRONMENTS = ("dev", "staging", "prod")
+LOCAL_ACCOUNT_ID = "000000000000"
+DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/t2m"
+
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
+_DB_URL = re.compile(r"^postgresql(\+psycopg|\+psycopg2)?://\S+$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message is the single line shown to the user."""
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip() or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is invalid: expected one of {'|'.join(allowed)}")
+    return value
+
+
+def _matching(env: Mapping[str, str], name: str, default: str | None, pattern: re.Pattern, form: str) -> str | None:
+    value = env.get(name, "").strip() or default
+    if value is not None and not pattern.match(value):
+        raise ConfigError(f"{name}={value!r} is invalid: expected {form}")
+    return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int, maximum: int | None = None) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0 or (maximum is not None and value > maximum):
+        upper = f" up to {maximum}" if maximum else ""
+        raise ConfigError(f"{name}={raw!r} is invalid: expected a positive whole number{upper}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} is invalid: expected 1|0|true|false")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the platform needs to know about where it runs. Credentials are never here: boto3's chain finds them."""
+
+    env: str = "dev"
+    region: str = "us-east-1"
+    account_id: str = LOCAL_ACCOUNT_ID
+    endpoint_url: str | None = None
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    sse_algorithm: str = "AES256"
+    kms_key_id: str | None = None
+    noncurrent_version_days: int = 90
+    multipart_threshold_mib: int = 16
+    s3_max_attempts: int = 10
+    s3_max_pool_connections: int = 32
+    code_generator: str = "template"
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
+    legacy_redis_mirror: bool = False
+    render_timeout_s: int = 300
+
+    @property
+    def is_local_endpoint(self) -> bool:
+        """An S3-compatible endpoint (moto, MinIO) rather than AWS itself."""
+        return self.endpoint_url is not None
+
+    def bucket(self, kind: BucketKind) -> str:
+        if kind not in BUCKET_KINDS:
+            raise ValueError(f"unknown bucket kind {kind!r}: expected one of {'|'.join(BUCKET_KINDS)}")
+        return bucket_name(self.env, kind, self.region, self.account_id)
+
+    @property
+    def buckets(self) -> dict[str, str]:
+        return {kind: self.bucket(kind) for kind in BUCKET_KINDS}
+
+    def dagster_storage_url(self) -> str:
+        """Dagster's own storage speaks psycopg2 (a bare postgresql:// maps to psycopg 3 in SQLAlchemy 2.1)."""
+        return re.sub(r"^postgresql(\+psycopg2?)?://", "postgresql+psycopg2://", self.database_url)
+
+
+def bucket_name(env: str, kind: str, region: str, account_id: str) -> str:
+    """The one rule for bucket names: `{env}-t2m-{kind}-{region}-{account_id}`."""
+    return f"{env}-t2m-{kind}-{region}-{account_id}"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise ConfigError (one line) on the first bad one."""
+    env = os.environ if env is None else env
+    endpoint = _matching(env, "AWS_ENDPOINT_URL", None, _URL, "a URL such as http://127.0.0.1:9000")
+    account_default = LOCAL_ACCOUNT_ID if endpoint else None
+    account = _matching(env, "AWS_ACCOUNT_ID", account_default, _ACCOUNT, "12 digits")
+    if account is None:
+        raise ConfigError("AWS_ACCOUNT_ID is required against real AWS: expected 12 digits (or set AWS_ENDPOINT_URL)")
+    sse = _choice(env, "T2M_SSE_ALGORITHM", "AES256", ("AES256", "aws:kms"))
+    kms_key = env.get("T2M_KMS_KEY_ID", "").strip() or None
+    generator = _choice(env, "T2M_CODE_GENERATOR", "template", ("template", "openai"))
+    settings = Settings(
+        env=_choice(env, "T2M_ENV", "dev", ENVIRONMENTS),
+        region=_matching(env, "AWS_REGION", "us-east-1", _REGION, "an AWS region such as us-east-1"),
+        account_id=account,
+        endpoint_url=endpoint,
+        database_url=_matching(
+            env, "T2M_DATABASE_URL", DEFAULT_DATABASE_URL, _DB_URL, "postgresql+psycopg://user@host:port/database"
+        ),
+        redis_url=_matching(env, "T2M_REDIS_URL", None, re.compile(r"^rediss?://\S+$"), "redis://host:port/db"),
+        sse_algorithm=sse,
+        kms_key_id=kms_key,
+        noncurrent_version_days=_positive_int(env, "T2M_NONCURRENT_VERSION_DAYS", 90, 36500),
+        multipart_threshold_mib=_positive_int(env, "T2M_MULTIPART_THRESHOLD_MIB", 16, 5120),
+        s3_max_attempts=_positive_int(env, "T2M_S3_MAX_ATTEMPTS", 10, 50),
+        s3_max_pool_connections=_positive_int(env, "T2M_S3_MAX_POOL_CONNECTIONS", 32, 512),
+        code_generator=generator,
+        llm_base_url=_matching(env, "T2M_LLM_BASE_URL", None, _URL, "a URL such as https://api.openai.com/v1"),
+        llm_model=env.get("T2M_LLM_MODEL", "").strip() or None,
+        llm_api_key=env.get("T2M_LLM_API_KEY", "").strip() or None,
+        legacy_redis_mirror=_flag(env, "T2M_LEGACY_REDIS_MIRROR"),
+        render_timeout_s=_positive_int(env, "T2M_RENDER_TIMEOUT_S", 300, 86400),
+    )
+    if generator == "openai" and not (settings.llm_base_url and settings.llm_model):
+        raise ConfigError("T2M_CODE_GENERATOR=openai needs T2M_LLM_BASE_URL and T2M_LLM_MODEL: expected a URL and a model name")
+    return settings

@@ -1,0 +1,133 @@
+"""Real services for the tests: a moto S3 server on a free loopback port, a throwaway PostgreSQL database.
+
+Both are set in the environment before any test imports settings, so subprocesses (manim renders, the Dagster
+daemon, the CLI) see the same endpoint and database.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+ADMIN_URL = os.environ.get("T2M_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_s3(log_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = open(log_dir / f"moto-{port}.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "t2m_pipeline.devtools.local_s3", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{endpoint}/moto-api/", timeout=1)
+            return proc, endpoint
+        except requests.ConnectionError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto server exited: see {log.name}")
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("moto server did not start in 30 s")
+
+
+@pytest.fixture(scope="session")
+def service_env(tmp_path_factory):
+    """Environment for the whole run: local S3 endpoint, throwaway database, no real AWS credentials."""
+    from t2m_pipeline.db.engine import drop_database
+    from t2m_pipeline.db.migrate import upgrade
+
+    logs = tmp_path_factory.mktemp("service-logs")
+    proc, endpoint = start_local_s3(logs)
+    db_name = f"t2m_test_{uuid.uuid4().hex[:12]}"
+    db_url = ADMIN_URL.rsplit("/", 1)[0] + "/" + db_name
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "T2M_ENV": "dev",
+        "T2M_DATABASE_URL": db_url,
+        "T2M_MULTIPART_THRESHOLD_MIB": "5",
+    }
+    for drop in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ACCOUNT_ID", "T2M_REDIS_URL"):
+        os.environ.pop(drop, None)
+    os.environ.update(env)
+    upgrade(db_url)
+    yield env
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    from t2m_pipeline.db.engine import shared_engine
+
+    shared_engine.cache_clear()
+    drop_database(db_url)
+
+
+@pytest.fixture(scope="session")
+def settings(service_env):
+    from t2m_pipeline.config import load_settings
+
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def engine(settings):
+    from t2m_pipeline.db.engine import make_engine
+
+    eng = make_engine(settings.database_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def buckets(settings):
+    """The four buckets, bootstrapped once per run with their declared settings."""
+    from t2m_pipeline.storage.bootstrap import bootstrap_bucket
+    from t2m_pipeline.storage.bucket_settings import declared_buckets
+    from t2m_pipeline.storage.s3 import make_s3_client
+
+    client = make_s3_client(settings)
+    for spec in declared_buckets(settings):
+        bootstrap_bucket(client, spec, settings.region)
+    return settings.buckets
+
+
+@pytest.fixture
+def storage(settings, engine, buckets):
+    from t2m_pipeline.storage.s3 import S3Storage
+
+    return S3Storage(settings, engine)
+
+
+@pytest.fixture
+def make_user(engine):
+    """Create a user row; returns (users.id, clerk id)."""
+    from t2m_pipeline.db.engine import in_transaction
+    from t2m_pipeline.db.jobs import ensure_user
+
+    def make(clerk_id: str | None = None, email: str = "someone@example.com"):
+        clerk_id = clerk_id or f"user_{uuid.uuid4().hex[:16]}"
+        return in_transaction(engine, lambda conn: ensure_user(conn, clerk_id, email)), clerk_id
+
+    return make
