@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    LargeBinary,
     Sequence,
     Numeric,
     String,
@@ -151,3 +152,86 @@ class JobQueue(Base):
     queued_at: Mapped[datetime] = _now()
     processing_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+MIGRATION_OUTCOMES = ("migrated", "skipped", "unsafe", "failed")
+SEVERITIES = ("INFO", "WARNING", "ERROR")
+
+
+class MigrationBatch(Base):
+    """One run of a migration (Redis or files): what rollback undoes, and what the report counts."""
+
+    __tablename__ = "migration_batches"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    source: Mapped[str] = mapped_column(String(20), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, server_default=text("'running'"))
+    legacy_root: Mapped[str | None] = mapped_column(Text)
+    counts: Mapped[dict | None] = mapped_column(JSONB)
+    # What the batch created, for exact rollback: {"users": [...], "jobs": [...], ...} ids it inserted.
+    created_rows: Mapped[dict | None] = mapped_column(JSONB)
+    started_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MigrationQuarantine(Base):
+    """A legacy record that could not be migrated as it is: kept verbatim with the reason, never dropped."""
+
+    __tablename__ = "migration_quarantine"
+    __table_args__ = (UniqueConstraint("source", "source_key", "reason", name="uq_migration_quarantine_record"),)
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    source: Mapped[str] = mapped_column(String(20), nullable=False)
+    source_key: Mapped[str] = mapped_column(Text, nullable=False)
+    raw_payload: Mapped[bytes | None] = mapped_column(LargeBinary)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("migration_batches.id", ondelete="SET NULL"))
+    quarantined_at: Mapped[datetime] = _now()
+
+
+class MigrationLedger(Base):
+    """Exactly one row per discovered legacy file: what became of it and where it went."""
+
+    __tablename__ = "migration_ledger"
+    __table_args__ = (
+        CheckConstraint(_in("outcome", MIGRATION_OUTCOMES), name="ck_migration_ledger_outcome"),
+        Index("ix_migration_ledger_batch_id", "batch_id"),
+        Index("ix_migration_ledger_partition", "partition_key"),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    legacy_path: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    partition_key: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(20), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    bucket: Mapped[str | None] = mapped_column(String(255))
+    key: Mapped[str | None] = mapped_column(String(1024))
+    version_id: Mapped[str | None] = mapped_column(String(255))
+    file_metadata_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("file_metadata.id", ondelete="SET NULL")
+    )
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("migration_batches.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class AuditFinding(Base):
+    """One finding of an audit check; seen again it is refreshed, not duplicated; no longer seen it is resolved."""
+
+    __tablename__ = "audit_findings"
+    __table_args__ = (
+        CheckConstraint(_in("severity", SEVERITIES), name="ck_audit_findings_severity"),
+        Index("uq_audit_findings_open", "check_name", "subject", unique=True, postgresql_where=text("resolved_at IS NULL")),
+    )
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    check_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    severity: Mapped[str] = mapped_column(String(10), nullable=False)
+    subject: Mapped[str] = mapped_column(Text, nullable=False)
+    detail: Mapped[dict | None] = mapped_column(JSONB)
+    first_seen_at: Mapped[datetime] = _now()
+    last_seen_at: Mapped[datetime] = _now()
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
