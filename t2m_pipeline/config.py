@@ -115,6 +115,8 @@ def bucket_name(env: str, kind: str, region: str, account_id: str) -> str:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise ConfigError (one line) on the first bad one."""
     env = os.environ if env is None else env
+    environment = _choice(env, "T2M_ENV", "dev", ENVIRONMENTS)
+    region = _matching(env, "AWS_REGION", "us-east-1", _REGION, "an AWS region such as us-east-1")
     endpoint = _matching(env, "AWS_ENDPOINT_URL", None, _URL, "a URL such as http://127.0.0.1:9000")
     account_default = LOCAL_ACCOUNT_ID if endpoint else None
     account = _matching(env, "AWS_ACCOUNT_ID", account_default, _ACCOUNT, "12 digits")
@@ -124,8 +126,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     kms_key = env.get("T2M_KMS_KEY_ID", "").strip() or None
     generator = _choice(env, "T2M_CODE_GENERATOR", "template", ("template", "openai"))
     settings = Settings(
-        env=_choice(env, "T2M_ENV", "dev", ENVIRONMENTS),
-        region=_matching(env, "AWS_REGION", "us-east-1", _REGION, "an AWS region such as us-east-1"),
+        env=environment,
+        region=region,
         account_id=account,
         endpoint_url=endpoint,
         database_url=_matching(
