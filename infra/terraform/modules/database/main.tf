@@ -63,13 +63,14 @@ resource "aws_security_group" "db" {
 }
 
 resource "aws_security_group" "proxy" {
+  #checkov:skip=CKV2_AWS_5:Attached to aws_db_proxy.this (vpc_security_group_ids), a resource type this graph check does not follow.
   name        = "${local.identifier}-proxy"
   description = "RDS Proxy of ${local.identifier}: PostgreSQL from client tasks, to the instance"
   vpc_id      = var.vpc_id
 }
 
 resource "aws_security_group" "client" {
-  #checkov:skip=CKV2_AWS_5:Attached outside this module: the dagster module puts it on every ECS task that needs PostgreSQL.
+  #checkov:skip=CKV2_AWS_5:Attached outside this module: the dagster module puts it on every ECS task that uses PostgreSQL; the graph check does not follow it across modules.
   name        = "${local.identifier}-client"
   description = "Attach to tasks that use PostgreSQL; allows them to reach the RDS Proxy"
   vpc_id      = var.vpc_id

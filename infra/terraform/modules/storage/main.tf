@@ -24,9 +24,9 @@ resource "aws_s3_bucket" "this" {
 }
 
 resource "aws_s3_bucket_versioning" "this" {
-  for_each = aws_s3_bucket.this
+  for_each = toset(local.bucket_kinds)
 
-  bucket = each.value.id
+  bucket = aws_s3_bucket.this[each.key].id
 
   versioning_configuration {
     status = "Enabled"
@@ -34,9 +34,9 @@ resource "aws_s3_bucket_versioning" "this" {
 }
 
 resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
-  for_each = aws_s3_bucket.this
+  for_each = toset(local.bucket_kinds)
 
-  bucket = each.value.id
+  bucket = aws_s3_bucket.this[each.key].id
 
   rule {
     apply_server_side_encryption_by_default {
@@ -48,9 +48,9 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
 }
 
 resource "aws_s3_bucket_public_access_block" "this" {
-  for_each = aws_s3_bucket.this
+  for_each = toset(local.bucket_kinds)
 
-  bucket                  = each.value.id
+  bucket                  = aws_s3_bucket.this[each.key].id
   block_public_acls       = true
   ignore_public_acls      = true
   block_public_policy     = true
@@ -58,9 +58,9 @@ resource "aws_s3_bucket_public_access_block" "this" {
 }
 
 resource "aws_s3_bucket_ownership_controls" "this" {
-  for_each = aws_s3_bucket.this
+  for_each = toset(local.bucket_kinds)
 
-  bucket = each.value.id
+  bucket = aws_s3_bucket.this[each.key].id
 
   rule {
     object_ownership = "BucketOwnerEnforced"
@@ -71,13 +71,13 @@ resource "aws_s3_bucket_ownership_controls" "this" {
 # twin so the stored policy equals the declared one the audits compare to (on AWS both hold for exactly the non-TLS
 # requests).
 data "aws_iam_policy_document" "tls_only" {
-  for_each = aws_s3_bucket.this
+  for_each = toset(local.bucket_kinds)
 
   statement {
     sid       = "DenyInsecureTransport"
     effect    = "Deny"
     actions   = ["s3:*"]
-    resources = [each.value.arn, "${each.value.arn}/*"]
+    resources = [aws_s3_bucket.this[each.key].arn, "${aws_s3_bucket.this[each.key].arn}/*"]
 
     principals {
       type        = "*"
@@ -99,26 +99,26 @@ data "aws_iam_policy_document" "tls_only" {
 }
 
 resource "aws_s3_bucket_policy" "this" {
-  for_each = aws_s3_bucket.this
+  for_each = toset(local.bucket_kinds)
 
-  bucket = each.value.id
+  bucket = aws_s3_bucket.this[each.key].id
   policy = data.aws_iam_policy_document.tls_only[each.key].json
 
   depends_on = [aws_s3_bucket_public_access_block.this]
 }
 
 resource "aws_s3_bucket_logging" "this" {
-  for_each = aws_s3_bucket.this
+  for_each = toset(local.bucket_kinds)
 
-  bucket        = each.value.id
+  bucket        = aws_s3_bucket.this[each.key].id
   target_bucket = aws_s3_bucket.audit_logs.id
-  target_prefix = "s3-access-logs/${each.value.id}/"
+  target_prefix = "s3-access-logs/${aws_s3_bucket.this[each.key].id}/"
 }
 
 resource "aws_s3_bucket_notification" "this" {
-  for_each = aws_s3_bucket.this
+  for_each = toset(local.bucket_kinds)
 
-  bucket      = each.value.id
+  bucket      = aws_s3_bucket.this[each.key].id
   eventbridge = true
 }
 

@@ -51,10 +51,10 @@ resource "aws_s3_bucket" "replica" {
 }
 
 resource "aws_s3_bucket_versioning" "replica" {
-  for_each = aws_s3_bucket.replica
+  for_each = local.replicated_kinds
   provider = aws.replica
 
-  bucket = each.value.id
+  bucket = aws_s3_bucket.replica[each.key].id
 
   versioning_configuration {
     status = "Enabled"
@@ -62,10 +62,10 @@ resource "aws_s3_bucket_versioning" "replica" {
 }
 
 resource "aws_s3_bucket_server_side_encryption_configuration" "replica" {
-  for_each = aws_s3_bucket.replica
+  for_each = local.replicated_kinds
   provider = aws.replica
 
-  bucket = each.value.id
+  bucket = aws_s3_bucket.replica[each.key].id
 
   rule {
     apply_server_side_encryption_by_default {
@@ -77,10 +77,10 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "replica" {
 }
 
 resource "aws_s3_bucket_public_access_block" "replica" {
-  for_each = aws_s3_bucket.replica
+  for_each = local.replicated_kinds
   provider = aws.replica
 
-  bucket                  = each.value.id
+  bucket                  = aws_s3_bucket.replica[each.key].id
   block_public_acls       = true
   ignore_public_acls      = true
   block_public_policy     = true
@@ -88,10 +88,10 @@ resource "aws_s3_bucket_public_access_block" "replica" {
 }
 
 resource "aws_s3_bucket_ownership_controls" "replica" {
-  for_each = aws_s3_bucket.replica
+  for_each = local.replicated_kinds
   provider = aws.replica
 
-  bucket = each.value.id
+  bucket = aws_s3_bucket.replica[each.key].id
 
   rule {
     object_ownership = "BucketOwnerEnforced"
@@ -99,21 +99,21 @@ resource "aws_s3_bucket_ownership_controls" "replica" {
 }
 
 resource "aws_s3_bucket_notification" "replica" {
-  for_each = aws_s3_bucket.replica
+  for_each = local.replicated_kinds
   provider = aws.replica
 
-  bucket      = each.value.id
+  bucket      = aws_s3_bucket.replica[each.key].id
   eventbridge = true
 }
 
 data "aws_iam_policy_document" "replica_tls_only" {
-  for_each = aws_s3_bucket.replica
+  for_each = local.replicated_kinds
 
   statement {
     sid       = "DenyInsecureTransport"
     effect    = "Deny"
     actions   = ["s3:*"]
-    resources = [each.value.arn, "${each.value.arn}/*"]
+    resources = [aws_s3_bucket.replica[each.key].arn, "${aws_s3_bucket.replica[each.key].arn}/*"]
 
     principals {
       type        = "*"
@@ -129,20 +129,20 @@ data "aws_iam_policy_document" "replica_tls_only" {
 }
 
 resource "aws_s3_bucket_policy" "replica" {
-  for_each = aws_s3_bucket.replica
+  for_each = local.replicated_kinds
   provider = aws.replica
 
-  bucket = each.value.id
+  bucket = aws_s3_bucket.replica[each.key].id
   policy = data.aws_iam_policy_document.replica_tls_only[each.key].json
 
   depends_on = [aws_s3_bucket_public_access_block.replica]
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "replica" {
-  for_each = aws_s3_bucket.replica
+  for_each = local.replicated_kinds
   provider = aws.replica
 
-  bucket = each.value.id
+  bucket = aws_s3_bucket.replica[each.key].id
 
   rule {
     id     = "abort-incomplete-multipart"

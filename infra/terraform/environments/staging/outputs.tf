@@ -1,0 +1,39 @@
+output "bucket_names" {
+  description = "Data bucket per kind."
+  value       = module.storage.bucket_names
+}
+
+output "db_instance_identifier" {
+  description = "RDS instance (point-in-time restore source)."
+  value       = module.database.instance_identifier
+}
+
+output "db_proxy_endpoint" {
+  description = "RDS Proxy endpoint of the applications."
+  value       = module.database.proxy_endpoint
+}
+
+output "db_master_user_secret_arn" {
+  description = "Secrets Manager secret of the master user (managed by RDS)."
+  value       = module.database.master_user_secret_arn
+}
+
+output "ecs_cluster_name" {
+  description = "ECS cluster of Dagster."
+  value       = module.dagster.cluster_name
+}
+
+output "role_arns" {
+  description = "Platform roles."
+  value = {
+    pipeline           = module.iam.pipeline_role_arn
+    migration          = module.iam.migration_role_arn
+    migration_rollback = module.iam.migration_rollback_role_arn
+    read_only          = module.iam.read_only_role_arn
+  }
+}
+
+output "alarm_topic_arn" {
+  description = "SNS topic of the alarms."
+  value       = module.observability.alarm_topic_arn
+}

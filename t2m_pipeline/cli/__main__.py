@@ -1,0 +1,3 @@
+from t2m_pipeline.cli import main
+
+main()
