@@ -41,3 +41,9 @@ variable "app_environment" {
   type        = map(string)
   default     = {}
 }
+
+variable "operator_cidr_blocks" {
+  description = "Private networks (VPN, the legacy host during the migration) allowed to reach PostgreSQL."
+  type        = list(string)
+  default     = []
+}

@@ -37,3 +37,13 @@ output "alarm_topic_arn" {
   description = "SNS topic of the alarms."
   value       = module.observability.alarm_topic_arn
 }
+
+output "db_security_group_id" {
+  description = "Security group of the RDS instance (restores)."
+  value       = module.database.db_security_group_id
+}
+
+output "run_task_security_group_ids" {
+  description = "Security groups of one-off tasks of the run task definition (t2m db upgrade, t2m doctor)."
+  value       = [module.dagster.task_security_group_id, module.database.client_security_group_id]
+}

@@ -51,6 +51,7 @@ module "database" {
   multi_az                     = false
   backup_retention_days        = 7
   deletion_protection          = false
+  operator_cidr_blocks         = var.operator_cidr_blocks
   performance_insights_enabled = false
 }
 
@@ -62,6 +63,8 @@ module "iam" {
   kms_key_arns            = module.storage.kms_key_arns
   db_instance_resource_id = module.database.instance_resource_id
   operator_principal_arns = var.operator_principal_arns
+  db_secret_arn           = module.database.master_user_secret_arn
+  db_kms_key_arn          = module.database.kms_key_arn
 }
 
 module "observability" {

@@ -328,6 +328,10 @@ resource "aws_iam_role_policy" "daemon" {
 # --- task definitions ---------------------------------------------------------------------------------------------
 
 locals {
+  # EcsRunLauncher resolves DAGSTER_RUN_TASK_DEFINITION to a revision when the process starts: a new run revision
+  # changes the webserver and daemon task definitions too, so they restart and launch runs from it.
+  run_revision = [{ name = "DAGSTER_RUN_TASK_REVISION", value = tostring(aws_ecs_task_definition.run.revision) }]
+
   container_base = {
     image                  = var.image
     essential              = true
@@ -359,6 +363,7 @@ resource "aws_ecs_task_definition" "webserver" {
 
   container_definitions = jsonencode([merge(local.container_base, {
     name         = "webserver"
+    environment  = concat(local.environment, local.run_revision)
     command      = ["dagster-webserver", "--host", "0.0.0.0", "--port", tostring(local.webserver_port), "--workspace", "${local.dagster_home}/workspace.yaml"]
     portMappings = [{ containerPort = local.webserver_port, protocol = "tcp" }]
     logConfiguration = {
@@ -391,8 +396,9 @@ resource "aws_ecs_task_definition" "daemon" {
   }
 
   container_definitions = jsonencode([merge(local.container_base, {
-    name    = "daemon"
-    command = ["dagster-daemon", "run", "--workspace", "${local.dagster_home}/workspace.yaml"]
+    name        = "daemon"
+    environment = concat(local.environment, local.run_revision)
+    command     = ["dagster-daemon", "run", "--workspace", "${local.dagster_home}/workspace.yaml"]
     logConfiguration = {
       logDriver = "awslogs"
       options = {
@@ -448,6 +454,7 @@ resource "aws_ecs_task_definition" "code_location" {
 # one task of the latest revision per run and overrides only the command; cpu/memory per run via ecs/* tags.
 resource "aws_ecs_task_definition" "run" {
   family                   = local.run_family
+  skip_destroy             = true # earlier revisions stay ACTIVE for runs still in flight
   requires_compatibilities = ["FARGATE"]
   network_mode             = "awsvpc"
   cpu                      = var.run_cpu

@@ -54,7 +54,9 @@ resource "aws_db_subnet_group" "this" {
   subnet_ids  = var.subnet_ids
 }
 
-# Network path: client SG -> proxy SG :5432 -> db SG :5432. Nothing else reaches the instance.
+# Network paths on :5432: client SG -> proxy SG -> db SG for applications; client SG -> db SG for IAM-authenticated
+# sessions (rds-db:connect goes to the instance endpoint); operator CIDRs (VPN, legacy host during the migration) ->
+# proxy and instance. Nothing else reaches the database.
 
 resource "aws_security_group" "db" {
   name        = "${local.identifier}-db"
@@ -94,6 +96,37 @@ resource "aws_vpc_security_group_ingress_rule" "proxy_from_clients" {
   referenced_security_group_id = aws_security_group.client.id
 }
 
+resource "aws_vpc_security_group_ingress_rule" "db_from_clients" {
+  security_group_id            = aws_security_group.db.id
+  description                  = "PostgreSQL with IAM authentication from client tasks"
+  ip_protocol                  = "tcp"
+  from_port                    = local.port
+  to_port                      = local.port
+  referenced_security_group_id = aws_security_group.client.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "proxy_from_operators" {
+  for_each = toset(var.operator_cidr_blocks)
+
+  security_group_id = aws_security_group.proxy.id
+  description       = "PostgreSQL from operator network ${each.key}"
+  ip_protocol       = "tcp"
+  from_port         = local.port
+  to_port           = local.port
+  cidr_ipv4         = each.key
+}
+
+resource "aws_vpc_security_group_ingress_rule" "db_from_operators" {
+  for_each = toset(var.operator_cidr_blocks)
+
+  security_group_id = aws_security_group.db.id
+  description       = "PostgreSQL with IAM authentication from operator network ${each.key}"
+  ip_protocol       = "tcp"
+  from_port         = local.port
+  to_port           = local.port
+  cidr_ipv4         = each.key
+}
+
 resource "aws_vpc_security_group_egress_rule" "proxy_to_db" {
   security_group_id            = aws_security_group.proxy.id
   description                  = "PostgreSQL to the RDS instance"
@@ -110,6 +143,15 @@ resource "aws_vpc_security_group_egress_rule" "client_to_proxy" {
   from_port                    = local.port
   to_port                      = local.port
   referenced_security_group_id = aws_security_group.proxy.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "client_to_db" {
+  security_group_id            = aws_security_group.client.id
+  description                  = "PostgreSQL with IAM authentication to the RDS instance"
+  ip_protocol                  = "tcp"
+  from_port                    = local.port
+  to_port                      = local.port
+  referenced_security_group_id = aws_security_group.db.id
 }
 
 resource "aws_db_parameter_group" "this" {

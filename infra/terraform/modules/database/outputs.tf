@@ -47,3 +47,13 @@ output "client_security_group_id" {
   description = "Security group to attach to tasks that use PostgreSQL."
   value       = aws_security_group.client.id
 }
+
+output "db_security_group_id" {
+  description = "Security group of the instance (for restored instances)."
+  value       = aws_security_group.db.id
+}
+
+output "subnet_group_name" {
+  description = "DB subnet group (for restored instances)."
+  value       = aws_db_subnet_group.this.name
+}

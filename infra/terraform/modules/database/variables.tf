@@ -93,3 +93,14 @@ variable "log_retention_days" {
   type        = number
   default     = 365
 }
+
+variable "operator_cidr_blocks" {
+  description = "Private networks (VPN, the legacy host during the migration) allowed to reach the proxy and the instance on 5432."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for cidr in var.operator_cidr_blocks : can(cidrnetmask(cidr)) && cidr != "0.0.0.0/0"])
+    error_message = "operator_cidr_blocks must be IPv4 CIDR blocks narrower than 0.0.0.0/0."
+  }
+}

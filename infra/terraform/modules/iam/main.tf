@@ -181,6 +181,24 @@ data "aws_iam_policy_document" "migration" {
   }
 
   statement {
+    sid       = "ReadDatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.db_secret_arn]
+  }
+
+  statement {
+    sid       = "DecryptDatabaseSecret"
+    actions   = ["kms:Decrypt"]
+    resources = [var.db_kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${local.region}.amazonaws.com"]
+    }
+  }
+
+  statement {
     sid       = "ConnectAsMigrationUser"
     actions   = ["rds-db:connect"]
     resources = ["${local.db_user_arn_prefix}/${var.migration_db_user}"]
@@ -235,6 +253,24 @@ data "aws_iam_policy_document" "migration_rollback" {
       "s3:DeleteObjectVersion",
     ]
     resources = local.migration_object_arns
+  }
+
+  statement {
+    sid       = "ReadDatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.db_secret_arn]
+  }
+
+  statement {
+    sid       = "DecryptDatabaseSecret"
+    actions   = ["kms:Decrypt"]
+    resources = [var.db_kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${local.region}.amazonaws.com"]
+    }
   }
 
   statement {

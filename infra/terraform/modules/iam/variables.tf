@@ -45,3 +45,13 @@ variable "readonly_db_user" {
   type        = string
   default     = "t2m_readonly"
 }
+
+variable "db_secret_arn" {
+  description = "RDS-managed master user secret the migration and rollback roles read to connect through the proxy."
+  type        = string
+}
+
+variable "db_kms_key_arn" {
+  description = "CMK encrypting the database secret."
+  type        = string
+}

@@ -67,9 +67,8 @@ resource "aws_s3_bucket_ownership_controls" "this" {
   }
 }
 
-# bucket_settings.tls_only_policy(): the standard `Bool aws:SecureTransport=false` deny, ANDed with its StringEquals
-# twin so the stored policy equals the declared one the audits compare to (on AWS both hold for exactly the non-TLS
-# requests).
+# bucket_settings.tls_only_policy(): the standard `Bool aws:SecureTransport=false` deny, statement for statement, so
+# the stored policy is the declared one that doctor and the audits compare to.
 data "aws_iam_policy_document" "tls_only" {
   for_each = toset(local.bucket_kinds)
 
@@ -86,12 +85,6 @@ data "aws_iam_policy_document" "tls_only" {
 
     condition {
       test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-
-    condition {
-      test     = "StringEquals"
       variable = "aws:SecureTransport"
       values   = ["false"]
     }

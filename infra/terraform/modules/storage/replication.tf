@@ -194,6 +194,8 @@ resource "aws_iam_role" "replication" {
 }
 
 data "aws_iam_policy_document" "replication" {
+  count = var.enable_replication ? 1 : 0
+
   statement {
     sid       = "ReadSourceConfiguration"
     actions   = ["s3:GetReplicationConfiguration", "s3:ListBucket"]
@@ -250,7 +252,7 @@ resource "aws_iam_role_policy" "replication" {
 
   name   = "replicate-${var.environment}-t2m-buckets"
   role   = aws_iam_role.replication[0].id
-  policy = data.aws_iam_policy_document.replication.json
+  policy = data.aws_iam_policy_document.replication[0].json
 }
 
 resource "aws_s3_bucket_replication_configuration" "this" {
