@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install test test-fast dev demo bench clean
+.PHONY: install test test-fast checkov clean
 
 install: $(VENV)/.installed
 
@@ -21,3 +21,6 @@ test-fast: install
 
 clean:
 	rm -rf .pytest_cache .hypothesis build *.egg-info
+
+checkov:
+	infra/scripts/checkov.sh

@@ -112,9 +112,11 @@ def apply_transition(
         values["error_info"] = None
     if error_info is not None:
         values["error_info"] = error_info
-    conn.execute(update(Job).where(Job.id == job_id).values(**values))
+    updated = conn.execute(
+        update(Job).where(Job.id == job_id).values(**values).returning(Job.progress_percentage, Job.current_stage)
+    ).one()
     conn.execute(update(JobQueue).where(JobQueue.job_id == job_id).values(**queue_values))
-    return JobState(job_id, target, values.get("progress_percentage", Decimal("-1")), values.get("current_stage", stage))
+    return JobState(job_id, target, updated.progress_percentage, updated.current_stage)
 
 
 def transition(engine: Engine, job_id: uuid.UUID | str, to_status: str | None = None, **changes: Any) -> JobState:
