@@ -37,7 +37,7 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
 
 def _matching(env: Mapping[str, str], name: str, default: str | None, pattern: re.Pattern, form: str) -> str | None:
     value = env.get(name, "").strip() or default
-    if value is not None and not pattern.match(value):
+    if value is not None and not pattern.fullmatch(value):
         raise ConfigError(f"{name}={value!r} is invalid: expected {form}")
     return value
 

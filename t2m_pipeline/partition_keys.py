@@ -23,7 +23,7 @@ class PartitionKeyError(ValueError):
 def _uuid_component(value: object, what: str) -> str:
     """A UUID (object, or its 36-character hyphenated text in either case) as canonical lowercase text."""
     text = str(value).lower() if isinstance(value, (str, uuid.UUID)) else ""
-    if not _UUID.match(text):
+    if not _UUID.fullmatch(text):
         raise PartitionKeyError(f"{what} {value!r} is not a UUID in 8-4-4-4-12 form")
     return text
 
@@ -63,14 +63,14 @@ def encode_scene_key(user_id: object, job_id: object, scene_number: int) -> str:
 
 def decode_job_key(key: str) -> JobKey:
     parts = key.split("/") if isinstance(key, str) else []
-    if len(parts) != 2 or not all(_UUID.match(p) for p in parts):
+    if len(parts) != 2 or not all(_UUID.fullmatch(p) for p in parts):
         raise PartitionKeyError(f"job partition key {key!r}: expected {{user uuid}}/{{job uuid}}")
     return JobKey(parts[0], parts[1])
 
 
 def decode_scene_key(key: str) -> SceneKey:
     parts = key.split("/") if isinstance(key, str) else []
-    if len(parts) != 3 or not (_UUID.match(parts[0]) and _UUID.match(parts[1]) and _SCENE.match(parts[2])):
+    if len(parts) != 3 or not (_UUID.fullmatch(parts[0]) and _UUID.fullmatch(parts[1]) and _SCENE.fullmatch(parts[2])):
         raise PartitionKeyError(f"scene partition key {key!r}: expected {{user uuid}}/{{job uuid}}/{{NNN}}")
     number = int(parts[2])
     if not 1 <= number <= MAX_SCENE:

@@ -37,3 +37,12 @@ def test_decoding_arbitrary_text_is_a_clear_error_or_a_valid_key(text):
 def test_uppercase_uuids_are_canonicalised():
     user, job = uuid.uuid4(), uuid.uuid4()
     assert pk.encode_job_key(str(user).upper(), job) == f"{user}/{job}"
+
+
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", " "])
+def test_trailing_whitespace_is_refused(suffix):
+    user, job = uuid.uuid4(), uuid.uuid4()
+    with pytest.raises(pk.PartitionKeyError):
+        pk.encode_job_key(f"{user}{suffix}", job)
+    with pytest.raises(pk.PartitionKeyError):
+        pk.decode_scene_key(f"{user}/{job}/001{suffix}")

@@ -81,7 +81,7 @@ def sanitize_name(name: str | bytes) -> str:
 
 
 def _check_id(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _SAFE_ID.match(value):
+    if not isinstance(value, str) or not _SAFE_ID.fullmatch(value):
         raise UnsafeKeyError(f"{what} {value!r} must match {_SAFE_ID.pattern}")
     return value
 
@@ -129,7 +129,7 @@ def temp_key(session_id: str, timestamp: datetime, name: str) -> str:
 
 def upload_key(user_id: object, file_id: str, ext: str) -> str:
     ext = ext.lower()
-    if ext and not _SAFE_EXT.match(ext):
+    if ext and not _SAFE_EXT.fullmatch(ext):
         raise UnsafeKeyError(f"extension {ext!r} must match {_SAFE_EXT.pattern}")
     return check_key(f"users/{canonical_uuid(user_id, 'user id')}/uploads/{_check_id(file_id, 'file id')}{ext}")
 

@@ -1,0 +1,223 @@
+"""Sensors that run the pipeline with nobody clicking, and write failures back.
+
+- `new_jobs`: queued job rows -> job partitions + a `plan_job` run each (run_key per queueing), jobs -> processing.
+- `scene_runs`: each new `scene_outline` materialization -> a `render_scene` run per scene partition it registered.
+- `combine_ready_jobs`: each new `thumbnail` materialization -> when every scene of its job has a video and a
+  thumbnail, a `combine_scenes` run keyed by the scene videos' versions (same videos, same key: one run).
+- `pipeline_run_failures`: a failed run whose failure the step could not write back (a crash, a lost worker)
+  fails its job with error_info.
+
+Every tick is bounded (jobs, records, run requests), so a tick stays far inside Dagster's 60 s limit however
+long the backlog; the cursors carry on where the last tick stopped.
+"""
+
+
+import hashlib
+import json
+import uuid
+
+import dagster as dg
+from sqlalchemy import text
+
+from t2m_pipeline.defs.resources import PostgresResource
+from t2m_pipeline.defs.scenes.jobs import combine_job, plan_job, render_scene_job
+from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE, THUMBNAIL, job_partitions
+from t2m_pipeline.partition_keys import PartitionKeyError, decode_job_key, decode_scene_key, encode_scene_key
+from t2m_pipeline.pipeline import dispatch, status
+
+SENSOR_INTERVAL_S = 5
+MAX_JOBS_PER_TICK = 100
+MAX_RECORDS_PER_TICK = 200
+MAX_RUNS_PER_TICK = 200
+JOB_ID_TAG = "t2m/job_id"
+USER_ID_TAG = "t2m/user_id"
+
+
+def _job_tags(user_id: str, job_id: str) -> dict[str, str]:
+    return {JOB_ID_TAG: str(job_id), USER_ID_TAG: str(user_id)}
+
+
+# -- new_jobs -----------------------------------------------------------------------------------------------------
+
+
+def _load_cursor(raw: str | None) -> dict:
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+@dg.sensor(
+    name="new_jobs",
+    job=plan_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Queued job rows (highest priority first) become job partitions and plan_job runs.",
+)
+def new_jobs(context: dg.SensorEvaluationContext, database: PostgresResource) -> dg.SensorResult:
+    cursor = _load_cursor(context.cursor)
+    skipped = [s for s in cursor.get("skipped", []) if isinstance(s, str)]
+    claimed = dispatch.claim_queued_jobs(database.engine, MAX_JOBS_PER_TICK, exclude=skipped)
+    for job_id, reason in claimed.rejected:
+        context.log.warning(f"job {job_id} rejected and marked failed: {reason}")
+    for job_id, reason in claimed.skipped:
+        context.log.warning(f"job {job_id} skipped: {reason}")
+    requests = [
+        dg.RunRequest(run_key=job.run_key, partition_key=job.partition_key, tags=_job_tags(job.user_id, job.job_id))
+        for job in claimed.launched
+    ]
+    keys = [job.partition_key for job in claimed.launched]
+    skipped = (skipped + [str(job_id) for job_id, _ in claimed.skipped])[-dispatch.MAX_REMEMBERED_SKIPS :]
+    new_cursor = {
+        "launched_total": int(cursor.get("launched_total", 0) or 0) + len(requests),
+        "rejected_total": int(cursor.get("rejected_total", 0) or 0) + len(claimed.rejected),
+        "last_launched": str(claimed.launched[-1].job_id) if claimed.launched else cursor.get("last_launched"),
+        "skipped": skipped,
+    }
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[job_partitions.build_add_request(keys)] if keys else [],
+        cursor=json.dumps(new_cursor),
+        skip_reason=None if requests else "no queued jobs",
+    )
+
+
+# -- scene_runs ---------------------------------------------------------------------------------------------------
+
+
+def _after(raw: str | None) -> int:
+    try:
+        return max(0, int(raw or 0))
+    except ValueError:
+        return 0
+
+
+@dg.sensor(
+    name="scene_runs",
+    job=render_scene_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Each new scene outline launches one render_scene run per scene partition.",
+)
+def scene_runs(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    after = _after(context.cursor)
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SCENE_OUTLINE, after_storage_id=after), limit=MAX_RECORDS_PER_TICK, ascending=True
+    ).records
+    requests: list[dg.RunRequest] = []
+    for record in records:
+        materialization = record.asset_materialization
+        try:
+            job = decode_job_key(materialization.partition if materialization else None)
+            count = materialization.metadata["scene_count"].value
+            scene_keys = [encode_scene_key(job.user_id, job.job_id, n) for n in range(1, int(count) + 1)]
+        except (PartitionKeyError, KeyError, TypeError, ValueError) as exc:
+            context.log.warning(f"outline materialization {record.storage_id} skipped: {exc}")
+            after = record.storage_id
+            continue
+        if requests and len(requests) + len(scene_keys) > MAX_RUNS_PER_TICK:
+            break  # the rest next tick
+        requests += [
+            dg.RunRequest(run_key=f"{key}@{record.storage_id}", partition_key=key, tags=_job_tags(job.user_id, job.job_id))
+            for key in scene_keys
+        ]
+        after = record.storage_id
+    return dg.SensorResult(run_requests=requests, cursor=str(after), skip_reason=None if requests else "no new outlines")
+
+
+# -- combine_ready_jobs -------------------------------------------------------------------------------------------
+
+
+def combine_run_key(job_key: str, objects: status.JobObjects) -> str:
+    """Keyed by the scene videos' versions: the same videos never combine twice, a re-rendered scene does."""
+    versions = json.dumps(sorted((n, v or "") for n, v in objects.video_versions.items()))
+    return f"{job_key}@{hashlib.sha256(versions.encode()).hexdigest()[:16]}"
+
+
+@dg.sensor(
+    name="combine_ready_jobs",
+    job=combine_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="When every scene of a job has a video and a thumbnail, combine the scenes.",
+)
+def combine_ready_jobs(context: dg.SensorEvaluationContext, database: PostgresResource) -> dg.SensorResult:
+    after = _after(context.cursor)
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=THUMBNAIL, after_storage_id=after), limit=MAX_RECORDS_PER_TICK, ascending=True
+    ).records
+    jobs: dict[str, str] = {}
+    for record in records:
+        materialization = record.asset_materialization
+        try:
+            scene = decode_scene_key(materialization.partition if materialization else None)
+            jobs[scene.job.encode()] = scene.job_id
+        except PartitionKeyError as exc:
+            context.log.warning(f"thumbnail materialization {record.storage_id} skipped: {exc}")
+        after = record.storage_id
+    requests = []
+    with database.engine.connect() as conn:
+        for job_key, job_id in jobs.items():
+            objects = status.job_objects(conn, job_id)
+            state = conn.execute(text("SELECT status, error_info FROM jobs WHERE id = :j"), {"j": uuid.UUID(job_id)}).one_or_none()
+            if state is None or state.status == "cancelled" or status.failed_scenes(state.error_info):
+                continue
+            if objects.scenes_complete():
+                user_id = job_key.split("/")[0]
+                requests.append(
+                    dg.RunRequest(run_key=combine_run_key(job_key, objects), partition_key=job_key, tags=_job_tags(user_id, job_id))
+                )
+    return dg.SensorResult(run_requests=requests, cursor=str(after), skip_reason=None if requests else "no job ready to combine")
+
+
+# -- failure write-back -------------------------------------------------------------------------------------------
+
+STAGE_OF_STEP = {
+    "scene_outline": "planning",
+    "scene_code": "code_generation",
+    "rendered_video": "rendering",
+    "thumbnail": "thumbnails",
+    "combined_video": "combining",
+}
+STAGE_OF_JOB = {plan_job.name: "planning", render_scene_job.name: "rendering", combine_job.name: "combining"}
+
+
+def failed_partition(partition: str | None) -> tuple[str, int | None] | None:
+    """(job id, scene number or None) of a pipeline partition key; None for any other key (other domains' runs)."""
+    try:
+        scene = decode_scene_key(partition)
+        return scene.job_id, scene.scene_number
+    except PartitionKeyError:
+        pass
+    try:
+        return decode_job_key(partition).job_id, None
+    except PartitionKeyError:
+        return None
+
+
+@dg.run_failure_sensor(
+    name="pipeline_run_failures",
+    minimum_interval_seconds=SENSOR_INTERVAL_S * 2,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="A failed run of a pipeline partition (sensor-launched, or from the UI or a backfill) whose step "
+    "could not write its failure back (a crash, a lost worker) fails its job.",
+)
+def pipeline_run_failures(context: dg.RunFailureSensorContext, database: PostgresResource) -> None:
+    run = context.dagster_run
+    step_keys = [event.step_key for event in context.get_step_failure_events()]
+    stages = [STAGE_OF_STEP[key] for key in step_keys if key in STAGE_OF_STEP]
+    if step_keys and not stages:
+        return  # another domain's run
+    target = failed_partition(run.tags.get("dagster/partition"))
+    if target is None:
+        return
+    job_id, scene = target
+    stage = stages[0] if stages else STAGE_OF_JOB.get(run.job_name, "rendering" if scene else "planning")
+    message = f"run {run.run_id} failed: {context.failure_event.message or 'no message'}"
+    state = status.step_failed(database.engine, job_id, stage=stage, message=message, scene=scene, only_if_unrecorded=True)
+    if state is not None:
+        context.log.info(f"job {job_id} marked failed ({stage}) after run {run.run_id}")
+
+
+PIPELINE_SENSORS = [new_jobs, scene_runs, combine_ready_jobs, pipeline_run_failures]

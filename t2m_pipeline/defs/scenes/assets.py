@@ -1,0 +1,258 @@
+"""The pipeline's assets: scene_outline [job] -> scene_code -> rendered_video -> thumbnail [scene] -> combined_video [job].
+
+Each asset fetches its partition's inputs from S3, calls one function of `t2m_pipeline.pipeline.steps`, writes the
+job's status back through `pipeline.status`, and reports its object (S3 URI, size, sha256, version id, and video or
+image facts) as materialization metadata. Every S3 write goes through the storage layer, which records the
+`file_metadata` row.
+
+Failures: a failure the step understands (`StepFailed`) is written back with its log key and not retried; a
+transient S3 or database error is retried by the retry policy (exponential backoff with jitter) and written back
+only when the retries are used up.
+"""
+
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import dagster as dg
+
+from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
+from t2m_pipeline.defs.scenes.partitions import (
+    COMBINED_VIDEO,
+    RENDERED_VIDEO,
+    SCENE_CODE,
+    SCENE_OUTLINE,
+    SCENES_PARTITIONS_NAME,
+    THUMBNAIL,
+    job_partitions,
+    scene_partitions,
+)
+from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource
+from t2m_pipeline.partition_keys import decode_job_key, decode_scene_key
+from t2m_pipeline.pipeline import status, steps
+from t2m_pipeline.pipeline.retry import is_transient
+from t2m_pipeline.storage.s3 import StoredObject
+
+T = TypeVar("T")
+
+RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+RENDER_POOL = "manim_render"
+GROUP = "scenes"
+MAX_CODE_PREVIEW = 20_000
+
+
+def pipeline_of(database: PostgresResource, storage: S3StorageResource) -> steps.Pipeline:
+    store = storage.get()
+    return steps.Pipeline(store.settings, database.engine, store)
+
+
+def object_metadata(stored: StoredObject) -> dict:
+    return {
+        "s3_uri": dg.MetadataValue.path(stored.uri),
+        "size_bytes": dg.MetadataValue.int(stored.size),
+        "sha256": dg.MetadataValue.text(stored.sha256),
+        "version_id": dg.MetadataValue.text(stored.version_id or ""),
+        "content_type": dg.MetadataValue.text(stored.content_type),
+    }
+
+
+def run_step(
+    context: dg.AssetExecutionContext,
+    p: steps.Pipeline,
+    *,
+    job_id: str,
+    scene: int | None,
+    stage: str,
+    work: Callable[[], T],
+    reopens: bool = True,
+) -> tuple[T, float]:
+    """Run one step with status write-back; returns (result, seconds)."""
+    started = time.monotonic()
+    try:
+        status.step_started(p.engine, job_id, scene, reopens=reopens)
+        result = work()
+    except steps.StepFailed as exc:
+        _write_failure(context, p, job_id, exc.stage, str(exc), exc.scene, exc.log_key)
+        metadata = {"stage": exc.stage, "log_key": exc.log_key or ""}
+        raise dg.Failure(description=f"{exc.stage} failed: {exc}", metadata=metadata, allow_retries=False) from exc
+    except Exception as exc:
+        transient = is_transient(exc)
+        if transient and context.retry_number < RETRY_POLICY.max_retries:
+            context.log.warning(f"transient failure, will retry ({context.retry_number + 1}/{RETRY_POLICY.max_retries}): {exc}")
+            raise
+        _write_failure(context, p, job_id, stage, f"{type(exc).__name__}: {exc}", scene, None)
+        if transient:
+            raise
+        raise dg.Failure(description=f"{stage} failed: {type(exc).__name__}: {exc}", allow_retries=False) from exc
+    seconds = time.monotonic() - started
+    status.step_succeeded(p.engine, job_id, stage=stage, seconds=seconds, scene=scene)
+    return result, seconds
+
+
+def _write_failure(context, p: steps.Pipeline, job_id: str, stage: str, message: str, scene: int | None, log_key: str | None) -> None:
+    try:
+        status.step_failed(p.engine, job_id, stage=stage, message=message, scene=scene, log_key=log_key)
+    except Exception as exc:  # noqa: BLE001 - the run-failure sensor writes it back later
+        context.log.error(f"could not write the failure back to job {job_id}: {exc}")
+
+
+@dg.asset(
+    key=SCENE_OUTLINE,
+    partitions_def=job_partitions,
+    retry_policy=RETRY_POLICY,
+    group_name=GROUP,
+    kinds={"s3", "json"},
+    description="The job's scene plan (3 to 7 scenes, or configuration.scene_count) in the code bucket; "
+    "registers the job's scene partitions.",
+)
+def scene_outline(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
+    key = decode_job_key(context.partition_key)
+    p = pipeline_of(database, storage)
+    (outline, stored, scene_keys), seconds = run_step(
+        context, p, job_id=key.job_id, scene=None, stage="planning", work=lambda: steps.plan_job(p, key)
+    )
+    context.instance.add_dynamic_partitions(SCENES_PARTITIONS_NAME, scene_keys)
+    return dg.MaterializeResult(
+        metadata={
+            **object_metadata(stored),
+            "scene_count": dg.MetadataValue.int(outline.scene_count),
+            "quality": dg.MetadataValue.text(outline.quality),
+            "scene_titles": dg.MetadataValue.json([s.title for s in outline.scenes]),
+            "seconds": dg.MetadataValue.float(round(seconds, 3)),
+        },
+        data_version=dg.DataVersion(stored.sha256),
+    )
+
+
+@dg.asset(
+    key=SCENE_CODE,
+    partitions_def=scene_partitions,
+    deps=[dg.AssetDep(SCENE_OUTLINE, partition_mapping=dg.AllPartitionMapping())],
+    retry_policy=RETRY_POLICY,
+    group_name=GROUP,
+    kinds={"s3", "python"},
+    description="A scene's manim source from the code generator, checked before it is stored.",
+)
+def scene_code(
+    context: dg.AssetExecutionContext,
+    database: PostgresResource,
+    storage: S3StorageResource,
+    code_generator: CodeGeneratorResource,
+) -> dg.MaterializeResult:
+    key = decode_scene_key(context.partition_key)
+    p = pipeline_of(database, storage)
+    (generated, stored), seconds = run_step(
+        context,
+        p,
+        job_id=key.job_id,
+        scene=key.scene_number,
+        stage="code_generation",
+        work=lambda: steps.generate_code(p, key, code_generator.get()),
+    )
+    preview = generated.code if len(generated.code) <= MAX_CODE_PREVIEW else generated.code[:MAX_CODE_PREVIEW] + "\n# ..."
+    return dg.MaterializeResult(
+        metadata={
+            **object_metadata(stored),
+            "generator": dg.MetadataValue.text(generated.generator),
+            "class_name": dg.MetadataValue.text(generated.class_name),
+            "code": dg.MetadataValue.md(f"```python\n{preview}\n```"),
+            "seconds": dg.MetadataValue.float(round(seconds, 3)),
+        },
+        data_version=dg.DataVersion(stored.sha256),
+    )
+
+
+@dg.asset(
+    key=RENDERED_VIDEO,
+    partitions_def=scene_partitions,
+    deps=[SCENE_CODE],
+    retry_policy=RETRY_POLICY,
+    pool=RENDER_POOL,
+    group_name=GROUP,
+    kinds={"s3", "manim"},
+    description="The scene rendered by manim in a credential-free subprocess; on failure its log is in the code bucket.",
+)
+def rendered_video(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
+    key = decode_scene_key(context.partition_key)
+    p = pipeline_of(database, storage)
+    video, seconds = run_step(
+        context, p, job_id=key.job_id, scene=key.scene_number, stage="rendering", work=lambda: steps.render_video(p, key)
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **object_metadata(video.stored),
+            "duration_s": dg.MetadataValue.float(video.info.duration_s),
+            "resolution": dg.MetadataValue.text(video.info.resolution),
+            "fps": dg.MetadataValue.float(video.info.fps),
+            "quality": dg.MetadataValue.text(video.quality),
+            "render_seconds": dg.MetadataValue.float(round(video.render_seconds, 3)),
+            "seconds": dg.MetadataValue.float(round(seconds, 3)),
+        },
+        data_version=dg.DataVersion(video.stored.sha256),
+    )
+
+
+@dg.asset(
+    key=THUMBNAIL,
+    partitions_def=scene_partitions,
+    deps=[RENDERED_VIDEO],
+    retry_policy=RETRY_POLICY,
+    group_name=GROUP,
+    kinds={"s3", "jpeg"},
+    description="A real frame of the scene's video (at 5 s, or mid-video when shorter) as JPEG.",
+)
+def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
+    key = decode_scene_key(context.partition_key)
+    p = pipeline_of(database, storage)
+    (thumb, stored), seconds = run_step(
+        context,
+        p,
+        job_id=key.job_id,
+        scene=key.scene_number,
+        stage="thumbnails",
+        work=lambda: steps.make_thumbnail(p, key),
+        reopens=False,  # a thumbnail alone (say, backfilled for a migrated video) does not re-open a job
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **object_metadata(stored),
+            "width": dg.MetadataValue.int(thumb.width),
+            "height": dg.MetadataValue.int(thumb.height),
+            "at_seconds": dg.MetadataValue.float(thumb.at_seconds),
+            "seconds": dg.MetadataValue.float(round(seconds, 3)),
+        },
+        data_version=dg.DataVersion(stored.sha256),
+    )
+
+
+@dg.asset(
+    key=COMBINED_VIDEO,
+    partitions_def=job_partitions,
+    deps=[dg.AssetDep(RENDERED_VIDEO, partition_mapping=dg.AllPartitionMapping())],
+    retry_policy=RETRY_POLICY,
+    group_name=GROUP,
+    kinds={"s3", "mp4"},
+    description="All scene videos of the job concatenated in order; completes the job.",
+)
+def combined_video(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
+    key = decode_job_key(context.partition_key)
+    p = pipeline_of(database, storage)
+    (info, stored, scene_count), seconds = run_step(
+        context, p, job_id=key.job_id, scene=None, stage="combining", work=lambda: steps.combine(p, key)
+    )
+    state = status.job_completed(p.engine, key.job_id)
+    return dg.MaterializeResult(
+        metadata={
+            **object_metadata(stored),
+            "duration_s": dg.MetadataValue.float(info.duration_s),
+            "resolution": dg.MetadataValue.text(info.resolution),
+            "scenes": dg.MetadataValue.int(scene_count),
+            "job_status": dg.MetadataValue.text(state.status if state else "unknown"),
+            "seconds": dg.MetadataValue.float(round(seconds, 3)),
+        },
+        data_version=dg.DataVersion(stored.sha256),
+    )
+
+
+SCENE_ASSETS = [scene_outline, scene_code, rendered_video, thumbnail, combined_video]

@@ -1,0 +1,45 @@
+"""The runs the sensors launch: one per job to plan it, one per scene to code, render and thumbnail it, one per
+job to combine. In-process executors: a run is one process (step subprocesses would double the start-up cost);
+the tag lets the run queue cap how many CPU-heavy runs share the machine (dagster.yaml)."""
+
+import dagster as dg
+
+from t2m_pipeline.defs.scenes.partitions import (
+    COMBINED_VIDEO,
+    RENDERED_VIDEO,
+    SCENE_CODE,
+    SCENE_OUTLINE,
+    THUMBNAIL,
+    job_partitions,
+    scene_partitions,
+)
+
+CPU_TAG = "t2m/cpu"
+MAX_RUNTIME_TAG = "dagster/max_runtime"  # seconds; enforced by run monitoring (dagster.yaml)
+
+plan_job = dg.define_asset_job(
+    "plan_job",
+    selection=[SCENE_OUTLINE],
+    partitions_def=job_partitions,
+    executor_def=dg.in_process_executor,
+    tags={MAX_RUNTIME_TAG: "600"},
+    description="Plan one job: its scene outline and scene partitions.",
+)
+render_scene_job = dg.define_asset_job(
+    "render_scene",
+    selection=[SCENE_CODE, RENDERED_VIDEO, THUMBNAIL],
+    partitions_def=scene_partitions,
+    executor_def=dg.in_process_executor,
+    tags={CPU_TAG: "heavy", MAX_RUNTIME_TAG: "1800"},  # a render times out at T2M_RENDER_TIMEOUT_S (300 s) anyway
+    description="One scene: code, manim render, thumbnail.",
+)
+combine_job = dg.define_asset_job(
+    "combine_scenes",
+    selection=[COMBINED_VIDEO],
+    partitions_def=job_partitions,
+    executor_def=dg.in_process_executor,
+    tags={CPU_TAG: "heavy", MAX_RUNTIME_TAG: "1800"},
+    description="Concatenate a job's scene videos and complete the job.",
+)
+
+PIPELINE_JOBS = [plan_job, render_scene_job, combine_job]

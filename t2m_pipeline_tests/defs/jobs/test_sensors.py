@@ -1,0 +1,208 @@
+"""The sensors against the real database: order, bounds, hostile rows, no double launch, failure write-back."""
+
+import json
+
+import dagster as dg
+from sqlalchemy import text
+
+from t2m_pipeline.db.job_state import transition
+from t2m_pipeline.defs.jobs import sensors
+from t2m_pipeline.defs.jobs.sensors import combine_ready_jobs, new_jobs, pipeline_run_failures, scene_runs
+from t2m_pipeline.partition_keys import decode_job_key, encode_job_key
+from t2m_pipeline.pipeline.dispatch import QUEUED_JOBS_SQL
+from t2m_pipeline_tests.defs.scenes.support import (
+    apply_partition_requests,
+    insert_job,
+    job_row,
+    pipeline_defs,
+    queue_row,
+    run_requested,
+    sensor_result,
+)
+
+
+def launched_jobs(result):
+    return [decode_job_key(r.partition_key).job_id for r in result.run_requests]
+
+
+def test_highest_priority_first_then_queue_order_and_never_twice(instance, resources, pipeline_engine):
+    low = insert_job(pipeline_engine, priority="low")[1]
+    normal_1 = insert_job(pipeline_engine, priority="normal")[1]
+    urgent = insert_job(pipeline_engine, priority="urgent")[1]
+    high = insert_job(pipeline_engine, priority="high")[1]
+    normal_2 = insert_job(pipeline_engine, priority="normal")[1]
+
+    tick = sensor_result(new_jobs, instance, resources)
+    assert launched_jobs(tick) == [urgent, high, normal_1, normal_2, low]
+    assert [k for r in tick.dynamic_partitions_requests for k in r.partition_keys] == [r.partition_key for r in tick.run_requests]
+    for job_id in (low, urgent):
+        row, queue = job_row(pipeline_engine, job_id), queue_row(pipeline_engine, job_id)
+        assert (row["status"], row["current_stage"], queue["status"]) == ("processing", "planning", "processing")
+    assert json.loads(tick.cursor)["launched_total"] == 5
+
+    again = sensor_result(new_jobs, instance, resources, tick.cursor)
+    assert not again.run_requests and json.loads(again.cursor)["launched_total"] == 5
+
+
+def test_each_tick_is_bounded_and_the_backlog_drains(instance, resources, pipeline_engine, monkeypatch):
+    monkeypatch.setattr(sensors, "MAX_JOBS_PER_TICK", 7)
+    jobs = [insert_job(pipeline_engine, clerk_id="user_bulk")[1] for _ in range(10)]
+    first = sensor_result(new_jobs, instance, resources)
+    second = sensor_result(new_jobs, instance, resources, first.cursor)
+    assert launched_jobs(first) == jobs[:7] and launched_jobs(second) == jobs[7:]
+    assert not sensor_result(new_jobs, instance, resources, second.cursor).run_requests
+
+
+def test_hostile_rows_fail_with_a_reason_and_do_not_stall_the_others(instance, resources, pipeline_engine):
+    bad = {
+        "string_config": insert_job(pipeline_engine, priority="urgent", raw_configuration_sql="'\"just a string\"'::jsonb")[1],
+        "array_config": insert_job(pipeline_engine, priority="urgent", configuration=[1, 2, 3])[1],
+        "bad_count": insert_job(pipeline_engine, priority="urgent", configuration={"scene_count": "DROP TABLE jobs"})[1],
+        "bad_quality": insert_job(pipeline_engine, priority="urgent", configuration={"quality": {"$gt": ""}})[1],
+        "empty_topic": insert_job(pipeline_engine, priority="urgent", topic="   ")[1],
+    }
+    ignored = {
+        "deleted": insert_job(pipeline_engine, is_deleted=True)[1],
+        "other_type": insert_job(pipeline_engine, job_type="file_processing")[1],
+        "no_queue_row_is_not_a_dispatch": insert_job(pipeline_engine, queue=False)[1],
+    }
+    good = insert_job(pipeline_engine, priority="low", topic="Entropy ünïcode \U0001f525", configuration={"scene_count": 2})[1]
+
+    tick = sensor_result(new_jobs, instance, resources)
+    assert launched_jobs(tick) == [good]
+    for name, job_id in bad.items():
+        row = job_row(pipeline_engine, job_id)
+        assert row["status"] == "failed", name
+        assert row["error_info"]["stage"] == "planning" and row["error_info"]["message"].startswith("job row rejected"), name
+        assert queue_row(pipeline_engine, job_id)["status"] == "failed"
+    for name, job_id in ignored.items():
+        assert job_row(pipeline_engine, job_id)["status"] == "queued", name
+    assert json.loads(tick.cursor)["rejected_total"] == len(bad)
+    assert not sensor_result(new_jobs, instance, resources, tick.cursor).run_requests
+
+
+def test_a_row_that_cannot_be_marked_is_skipped_and_remembered(instance, resources, pipeline_engine):
+    stuck = insert_job(pipeline_engine, priority="urgent")[1]
+    good = insert_job(pipeline_engine)[1]
+    # Another system holds a bad queue row: its status check passes but the job row was moved on without it.
+    with pipeline_engine.begin() as conn:
+        conn.execute(text("ALTER TABLE jobs ADD CONSTRAINT ck_test_block CHECK (id <> CAST(:j AS uuid) OR status = 'queued') NOT VALID".replace(":j", f"'{stuck}'")))
+    try:
+        tick = sensor_result(new_jobs, instance, resources)
+        assert launched_jobs(tick) == [good]
+        assert json.loads(tick.cursor)["skipped"] == [stuck]
+        assert job_row(pipeline_engine, stuck)["status"] == "queued"
+        assert not sensor_result(new_jobs, instance, resources, tick.cursor).run_requests
+    finally:
+        with pipeline_engine.begin() as conn:
+            conn.execute(text("ALTER TABLE jobs DROP CONSTRAINT ck_test_block"))
+
+
+def test_a_requeued_job_gets_a_new_run_key(instance, resources, pipeline_engine):
+    job_id = insert_job(pipeline_engine)[1]
+    first = sensor_result(new_jobs, instance, resources).run_requests[0]
+    transition(pipeline_engine, job_id, "queued")  # the stuck-job audit's re-queue policy
+    second = sensor_result(new_jobs, instance, resources).run_requests[0]
+    assert first.partition_key == second.partition_key and first.run_key != second.run_key
+
+
+def test_dispatch_query_walks_the_partial_index(pipeline_engine):
+    with pipeline_engine.begin() as conn:
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        conn.execute(text("SET LOCAL enable_sort = off"))
+        plan = "\n".join(r[0] for r in conn.execute(text(f"EXPLAIN {QUEUED_JOBS_SQL.text}"), {"limit": 100, "exclude": []}))
+    assert "ix_job_queue_dispatch" in plan, plan
+    assert "Sort Key" not in plan, plan
+
+
+def test_scene_runs_are_bounded_per_tick_and_skip_malformed_outlines(instance, resources, pipeline_engine, monkeypatch):
+    monkeypatch.setattr(sensors, "MAX_RUNS_PER_TICK", 5)
+    defs = pipeline_defs(resources)
+    for _ in range(3):
+        insert_job(pipeline_engine, configuration={"scene_count": 3})
+    tick = sensor_result(new_jobs, instance, resources)
+    apply_partition_requests(instance, tick)
+    for request in tick.run_requests:
+        assert run_requested(defs, instance, "plan_job", request).success
+    first = sensor_result(scene_runs, instance, resources)
+    assert len(first.run_requests) == 3  # a whole outline per request batch: 3 + 3 would exceed 5
+    second = sensor_result(scene_runs, instance, resources, first.cursor)
+    third = sensor_result(scene_runs, instance, resources, second.cursor)
+    assert len(second.run_requests) == 3 and len(third.run_requests) == 3
+    keys = [r.partition_key for r in first.run_requests + second.run_requests + third.run_requests]
+    assert len(set(keys)) == 9 and len({r.run_key for r in first.run_requests + second.run_requests}) == 6
+    assert not sensor_result(scene_runs, instance, resources, third.cursor).run_requests
+
+
+def test_run_failure_sensor_fails_the_job_when_the_step_could_not(instance, resources, pipeline_engine):
+    """A run that died without writing back (say the database was down at that moment) still fails its job."""
+    user_id, job_id = insert_job(pipeline_engine, configuration={"scene_count": 1})
+    key = encode_job_key(user_id, job_id)
+    tick = sensor_result(new_jobs, instance, resources)
+    apply_partition_requests(instance, tick)
+
+    @dg.op(name="scene_outline")
+    def crash():
+        raise RuntimeError("worker lost")
+
+    crash_job = dg.GraphDefinition(name="plan_job", node_defs=[crash]).to_job(name="plan_job")
+    result = crash_job.execute_in_process(instance=instance, tags={"dagster/partition": key}, raise_on_error=False)
+    assert not result.success and job_row(pipeline_engine, job_id)["status"] == "processing"
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    with dg.build_run_status_sensor_context(
+        sensor_name="pipeline_run_failures", dagster_event=failure, dagster_instance=instance,
+        dagster_run=result.dagster_run, resources=resources,
+    ) as context:
+        pipeline_run_failures(context.for_run_failure())
+    row = job_row(pipeline_engine, job_id)
+    assert row["status"] == "failed" and row["error_info"]["stage"] == "planning"
+    assert result.run_id in row["error_info"]["message"] and row["error_info"]["log_key"] is None
+
+
+def test_run_failure_sensor_ignores_other_domains_runs(instance, resources, pipeline_engine):
+    user_id, job_id = insert_job(pipeline_engine)
+    sensor_result(new_jobs, instance, resources)
+
+    @dg.op(name="legacy_files")
+    def other():
+        raise RuntimeError("not ours")
+
+    result = dg.GraphDefinition(name="legacy", node_defs=[other]).to_job(name="legacy").execute_in_process(
+        instance=instance, tags={"dagster/partition": encode_job_key(user_id, job_id)}, raise_on_error=False
+    )
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    with dg.build_run_status_sensor_context(
+        sensor_name="pipeline_run_failures", dagster_event=failure, dagster_instance=instance,
+        dagster_run=result.dagster_run, resources=resources,
+    ) as context:
+        pipeline_run_failures(context.for_run_failure())
+    assert job_row(pipeline_engine, job_id)["status"] == "processing"
+
+
+def test_combine_sensor_requests_only_complete_healthy_jobs(instance, resources, pipeline_engine):
+    from t2m_pipeline.db.files import FileRecord, record_file
+    from t2m_pipeline.partition_keys import encode_scene_key
+    from t2m_pipeline.pipeline import status
+    from t2m_pipeline.storage import layout
+
+    def planned_with_one_scene_done():
+        user_id, job_id = insert_job(pipeline_engine)
+        transition(pipeline_engine, job_id, "processing")
+        keys = [(layout.job_plan_key(user_id, job_id, "scene_outline.json"), {"scene_count": 1}),
+                (layout.scene_video_key(user_id, job_id, 1), {}), (layout.thumbnail_key(user_id, job_id, 1), {})]
+        with pipeline_engine.begin() as conn:
+            for key, extra in keys:
+                record_file(conn, FileRecord(user_id, "x", "b", key, "v1", 1, "0" * 64, "x/y", job_id=job_id, extra=extra))
+        instance.report_runless_asset_event(dg.AssetMaterialization("thumbnail", partition=encode_scene_key(user_id, job_id, 1)))
+        return user_id, job_id
+
+    ready = planned_with_one_scene_done()
+    failed = planned_with_one_scene_done()
+    status.step_failed(pipeline_engine, failed[1], stage="rendering", message="x", scene=1)
+    cancelled = planned_with_one_scene_done()
+    transition(pipeline_engine, cancelled[1], "cancelled")
+    instance.report_runless_asset_event(dg.AssetMaterialization("thumbnail", partition="not/a/scene"))
+
+    tick = sensor_result(combine_ready_jobs, instance, resources)
+    assert [r.partition_key for r in tick.run_requests] == [encode_job_key(*ready)]
+    assert not sensor_result(combine_ready_jobs, instance, resources, tick.cursor).run_requests

@@ -1,0 +1,292 @@
+"""The asset pipeline in process, driven by its sensors: a job row inserted with plain SQL becomes every object of
+the layout in the moto server, each with its file_metadata row, and a completed job; a failed scene fails the job
+and keeps the others; re-running only that partition completes the job."""
+
+import hashlib
+import io
+import json
+import tempfile
+import uuid
+
+import dagster as dg
+import pytest
+from PIL import Image
+
+from t2m_pipeline.defs.jobs.sensors import combine_ready_jobs, new_jobs, pipeline_run_failures, scene_runs
+from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENE_OUTLINE, THUMBNAIL
+from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource
+from t2m_pipeline.partition_keys import encode_job_key, encode_scene_key
+from t2m_pipeline.render.codegen import GeneratedCode, TemplateCodeGenerator, scene_class_name
+from t2m_pipeline.render.media import probe_video
+from t2m_pipeline.storage import layout
+from t2m_pipeline_tests.defs.scenes.support import (
+    apply_partition_requests,
+    file_rows,
+    insert_job,
+    job_row,
+    pipeline_defs,
+    queue_row,
+    run_requested,
+    sensor_result,
+)
+
+
+def layout_objects(settings, user_id, job_id, scenes):
+    """Every object the layout says a finished job has: (bucket, key)."""
+    objects = [(settings.bucket("code"), layout.job_plan_key(user_id, job_id, "scene_outline.json"))]
+    for n in range(1, scenes + 1):
+        objects += [
+            (settings.bucket("code"), layout.scene_code_key(user_id, job_id, n)),
+            (settings.bucket("videos"), layout.scene_video_key(user_id, job_id, n)),
+            (settings.bucket("thumbnails"), layout.thumbnail_key(user_id, job_id, n)),
+        ]
+    objects.append((settings.bucket("videos"), layout.combined_video_key(user_id, job_id)))
+    return objects
+
+
+def latest_metadata(instance, asset_key, partition):
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1).records
+    assert records, f"{asset_key.to_user_string()} {partition} never materialized"
+    return records[0].asset_materialization.metadata
+
+
+def run_scene_runs(defs, instance, resources, cursor=None):
+    result = sensor_result(scene_runs, instance, resources, cursor)
+    outcomes = {r.partition_key: run_requested(defs, instance, "render_scene", r) for r in result.run_requests}
+    return result, outcomes
+
+
+def test_a_job_row_becomes_every_object_of_the_layout_and_a_completed_job(instance, resources, pipeline_engine, settings, storage):
+    user_id, job_id = insert_job(pipeline_engine, configuration={"scene_count": 2, "quality": "low"}, priority="high")
+    defs = pipeline_defs(resources)
+
+    # The sensor finds the row (plain SQL, nothing else) and claims it.
+    tick = sensor_result(new_jobs, instance, resources)
+    (request,) = tick.run_requests
+    assert request.partition_key == encode_job_key(user_id, job_id) and request.run_key.startswith(job_id)
+    job = job_row(pipeline_engine, job_id)
+    assert (job["status"], job["current_stage"]) == ("processing", "planning") and job["started_at"] is not None
+    assert queue_row(pipeline_engine, job_id)["processing_started_at"] is not None
+    apply_partition_requests(instance, tick)
+    assert instance.get_dynamic_partitions("jobs") == [request.partition_key]
+
+    # Planning: the outline, the scene partitions, 10 %.
+    assert run_requested(defs, instance, "plan_job", request).success
+    scene_keys = [encode_scene_key(user_id, job_id, n) for n in (1, 2)]
+    assert sorted(instance.get_dynamic_partitions("scenes")) == scene_keys
+    job = job_row(pipeline_engine, job_id)
+    assert (job["status"], job["current_stage"], float(job["progress_percentage"])) == ("processing", "code_generation", 10.0)
+
+    # One render_scene run per scene, launched by the outline's materialization.
+    scenes_tick = sensor_result(scene_runs, instance, resources)
+    assert sorted(r.partition_key for r in scenes_tick.run_requests) == scene_keys
+    assert run_requested(defs, instance, "render_scene", scenes_tick.run_requests[0]).success
+    assert float(job_row(pipeline_engine, job_id)["progress_percentage"]) == 50.0  # 10 + 80 * 3/6
+    assert not sensor_result(combine_ready_jobs, instance, resources).run_requests  # scene 2 has no video yet
+    assert run_requested(defs, instance, "render_scene", scenes_tick.run_requests[1]).success
+    assert not sensor_result(scene_runs, instance, resources, scenes_tick.cursor).run_requests
+
+    job = job_row(pipeline_engine, job_id)
+    assert (job["current_stage"], float(job["progress_percentage"])) == ("combining", 90.0)
+    combine_tick = sensor_result(combine_ready_jobs, instance, resources)
+    (combine_request,) = combine_tick.run_requests
+    assert combine_request.partition_key == request.partition_key
+    # Evaluated again from the start: the same videos give the same run key (the daemon would not launch twice).
+    assert sensor_result(combine_ready_jobs, instance, resources).run_requests[0].run_key == combine_request.run_key
+    assert run_requested(defs, instance, "combine_scenes", combine_request).success
+
+    # The job: completed at 100 with times, stages and bytes.
+    job, queue = job_row(pipeline_engine, job_id), queue_row(pipeline_engine, job_id)
+    assert (job["status"], job["current_stage"], float(job["progress_percentage"])) == ("completed", "completed", 100.0)
+    assert job["completed_at"] is not None and job["error_info"] is None
+    assert (queue["status"], queue["completed_at"] is not None) == ("completed", True)
+    stage_seconds = job["metrics"]["stage_seconds"]
+    assert set(stage_seconds) == {"planning", "code_generation", "rendering", "thumbnails", "combining"}
+    assert all(v > 0 for v in stage_seconds.values())
+
+    # Every object of the layout is in S3, and its file_metadata row names that very version and checksum.
+    rows = {(r["s3_bucket"], r["s3_key"]): r for r in file_rows(pipeline_engine, job_id)}
+    expected = layout_objects(settings, user_id, job_id, 2)
+    assert set(rows) == set(expected)
+    assert job["metrics"]["bytes_written"] == sum(r["file_size"] for r in rows.values())
+    for bucket, key in expected:
+        body = storage.get_bytes(bucket, key)
+        head = storage.head(bucket, key)
+        row = rows[(bucket, key)]
+        assert row["version_id"] == head["VersionId"] and row["file_size"] == len(body)
+        assert row["checksum"] == hashlib.sha256(body).hexdigest() == head["Metadata"]["sha256"]
+        assert str(row["user_id"]) == user_id and str(row["job_id"]) == job_id
+
+    # UI metadata: object facts on every materialization, video and image facts where they apply.
+    video_meta = latest_metadata(instance, RENDERED_VIDEO, scene_keys[0])
+    video_row = rows[(settings.bucket("videos"), layout.scene_video_key(user_id, job_id, 1))]
+    assert video_meta["sha256"].value == video_row["checksum"] and video_meta["version_id"].value == video_row["version_id"]
+    assert video_meta["s3_uri"].value == f"s3://{settings.bucket('videos')}/{layout.scene_video_key(user_id, job_id, 1)}"
+    assert video_meta["resolution"].value == "854x480" and 1.0 <= video_meta["duration_s"].value <= 3.0
+    thumb_meta = latest_metadata(instance, THUMBNAIL, scene_keys[1])
+    thumb = Image.open(io.BytesIO(storage.get_bytes(settings.bucket("thumbnails"), layout.thumbnail_key(user_id, job_id, 2))))
+    assert (thumb.format, thumb.size) == ("JPEG", (thumb_meta["width"].value, thumb_meta["height"].value)) and thumb.size == (854, 480)
+    assert latest_metadata(instance, SCENE_CODE, scene_keys[0])["generator"].value == "template"
+    assert latest_metadata(instance, SCENE_OUTLINE, request.partition_key)["scene_count"].value == 2
+
+    # The combined video is the scenes in order.
+    combined = storage.get_bytes(settings.bucket("videos"), layout.combined_video_key(user_id, job_id))
+    scene_durations = [latest_metadata(instance, RENDERED_VIDEO, k)["duration_s"].value for k in scene_keys]
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as fh:
+        fh.write(combined)
+        fh.flush()
+        assert probe_video(fh.name).duration_s == pytest.approx(sum(scene_durations), abs=0.15)
+
+    # Nothing is launched twice: the row is no longer queued.
+    assert not sensor_result(new_jobs, instance, resources, tick.cursor).run_requests
+
+
+class BrokenSceneGenerator(CodeGeneratorResource):
+    """Code that passes the check but fails in manim (a misspelt name) for one scene: an LLM's typical mistake."""
+
+    broken_scene: int = 2
+
+    def get(self):
+        broken = self.broken_scene
+
+        class Generator(TemplateCodeGenerator):
+            name = "broken-for-test"
+
+            def generate(self, outline, scene):
+                good = super().generate(outline, scene)
+                if scene.number != broken:
+                    return good
+                code = good.code.replace("self.play(Write(title)", "self.play(Wirte(title)")
+                return GeneratedCode(code, scene_class_name(scene.number), self.name)
+
+        return Generator()
+
+
+def test_a_failed_scene_fails_the_job_keeps_the_others_and_a_rerun_of_that_partition_completes_it(
+    instance, resources, pipeline_engine, settings, storage
+):
+    user_id, job_id = insert_job(pipeline_engine, topic="Binary search", configuration={"scene_count": 2})
+    broken_defs = pipeline_defs({**resources, "code_generator": BrokenSceneGenerator()})
+    tick = sensor_result(new_jobs, instance, resources)
+    apply_partition_requests(instance, tick)
+    assert run_requested(broken_defs, instance, "plan_job", tick.run_requests[0]).success
+    scenes_tick, outcomes = run_scene_runs(broken_defs, instance, resources)
+    good_key, bad_key = (encode_scene_key(user_id, job_id, n) for n in (1, 2))
+    assert outcomes[good_key].success and not outcomes[bad_key].success
+
+    # The job failed, saying where and why, with the render log in the code bucket.
+    job = job_row(pipeline_engine, job_id)
+    assert job["status"] == "failed" and job["completed_at"] is not None
+    error = job["error_info"]
+    assert (error["stage"], error["scene"], error["failed_scenes"]) == ("rendering", 2, [2])
+    assert "Scene002" in error["message"]
+    assert error["log_key"].startswith(f"users/{user_id}/jobs/{job_id}/code/scene_002/logs/render-")
+    log = storage.get_bytes(settings.bucket("code"), error["log_key"]).decode()
+    assert "NameError" in log and "Wirte" in log
+    assert any(r["s3_key"] == error["log_key"] and r["file_type"] == "render_log" for r in file_rows(pipeline_engine, job_id))
+    # The failed step was not retried: a render error is not transient.
+    bad_run = outcomes[bad_key]
+    assert not [e for e in bad_run.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
+
+    # The other scene is intact; the failed one has its code but no video; nothing is combined.
+    keys = {r["s3_key"] for r in file_rows(pipeline_engine, job_id)}
+    assert {layout.scene_video_key(user_id, job_id, 1), layout.thumbnail_key(user_id, job_id, 1)} <= keys
+    assert layout.scene_code_key(user_id, job_id, 2) in keys and layout.scene_video_key(user_id, job_id, 2) not in keys
+    assert not sensor_result(combine_ready_jobs, instance, resources).run_requests
+
+    # The run-failure sensor sees the failure was already written back and leaves error_info (with its log) alone.
+    failure = next(e for e in bad_run.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    with dg.build_run_status_sensor_context(
+        sensor_name="pipeline_run_failures", dagster_event=failure, dagster_instance=instance,
+        dagster_run=bad_run.dagster_run, resources=resources,
+    ) as context:
+        pipeline_run_failures(context.for_run_failure())
+    assert job_row(pipeline_engine, job_id)["error_info"] == error
+
+    # The fix (here: a generator that writes correct code), then only the failed partition again.
+    rerun = sensor_result(scene_runs, instance, resources).run_requests  # the same requests the daemon deduplicates
+    good_defs = pipeline_defs(resources)
+    bad_request = next(r for r in rerun if r.partition_key == bad_key)
+    assert run_requested(good_defs, instance, "render_scene", bad_request).success
+    job = job_row(pipeline_engine, job_id)
+    assert (job["status"], job["error_info"]) == ("processing", None)
+
+    (combine_request,) = sensor_result(combine_ready_jobs, instance, resources).run_requests
+    assert run_requested(good_defs, instance, "combine_scenes", combine_request).success
+    job = job_row(pipeline_engine, job_id)
+    assert (job["status"], float(job["progress_percentage"]), job["error_info"]) == ("completed", 100.0, None)
+    # Scene 1 was rendered once: the re-run did not touch it.
+    video_rows = [r for r in file_rows(pipeline_engine, job_id) if r["s3_key"] == layout.scene_video_key(user_id, job_id, 1)]
+    assert len(video_rows) == 1
+
+
+class FlakyGenerator(CodeGeneratorResource):
+    """The code endpoint is down for the first call, then answers: a transient failure."""
+
+    def get(self):
+        from t2m_pipeline.render.codegen import CodeGenerationError
+
+        marker = FLAKY_CALLS
+
+        class Generator(TemplateCodeGenerator):
+            def generate(self, outline, scene):
+                marker.append(scene.number)
+                if len(marker) == 1:
+                    raise CodeGenerationError("code endpoint unreachable (test)", transient=True)
+                return super().generate(outline, scene)
+
+        return Generator()
+
+
+FLAKY_CALLS: list[int] = []
+
+
+def test_transient_failures_are_retried_with_backoff(instance, resources, pipeline_engine):
+    user_id, job_id = insert_job(pipeline_engine, configuration={"scene_count": 1})
+    defs = pipeline_defs({**resources, "code_generator": FlakyGenerator()})
+    tick = sensor_result(new_jobs, instance, resources)
+    apply_partition_requests(instance, tick)
+    assert run_requested(defs, instance, "plan_job", tick.run_requests[0]).success
+    FLAKY_CALLS.clear()
+    (request,) = sensor_result(scene_runs, instance, resources).run_requests
+    outcome = run_requested(defs, instance, "render_scene", request)
+    assert outcome.success and len(FLAKY_CALLS) == 2
+    assert [e for e in outcome.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
+    assert job_row(pipeline_engine, job_id)["status"] == "processing"
+
+
+def test_scene_partition_keys_come_from_the_codec_only(instance, resources, pipeline_engine):
+    user_id, job_id = insert_job(pipeline_engine, configuration={"scene_count": 3})
+    defs = pipeline_defs(resources)
+    tick = sensor_result(new_jobs, instance, resources)
+    apply_partition_requests(instance, tick)
+    run_requested(defs, instance, "plan_job", tick.run_requests[0])
+    for key in instance.get_dynamic_partitions("scenes"):
+        user, job, scene = key.split("/")
+        assert (user, job) == (user_id, job_id) and scene in ("001", "002", "003")
+        assert set(key) <= set("0123456789abcdef-/")
+    assert uuid.UUID(job_id)
+    assert json.loads(json.dumps(tick.cursor and json.loads(tick.cursor)))["launched_total"] == 1
+
+
+def test_the_openai_generator_plugs_in_through_settings(instance, resources, pipeline_engine, settings, storage, monkeypatch):
+    """T2M_CODE_GENERATOR=openai: scene code comes from an OpenAI-compatible endpoint (a stub on loopback), is
+    checked, stored and rendered like any other."""
+    from t2m_pipeline_tests.render.test_codegen import GOOD_ANSWER, StubLLM, chat
+
+    user_id, job_id = insert_job(pipeline_engine, configuration={"scene_count": 1})
+    tick = sensor_result(new_jobs, instance, resources)
+    apply_partition_requests(instance, tick)
+    defs = pipeline_defs(resources)
+    assert run_requested(defs, instance, "plan_job", tick.run_requests[0]).success
+    with StubLLM([(200, chat(GOOD_ANSWER.format(name="Scene001")))]) as stub:
+        monkeypatch.setenv("T2M_CODE_GENERATOR", "openai")
+        monkeypatch.setenv("T2M_LLM_BASE_URL", stub.base_url)
+        monkeypatch.setenv("T2M_LLM_MODEL", "stub-model")
+        (request,) = sensor_result(scene_runs, instance, resources).run_requests
+        assert run_requested(defs, instance, "render_scene", request).success
+    assert stub.requests and stub.requests[0]["json"]["model"] == "stub-model"
+    code = storage.get_bytes(settings.bucket("code"), layout.scene_code_key(user_id, job_id, 1)).decode()
+    assert "Create(Circle())" in code and "Sure." not in code
+    assert latest_metadata(instance, SCENE_CODE, request.partition_key)["generator"].value == "openai"
+    assert 0.2 <= latest_metadata(instance, RENDERED_VIDEO, request.partition_key)["duration_s"].value <= 1.0

@@ -1,0 +1,92 @@
+"""The real daemon path, once: `dagster-daemon run` on a PostgreSQL-backed instance; a job row inserted with plain
+SQL completes with nobody doing anything else (sensors, queued run coordinator, run workers, the lot)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from t2m_pipeline_tests.conftest import ADMIN_URL
+from t2m_pipeline_tests.defs.scenes.support import file_rows, insert_job, job_row
+
+REPO = Path(__file__).resolve().parents[1]
+DEADLINE_S = 240
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM to the daemon's process group (it shuts its code server down), SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+@pytest.fixture
+def throwaway_databases(service_env):
+    """A metadata database and a Dagster storage database of the daemon's own."""
+    from t2m_pipeline.db.engine import drop_database, ensure_database, make_engine
+    from t2m_pipeline.db.migrate import upgrade
+
+    suffix = uuid.uuid4().hex[:10]
+    base = ADMIN_URL.rsplit("/", 1)[0]
+    metadata_url, dagster_url = f"{base}/t2m_daemon_meta_{suffix}", f"{base}/t2m_daemon_dagster_{suffix}"
+    upgrade(metadata_url)
+    ensure_database(dagster_url)
+    engine = make_engine(metadata_url)
+    yield engine, metadata_url, dagster_url.replace("postgresql+psycopg://", "postgresql+psycopg2://")
+    engine.dispose()
+    drop_database(metadata_url)
+    drop_database(dagster_url)
+
+
+@pytest.mark.slow
+def test_daemon_completes_a_job_inserted_with_plain_sql(service_env, buckets, settings, throwaway_databases, tmp_path):
+    engine, metadata_url, dagster_url = throwaway_databases
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        **service_env,
+        "T2M_DATABASE_URL": metadata_url,
+        "T2M_DAGSTER_PG_URL": dagster_url,
+        "DAGSTER_HOME": str(home),
+    }
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "wb") as log:
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        user_id, job_id = insert_job(engine, topic="Daemon test", configuration={"scene_count": 2, "quality": "low"})
+        deadline = time.monotonic() + DEADLINE_S
+        seen_stages = set()
+        while time.monotonic() < deadline:
+            row = job_row(engine, job_id)
+            seen_stages.add(row["current_stage"])
+            if row["status"] in ("completed", "failed") or daemon.poll() is not None:
+                break
+            time.sleep(1)
+        row = job_row(engine, job_id)
+        assert row["status"] == "completed", f"job {row['status']} ({row['error_info']}); daemon log:\n{log_path.read_text()[-5000:]}"
+    finally:
+        stop_process_group(daemon)
+    assert daemon.returncode is not None
+    assert float(row["progress_percentage"]) == 100.0 and row["current_stage"] == "completed"
+    assert "planning" in seen_stages or "code_generation" in seen_stages
+    kinds = sorted(r["file_type"] for r in file_rows(engine, job_id))
+    assert kinds == ["combined_video", "scene_code", "scene_code", "scene_outline", "scene_video", "scene_video", "thumbnail", "thumbnail"]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM job_queue WHERE job_id = :j"), {"j": job_id}).scalar_one() == "completed"
