@@ -2,31 +2,41 @@
 
 Every write sends a SHA-256 checksum (S3 rejects a body that does not match), applies server-side encryption,
 attaches user metadata, and, when the storage has an engine, records the version's `file_metadata` row.
+
+Retried writes (RELIABILITY.md): a write whose answer was lost (connection reset, read timeout) and was then retried
+may have landed twice, leaving an identical extra version. Each logical write carries a unique `write-id` in its
+user metadata; after a write that needed retries (and after every multipart upload) the versions of the key that
+carry this write's `write-id`, other than the one kept, are found and removed. A request that lands after its retry
+(stalled past the client's timeout) can only be found later: `remove_duplicate_versions` is that sweep.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.files import FileRecord, find_file, record_file
+from t2m_pipeline.db.models import FileMetadata
 from t2m_pipeline.storage.errors import NotOwnerError, ObjectNotFoundError, StorageError, map_error
 
 MIB = 1024 * 1024
@@ -35,6 +45,12 @@ METADATA_LIMIT_BYTES = 2048
 DEFAULT_URL_SECONDS = 3600
 VIDEO_STREAM_URL_SECONDS = 7200
 MAX_URL_SECONDS = 7 * 24 * 3600
+WRITE_ID_METADATA = "write-id"
+# S3 refuses a request signed more than 15 minutes away from its clock, so every version a write produced is newer
+# than the write's start minus this much (by S3's clock): older versions need not be looked at.
+RETRY_DUPLICATE_WINDOW = timedelta(minutes=15)
+
+log = logging.getLogger(__name__)
 
 
 def make_s3_client(settings: Settings, *, max_attempts: int | None = None, read_timeout: float = 60.0):
@@ -79,7 +95,14 @@ class StoredObject:
         return f"s3://{self.bucket}/{self.key}"
 
 
-def object_metadata(owner: ObjectOwner, sha256: str, original_name: str | None, now: datetime) -> dict[str, str]:
+def new_write_id() -> str:
+    """A token naming one logical write, shared by all its retried requests (and nothing else)."""
+    return uuid.uuid4().hex
+
+
+def object_metadata(
+    owner: ObjectOwner, sha256: str, original_name: str | None, now: datetime, write_id: str | None = None
+) -> dict[str, str]:
     """S3 user metadata, ASCII only, kept under S3's 2 KB limit by shortening the original name last."""
     meta = {
         "user-id": str(owner.user_id),
@@ -87,6 +110,8 @@ def object_metadata(owner: ObjectOwner, sha256: str, original_name: str | None, 
         "sha256": sha256,
         "uploaded-at": now.isoformat(timespec="seconds"),
     }
+    if write_id:
+        meta[WRITE_ID_METADATA] = write_id
     if owner.job_id:
         meta["job-id"] = str(owner.job_id)
     if owner.scene_number is not None:
@@ -130,10 +155,21 @@ def sha256_file(path: Path) -> tuple[str, int]:
 class S3Storage:
     """S3 operations for the platform's buckets; with an engine, every write also records its metadata row."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None, client: Any = None):
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine | None = None,
+        client: Any = None,
+        *,
+        remove_retry_duplicates: bool = True,
+    ):
         self.settings = settings
         self.engine = engine
         self.client = client or make_s3_client(settings)
+        # Off only in tests that show what the cleanup protects against.
+        self.remove_retry_duplicates = remove_retry_duplicates
+        self.duplicates_removed = 0  # versions deleted by the cleanup and the sweep, for reports
+        self._count_lock = threading.Lock()
         self.transfer_config = TransferConfig(
             multipart_threshold=settings.multipart_threshold_mib * MIB,
             multipart_chunksize=MULTIPART_CHUNK_BYTES,
@@ -202,7 +238,9 @@ class S3Storage:
 
     def _put_single(self, bucket, key, body, digest: bytes, size: int, owner, content_type, original_name) -> StoredObject:
         sha_hex = digest.hex()
-        meta = object_metadata(owner, sha_hex, original_name, datetime.now(timezone.utc))
+        started = datetime.now(timezone.utc)
+        write_id = new_write_id()
+        meta = object_metadata(owner, sha_hex, original_name, started, write_id)
         try:
             response = self.client.put_object(
                 Bucket=bucket,
@@ -217,23 +255,128 @@ class S3Storage:
             )
         except (ClientError, BotoCoreError) as exc:
             raise map_error(exc, bucket, key) from exc
-        return self._record(bucket, key, response.get("VersionId"), size, sha_hex, owner, content_type, original_name)
+        version_id = response.get("VersionId")
+        # One request sent means one version written; only a retried write can have landed more than once.
+        if response.get("ResponseMetadata", {}).get("RetryAttempts", 0) and version_id:
+            self._remove_retry_duplicates(bucket, key, write_id, size, started, keep=version_id)
+        return self._record(bucket, key, version_id, size, sha_hex, owner, content_type, original_name)
 
     def _put_multipart(self, bucket, key, source, sha_hex: str, size: int, owner, content_type, original_name) -> StoredObject:
-        """Above the threshold: s3transfer's multipart upload, each part checksummed with SHA-256 by S3."""
-        meta = object_metadata(owner, sha_hex, original_name, datetime.now(timezone.utc))
+        """Above the threshold: s3transfer's multipart upload, each part checksummed with SHA-256 by S3.
+
+        s3transfer does not return the version it created: it is found by its `write-id`.
+        """
+        started = datetime.now(timezone.utc)
+        write_id = new_write_id()
+        meta = object_metadata(owner, sha_hex, original_name, started, write_id)
         extra = {"ContentType": content_type, "Metadata": meta, "ChecksumAlgorithm": "SHA256", **self._encryption_args()}
         try:
             if isinstance(source, Path):
                 self.client.upload_file(str(source), bucket, key, ExtraArgs=extra, Config=self.transfer_config)
             else:
                 self.client.upload_fileobj(source, bucket, key, ExtraArgs=extra, Config=self.transfer_config)
-            head = self.client.head_object(Bucket=bucket, Key=key)
+            ours = self._versions_of_write(bucket, key, write_id, size, started)
         except (ClientError, BotoCoreError) as exc:
             raise map_error(exc, bucket, key) from exc
-        if head.get("Metadata", {}).get("sha256") != sha_hex or head.get("ContentLength") != size:
-            raise StorageError(f"s3://{bucket}/{key}: the newest version is not the one just uploaded", bucket, key)
-        return self._record(bucket, key, head.get("VersionId"), size, sha_hex, owner, content_type, original_name)
+        except S3UploadFailedError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, (ClientError, BotoCoreError)):
+                raise map_error(cause, bucket, key) from exc
+            raise StorageError(f"multipart upload of s3://{bucket}/{key} failed: {exc}", bucket, key) from exc
+        if not ours:
+            raise StorageError(f"s3://{bucket}/{key}: no version of the upload just completed was found", bucket, key)
+        keep = ours[-1]
+        if len(ours) > 1 and self.remove_retry_duplicates:
+            self._delete_versions(bucket, key, [v for v in ours if v != keep])
+        return self._record(bucket, key, keep, size, sha_hex, owner, content_type, original_name)
+
+    # -- duplicate versions left by retried writes ---------------------------------------------------------------
+
+    def _key_versions(self, bucket: str, key: str, since: datetime | None = None, size: int | None = None) -> list[dict]:
+        """Versions (not delete markers) of exactly `key`, optionally only those of `size` modified since `since`."""
+        found = []
+        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+            for version in page.get("Versions", []):
+                if version["Key"] != key or (size is not None and version["Size"] != size):
+                    continue
+                if since is not None and version["LastModified"] < since:
+                    continue
+                found.append(version)
+        return found
+
+    def _write_id_of(self, bucket: str, key: str, version_id: str) -> str | None:
+        head = self.client.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+        return head.get("Metadata", {}).get(WRITE_ID_METADATA)
+
+    def _versions_of_write(self, bucket: str, key: str, write_id: str, size: int, started: datetime) -> list[str]:
+        """Version ids of `key` carrying `write_id`, the current version last, otherwise oldest first."""
+        candidates = self._key_versions(bucket, key, since=started - RETRY_DUPLICATE_WINDOW, size=size)
+        ours = [v for v in candidates if self._write_id_of(bucket, key, v["VersionId"]) == write_id]
+        ours.sort(key=lambda v: (bool(v.get("IsLatest")), v["LastModified"]))
+        return [v["VersionId"] for v in ours]
+
+    def _delete_versions(self, bucket: str, key: str, version_ids: list[str]) -> list[str]:
+        for version_id in version_ids:
+            self.delete_version(bucket, key, version_id)
+            with self._count_lock:
+                self.duplicates_removed += 1
+        if version_ids:
+            log.warning("removed %d duplicate version(s) of s3://%s/%s left by a retried write", len(version_ids), bucket, key)
+        return version_ids
+
+    def _remove_retry_duplicates(self, bucket, key, write_id: str, size: int, started: datetime, *, keep: str) -> None:
+        """After a retried write: remove the other versions this very write produced (same `write-id`)."""
+        if not self.remove_retry_duplicates:
+            return
+        try:
+            ours = self._versions_of_write(bucket, key, write_id, size, started)
+            self._delete_versions(bucket, key, [v for v in ours if v != keep])
+        except (ClientError, BotoCoreError, StorageError) as exc:
+            # The write itself succeeded and is what gets recorded; the sweep finds what is left.
+            log.warning("could not look for duplicate versions of s3://%s/%s: %s", bucket, key, exc)
+
+    def duplicate_versions(self, bucket: str, key: str) -> list[str]:
+        """Versions of `key` that repeat another version's `write-id` (a retried or late-landing request).
+
+        Of each set sharing a write-id, versions recorded in `file_metadata` are kept; if none is recorded, the oldest
+        that is not the current version is kept (a late-landing twin must not stay on top of a newer write; listings
+        give LastModified in whole seconds, so `IsLatest` decides first). Versions without a write-id (written
+        before it existed, or by other tools) are never listed.
+        """
+        try:
+            by_write: dict[str, list[dict]] = {}
+            versions = self._key_versions(bucket, key)
+            sizes = [v["Size"] for v in versions]
+            for version in versions:
+                if sizes.count(version["Size"]) < 2:
+                    continue  # a duplicate has the size of its twin: no need to look at its metadata
+                write_id = self._write_id_of(bucket, key, version["VersionId"])
+                if write_id:
+                    by_write.setdefault(write_id, []).append(version)
+        except (ClientError, BotoCoreError) as exc:
+            raise map_error(exc, bucket, key) from exc
+        groups = [group for group in by_write.values() if len(group) > 1]
+        recorded: set[str] = set()
+        if groups and self.engine is not None:
+            ids = [v["VersionId"] for group in groups for v in group]
+            with self.engine.connect() as conn:
+                recorded = set(
+                    conn.execute(
+                        select(FileMetadata.version_id).where(
+                            FileMetadata.s3_bucket == bucket, FileMetadata.s3_key == key, FileMetadata.version_id.in_(ids)
+                        )
+                    ).scalars()
+                )
+        extra: list[str] = []
+        for group in groups:
+            group.sort(key=lambda v: (bool(v.get("IsLatest")), v["LastModified"]))
+            kept = [v for v in group if v["VersionId"] in recorded] or group[:1]
+            extra += [v["VersionId"] for v in group if v not in kept]
+        return extra
+
+    def remove_duplicate_versions(self, bucket: str, key: str) -> list[str]:
+        """The sweep for late-landing requests: delete `duplicate_versions(bucket, key)`; returns what was deleted."""
+        return self._delete_versions(bucket, key, self.duplicate_versions(bucket, key))
 
     def _record(self, bucket, key, version_id, size, sha_hex, owner: ObjectOwner, content_type, original_name) -> StoredObject:
         file_id = None

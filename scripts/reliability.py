@@ -1,0 +1,221 @@
+"""Run the fault scenarios at a size larger than `make test` does and write the results table of RELIABILITY.md.
+
+    .venv/bin/python scripts/reliability.py                 # full size, rewrites RELIABILITY.md's results
+    .venv/bin/python scripts/reliability.py --keys 30 --multiparts 2 --restarts 1 --output /tmp/r.md   # a quick look
+
+Needs what the tests need: the shared PostgreSQL at T2M_TEST_ADMIN_URL (default postgresql+psycopg://postgres@
+127.0.0.1:5432/postgres) for a throwaway metadata database, PostgreSQL server binaries for the private restart
+cluster, and the project's moto server (started here on a free loopback port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from t2m_pipeline.config import load_settings  # noqa: E402
+from t2m_pipeline.db.engine import drop_database, in_transaction, make_engine  # noqa: E402
+from t2m_pipeline.db.job_state import apply_transition  # noqa: E402
+from t2m_pipeline.db.migrate import upgrade  # noqa: E402
+from t2m_pipeline.devtools.fault_proxy import FaultKind, FaultPlan  # noqa: E402
+from t2m_pipeline.devtools.private_postgres import PrivatePostgres  # noqa: E402
+from t2m_pipeline_tests.conftest import start_local_s3  # noqa: E402
+from t2m_pipeline_tests.faults.scenarios import (  # noqa: E402
+    MULTIPART_BYTES,
+    UploadReport,
+    fresh_buckets,
+    run_restart_scenario,
+    run_upload_scenario,
+)
+
+BEGIN, END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
+LANDING = {FaultKind.RESET_AFTER, FaultKind.DELAY, FaultKind.LATE_WRITE}
+PROTECTION = {
+    FaultKind.SLOWDOWN: "botocore standard retries with backoff (`T2M_S3_MAX_ATTEMPTS`, default 10)",
+    FaultKind.INTERNAL: "botocore standard retries (5xx are transient)",
+    FaultKind.RESET_BEFORE: "botocore standard retries (connection errors are transient); bodies are re-sent from the start",
+    FaultKind.RESET_AFTER: "retries + `write-id` cleanup: the retried write removes its own extra version",
+    FaultKind.DELAY: "explicit read timeout, retries + `write-id` cleanup",
+    FaultKind.LATE_WRITE: "retries + `write-id` cleanup, and `remove_duplicate_versions` (the sweep) for twins that land after it",
+}
+DESCRIPTION = {
+    FaultKind.SLOWDOWN: "503 SlowDown",
+    FaultKind.INTERNAL: "500 InternalError",
+    FaultKind.RESET_BEFORE: "connection reset before forwarding",
+    FaultKind.RESET_AFTER: "connection reset after forwarding (answer lost)",
+    FaultKind.DELAY: "answer delayed past the client's read timeout",
+    FaultKind.LATE_WRITE: "request held, lands after the client's retry",
+}
+
+
+def upload_outcome(r: UploadReport) -> str:
+    if r.failed or r.problems:
+        return f"**FAILED**: {r.failed} uploads failed, {len(r.problems)} problems (e.g. {(r.problems or r.failures)[:1]})"
+    parts = [f"{r.succeeded}/{r.logical_writes} uploads verified", f"{r.faults} faults in {r.requests} requests"]
+    if r.removed_inline or r.removed_by_sweep:
+        parts.append(f"{r.removed_inline} duplicate versions removed after retries, {r.removed_by_sweep} by the sweep")
+    parts.append("0 duplicates, 0 partial objects, 0 wrong rows left")
+    if r.orphan_multipart_uploads:
+        parts.append(f"{r.orphan_multipart_uploads} abandoned multipart upload(s) (invisible; lifecycle aborts them)")
+    return "; ".join(parts)
+
+
+def control_outcome(r: UploadReport, what: str) -> str:
+    leftovers = sum(1 for p in r.problems if "no write recorded" in p)
+    bits = [f"{r.failed}/{r.logical_writes} uploads failed"]
+    if leftovers or r.duplicates_before_sweep:
+        bits.append(f"{r.duplicates_before_sweep} unrecorded extra versions left on {leftovers} keys")
+    verdict = "fault got through" if (r.failed or r.duplicates_before_sweep) else "**fault did NOT get through**"
+    return f"{what}: " + ", ".join(bits) + f" ({verdict})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument("--keys", type=int, default=150, help="keys per scenario (every third written twice)")
+    parser.add_argument("--multiparts", type=int, default=8, help="two-part uploads per scenario")
+    parser.add_argument("--control-keys", type=int, default=60, help="keys per run with a protection off")
+    parser.add_argument("--restarts", type=int, default=5)
+    parser.add_argument("--held", type=float, default=5.0,
+                        help="seconds a delayed answer / late write is held (the client's read timeout is 0.5 s less)")
+    parser.add_argument("--workers", type=int, default=4, help="uploads in flight at once")
+    parser.add_argument("--output", type=Path, default=ROOT / "RELIABILITY.md")
+    args = parser.parse_args(argv)
+    # The storage layer logs each duplicate it removes; here the table counts them (records still reach handlers).
+    logging.getLogger("t2m_pipeline").addHandler(logging.NullHandler())
+
+    admin = os.environ.get("T2M_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    db_url = admin.rsplit("/", 1)[0] + f"/t2m_reliability_{uuid.uuid4().hex[:10]}"
+    work = Path(tempfile.mkdtemp(prefix="t2m-reliability-"))
+    moto, endpoint = start_local_s3(work)
+    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"})
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
+    settings = load_settings({"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "T2M_DATABASE_URL": db_url,
+                              "T2M_MULTIPART_THRESHOLD_MIB": "5"})
+    rows: list[str] = []
+    started = time.monotonic()
+    try:
+        upgrade(db_url)
+        engine = make_engine(db_url)
+        scenarios = [(k,) for k in FaultKind] + [tuple(FaultKind)]
+
+        def upload_run(name: str, plan: FaultPlan, **options) -> UploadReport | None:
+            fresh_buckets(settings)
+            try:
+                return run_upload_scenario(settings, engine, plan, Path(tempfile.mkdtemp(dir=work)), workers=args.workers,
+                                           **options)
+            except Exception as exc:  # noqa: BLE001 - a crashed scenario is a row of the table, not the end of it
+                rows.append(f"| {name} | {args.rate:.0%} | - | **FAILED**: {type(exc).__name__}: {str(exc)[:200]} | - | - |")
+                print(rows[-1], flush=True)
+                return None
+
+        for kinds in scenarios:
+            name = "mixed (all six kinds)" if len(kinds) > 1 else DESCRIPTION[kinds[0]]
+            plan = FaultPlan(rate=args.rate, kinds=kinds, seed=args.seed, delay_seconds=args.held)
+            report = upload_run(name, plan, keys=args.keys, multiparts=args.multiparts)
+            if report:
+                protection = "all of the above" if len(kinds) > 1 else PROTECTION[kinds[0]]
+                rows.append(f"| {name} | {args.rate:.0%} | {report.logical_writes} uploads ({report.multipart_writes} multipart) "
+                            f"| {upload_outcome(report)} | {protection} | {report.seconds:.0f} s |")
+                print(rows[-1], flush=True)
+            # The controls: the same fault with its protection off must get through.
+            control = upload_run(f"{name}, control", plan, keys=args.control_keys, multiparts=0, max_attempts=1, sweep=False)
+            if control:
+                rows.append(f"| {name}, control | {args.rate:.0%} | {control.logical_writes} uploads "
+                            f"| {control_outcome(control, 'retries off (`s3_max_attempts=1`)')} | none | {control.seconds:.0f} s |")
+                print(rows[-1], flush=True)
+            if set(kinds) & LANDING:
+                control = upload_run(f"{name}, control", plan, keys=args.control_keys, multiparts=0, remove_duplicates=False,
+                                     sweep=False)
+                if control:
+                    rows.append(f"| {name}, control | {args.rate:.0%} | {control.logical_writes} uploads "
+                                f"| {control_outcome(control, 'cleanup and sweep off')} | retries only | {control.seconds:.0f} s |")
+                    print(rows[-1], flush=True)
+        engine.dispose()
+
+        fresh_buckets(settings)
+        with PrivatePostgres() as cluster:
+            url = cluster.url("t2m_restart")
+            upgrade(url)
+            r = run_restart_scenario(cluster, settings, url, restarts=args.restarts, iterations_between=10, outage_seconds=1.0)
+            ok = not r.errors and not r.problems and r.restarts == args.restarts
+            outcome = (
+                f"{r.iterations} transitions + {r.iterations} uploads with rows; "
+                f"{r.db_retries} transactions retried; 0 status updates lost, 0 rows duplicated, every row's version holds its bytes"
+                if ok else f"**FAILED**: {r.errors[:1] or r.problems[:2]}"
+            )
+            rows.append(f"| PostgreSQL restart mid-run (stop -m fast, 1 s down) | {r.restarts} restart(s) | {r.iterations} "
+                        f"iterations | {outcome} | `pool_pre_ping`; `in_transaction` re-runs the whole transaction with "
+                        f"exponential backoff (tenacity, 60 s); upserts on natural keys | {r.seconds:.0f} s |")
+            print(rows[-1], flush=True)
+
+            def no_retry(engine, job_id, status, **changes):
+                return in_transaction(engine, lambda c: apply_transition(c, job_id, status, **changes), max_seconds=0)
+
+            c = run_restart_scenario(cluster, settings, url, restarts=1, iterations_between=10, outage_seconds=1.0,
+                                     transition=no_retry, write_objects=False)
+            got_through = bool(c.errors)
+            error = "no error"
+            if got_through:
+                kind = c.errors[0].split(": ")[1]
+                reason = c.errors[0].split("unavailable: ", 1)[-1][:70]
+                error = f"the transition raised {kind} ({reason})"
+            rows.append(f"| PostgreSQL restart, control | 1 restart | {c.iterations} iterations | retry off "
+                        f"(`max_seconds=0`): {error} "
+                        f"({'fault got through' if got_through else '**fault did NOT get through**'}) | none | {c.seconds:.0f} s |")
+            print(rows[-1], flush=True)
+    finally:
+        moto.terminate()
+        try:
+            moto.wait(30)
+        except subprocess.TimeoutExpired:
+            moto.kill()
+        drop_database(db_url)
+        shutil.rmtree(work, ignore_errors=True)  # the multipart test files
+
+    total = time.monotonic() - started
+    table = "\n".join(
+        [
+            BEGIN,
+            f"Produced by `.venv/bin/python scripts/reliability.py --rate {args.rate} --seed {args.seed} --keys {args.keys} "
+            f"--multiparts {args.multiparts} --control-keys {args.control_keys} --restarts {args.restarts} --held {args.held} "
+            f"--workers {args.workers}` on "
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC ({platform.python_implementation()} {platform.python_version()}, "
+            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; {total / 60:.1f} min in all). "
+            f"Multipart uploads are {MULTIPART_BYTES // (1024 * 1024)} MiB in two parts; every third key is written twice; "
+            f"delayed answers and late writes are held {args.held} s against a {args.held - 0.5} s read timeout.",
+            "",
+            "| fault | rate | trials | outcome | what protects against it | time |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            END,
+        ]
+    )
+    text = args.output.read_text() if args.output.exists() else f"# Reliability\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S)
+    args.output.write_text(text)
+    print(f"wrote {args.output}")
+    failed = any("**FAILED**" in r or "did NOT" in r for r in rows)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
