@@ -87,6 +87,7 @@ class Settings:
     llm_api_key: str | None = field(default=None, repr=False)
     legacy_redis_mirror: bool = False
     render_timeout_s: int = 300
+    render_sandbox: str = "auto"
 
     @property
     def is_local_endpoint(self) -> bool:
@@ -110,6 +111,11 @@ class Settings:
 def bucket_name(env: str, kind: str, region: str, account_id: str) -> str:
     """The one rule for bucket names: `{env}-t2m-{kind}-{region}-{account_id}`."""
     return f"{env}-t2m-{kind}-{region}-{account_id}"
+
+
+def render_sandbox_mode(env: Mapping[str, str] | None = None) -> str:
+    """`T2M_RENDER_SANDBOX`, read on its own: the renderer needs it where no other setting is required."""
+    return _choice(os.environ if env is None else env, "T2M_RENDER_SANDBOX", "auto", ("auto", "bwrap", "none"))
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -146,6 +152,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         llm_api_key=env.get("T2M_LLM_API_KEY", "").strip() or None,
         legacy_redis_mirror=_flag(env, "T2M_LEGACY_REDIS_MIRROR"),
         render_timeout_s=_positive_int(env, "T2M_RENDER_TIMEOUT_S", 300, 86400),
+        render_sandbox=render_sandbox_mode(env),
     )
     if generator == "openai" and not (settings.llm_base_url and settings.llm_model):
         raise ConfigError("T2M_CODE_GENERATOR=openai needs T2M_LLM_BASE_URL and T2M_LLM_MODEL: expected a URL and a model name")

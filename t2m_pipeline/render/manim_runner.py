@@ -8,6 +8,7 @@ whole process group is killed. The combined output is kept (bounded) as the rend
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 QUALITY_FLAGS = {"low": "-ql", "medium": "-qm", "high": "-qh", "ultra": "-qp"}
 MAX_LOG_BYTES = 1_000_000
 _DROP_PREFIXES = ("AWS_", "T2M_", "DAGSTER_", "PG", "BOTO", "REDIS", "DATABASE_", "AZURE_", "GOOGLE_", "GCP_")
@@ -115,6 +117,35 @@ def manim_command(python: str, quality: str, class_name: str, media_dir: Path) -
     ]
 
 
+class SandboxUnavailableError(RuntimeError):
+    """T2M_RENDER_SANDBOX=bwrap, but bubblewrap is not installed."""
+
+
+def sandbox_prefix(workdir: Path, mode: str | None = None) -> list[str]:
+    """The bubblewrap command that confines a render: the whole file system read-only, a private /tmp, only
+    `workdir` writable, no network and its own namespaces, killed with its parent.
+
+    Generated code is untrusted: with this it cannot write into the project, the legacy root or anywhere but its
+    render directory, nor reach PostgreSQL, Redis or S3 on loopback. `auto` uses bubblewrap when installed (CI
+    installs it) and otherwise logs a warning and relies on the scrubbed environment and private directory alone.
+    """
+    if mode is None:
+        from t2m_pipeline.config import render_sandbox_mode
+
+        mode = render_sandbox_mode()
+    bwrap = shutil.which("bwrap")
+    if mode == "none" or (mode == "auto" and bwrap is None):
+        if mode == "auto":
+            log.warning("bubblewrap not installed: manim renders without a file-system sandbox")
+        return []
+    if bwrap is None:
+        raise SandboxUnavailableError("T2M_RENDER_SANDBOX=bwrap but bubblewrap (bwrap) is not installed")
+    return [
+        bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+        "--bind", str(workdir), str(workdir), "--unshare-all", "--die-with-parent", "--chdir", str(workdir),
+    ]
+
+
 def _render_in(workdir: Path, code: str, class_name: str, quality: str, timeout_s: float, python: str) -> RenderResult:
     source = workdir / "scene.py"
     source.write_text(code, encoding="utf-8")
@@ -125,7 +156,7 @@ def _render_in(workdir: Path, code: str, class_name: str, quality: str, timeout_
     started = time.monotonic()
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            manim_command(python, quality, class_name, media),
+            sandbox_prefix(workdir) + manim_command(python, quality, class_name, media),
             cwd=workdir,
             env=sandbox_env(os.environ, home),
             stdin=subprocess.DEVNULL,
