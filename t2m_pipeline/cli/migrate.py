@@ -1,7 +1,181 @@
-"""`t2m migrate`: legacy Redis and local files into PostgreSQL and S3."""
+"""`t2m migrate`: legacy Redis and local files into PostgreSQL and S3, verify, roll back.
+
+Exit status: 0 on success; 1 when `files` leaves a file `failed` (re-run it) or `verify` finds anything unaccounted
+for or not matching; 2 on a user error (one line on stderr, no stack trace).
+"""
 
 from __future__ import annotations
 
+import re
+import sys
+from pathlib import Path
+
 import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from t2m_pipeline.cli.output import console, emit_json, table
+from t2m_pipeline.config import load_settings
+from t2m_pipeline.db.engine import shared_engine
 
 app = typer.Typer(help="Migrate the legacy platform's data.", no_args_is_help=True)
+_REDIS_URL = re.compile(r"^rediss?://\S+$")
+
+
+def _fail(message: str) -> None:
+    print(f"t2m: error: {message}", file=sys.stderr)
+    raise typer.Exit(2)
+
+
+def _safe_redis_url(url: str) -> str:
+    return re.sub(r"//([^@/]*)@", "//***@", url)
+
+
+def _legacy_root(path: Path) -> Path:
+    if not path.is_dir():
+        _fail(f"--legacy-root {str(path)!r} is not a directory: expected the folder holding the legacy output/ and storage/")
+    if not ((path / "output").is_dir() or (path / "storage").is_dir()):
+        _fail(f"--legacy-root {str(path)!r} holds neither output/ nor storage/: is it the legacy root?")
+    return path
+
+
+def _counts_table(title: str, report: dict, keys: list[str]) -> None:
+    table(title, ["what", "count"], [[k, report.get(k, 0)] for k in keys])
+
+
+@app.command("redis")
+def redis_command(
+    redis_url: str = typer.Option(None, "--redis-url", help="Legacy Redis (default: T2M_REDIS_URL)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Legacy Redis -> PostgreSQL: users, jobs, job_queue, records; bad records quarantined. Safe to re-run."""
+    import redis
+
+    from t2m_pipeline.migration.redis_import import migrate_redis
+
+    settings = load_settings()
+    url = redis_url or settings.redis_url
+    if not url:
+        _fail("no legacy Redis: pass --redis-url redis://host:port/db or set T2M_REDIS_URL")
+    if not _REDIS_URL.match(url):
+        _fail(f"--redis-url {_safe_redis_url(url)!r} is invalid: expected redis://host:port/db")
+    client = redis.Redis.from_url(url, decode_responses=False, socket_timeout=30, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _fail(f"legacy Redis {_safe_redis_url(url)} unreachable: {exc}")
+    engine = shared_engine(settings.database_url)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=json_output) as bar:
+        task = bar.add_task("scanning legacy Redis", total=None)
+        report = migrate_redis(engine, client, progress=lambda keys: bar.update(task, description=f"{keys} keys scanned"))
+    if json_output:
+        emit_json(report)
+        return
+    _counts_table(
+        f"Redis migration (batch {report['batch_id']})",
+        report,
+        ["keys_scanned", "jobs_inserted", "jobs_updated", "jobs_unchanged", "jobs_kept_newer", "users_inserted",
+         "records_inserted", "quarantined", "queue_rows_inserted", "queue_duplicates_collapsed", "other_keys_not_migrated"],
+    )
+    table("Cache and counter keys (counted, not migrated)", ["prefix", "keys"], sorted(report["cache_keys_not_migrated"].items()))
+    if report["queue_missing_job_ids"]:
+        console.print(f"job_queue names {len(report['queue_missing_job_ids'])} job(s) that do not exist (quarantined).")
+
+
+@app.command()
+def files(
+    legacy_root: Path = typer.Option(..., "--legacy-root", help="The folder holding the legacy output/ and storage/."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    workers: int = typer.Option(32, min=1, max=256, help="Uploads in flight."),
+    partition: list[str] = typer.Option([], "--partition", help="Only this legacy source (repeatable), e.g. topic/my_slug."),
+) -> None:
+    """Legacy files -> S3 with file_metadata and a ledger row per file. Resumable; a re-run uploads nothing new."""
+    from t2m_pipeline.migration.discovery import discover_sources
+    from t2m_pipeline.migration.files_import import FilesMigration
+
+    root = _legacy_root(legacy_root)
+    if partition:
+        known = set(discover_sources(root))
+        unknown = [p for p in partition if p not in known]
+        if unknown:
+            _fail(f"--partition {unknown[0]!r} is not a legacy source under {str(root)!r}")
+    settings = load_settings()
+    engine = shared_engine(settings.database_url)
+    columns = [
+        TextColumn("migrating"), BarColumn(), MofNCompleteColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, disable=json_output) as bar:
+        files_task = bar.add_task("files", total=None)
+
+        def progress(done: int, size: int, total: int, total_bytes: int) -> None:
+            bar.update(files_task, completed=done, total=total)
+
+        report = FilesMigration(settings, engine, root, workers=workers, progress=progress).run(partition or None)
+    failed = report["outcomes"]["failed"]
+    if json_output:
+        emit_json(report)
+        raise typer.Exit(1 if failed else 0)
+    table(
+        f"Files migration (batch {report['batch_id']})",
+        ["outcome", "files"],
+        [*sorted(report["outcomes"].items()), ["uploaded", report["uploaded_files"]], ["uploaded bytes", report["uploaded_bytes"]],
+         ["unchanged (already migrated)", report["unchanged_files"]], ["adopted after an interruption", report["adopted_versions"]],
+         ["flagged invalid by legacy rules", report["flagged_invalid"]]],
+    )
+    if failed:
+        console.print(f"{failed} file(s) failed: see the ledger's reasons, then run the command again.")
+        raise typer.Exit(1)
+
+
+@app.command()
+def verify(
+    legacy_root: Path = typer.Option(..., "--legacy-root", help="The folder holding the legacy output/ and storage/."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    partition: list[str] = typer.Option([], "--partition", help="Only this legacy source (repeatable)."),
+) -> None:
+    """Reconcile the legacy tree, the ledger, file_metadata and S3. Exit 0 only when everything is accounted for."""
+    from t2m_pipeline.migration.verify import verify_files
+
+    root = _legacy_root(legacy_root)
+    settings = load_settings()
+    result = verify_files(settings, shared_engine(settings.database_url), root, partition or None)
+    if json_output:
+        emit_json(result)
+    else:
+        table("Ledger outcomes", ["outcome", "files"], sorted(result["outcomes"].items()))
+        console.print(f"{result['files_in_tree']} files in the tree, {result['objects_checked']} S3 objects checked, "
+                      f"{result['problem_count']} problem(s)")
+        if result["problems"]:
+            table("Problems", ["legacy path", "problem"], [[p["legacy_path"], p["problem"]] for p in result["problems"][:50]])
+    raise typer.Exit(0 if result["ok"] else 1)
+
+
+@app.command()
+def rollback(
+    batch: str = typer.Option(..., "--batch", help="The migration batch id (from the migrate report)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Remove exactly what one batch created (S3 versions, rows) and restore rows it changed."""
+    from t2m_pipeline.migration.rollback import RollbackError, rollback_batch
+
+    settings = load_settings()
+    try:
+        report = rollback_batch(settings, shared_engine(settings.database_url), batch)
+    except RollbackError as exc:
+        _fail(str(exc))
+    if json_output:
+        emit_json(report)
+        return
+    console.print(f"batch {report['batch_id']} ({report['source']}) rolled back: {report['s3_versions_deleted']} S3 versions deleted")
+    table("Rows", ["table", "deleted"], sorted(report["rows_deleted"].items()))
+    table("Rows restored", ["table", "restored"], sorted(report["rows_restored"].items()))

@@ -218,6 +218,21 @@ class MigrationLedger(Base):
     updated_at: Mapped[datetime] = _now()
 
 
+class MigrationLegacyRecord(Base):
+    """A durable legacy Redis record with no table of its own (`files:*`, `videos:job_*`, `batch:*`, the per-user
+    sets), kept verbatim as JSON so nothing is lost when Redis is retired; the file migration reads `files:{id}`
+    and `user_files:*` from here."""
+
+    __tablename__ = "migration_legacy_records"
+    __table_args__ = (Index("ix_migration_legacy_records_kind", "kind"),)
+
+    source_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    payload: Mapped[dict | list | None] = mapped_column(JSONB)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("migration_batches.id", ondelete="SET NULL"))
+    migrated_at: Mapped[datetime] = _now()
+
+
 class AuditFinding(Base):
     """One finding of an audit check; seen again it is refreshed, not duplicated; no longer seen it is resolved."""
 

@@ -70,9 +70,19 @@ def upgrade() -> None:
     )
     op.create_index("ix_migration_ledger_batch_id", "migration_ledger", ["batch_id"])
     op.create_index("ix_migration_ledger_partition", "migration_ledger", ["partition_key"])
+    op.create_table(
+        "migration_legacy_records",
+        sa.Column("source_key", sa.Text, primary_key=True),
+        sa.Column("kind", sa.String(20), nullable=False),
+        sa.Column("payload", JSONB),
+        _batch_fk(),
+        _ts("migrated_at"),
+    )
+    op.create_index("ix_migration_legacy_records_kind", "migration_legacy_records", ["kind"])
 
 
 def downgrade() -> None:
+    op.drop_table("migration_legacy_records")
     op.drop_table("migration_ledger")
     op.drop_table("migration_quarantine")
     op.drop_table("migration_batches")

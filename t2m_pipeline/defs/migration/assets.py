@@ -1,0 +1,150 @@
+"""Migration assets: legacy Redis -> PostgreSQL, discovery of legacy sources, legacy files -> S3 (a partitioned asset
+a data engineer backfills from the UI, many partitions per run), and the verify check per partition.
+
+Thin: each asset calls one library function (`t2m_pipeline.migration`) and reports what it did as metadata.
+Migrated scenes join the pipeline's graph: their `scenes` partitions are registered and `scene_code` /
+`rendered_video` materializations reported, so `thumbnail` can be backfilled for legacy videos.
+"""
+
+
+import time
+
+import dagster as dg
+
+from t2m_pipeline.defs.migration.partitions import LEGACY_SOURCES_NAME, check_source_key, legacy_sources
+from t2m_pipeline.defs.migration.resources import LegacySourcesResource
+from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
+from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENES_PARTITIONS_NAME
+from t2m_pipeline.migration.discovery import discover_sources
+from t2m_pipeline.migration.files_import import FilesMigration
+from t2m_pipeline.migration.redis_import import migrate_redis
+from t2m_pipeline.migration.verify import verify_files
+from t2m_pipeline.partition_keys import encode_scene_key
+
+GROUP = "migration"
+MAX_PARTITIONS_PER_RUN = 50
+PROGRESS_EVERY_S = 5.0
+
+
+@dg.asset(group_name=GROUP, description="Legacy Redis (jobs, sets, queue, files/videos/batch records) upserted into PostgreSQL.")
+def legacy_redis_data(
+    context: dg.AssetExecutionContext, database: PostgresResource, legacy: LegacySourcesResource
+) -> dg.MaterializeResult:
+    report = migrate_redis(database.engine, legacy.redis())
+    context.log.info(f"redis migration batch {report['batch_id']}: {report.get('jobs_inserted', 0)} jobs inserted")
+    return dg.MaterializeResult(metadata=_flat(report))
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[legacy_redis_data],
+    description="Discovery: registers a `legacy_sources` partition per topic folder, upload shard and loose files.",
+)
+def legacy_sources_catalog(context: dg.AssetExecutionContext, legacy: LegacySourcesResource) -> dg.MaterializeResult:
+    found = [check_source_key(k) for k in discover_sources(legacy.root())]
+    known = set(context.instance.get_dynamic_partitions(LEGACY_SOURCES_NAME))
+    new = [k for k in found if k not in known]
+    if new:
+        context.instance.add_dynamic_partitions(LEGACY_SOURCES_NAME, new)
+    return dg.MaterializeResult(metadata={"partitions": len(found), "new_partitions": len(new), "new": ", ".join(new[:50])})
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=legacy_sources,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_PARTITIONS_PER_RUN),
+    deps=[legacy_sources_catalog],
+    description="The legacy files of each source partition in S3 (layout keys), with file_metadata and ledger rows.",
+)
+def legacy_files(
+    context: dg.AssetExecutionContext,
+    database: PostgresResource,
+    storage: S3StorageResource,
+    legacy: LegacySourcesResource,
+) -> dg.MaterializeResult:
+    keys = [check_source_key(k) for k in context.partition_keys]
+    last = [0.0]
+
+    def progress(files: int, size: int, total_files: int, total_bytes: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_S or files == total_files:
+            last[0] = now
+            done = f"{files}/{total_files} files, {size}/{total_bytes} bytes"
+            context.instance.add_run_tags(context.run_id, {"t2m/migration_progress": done})
+            context.log.info(f"legacy files: {done}")
+
+    migration = FilesMigration(storage.get().settings, database.engine, legacy.root(), workers=legacy.workers, progress=progress)
+    report = migration.run(keys)
+    _join_scene_graph(context, report["scenes"])
+    return dg.MaterializeResult(metadata={**_flat({k: v for k, v in report.items() if k != "scenes"}), "scenes": len(report["scenes"])})
+
+
+def _join_scene_graph(context: dg.AssetExecutionContext, scenes: list[dict]) -> None:
+    """Register migrated scenes as `scenes` partitions and report their code and video materializations."""
+    keys = {encode_scene_key(s["user_id"], s["job_id"], s["scene_number"]): s for s in scenes}
+    known = set(context.instance.get_dynamic_partitions(SCENES_PARTITIONS_NAME))
+    added = [k for k in keys if k not in known]
+    if added:
+        context.instance.add_dynamic_partitions(SCENES_PARTITIONS_NAME, added)
+    for key, scene in keys.items():
+        if key not in added and not scene["new"]:
+            continue  # already in the graph and nothing new: no repeated events on a rerun
+        for asset_key, part in ((SCENE_CODE, "code"), (RENDERED_VIDEO, "video")):
+            obj = scene.get(part)
+            if obj:
+                context.log_event(
+                    dg.AssetMaterialization(
+                        asset_key=asset_key,
+                        partition=key,
+                        description="migrated from the legacy platform",
+                        metadata={
+                            "s3_uri": dg.MetadataValue.path(f"s3://{obj['bucket']}/{obj['key']}"),
+                            "version_id": obj["version_id"] or "",
+                            "size_bytes": obj["size"],
+                            "sha256": obj["sha256"],
+                            "source": "legacy migration",
+                        },
+                    )
+                )
+
+
+@dg.asset_check(
+    asset=legacy_files,
+    partitions_def=legacy_sources,
+    description="Verify per partition: every file in the ledger once; every migrated object exists with its size and sha256.",
+)
+def legacy_files_verified(
+    context: dg.AssetCheckExecutionContext,
+    database: PostgresResource,
+    storage: S3StorageResource,
+    legacy: LegacySourcesResource,
+) -> dg.AssetCheckResult:
+    keys = [check_source_key(k) for k in context.partition_keys]
+    result = verify_files(storage.get().settings, database.engine, legacy.root(), keys, workers=legacy.workers)
+    return dg.AssetCheckResult(
+        passed=result["ok"],
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "files_in_tree": result["files_in_tree"],
+            "ledger_rows": result["ledger_rows"],
+            "objects_checked": result["objects_checked"],
+            "problems": result["problem_count"],
+            **{f"outcome_{k}": v for k, v in result["outcomes"].items()},
+            "first_problems": dg.MetadataValue.json(result["problems"][:20]),
+        },
+    )
+
+
+def _flat(report: dict) -> dict:
+    """Report values Dagster metadata can show: numbers and text as they are, the rest as JSON."""
+    out = {}
+    for key, value in report.items():
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            out[key] = value
+        else:
+            out[key] = dg.MetadataValue.json(value)
+    return out
+
+
+MIGRATION_ASSETS = [legacy_redis_data, legacy_sources_catalog, legacy_files]
+MIGRATION_CHECKS = [legacy_files_verified]

@@ -1,0 +1,15 @@
+"""The migration domain: Redis and files backfills, discovery, the verify check, and the cut-over schedule."""
+
+import dagster as dg
+
+from t2m_pipeline.defs.migration.assets import MIGRATION_ASSETS, MIGRATION_CHECKS
+from t2m_pipeline.defs.migration.resources import default_legacy_resources
+from t2m_pipeline.defs.migration.schedules import MIGRATION_JOBS, MIGRATION_SCHEDULES
+
+defs = dg.Definitions(
+    assets=MIGRATION_ASSETS,
+    asset_checks=MIGRATION_CHECKS,
+    jobs=MIGRATION_JOBS,
+    schedules=MIGRATION_SCHEDULES,
+    resources=default_legacy_resources(),
+)

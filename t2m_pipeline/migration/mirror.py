@@ -1,0 +1,192 @@
+"""The cut-over mirror (`T2M_LEGACY_REDIS_MIRROR=1`): the new pipeline's job status and progress written back into
+`jobs:{id}` in the legacy shape, so the legacy API keeps answering until cut-over.
+
+`mirror_job_status(settings, job_row)` never raises and never blocks a job for long (short socket timeouts). A
+write that fails is kept as the job's *latest* state in an in-process queue and retried on the next call (or by
+`flush_pending`): status is state, not a log, so only the newest state per job matters and nothing piles up.
+The existing record's form is kept: a JSON string stays a string (fields merged), a hash gets JSON-encoded fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from t2m_pipeline.config import Settings
+from t2m_pipeline.migration.records import legacy_time
+
+log = logging.getLogger(__name__)
+MAX_PENDING = 10_000
+_pending: OrderedDict[str, tuple[str, dict]] = OrderedDict()  # job id -> (redis url, legacy-shape fields)
+_lock = threading.Lock()
+_clients: dict[str, object] = {}
+
+
+def _get(row, name, default=None):
+    if isinstance(row, Mapping):
+        return row.get(name, default)
+    return getattr(row, name, default)
+
+
+def legacy_fields(job_row, clerk_user_id: str | None = None) -> dict:
+    """The legacy JSON fields for a `jobs` row, a mapping, or `job_state.JobState` (`job_id`): status, progress, times."""
+    progress = _get(job_row, "progress_percentage") or 0
+    job_id = _get(job_row, "id") or _get(job_row, "job_id")
+    if not job_id:
+        raise ValueError("a job row needs an id")
+    fields = {
+        "id": str(job_id),
+        "status": str(_get(job_row, "status")),
+        "progress": {
+            "percentage": float(progress) if isinstance(progress, (Decimal, int, float)) else float(str(progress)),
+            "current_stage": _get(job_row, "current_stage"),
+            "estimated_completion": legacy_time(_get(job_row, "estimated_completion")),
+        },
+        "updated_at": legacy_time(_get(job_row, "updated_at") or datetime.now(timezone.utc)),
+        "started_at": legacy_time(_get(job_row, "started_at")),
+        "completed_at": legacy_time(_get(job_row, "completed_at")),
+    }
+    error = _get(job_row, "error_info")
+    if error:
+        fields["error"] = {
+            "error_code": str(error.get("error_code") or error.get("stage") or "PIPELINE_ERROR"),
+            "error_message": str(error.get("error_message") or error.get("message") or json.dumps(error, default=str)),
+            "error_details": error,
+            "stack_trace": None,
+            "retry_count": int(error.get("retry_count", 0) or 0),
+            "max_retries": int(error.get("max_retries", 3) or 3),
+        }
+    else:
+        fields["error"] = None
+    if clerk_user_id:
+        fields["user_id"] = clerk_user_id
+    for name in ("created_at",):
+        if isinstance(_get(job_row, name), datetime):
+            fields[name] = legacy_time(_get(job_row, name))
+    config = _get(job_row, "configuration")
+    if isinstance(config, dict):
+        fields["configuration"] = {k: v for k, v in config.items() if k != "legacy"}
+    for name in ("priority", "job_type"):
+        if _get(job_row, name):
+            fields[name] = str(_get(job_row, name))
+    if _get(job_row, "is_deleted") is not None:
+        fields["is_deleted"] = bool(_get(job_row, "is_deleted"))
+    return fields
+
+
+def _client(url: str):
+    import redis
+
+    client = _clients.get(url)
+    if client is None:
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, decode_responses=False)
+        _clients[url] = client
+    return client
+
+
+_ALWAYS = ("status", "progress", "updated_at", "started_at", "completed_at", "error")
+
+
+def _write(url: str, fields: dict) -> None:
+    """Read-modify-write of `jobs:{id}` under WATCH, keeping the record's form and its other fields."""
+    import redis
+
+    client = _client(url)
+    key = f"jobs:{fields['id']}"
+    with client.pipeline() as pipe:
+        for _ in range(5):
+            try:
+                pipe.watch(key)
+                kind = pipe.type(key).decode()
+                if kind == "hash":
+                    current = {k.decode(): v for k, v in pipe.hgetall(key).items()}
+                    stages = _stages(current.get("progress"), fields)
+                    updates = {
+                        k: json.dumps(v) for k, v in fields.items() if k in _ALWAYS or k not in current
+                    }
+                    updates["progress"] = json.dumps({**fields["progress"], **stages})
+                    pipe.multi()
+                    pipe.hset(key, mapping=updates)
+                else:
+                    raw = pipe.get(key) if kind == "string" else None
+                    try:
+                        current = json.loads(raw) if raw else {}
+                    except ValueError:
+                        current = {}
+                    if not isinstance(current, dict):
+                        current = {}
+                    merged = {**fields, **{k: v for k, v in current.items() if k not in _ALWAYS}}
+                    old_progress = current.get("progress") if isinstance(current.get("progress"), dict) else {}
+                    merged["progress"] = {**old_progress, **{k: v for k, v in fields["progress"].items()}}
+                    merged.setdefault("is_deleted", False)
+                    pipe.multi()
+                    pipe.set(key, json.dumps(merged))
+                pipe.execute()
+                return
+            except redis.WatchError:
+                continue
+    raise RuntimeError(f"{key}: concurrent writers kept changing it")
+
+
+def _stages(raw_progress: bytes | None, fields: dict) -> dict:
+    try:
+        old = json.loads(raw_progress) if raw_progress else {}
+    except ValueError:
+        old = {}
+    return {k: v for k, v in (old or {}).items() if k not in fields["progress"]} if isinstance(old, dict) else {}
+
+
+def flush_pending(settings: Settings | None = None) -> int:
+    """Retry queued writes (oldest first); returns how many are still pending. Never raises."""
+    with _lock:
+        items = list(_pending.items())
+    for job_id, (url, fields) in items:
+        try:
+            _write(url, fields)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("legacy mirror still failing for job %s: %s", job_id, type(exc).__name__)
+            break  # Redis is still down: keep the order, try again later
+        with _lock:
+            if _pending.get(job_id, (None, None))[1] is fields:
+                _pending.pop(job_id, None)
+    with _lock:
+        return len(_pending)
+
+
+def pending_count() -> int:
+    with _lock:
+        return len(_pending)
+
+
+def mirror_job_status(settings: Settings, job_row, clerk_user_id: str | None = None) -> bool:
+    """Write the job's status and progress into the legacy `jobs:{id}`; True when written now.
+
+    A no-op (False) unless `T2M_LEGACY_REDIS_MIRROR=1` and `T2M_REDIS_URL` are set. Never raises.
+    """
+    try:
+        if not (settings.legacy_redis_mirror and settings.redis_url):
+            return False
+        fields = legacy_fields(job_row, clerk_user_id)
+        if _pending:
+            flush_pending(settings)
+        try:
+            _write(settings.redis_url, fields)
+        except Exception as exc:  # noqa: BLE001 - the pipeline must never fail because the legacy Redis did
+            with _lock:
+                _pending.pop(fields["id"], None)
+                _pending[fields["id"]] = (settings.redis_url, fields)
+                while len(_pending) > MAX_PENDING:
+                    _pending.popitem(last=False)
+            log.warning("legacy mirror write for job %s queued for retry: %s", fields["id"], type(exc).__name__)
+            return False
+        with _lock:
+            _pending.pop(fields["id"], None)
+        return True
+    except Exception as exc:  # noqa: BLE001
+        log.warning("legacy mirror skipped: %s", type(exc).__name__)
+        return False

@@ -1,0 +1,209 @@
+"""Legacy Redis records -> rows: decoding both job forms, timestamps, enums, ids. Bad input raises `BadRecord`.
+
+The caller turns a `BadRecord` into a `migration_quarantine` row (source key, raw payload, reason): never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+
+from t2m_pipeline.db.models import JOB_STATUSES, JOB_TYPES, PRIORITIES
+from t2m_pipeline.migration.legacy_paths import CLERK_ID
+
+_NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
+_ENUM_PREFIX = re.compile(r"^[A-Za-z]+\.")
+
+
+class BadRecord(ValueError):
+    """A legacy record that cannot be migrated as it is; the message is the quarantine reason."""
+
+
+def decode_text(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRecord(f"{what} is not valid UTF-8") from None
+
+
+def decode_json(raw: bytes, what: str):
+    try:
+        return json.loads(decode_text(raw, what))
+    except json.JSONDecodeError as exc:
+        raise BadRecord(f"malformed JSON in {what}: {exc.msg} at {exc.pos}") from None
+
+
+def decode_job_hash(fields: dict[bytes, bytes]) -> dict:
+    """The hash form: one JSON-encoded value per field (a bare string that is not JSON is taken as a string)."""
+    out = {}
+    for name, raw in fields.items():
+        key = decode_text(name, "a hash field name")
+        value = decode_text(raw, f"hash field {key}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def parse_time(value, field: str, required: bool = False) -> datetime | None:
+    """Naive UTC `YYYY-MM-DD HH:MM:SS[.ffffff]`, ISO `T` forms, with or without a zone -> aware UTC."""
+    if value in (None, ""):
+        if required:
+            raise BadRecord(f"missing required field {field}")
+        return None
+    if not isinstance(value, str):
+        raise BadRecord(f"bad timestamp in {field}: {value!r}")
+    text = value.strip()
+    try:
+        if _NAIVE.match(text):
+            return datetime.fromisoformat(text.replace(" ", "T")).replace(tzinfo=timezone.utc)
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRecord(f"bad timestamp in {field}: {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def legacy_time(value: datetime | None) -> str | None:
+    """Aware -> the legacy form: naive UTC, space separated, microseconds only when not 0."""
+    if value is None:
+        return None
+    return str(value.astimezone(timezone.utc).replace(tzinfo=None))
+
+
+def enum(value, field: str, allowed: tuple[str, ...], default: str | None = None) -> str:
+    """`queued`, `QUEUED` and `JobStatus.QUEUED` all mean `queued`; anything else is a bad record."""
+    if value in (None, "") and default is not None:
+        return default
+    if not isinstance(value, str):
+        raise BadRecord(f"unknown {field} value {value!r}")
+    normal = _ENUM_PREFIX.sub("", value.strip()).lower()
+    if normal not in allowed:
+        raise BadRecord(f"unknown {field} value {value!r}")
+    return normal
+
+
+def uuid_value(value, field: str, required: bool = False) -> uuid.UUID | None:
+    if value in (None, ""):
+        if required:
+            raise BadRecord(f"missing required field {field}")
+        return None
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise BadRecord(f"bad UUID in {field}: {value!r}") from None
+
+
+def clerk_id(value, field: str = "user_id") -> str:
+    if value in (None, ""):
+        raise BadRecord(f"missing required field {field}")
+    if not isinstance(value, str) or not CLERK_ID.match(value):
+        raise BadRecord(f"bad Clerk user id in {field}: {value!r}")
+    return value
+
+
+def _dict_or_none(value, field: str) -> dict | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):  # some writers double-encoded nested objects
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise BadRecord(f"{field} is not an object") from None
+    if not isinstance(value, dict):
+        raise BadRecord(f"{field} is not an object")
+    return value
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A legacy job as a `jobs` row (plus its owner's Clerk id)."""
+
+    id: uuid.UUID
+    clerk_user_id: str
+    job_type: str
+    status: str
+    priority: str
+    topic: str
+    description: str | None
+    configuration: dict
+    progress_percentage: Decimal
+    current_stage: str | None
+    error_info: dict | None
+    metrics: dict | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    estimated_completion: datetime | None
+    batch_id: uuid.UUID | None
+    is_deleted: bool
+    deleted_at: datetime | None
+
+
+def normalise_job(key_id: str, record: dict) -> JobRow:
+    """One decoded job record -> a row; `key_id` is the id in `jobs:{id}`, which the payload must agree with."""
+    if not isinstance(record, dict):
+        raise BadRecord("job record is not a JSON object")
+    job_id = uuid_value(key_id, "the key's job id", required=True)
+    if record.get("id") not in (None, "") and uuid_value(record.get("id"), "id") != job_id:
+        raise BadRecord(f"id {record.get('id')!r} does not match the key")
+    config = _dict_or_none(record.get("configuration"), "configuration")
+    if not config:
+        raise BadRecord("missing required field configuration")
+    topic = config.get("topic")
+    if not isinstance(topic, str) or not topic.strip():
+        raise BadRecord("missing required field configuration.topic")
+    if len(topic) > 500:
+        raise BadRecord("configuration.topic is longer than 500 characters")
+    progress = _dict_or_none(record.get("progress"), "progress") or {}
+    try:
+        percentage = Decimal(str(progress.get("percentage", 0) or 0))
+    except InvalidOperation:
+        raise BadRecord(f"progress.percentage is not a number: {progress.get('percentage')!r}") from None
+    if not percentage.is_finite() or not 0 <= percentage <= 100:
+        raise BadRecord(f"progress.percentage {progress.get('percentage')!r} is outside 0..100")
+    created = parse_time(record.get("created_at"), "created_at", required=True)
+    updated = parse_time(record.get("updated_at"), "updated_at") or created
+    stage = progress.get("current_stage")
+    legacy = {
+        k: record[k]
+        for k in ("parent_job_id",)
+        if record.get(k) not in (None, "")
+    }
+    legacy.update(
+        {f"progress_{k}": progress[k] for k in ("stages_completed", "processing_time_seconds") if k in progress}
+    )
+    configuration = dict(config)
+    configuration["legacy"] = {"redis_key": f"jobs:{key_id}", **legacy}
+    deleted = record.get("is_deleted", False)
+    if isinstance(deleted, str):
+        deleted = deleted.strip().lower() in ("1", "true", "yes")
+    return JobRow(
+        id=job_id,
+        clerk_user_id=clerk_id(record.get("user_id")),
+        job_type=enum(record.get("job_type"), "job_type", JOB_TYPES, "video_generation"),
+        status=enum(record.get("status"), "status", JOB_STATUSES),
+        priority=enum(record.get("priority"), "priority", PRIORITIES, "normal"),
+        topic=topic,
+        description=config.get("context") if isinstance(config.get("context"), str) else config.get("description"),
+        configuration=configuration,
+        progress_percentage=percentage.quantize(Decimal("0.01")),
+        current_stage=str(stage)[:100] if stage not in (None, "") else None,
+        error_info=_dict_or_none(record.get("error"), "error"),
+        metrics=_dict_or_none(record.get("metrics"), "metrics"),
+        created_at=created,
+        updated_at=updated,
+        started_at=parse_time(record.get("started_at"), "started_at"),
+        completed_at=parse_time(record.get("completed_at"), "completed_at"),
+        estimated_completion=parse_time(progress.get("estimated_completion"), "progress.estimated_completion"),
+        batch_id=uuid_value(record.get("batch_id"), "batch_id"),
+        is_deleted=bool(deleted),
+        deleted_at=parse_time(record.get("deleted_at"), "deleted_at"),
+    )

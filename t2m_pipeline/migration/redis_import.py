@@ -1,0 +1,355 @@
+"""Legacy Redis -> PostgreSQL: users, jobs, job_queue, the other durable records, and quarantine.
+
+Writes in batches: jobs are COPYed into a temporary table and upserted with one `INSERT ... SELECT ... ON CONFLICT`;
+users, records and quarantine rows are multi-row upserts over `unnest` arrays. Never row by row.
+
+Idempotent: a job is updated only when the legacy `updated_at` is strictly newer than the row's, so a rerun
+changes nothing and a row the new system has touched since (newer `updated_at`) is never overwritten. Users are
+only inserted, never updated. Every insert and every update (with the row's previous image) is recorded in the
+batch's `created_rows` in the same transaction, for `rollback`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import Connection
+
+from t2m_pipeline.db.engine import in_transaction
+from t2m_pipeline.migration.batches import finish_batch, record_created, start_batch
+from t2m_pipeline.migration.legacy_paths import path_text
+from t2m_pipeline.migration.records import BadRecord, JobRow, clerk_id, decode_job_hash, decode_json, decode_text, normalise_job
+from t2m_pipeline.migration.redis_reader import RawKey, ScanCounts, scan_durable
+
+LEGACY_USER_METADATA = {
+    "source": "legacy",
+    "email_unknown": True,
+    "note": "migrated from the legacy platform, which never stored emails: email left empty until the user signs in",
+}
+JOB_COLUMNS = (
+    "id", "clerk_user_id", "job_type", "status", "priority", "topic", "description", "configuration",
+    "progress_percentage", "current_stage", "error_info", "metrics", "created_at", "updated_at", "started_at",
+    "completed_at", "estimated_completion", "batch_id", "is_deleted", "deleted_at",
+)
+_JSON_COLUMNS = {"configuration", "error_info", "metrics"}
+_TEMP_TABLE = """
+CREATE TEMP TABLE _legacy_jobs (
+    id uuid, clerk_user_id text, job_type text, status text, priority text, topic text, description text,
+    configuration jsonb, progress_percentage numeric(5,2), current_stage text, error_info jsonb, metrics jsonb,
+    created_at timestamptz, updated_at timestamptz, started_at timestamptz, completed_at timestamptz,
+    estimated_completion timestamptz, batch_id uuid, is_deleted boolean, deleted_at timestamptz
+) ON COMMIT DROP
+"""
+_UPSERT_JOBS = """
+INSERT INTO jobs (id, user_id, job_type, status, priority, topic, description, configuration, progress_percentage,
+                  current_stage, error_info, metrics, created_at, updated_at, started_at, completed_at,
+                  estimated_completion, batch_id, is_deleted, deleted_at)
+SELECT t.id, u.id, t.job_type, t.status, t.priority, t.topic, t.description, t.configuration, t.progress_percentage,
+       t.current_stage, t.error_info, t.metrics, t.created_at, t.updated_at, t.started_at, t.completed_at,
+       t.estimated_completion, t.batch_id, t.is_deleted, t.deleted_at
+FROM _legacy_jobs t JOIN users u ON u.clerk_user_id = t.clerk_user_id
+ON CONFLICT (id) DO UPDATE SET
+    user_id = EXCLUDED.user_id, job_type = EXCLUDED.job_type, status = EXCLUDED.status, priority = EXCLUDED.priority,
+    topic = EXCLUDED.topic, description = EXCLUDED.description, configuration = EXCLUDED.configuration,
+    progress_percentage = EXCLUDED.progress_percentage, current_stage = EXCLUDED.current_stage,
+    error_info = EXCLUDED.error_info, metrics = EXCLUDED.metrics, created_at = EXCLUDED.created_at,
+    updated_at = EXCLUDED.updated_at, started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at,
+    estimated_completion = EXCLUDED.estimated_completion, batch_id = EXCLUDED.batch_id,
+    is_deleted = EXCLUDED.is_deleted, deleted_at = EXCLUDED.deleted_at
+WHERE jobs.updated_at < EXCLUDED.updated_at
+RETURNING id, (xmax = 0) AS inserted, updated_at
+"""
+
+
+@dataclass
+class _Buffers:
+    jobs: dict[uuid.UUID, JobRow] = field(default_factory=dict)
+    clerks: set[str] = field(default_factory=set)
+    records: dict[str, tuple[str, object]] = field(default_factory=dict)
+    quarantine: dict[tuple[str, str], bytes | None] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.jobs) + len(self.records) + len(self.quarantine)
+
+
+def _raw_payload(raw: RawKey) -> bytes | None:
+    value = raw.value
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, dict):
+        value = {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in value.items()}
+    elif isinstance(value, (set, list, tuple)):
+        value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else repr(v) for v in value]
+    return json.dumps(value, default=repr).encode()
+
+
+def _members(raw: RawKey, what: str) -> list[str]:
+    return sorted(decode_text(m, f"a member of {what}") for m in raw.value)
+
+
+def _absorb(raw: RawKey, buf: _Buffers, queue: list) -> None:
+    """One durable key into the buffers; raises BadRecord for the quarantine."""
+    source_key = path_text(raw.key)
+    if raw.wrong_type:
+        raise BadRecord(f"wrong Redis type: {raw.kind} keys are {'|'.join(raw.expected)}, this one is {raw.redis_type}")
+    if raw.value is None:
+        raise BadRecord("the key vanished or could not be read during the scan")
+    suffix = decode_text(raw.suffix, "the key")
+    if raw.kind == "job":
+        record = decode_json(raw.value, source_key) if raw.redis_type == "string" else decode_job_hash(raw.value)
+        row = normalise_job(suffix, record)
+        buf.jobs[row.id] = row
+        buf.clerks.add(row.clerk_user_id)
+    elif raw.kind == "job_queue":
+        queue.extend(raw.value)
+        buf.records[source_key] = ("job_queue", [v.decode("utf-8", "replace") for v in raw.value])
+    elif raw.kind in ("user_jobs", "user_files", "user_batches"):
+        buf.clerks.add(clerk_id(suffix, "the key's Clerk id"))
+        buf.records[source_key] = (raw.kind, _members(raw, source_key))
+    else:  # video, file, batch: JSON objects
+        payload = decode_json(raw.value, source_key)
+        if not isinstance(payload, dict):
+            raise BadRecord(f"{raw.kind} record is not a JSON object")
+        if raw.kind == "batch" and payload.get("user_id") not in (None, ""):
+            buf.clerks.add(clerk_id(payload.get("user_id")))
+        buf.records[source_key] = (raw.kind, payload)
+
+
+def _ensure_users(conn: Connection, clerks: set[str], batch_id: uuid.UUID) -> int:
+    if not clerks:
+        return 0
+    created = conn.execute(
+        text(
+            "INSERT INTO users (clerk_user_id, email, metadata) "
+            "SELECT c, '', CAST(:meta AS jsonb) FROM unnest(CAST(:ids AS text[])) AS c "
+            "ON CONFLICT (clerk_user_id) DO NOTHING RETURNING id"
+        ),
+        {"ids": sorted(clerks), "meta": json.dumps(LEGACY_USER_METADATA)},
+    ).scalars().all()
+    record_created(conn, batch_id, users=[str(i) for i in created])
+    return len(created)
+
+
+def _copy_value(column: str, value):
+    if value is None:
+        return None
+    if column in _JSON_COLUMNS:
+        return json.dumps(value, default=str)
+    return value
+
+
+def _upsert_jobs(conn: Connection, jobs: list[JobRow], batch_id: uuid.UUID, counts: Counter) -> None:
+    if not jobs:
+        return
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        cur.execute(_TEMP_TABLE)
+        with cur.copy(f"COPY _legacy_jobs ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:
+            for job in jobs:
+                copy.write_row([_copy_value(c, getattr(job, c)) for c in JOB_COLUMNS])
+    before = conn.execute(
+        text("SELECT to_jsonb(j) FROM jobs j JOIN _legacy_jobs t ON t.id = j.id WHERE j.updated_at < t.updated_at")
+    ).scalars().all()
+    counts["jobs_kept_newer"] += conn.execute(
+        text("SELECT count(*) FROM jobs j JOIN _legacy_jobs t ON t.id = j.id WHERE j.updated_at > t.updated_at")
+    ).scalar_one()
+    written = conn.execute(text(_UPSERT_JOBS)).all()
+    inserted = sum(1 for r in written if r.inserted)
+    counts["jobs_inserted"] += inserted
+    counts["jobs_updated"] += len(written) - inserted
+    counts["jobs_unchanged"] += len(jobs) - len(written)
+    record_created(
+        conn, batch_id,
+        jobs=[[str(r.id), r.updated_at.isoformat()] for r in written],
+        jobs_before=list(before),
+    )
+
+
+def _upsert_records(conn: Connection, records: dict[str, tuple[str, object]], batch_id: uuid.UUID, counts: Counter) -> None:
+    if not records:
+        return
+    keys = list(records)
+    params = {
+        "k": keys,
+        "kd": [records[k][0] for k in keys],
+        "p": [json.dumps(records[k][1], sort_keys=True) for k in keys],
+        "b": batch_id,
+    }
+    new = "unnest(CAST(:k AS text[]), CAST(:kd AS text[]), CAST(:p AS text[])) AS n(source_key, kind, payload)"
+    before = conn.execute(
+        text(
+            f"SELECT to_jsonb(r) FROM migration_legacy_records r JOIN {new} USING (source_key) "
+            "WHERE r.payload IS DISTINCT FROM n.payload::jsonb"
+        ),
+        params,
+    ).scalars().all()
+    written = conn.execute(
+        text(
+            f"INSERT INTO migration_legacy_records (source_key, kind, payload, batch_id) "
+            f"SELECT n.source_key, n.kind, n.payload::jsonb, :b FROM {new} "
+            "ON CONFLICT (source_key) DO UPDATE SET kind = EXCLUDED.kind, payload = EXCLUDED.payload, "
+            "batch_id = EXCLUDED.batch_id, migrated_at = now() "
+            "WHERE migration_legacy_records.payload IS DISTINCT FROM EXCLUDED.payload "
+            "RETURNING source_key, (xmax = 0) AS inserted"
+        ),
+        params,
+    ).all()
+    counts["records_inserted"] += sum(1 for r in written if r.inserted)
+    counts["records_updated"] += sum(1 for r in written if not r.inserted)
+    record_created(conn, batch_id, legacy_records=[r.source_key for r in written if r.inserted], legacy_records_before=list(before))
+
+
+def _quarantine(conn: Connection, items: dict[tuple[str, str], bytes | None], batch_id: uuid.UUID, counts: Counter) -> None:
+    if not items:
+        return
+    keys = list(items)
+    created = conn.execute(
+        text(
+            "INSERT INTO migration_quarantine (source, source_key, raw_payload, reason, batch_id) "
+            "SELECT 'redis', k, p, r, :b FROM unnest(CAST(:k AS text[]), CAST(:p AS bytea[]), CAST(:r AS text[])) AS q(k, p, r) "
+            "ON CONFLICT (source, source_key, reason) DO NOTHING RETURNING id"
+        ),
+        {"k": [k for k, _ in keys], "r": [r for _, r in keys], "p": [items[k] for k in keys], "b": batch_id},
+    ).scalars().all()
+    counts["quarantine_new"] += len(created)
+    record_created(conn, batch_id, quarantine=[str(i) for i in created])
+
+
+def _flush(engine: Engine, buf: _Buffers, batch_id: uuid.UUID) -> Counter:
+    """One transaction for one buffer: users, jobs, records, quarantine."""
+
+    def work(conn: Connection) -> Counter:
+        local: Counter = Counter()
+        local["users_inserted"] += _ensure_users(conn, buf.clerks, batch_id)
+        _upsert_jobs(conn, list(buf.jobs.values()), batch_id, local)
+        _upsert_records(conn, buf.records, batch_id, local)
+        _quarantine(conn, buf.quarantine, batch_id, local)
+        return local
+
+    return in_transaction(engine, work)
+
+
+def _migrate_queue(engine: Engine, queue: list[bytes], batch_id: uuid.UUID, counts: Counter) -> list[str]:
+    """`job_queue` rows for queued jobs in the legacy list order; duplicates collapsed; missing ids reported."""
+    ordered: list[uuid.UUID] = []
+    seen: set[uuid.UUID] = set()
+    bad: dict[tuple[str, str], bytes | None] = {}
+    for position, raw in enumerate(queue):
+        try:
+            job_id = uuid.UUID(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            bad[(f"job_queue[{position}]", "job_queue entry is not a job id")] = raw
+            continue
+        if job_id in seen:
+            counts["queue_duplicates_collapsed"] += 1
+            continue
+        seen.add(job_id)
+        ordered.append(job_id)
+    counts["queue_entries"] += len(queue)
+
+    def work(conn: Connection) -> list[str]:
+        existing = set(conn.execute(text("SELECT id FROM jobs WHERE id = ANY(:ids)"), {"ids": ordered}).scalars())
+        missing = [str(j) for j in ordered if j not in existing]
+        for job_id in missing:
+            bad[(f"job_queue:{job_id}", "job_queue names a job that does not exist")] = job_id.encode()
+        local: Counter = Counter()
+        _quarantine(conn, bad, batch_id, local)
+        listed = [j for j in ordered if j in existing]
+        created = conn.execute(
+            text(
+                "INSERT INTO job_queue (job_id, priority, status, queue_position, queued_at) "
+                "SELECT j.id, j.priority, 'queued', q.pos, j.created_at "
+                "FROM unnest(CAST(:ids AS uuid[]), CAST(:pos AS bigint[])) AS q(id, pos) JOIN jobs j ON j.id = q.id "
+                "WHERE j.status = 'queued' AND NOT j.is_deleted "
+                "ON CONFLICT (job_id) DO NOTHING RETURNING id"
+            ),
+            {"ids": listed, "pos": list(range(1, len(listed) + 1))},
+        ).scalars().all()
+        unlisted = conn.execute(
+            text(
+                "INSERT INTO job_queue (job_id, priority, status, queue_position, queued_at) "
+                "SELECT j.id, j.priority, 'queued', :n + row_number() OVER (ORDER BY j.created_at, j.id), j.created_at "
+                "FROM jobs j WHERE j.status = 'queued' AND NOT j.is_deleted AND j.configuration ? 'legacy' "
+                "AND NOT EXISTS (SELECT 1 FROM job_queue q WHERE q.job_id = j.id) "
+                "ON CONFLICT (job_id) DO NOTHING RETURNING id"
+            ),
+            {"n": len(listed)},
+        ).scalars().all()
+        local["queue_rows_inserted"] += len(created)
+        local["queue_rows_unlisted_queued_jobs"] += len(unlisted)
+        local["queue_listed_not_queued"] += conn.execute(
+            text("SELECT count(*) FROM jobs WHERE id = ANY(:ids) AND (status <> 'queued' OR is_deleted)"), {"ids": listed}
+        ).scalar_one()
+        record_created(conn, batch_id, job_queue=[str(i) for i in [*created, *unlisted]])
+        counts.update(local)
+        return missing
+
+    return in_transaction(engine, work)
+
+
+def migrate_redis(
+    engine: Engine,
+    client,
+    *,
+    flush_every: int = 5000,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Migrate every durable key; returns the report (also stored in the batch's `counts`).
+
+    `client` is a redis-py client with `decode_responses=False`.
+    """
+    started = time.monotonic()
+    batch_id = start_batch(engine, "redis")
+    scan = ScanCounts()
+    counts: Counter = Counter()
+    buf = _Buffers()
+    queue: list[bytes] = []
+    writer = ThreadPoolExecutor(1, thread_name_prefix="redis-import-writer")  # writes overlap the next page's reads
+    pending: Future | None = None
+    try:
+        for page in scan_durable(client, scan):
+            for raw in page:
+                try:
+                    _absorb(raw, buf, queue)
+                    counts[f"read_{raw.kind}"] += 1
+                except BadRecord as exc:
+                    buf.quarantine[(path_text(raw.key), str(exc))] = _raw_payload(raw)
+                    counts[f"quarantined_{raw.kind}"] += 1
+            if len(buf) >= flush_every:
+                if pending is not None:
+                    counts.update(pending.result())  # one write in flight: bounded memory, errors surface here
+                pending, buf = writer.submit(_flush, engine, buf, batch_id), _Buffers()
+            if progress:
+                progress(scan.keys_seen)
+        if pending is not None:
+            counts.update(pending.result())
+            pending = None
+        counts.update(_flush(engine, buf, batch_id))
+        missing = _migrate_queue(engine, queue, batch_id, counts)
+    except BaseException:
+        if pending is not None:
+            pending.cancel()
+        writer.shutdown(wait=True)
+        finish_batch(engine, batch_id, "failed", dict(counts))
+        raise
+    report = {
+        "batch_id": str(batch_id),
+        "keys_scanned": scan.keys_seen,
+        "durable_keys": dict(scan.durable),
+        "cache_keys_not_migrated": dict(scan.cache),
+        "other_keys_not_migrated": scan.other,
+        "queue_missing_job_ids": missing,
+        "quarantined": sum(v for k, v in counts.items() if k.startswith("quarantined_")),
+        "seconds": round(time.monotonic() - started, 3),
+        **dict(counts),
+    }
+    writer.shutdown(wait=True)
+    finish_batch(engine, batch_id, "succeeded", report)
+    return report

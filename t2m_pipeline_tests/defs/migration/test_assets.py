@@ -1,0 +1,100 @@
+"""The migration assets run for real (in-process, a real Dagster instance) against Redis, PostgreSQL and moto."""
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+from t2m_pipeline.defs.migration.assets import (
+    MIGRATION_ASSETS,
+    legacy_files,
+    legacy_files_verified,
+    legacy_redis_data,
+    legacy_sources_catalog,
+)
+from t2m_pipeline.defs.migration.partitions import LEGACY_SOURCES_NAME, LegacySourceKeyError, check_source_key
+from t2m_pipeline.defs.migration.resources import LegacySourcesResource
+from t2m_pipeline.defs.migration.schedules import migration_cutover
+from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
+from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENES_PARTITIONS_NAME
+from t2m_pipeline.partition_keys import decode_scene_key
+from t2m_pipeline_tests.migration.legacy_world import migration_db, mp4s, redis_db, world  # noqa: F401
+
+
+@pytest.fixture
+def resources(world, migration_db, buckets):
+    settings, engine = migration_db
+    database = PostgresResource(database_url=settings.database_url)
+    return {
+        "database": database,
+        "storage": S3StorageResource(database=database),
+        "legacy": LegacySourcesResource(legacy_root=str(world.root), redis_url=world.redis_url, workers=8),
+    }
+
+
+def test_the_definitions_load_with_a_stopped_cutover_schedule():
+    from t2m_pipeline.definitions import defs
+
+    repo = defs.get_repository_def()  # the whole code location, with every other domain
+    assert {"legacy_redis_sync", "legacy_files_migration"} <= {j.name for j in repo.get_all_jobs()}
+    assert repo.get_schedule_def("migration_cutover").default_status == dg.DefaultScheduleStatus.STOPPED
+    assert legacy_files.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=50)
+    with pytest.raises(LegacySourceKeyError):
+        check_source_key("topic/../../etc")
+
+
+def test_redis_discovery_files_backfill_in_one_run_check_and_scene_graph(resources, world, migration_db):
+    settings, engine = migration_db
+    with dg.instance_for_test() as instance:
+        first = dg.materialize([legacy_redis_data, legacy_sources_catalog], instance=instance, resources=resources)
+        assert first.success
+        redis_meta = first.asset_materializations_for_node("legacy_redis_data")[0].metadata
+        assert redis_meta["jobs_inserted"].value == 7
+        partitions = instance.get_dynamic_partitions(LEGACY_SOURCES_NAME)
+        assert f"topic/{world.slug_shared}" in partitions and "loose" in partitions
+
+        # the schedule: a Redis re-sync, and a files run for each registered, never-materialized partition
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2025, 1, 1, 12, 30))
+        requests = list(migration_cutover(context))
+        assert requests[0].asset_selection == [legacy_redis_data.key, legacy_sources_catalog.key]
+        assert sorted(r.partition_key for r in requests[1:]) == sorted(partitions)
+
+        # a backfill of every partition in ONE run (what BackfillPolicy.multi_run does), with the check per partition
+        run = dg.materialize(
+            [*MIGRATION_ASSETS, legacy_files_verified],
+            selection=[legacy_files.key],
+            instance=instance,
+            resources=resources,
+            tags={"dagster/asset_partition_range_start": partitions[0], "dagster/asset_partition_range_end": partitions[-1]},
+        )
+        assert run.success
+        checks = run.get_asset_check_evaluations()
+        assert checks and all(c.passed for c in checks), [c.metadata for c in checks]
+        assert instance.get_materialized_partitions(legacy_files.key) == set(partitions)
+        progress = instance.get_run_by_id(run.run_id).tags["t2m/migration_progress"]
+        total = progress.split(" files")[0].split("/")
+        assert total[0] == total[1]
+
+        # migrated scenes are `scenes` partitions with code and video materializations: thumbnail can be backfilled
+        scenes = instance.get_dynamic_partitions(SCENES_PARTITIONS_NAME)
+        decoded = {(k.job_id, k.scene_number) for k in map(decode_scene_key, scenes)}
+        assert (world.jobs["new"], 1) in decoded and (world.jobs["new"], 10) in decoded
+        key = next(k for k in scenes if decode_scene_key(k).job_id == world.jobs["new"] and k.endswith("/001"))
+        assert key in instance.get_materialized_partitions(SCENE_CODE)
+        assert key in instance.get_materialized_partitions(RENDERED_VIDEO)
+        code_event = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=SCENE_CODE, asset_partitions=[key]), limit=1
+        ).records[0].asset_materialization
+        assert code_event.metadata["s3_uri"].value.endswith("/code/scene_001/scene.py")
+
+        # and a thumbnail is backfilled for the legacy video through the pipeline's own asset
+        from t2m_pipeline.defs.scenes.assets import thumbnail
+
+        thumb = dg.materialize([thumbnail], partition_key=key, instance=instance,
+                               resources={"database": resources["database"], "storage": resources["storage"]})
+        assert thumb.success
+        assert thumb.asset_materializations_for_node("thumbnail")[0].metadata["width"].value == 64
+
+        # nothing pending any more: the next tick only re-syncs Redis
+        later = list(migration_cutover(dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2025, 1, 1, 13))))
+        assert len(later) == 1

@@ -1,0 +1,287 @@
+"""Legacy files -> S3 against the moto server over HTTP and a scratch database: ledger, attribution, keys, versions,
+flags, idempotence, an interrupted run, verify and rollback."""
+
+import base64
+import hashlib
+import os
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from t2m_pipeline.migration.discovery import all_entries, discover_sources
+from t2m_pipeline.migration.files_import import migrate_files
+from t2m_pipeline.migration.legacy_paths import path_text
+from t2m_pipeline.migration.redis_import import migrate_redis
+from t2m_pipeline.migration.rollback import rollback_batch
+from t2m_pipeline.migration.verify import verify_files
+from t2m_pipeline.storage import layout
+from t2m_pipeline.storage.s3 import make_s3_client
+
+
+@pytest.fixture
+def migrated_redis(world, migration_db, buckets):
+    settings, engine = migration_db
+    migrate_redis(engine, redis.Redis.from_url(world.redis_url))
+    return settings, engine
+
+
+def ledger(engine) -> dict:
+    with engine.connect() as conn:
+        return {r.legacy_path: r for r in conn.execute(text("SELECT * FROM migration_ledger"))}
+
+
+def file_rows(engine) -> dict:
+    with engine.connect() as conn:
+        return {r.id: r for r in conn.execute(text("SELECT * FROM file_metadata"))}
+
+
+def ids(engine, job_name, world):
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT user_id, id FROM jobs WHERE id = :i"), {"i": world.jobs[job_name]}).one()
+
+
+def versions(client, bucket, key) -> list[dict]:
+    out = []
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+        out += [v for v in page.get("Versions", []) if v["Key"] == key]
+    return out
+
+
+def all_versions(client, buckets) -> set:
+    out = set()
+    for bucket in buckets.values():
+        for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            out |= {(bucket, v["Key"], v["VersionId"]) for v in page.get("Versions", [])}
+    return out
+
+
+def test_discovery_partitions_and_prefix_trap(world):
+    keys = discover_sources(world.root)
+    assert f"topic/{world.slug_shared}" in keys and f"topic/{world.slug_orphan}" in keys and "loose" in keys
+    assert "uploads/image/0" in keys and not any("linked_topic" in k for k in keys)  # a symlinked folder is no partition
+    weird = [k for k in keys if k.startswith("topic/raw")]
+    assert len(weird) == 1 and all(c.isascii() and c.isprintable() for c in weird[0])
+    entries = all_entries(world.root)
+    paths = {e.legacy_path: e for es in entries.values() for e in es}
+    assert f"output/{world.slug_shared}/bad%FFname.py" in paths and f"output/{world.slug_shared}/ctrl%01char.txt" in paths
+    assert paths[f"output/linked_topic_{world.tag}"].kind == "symlink"
+    walked = sum(len(files) + sum(os.path.islink(os.path.join(d, x)) for x in dirs) for d, dirs, files in os.walk(world.root))
+    assert len(paths) == walked  # every regular file and every symlink, nothing followed
+
+
+def test_every_file_is_accounted_for_once_with_attribution_keys_and_flags(world, migrated_redis, buckets):
+    settings, engine = migrated_redis
+    report = migrate_files(settings, engine, world.root, workers=8, chunk_files=7)
+    rows = ledger(engine)
+    on_disk = {e.legacy_path for es in all_entries(world.root).values() for e in es}
+    assert set(rows) == on_disk and report["files"] == len(on_disk)  # exactly one row per file (legacy_path is unique)
+    assert sum(report["outcomes"].values()) == len(on_disk) and report["outcomes"]["failed"] == 0
+    s = world.slug_shared
+    expect = {
+        f"output/{s}/scene1/code/link_outside.py": "unsafe",
+        f"output/{s}/linked_dir": "unsafe",
+        f"output/linked_topic_{world.tag}": "unsafe",
+        f"output/{s}/session_id.txt": "skipped",
+        f"output/{s}/scene1/succ_rendered.txt": "skipped",
+        f"output/{s}/media/Tex/abc.svg": "skipped",
+        f"output/{s}/media/images/{s}/frame.png": "skipped",
+        f"output/{s}/media/videos/{s}_scene1_v2/480p15/partial_movie_files/Scene1/000.mp4": "skipped",
+        "output/session_id.txt": "skipped",
+        "storage/notes.txt": "skipped",
+        f"output/{s}/scene2/{s}_scene2_implementation_plan.txt": "migrated",
+        f"output/{s}/media/videos/{s}_scene2_v1/480p15/Scene2.mp4": "migrated",
+    }
+    assert {p: rows[p].outcome for p in expect} == expect
+    assert [p for p in rows if p.startswith("output/.render_cache/")] and all(
+        rows[p].outcome == "skipped" for p in rows if p.startswith("output/.render_cache/"))
+
+    # attribution: the most recent job with the slug owns the folder; the other is named
+    user, job = ids(engine, "new", world)
+    _, old_job = ids(engine, "old", world)
+    code_key = layout.scene_code_key(user, job, 1)
+    fm = file_rows(engine)
+    code_rows = [r for r in fm.values() if r.s3_key == code_key]
+    assert len(code_rows) == 3 and {r.user_id for r in code_rows} == {user}
+    assert all(r.metadata["other_jobs"] == [str(old_job)] for r in code_rows)
+    assert all(r.metadata["legacy_path"] == rows[r.metadata["legacy_path"]].legacy_path for r in fm.values())
+
+    # keys per the layout table
+    key = lambda p: rows[p].key  # noqa: E731
+    assert key(f"output/{s}/{s}_scene_outline.txt") == layout.job_plan_key(user, job, f"{s}_scene_outline.txt")
+    assert key(f"output/{s}/{s}_combined.mp4") == layout.combined_video_key(user, job)
+    assert key(f"output/{s}/{s}_combined.srt") == layout.combined_video_key(user, job, subtitles=True)
+    assert key(f"output/{s}/scene1/code/{s}_scene1_v1_error_0.log") == layout.scene_log_key(user, job, 1, f"{s}_scene1_v1_error_0.log")
+    assert key(f"output/{s}/scene1/subplans/scene_trace_id.txt") == layout.scene_plan_key(user, job, 1, "scene_trace_id.txt")
+    assert key(f"output/{s}/scene1/rag_cache/rag_queries_1.json").startswith(f"users/{user}/jobs/{job}/code/scene_001/plans/")
+    assert key(f"output/{s}/media/videos/{s}_scene1_v1/480p15/Scene1.srt") == layout.scene_video_key(user, job, 1, subtitles=True)
+    assert key(f"output/{s}/scene10/code/{s}_scene10_v2.py") == layout.scene_code_key(user, job, 10)  # not scene 1
+    assert rows[f"output/{s}/scene10/code/{s}_scene10_v1.py"].bucket == buckets["code"]
+    odd = rows[path_text(f"output/{s}/scene1/subplans/notes with spaces \u00fc.txt".encode())]
+    assert " " not in odd.key and "\u00fc" not in odd.key
+    assert fm[odd.file_metadata_id].original_filename == "notes with spaces \u00fc.txt"
+    for p in (f"output/{s}/bad%FFname.py", f"output/{s}/ctrl%01char.txt"):
+        assert rows[p].outcome == "migrated" and "\x01" not in rows[p].key and "%" not in rows[p].key
+
+    # no job: under legacy/unattributed/{slug}/..., owned by the system user
+    orphan = rows[f"output/{world.slug_orphan}/scene1/code/{world.slug_orphan}_scene1_v1.py"]
+    assert orphan.key == f"legacy/unattributed/{world.slug_orphan}/scene1/code/{world.slug_orphan}_scene1_v1.py"
+    with engine.connect() as conn:
+        owner = conn.execute(text("SELECT u.clerk_user_id, u.metadata FROM file_metadata f JOIN users u ON u.id = f.user_id WHERE f.id = :i"),
+                             {"i": orphan.file_metadata_id}).one()
+    assert owner.clerk_user_id == "system_legacy_unattributed" and owner.metadata["system"] is True
+    assert rows[f"output/{world.slug_orphan}/media/videos/{world.slug_orphan}_scene1_v1/480p15/Scene1.mp4"].bucket == buckets["videos"]
+
+    # invalid by legacy rules: migrated and flagged
+    plan = rows[f"output/{s}/scene2/{s}_scene2_implementation_plan.txt"]
+    tiny = rows[f"output/{s}/media/videos/{s}_scene2_v1/480p15/Scene2.mp4"]
+    assert "failed plan" in plan.reason and fm[plan.file_metadata_id].metadata["legacy_invalid"] is True
+    assert "under 1 KB" in tiny.reason and tiny.size == 600
+
+    # uploads: owner from the name prefix, original name / MIME / checksum from files:{id}, bucket by type
+    up = {name: rows[p] for name, fid in world.upload_ids.items() for p in rows if fid in p}
+    with engine.connect() as conn:
+        carol = conn.execute(text("SELECT id FROM users WHERE clerk_user_id = :c"), {"c": world.clerks["carol"]}).scalar_one()
+        frank = conn.execute(text("SELECT email, metadata FROM users WHERE clerk_user_id = :c"), {"c": f"user_{world.tag}frank"}).one()
+    assert up["ok"].key == layout.upload_key(carol, world.upload_ids["ok"], ".png") and up["ok"].bucket == buckets["thumbnails"]
+    ok_meta = fm[up["ok"].file_metadata_id]
+    assert (ok_meta.original_filename, ok_meta.content_type, ok_meta.metadata["legacy_checksum_match"]) == ("holiday.png", "image/png", True)
+    assert up["bad"].bucket == buckets["videos"] and fm[up["bad"].file_metadata_id].metadata["legacy_checksum_match"] is False
+    assert "legacy checksum mismatch" in up["bad"].reason
+    assert up["none"].bucket == buckets["code"] and fm[up["none"].file_metadata_id].metadata.get("legacy_checksum") is None
+    assert frank.email == "" and frank.metadata["email_unknown"] is True  # a user known only from an upload name
+    assert rows[f"storage/uploads/image/weird name {world.tag}.png"].key.startswith("legacy/unattributed/storage-uploads/image/")
+
+    # integrity: sha256 while reading == S3's own checksum == file_metadata.checksum
+    client = make_s3_client(settings)
+    for row in (up["ok"], tiny, rows[f"output/{s}/{s}_combined.mp4"]):
+        data = open(world.path(row.legacy_path.encode()), "rb").read()
+        head = client.head_object(Bucket=row.bucket, Key=row.key, VersionId=row.version_id, ChecksumMode="ENABLED")
+        assert base64.b64decode(head["ChecksumSHA256"]).hex() == hashlib.sha256(data).hexdigest() == row.sha256
+        assert fm[row.file_metadata_id].checksum == row.sha256
+
+    # migrated scenes with code and video, for the asset graph
+    scenes = {(s_["job_id"], s_["scene_number"]): s_ for s_ in report["scenes"]}
+    assert set(scenes) == {(str(job), 1), (str(job), 2), (str(job), 10), (world.jobs["queued"], 1)}
+    assert scenes[(str(job), 1)]["code"]["order"] == [3] and scenes[(str(job), 1)]["video"]["order"] == [2, 0]
+
+
+def test_version_history_is_the_legacy_history(world, migrated_redis, buckets):
+    settings, engine = migrated_redis
+    migrate_files(settings, engine, world.root, workers=8)
+    user, job = ids(engine, "new", world)
+    client = make_s3_client(settings)
+    key = layout.scene_code_key(user, job, 1)
+    found = versions(client, buckets["code"], key)
+    assert len(found) == 3
+    by_content = {}
+    for v in found:  # read each version: its content and its legacy path, never trusting listing order alone
+        obj = client.get_object(Bucket=buckets["code"], Key=key, VersionId=v["VersionId"])
+        by_content[obj["Body"].read()] = (obj["Metadata"]["original-name"], obj["LastModified"], v["VersionId"])
+    assert set(by_content) == set(world.code_versions.values())
+    stamps = [by_content[world.code_versions[k]][1] for k in (1, 2, 3)]
+    assert stamps == sorted(stamps)  # uploaded oldest first
+    for k in (1, 2, 3):
+        assert by_content[world.code_versions[k]][0].endswith(f"_scene1_v{k}.py")
+    current = client.get_object(Bucket=buckets["code"], Key=key)["Body"].read()
+    assert current == world.code_versions[3]  # the newest legacy version is the current object
+    video_key = layout.scene_video_key(user, job, 1)
+    assert client.get_object(Bucket=buckets["videos"], Key=video_key)["Body"].read() == open(
+        world.path(f"output/{world.slug_shared}/media/videos/{world.slug_shared}_scene1_v2/480p15/Scene1.mp4"), "rb").read()
+
+
+def test_rerun_uploads_nothing_and_changes_nothing_then_verify_and_rollback(world, migrated_redis, buckets):
+    settings, engine = migrated_redis
+    client = make_s3_client(settings)
+    before_versions = all_versions(client, buckets)
+    first = migrate_files(settings, engine, world.root, workers=8)
+    assert first["uploaded_bytes"] > 0
+    after_first = (ledger(engine), file_rows(engine), all_versions(client, buckets))
+    second = migrate_files(settings, engine, world.root, workers=8)
+    assert (second["uploaded_files"], second["uploaded_bytes"], second["adopted_versions"]) == (0, 0, 0)
+    assert second["unchanged_files"] == first["outcomes"]["migrated"]
+    assert (ledger(engine), file_rows(engine), all_versions(client, buckets)) == after_first
+
+    good = verify_files(settings, engine, world.root)
+    assert good["ok"], good["problems"]
+    assert good["outcomes"] == first["outcomes"] and good["objects_checked"] == first["outcomes"]["migrated"]
+
+    # a second batch migrates a new legacy version: rolled back, exactly the state after the first batch returns
+    s = world.slug_shared
+    with open(world.path(f"output/{s}/scene1/code/{s}_scene1_v4.py"), "wb") as fh:
+        fh.write(b"# scene 1 version 4\n")
+    third = migrate_files(settings, engine, world.root, workers=8)
+    assert third["uploaded_files"] == 1
+    undone = rollback_batch(settings, engine, third["batch_id"])
+    assert undone["s3_versions_deleted"] == 1
+    assert (ledger(engine), file_rows(engine), all_versions(client, buckets)) == after_first
+    os.remove(world.path(f"output/{s}/scene1/code/{s}_scene1_v4.py"))
+
+    # verify notices damage: a deleted S3 version, a changed legacy file, a file missing from the ledger
+    row = ledger(engine)[f"output/{s}/{s}_combined.srt"]
+    client.delete_object(Bucket=row.bucket, Key=row.key, VersionId=row.version_id)
+    with open(world.path(f"output/{s}/scene1/subplans/scene_trace_id.txt"), "ab") as fh:
+        fh.write(b"changed")
+    with open(world.path(f"output/{s}/scene1/subplans/late_arrival.txt"), "wb") as fh:
+        fh.write(b"new")
+    bad = verify_files(settings, engine, world.root)
+    problems = " | ".join(p["problem"] for p in bad["problems"])
+    assert not bad["ok"] and "S3 object version missing" in problems
+    assert "no longer matches" in problems and "not in the ledger" in problems
+
+    # and the first batch rolls back to nothing at all
+    os.remove(world.path(f"output/{s}/scene1/subplans/late_arrival.txt"))
+    rollback_batch(settings, engine, first["batch_id"])
+    assert ledger(engine) == {} and file_rows(engine) == {}
+    assert all_versions(client, buckets) == before_versions - {(row.bucket, row.key, row.version_id)}
+
+
+def test_an_interrupted_run_is_finished_by_a_rerun_without_duplicates(world, migrated_redis, buckets):
+    """A crash after the uploads, before they were recorded: the rerun adopts those versions, uploads none again."""
+    settings, engine = migrated_redis
+
+    class Crash(Exception):
+        pass
+
+    calls = {"n": 0}
+
+    def fault(stage):
+        if stage == "after_uploads":
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise Crash()
+
+    with pytest.raises(Crash):
+        migrate_files(settings, engine, world.root, workers=4, chunk_files=10, fault=fault)
+    intents = [r for r in ledger(engine).values() if r.outcome == "failed"]
+    assert intents and all(r.reason.startswith("interrupted") for r in intents)
+    rerun = migrate_files(settings, engine, world.root, workers=4)
+    assert rerun["adopted_versions"] == len(intents)
+    result = verify_files(settings, engine, world.root)
+    assert result["ok"], result["problems"]  # includes: no unrecorded (duplicate) S3 version at any migrated key
+    with engine.connect() as conn:
+        dupes = conn.execute(text("SELECT count(*) FROM (SELECT s3_key, checksum FROM file_metadata GROUP BY 1, 2 "
+                                  "HAVING count(*) > 1) d")).scalar_one()
+    assert dupes == 0
+
+
+def test_rolling_back_a_killed_batch_removes_its_unrecorded_uploads_too(world, migrated_redis, buckets):
+    from t2m_pipeline.migration.files_import import FilesMigration
+
+    settings, engine = migrated_redis
+    client = make_s3_client(settings)
+    before = (ledger(engine), file_rows(engine), all_versions(client, buckets))
+
+    def crash_after_second_chunk_uploads(stage, seen=[]):  # noqa: B006 - counts calls across the run
+        if stage == "after_uploads":
+            seen.append(stage)
+            if len(seen) == 2:
+                raise KeyboardInterrupt  # like a kill: nothing after this point runs
+
+    migration = FilesMigration(settings, engine, world.root, workers=4, chunk_files=10, fault=crash_after_second_chunk_uploads)
+    with pytest.raises(KeyboardInterrupt):
+        migration.run()
+    assert all_versions(client, buckets) - before[2]  # it did upload (one chunk recorded, one not)
+    undone = rollback_batch(settings, engine, migration.batch_id)
+    assert undone["s3_versions_deleted"] > 0
+    assert (ledger(engine), file_rows(engine), all_versions(client, buckets)) == before

@@ -1,0 +1,64 @@
+"""The mapping rules on their own (no services): legacy entry -> layout key, or a skip reason."""
+
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from t2m_pipeline.migration.attribution import Attribution, AttributionIndex, JobRef
+from t2m_pipeline.migration.discovery import Entry, partition_of, topic_partition
+from t2m_pipeline.migration.mapping import Skip, map_loose_entry, map_topic_entry, map_upload_entry
+from t2m_pipeline.storage import layout
+
+USER, JOB, OTHER, SYSTEM = (uuid.uuid4() for _ in range(4))
+OWNED = Attribution(JobRef(JOB, USER, datetime(2024, 2, 1, tzinfo=timezone.utc)), (JobRef(OTHER, USER, datetime(2024, 1, 1, tzinfo=timezone.utc)),))
+
+
+def target(rel: str, attribution=OWNED):
+    return map_topic_entry(Entry(rel.encode(), "file", 10), attribution, SYSTEM)
+
+
+def test_layout_keys_for_every_kind_of_topic_file():
+    assert target("output/t/scene3/code/t_scene3_v2.py").key == layout.scene_code_key(USER, JOB, 3)
+    assert target("output/t/scene3/code/t_scene3_v2.py").order == (2,)
+    video = target("output/t/media/videos/t_scene3_v4/1080p60/Scene3.mp4")
+    assert (video.key, video.order, video.check) == (layout.scene_video_key(USER, JOB, 3), (4, 2), "video")
+    assert target("output/t/t_combined.srt").key == layout.combined_video_key(USER, JOB, subtitles=True)
+    assert target("output/t/scene3/code/t_scene3_v2_error_1.log").key == layout.scene_log_key(USER, JOB, 3, "t_scene3_v2_error_1.log")
+    assert target("output/t/scene3/rag_cache/q.json").key == layout.scene_plan_key(USER, JOB, 3, "rag_cache__q.json")
+    other = target("output/t/scene3/notes.txt")
+    assert other.metadata["unrecognised"] and other.key == layout.scene_plan_key(USER, JOB, 3, "legacy__notes.txt")
+    assert target("output/t/scene3/code/t_scene3_v2.py").metadata["other_jobs"] == [str(OTHER)]
+    # Scene1.mp4 in a scene10 folder is not scene 1's video
+    assert target("output/t/media/videos/t_scene10_v1/480p15/Scene1.mp4").metadata.get("unrecognised")
+
+
+def test_caches_and_markers_are_skipped_with_a_reason():
+    for rel, reason in (
+        ("output/t/media/Tex/x.svg", "manim cache"),
+        ("output/t/media/videos/t_scene1_v1/480p15/partial_movie_files/Scene1/0.mp4", "intermediate"),
+        ("output/t/scene1/succ_rendered.txt", "success marker"),
+        ("output/t/session_id.txt", "session id"),
+    ):
+        with pytest.raises(Skip, match=reason):
+            target(rel)
+    with pytest.raises(Skip, match="render cache"):
+        map_loose_entry(Entry(b"output/.render_cache/abc_low.mp4", "file", 1))
+
+
+def test_unattributed_folders_and_uploads():
+    orphan = target("output/t/scene1/code/t_scene1_v1.py", Attribution(None))
+    assert orphan.key == "legacy/unattributed/t/scene1/code/t_scene1_v1.py" and orphan.user_id == SYSTEM
+    index = AttributionIndex(owner_by_file_id={}, file_records={})
+    name = "user_a_20240101_101010_0123abcd.PNG"
+    up = map_upload_entry(Entry(f"storage/uploads/image/{name}".encode(), "file", 5), index, {"user_a": USER}, SYSTEM)
+    assert up.key == layout.upload_key(USER, name[:-4], ".png") and up.bucket_kind == "thumbnails"
+    stranger = map_upload_entry(Entry(b"storage/uploads/image/odd name.png", "file", 5), index, {}, SYSTEM)
+    assert stranger.key.startswith("legacy/unattributed/storage-uploads/image/") and stranger.user_id == SYSTEM
+
+
+def test_partitions():
+    assert partition_of(b"output/my_slug/scene1/x") == topic_partition(b"my_slug") == "topic/my_slug"
+    assert partition_of(b"output/.render_cache/x.mp4") == "loose" == partition_of(b"output/session_id.txt")
+    assert partition_of(b"storage/uploads/image/a.png").startswith("uploads/image/")
+    assert topic_partition(b"caf\xe9 topic").startswith("topic/caf") and " " not in topic_partition(b"caf\xe9 topic")

@@ -1,0 +1,44 @@
+"""Normalising legacy job records: timestamps, enums, ids, both storage forms."""
+
+import json
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+
+from t2m_pipeline.migration.records import BadRecord, decode_job_hash, enum, legacy_time, normalise_job, parse_time
+
+
+def test_timestamps_naive_utc_with_and_without_microseconds_iso_and_zones():
+    utc = timezone.utc
+    assert parse_time("2024-01-02 03:04:05", "t") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=utc)
+    assert parse_time("2024-01-02 03:04:05.000123", "t") == datetime(2024, 1, 2, 3, 4, 5, 123, tzinfo=utc)
+    assert parse_time("2024-01-02T03:04:05Z", "t") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=utc)
+    assert parse_time("2024-01-02T05:04:05+02:00", "t") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=utc)
+    for bad in ("yesterday", 12, "2024-13-01 00:00:00"):
+        with pytest.raises(BadRecord, match="bad timestamp"):
+            parse_time(bad, "t")
+    assert legacy_time(datetime(2024, 1, 2, 3, 4, 5, tzinfo=utc)) == "2024-01-02 03:04:05"
+    assert legacy_time(datetime(2024, 1, 2, 3, 4, 5, 7, tzinfo=utc)) == "2024-01-02 03:04:05.000007"
+
+
+def test_enums_accept_python_enum_strings_and_refuse_unknown_values():
+    allowed = ("queued", "processing")
+    assert enum("JobStatus.QUEUED", "status", allowed) == "queued"
+    assert enum("PROCESSING", "status", allowed) == "processing"
+    with pytest.raises(BadRecord, match="unknown status value"):
+        enum("JobStatus.EXPLODED", "status", allowed)
+
+
+def test_hash_form_and_required_fields():
+    job_id = str(uuid.uuid4())
+    record = {"id": job_id, "user_id": "user_a", "status": "queued", "configuration": {"topic": "T"}, "created_at": "2024-01-01 00:00:00"}
+    fields = decode_job_hash({k.encode(): json.dumps(v).encode() for k, v in record.items()})
+    assert normalise_job(job_id, fields) == normalise_job(job_id, record)
+    assert normalise_job(job_id, record).priority == "normal"
+    with pytest.raises(BadRecord, match="does not match the key"):
+        normalise_job(str(uuid.uuid4()), record)
+    with pytest.raises(BadRecord, match="configuration.topic"):
+        normalise_job(job_id, {**record, "configuration": {"context": "no topic"}})
+    with pytest.raises(BadRecord, match="bad Clerk user id"):
+        normalise_job(job_id, {**record, "user_id": "user with spaces"})
