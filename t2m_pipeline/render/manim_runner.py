@@ -122,8 +122,8 @@ class SandboxUnavailableError(RuntimeError):
 
 
 def sandbox_prefix(workdir: Path, mode: str | None = None) -> list[str]:
-    """The bubblewrap command that confines a render: the whole file system read-only, a private /tmp, only
-    `workdir` writable, no network and its own namespaces, killed with its parent.
+    """The bubblewrap command that confines a render: the whole file system read-only (the venv and manim may live
+    anywhere, /tmp included), only `workdir` writable, no network and its own namespaces, killed with its parent.
 
     Generated code is untrusted: with this it cannot write into the project, the legacy root or anywhere but its
     render directory, nor reach PostgreSQL, Redis or S3 on loopback. `auto` uses bubblewrap when installed (CI
@@ -141,7 +141,7 @@ def sandbox_prefix(workdir: Path, mode: str | None = None) -> list[str]:
     if bwrap is None:
         raise SandboxUnavailableError("T2M_RENDER_SANDBOX=bwrap but bubblewrap (bwrap) is not installed")
     return [
-        bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+        bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
         "--bind", str(workdir), str(workdir), "--unshare-all", "--die-with-parent", "--chdir", str(workdir),
     ]
 
