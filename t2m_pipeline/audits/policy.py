@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from t2m_pipeline.storage.bucket_settings import TEMP_EXPIRATION_DAYS
+from t2m_pipeline.storage.s3 import UNRECORDED_TWIN_GRACE
 
 StuckPolicy = Literal["fail", "requeue", "report"]
 STUCK_POLICIES: tuple[str, ...] = ("fail", "requeue", "report")
@@ -29,6 +30,8 @@ class AuditPolicy:
     - list_page_size: ListObjectVersions page size (1000 is AWS's maximum); memory is bounded by it.
     - settle_s: objects and rows younger than this are not judged by reconciliation: a writer puts the object
       first and records its row just after, so a brand-new object without a row is not yet an orphan.
+    - remove_duplicates: delete the identical extra versions our own retried writes left (they carry a `write-id`
+      and repeat a recorded version's bytes; `S3Storage.duplicate_versions`), once `duplicate_grace_s` old.
     """
 
     stuck_after_s: int = 3 * 3600
@@ -43,6 +46,8 @@ class AuditPolicy:
     list_page_size: int = 1000
     db_fetch_size: int = 2000
     settle_s: int = 600
+    remove_duplicates: bool = True
+    duplicate_grace_s: int = int(UNRECORDED_TWIN_GRACE.total_seconds())
 
     def __post_init__(self):
         if self.stuck_policy not in STUCK_POLICIES:
@@ -50,7 +55,7 @@ class AuditPolicy:
         for name in ("stuck_after_s", "temp_max_age_days", "head_concurrency", "list_page_size", "db_fetch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if self.max_requeues < 0 or self.temp_grace_days < 0 or self.settle_s < 0:
-            raise ValueError("max_requeues, temp_grace_days and settle_s must not be negative")
+        if min(self.max_requeues, self.temp_grace_days, self.settle_s, self.duplicate_grace_s) < 0:
+            raise ValueError("max_requeues, temp_grace_days, settle_s and duplicate_grace_s must not be negative")
         if self.retention_days is not None and self.retention_days <= 0:
             raise ValueError(f"retention_days must be positive or None, got {self.retention_days!r}")

@@ -9,9 +9,10 @@ Findings (subject `s3://bucket/key?versionId=...`):
 - missing_object (ERROR): a row whose version is not in S3: possible data loss.
 - object_size_mismatch / object_checksum_mismatch (ERROR): the version differs from its row.
 - changed_object (WARNING): the current version of a recorded key has no row: written around the storage layer.
-  INFO instead when its sha256 equals a recorded version's (an identical extra version left by a retried write).
 - orphan_object (WARNING): any other version without a row.
-Nothing is repaired: a human decides what happens to users' data.
+Either is INFO when its sha256 equals a recorded version's of the key (an identical extra version left by a retried
+write). Nothing is repaired here: the runner has the storage layer's sweep remove identical extra versions that
+our own writes left (`S3Storage.remove_duplicate_versions`); anything else, a human decides.
 """
 
 from __future__ import annotations
@@ -84,6 +85,15 @@ class ReconcileStats:
 
 def object_subject(bucket: str, key: str, version_id: str | None) -> str:
     return f"s3://{bucket}/{key}" + (f"?versionId={version_id}" if version_id is not None else "")
+
+
+def split_object_subject(subject: str) -> tuple[str, str, str | None]:
+    """`object_subject`'s inverse: (bucket, key, version id)."""
+    location, marker, version_id = subject.removeprefix("s3://").rpartition("?versionId=")
+    if not marker:
+        location, version_id = version_id, None
+    bucket, _, key = location.partition("/")
+    return bucket, key, version_id
 
 
 def reconcile_scope(buckets: list[str], verify_checksums: bool) -> CheckScope:
@@ -262,15 +272,15 @@ class _Judge:
         }
         if sha256:
             detail["sha256"] = sha256
-        if not recorded or not version.is_latest:
-            return Finding(ORPHAN, "WARNING", subject, detail)
         twin = next((r for r in recorded if sha256 and r.checksum == sha256 and r.size in (None, version.size)), None)
+        check = CHANGED if recorded and version.is_latest else ORPHAN
         if twin is not None:
             detail["identical_to_version"] = twin.version_id
-            detail["meaning"] = "an identical extra version (a retried write whose first answer was lost)"
-            return Finding(CHANGED, "INFO", subject, detail)
-        detail["meaning"] = "the key's current content has no row: written around the storage layer"
-        return Finding(CHANGED, "WARNING", subject, detail)
+            detail["meaning"] = "an identical extra version (a retried write whose answer was lost)"
+            return Finding(check, "INFO", subject, detail)
+        if check == CHANGED:
+            detail["meaning"] = "the key's current content has no row: written around the storage layer"
+        return Finding(check, "WARNING", subject, detail)
 
     def after_head(self, item: _PendingHead, head: dict | None) -> Finding | None:
         counts = self.stats.counts

@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
 
 from t2m_pipeline.audits.bucket_drift import audit_bucket_settings
-from t2m_pipeline.audits.findings import RecordSummary, record_findings
+from t2m_pipeline.audits.findings import Finding, RecordSummary, record_findings
 from t2m_pipeline.audits.policy import AuditPolicy
 from t2m_pipeline.audits.reconcile import (
+    CHANGED,
+    ORPHAN,
     ReconcileStats,
     existing_buckets,
     reconcile_findings,
     reconcile_scope,
     reconciled_buckets,
+    split_object_subject,
 )
 from t2m_pipeline.audits.stuck_jobs import JobAuditStats, job_findings, jobs_scope
 from t2m_pipeline.audits.temp_cleanup import TempCleanupStats, temp_findings, temp_scope
 from t2m_pipeline.config import Settings
+from t2m_pipeline.storage.errors import StorageError
+from t2m_pipeline.storage.s3 import S3Storage
 
 AUDITS = ("buckets", "objects", "temp", "jobs", "partitions")
+DUPLICATE_KEYS_REMEMBERED = 10_000
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,8 +70,33 @@ def audit_objects(settings: Settings, engine: Engine, client: Any, policy: Audit
     stats = ReconcileStats()
     buckets = existing_buckets(client, reconciled_buckets(settings), stats)
     scope = reconcile_scope(buckets, policy.verify_checksums)
-    summary = record_findings(engine, scope, reconcile_findings(client, engine, buckets, policy, stats, now))
+    findings = reconcile_findings(client, engine, buckets, policy, stats, now)
+    if policy.remove_duplicates:
+        findings = _removing_duplicates(findings, S3Storage(settings, engine, client), policy, stats)
+    summary = record_findings(engine, scope, findings)
     return AuditReport("objects", summary, stats.as_dict())
+
+
+def _removing_duplicates(findings: Iterator[Finding], storage: S3Storage, policy: AuditPolicy, stats: ReconcileStats) -> Iterator[Finding]:
+    """Unrecorded versions of recorded keys go through the storage layer's sweep; what it removes is recorded fixed."""
+    grace = timedelta(seconds=policy.duplicate_grace_s)
+    removed: OrderedDict[tuple[str, str], set[str]] = OrderedDict()  # per key, bounded: findings come in key order
+    for finding in findings:
+        if finding.check_name in (ORPHAN, CHANGED) and finding.detail.get("recorded_versions"):
+            bucket, key, version_id = split_object_subject(finding.subject)
+            if (bucket, key) not in removed:
+                try:
+                    removed[(bucket, key)] = set(storage.remove_duplicate_versions(bucket, key, grace=grace))
+                except StorageError as exc:
+                    log.warning("duplicate sweep of s3://%s/%s failed: %s", bucket, key, exc)
+                    removed[(bucket, key)] = set()
+                stats.counts["duplicates_removed"] += len(removed[(bucket, key)])
+                while len(removed) > DUPLICATE_KEYS_REMEMBERED:
+                    removed.popitem(last=False)
+            if version_id in removed[(bucket, key)]:
+                detail = {**finding.detail, "removed": "an identical extra version our own retried write left"}
+                finding = replace(finding, severity="INFO", detail=detail, fixed=True)
+        yield finding
 
 
 def audit_temp(settings: Settings, engine: Engine, client: Any, policy: AuditPolicy, now: datetime | None = None) -> AuditReport:

@@ -37,6 +37,10 @@ def audit(
     fix_queue: bool = typer.Option(DEFAULTS.fix_queue, "--fix-queue/--no-fix-queue", help="Cancel deleted queued jobs, re-sync queue rows."),
     checksums: bool = typer.Option(DEFAULTS.verify_checksums, "--checksums/--no-checksums", help="HEAD each version to compare sha256."),
     settle_minutes: int = typer.Option(DEFAULTS.settle_s // 60, help="Objects and rows younger than this are not judged."),
+    remove_duplicates: bool = typer.Option(
+        DEFAULTS.remove_duplicates, "--remove-duplicates/--keep-duplicates",
+        help="Delete identical extra versions our own retried writes left.",
+    ),
     limit: int = typer.Option(20, help="Findings listed per audit in the table."),
 ) -> None:
     """Audit buckets, objects vs file_metadata, the temp bucket, stuck jobs and partition retention; record findings."""
@@ -55,6 +59,7 @@ def audit(
             retention_days=retention_days or None,
             verify_checksums=checksums,
             settle_s=settle_minutes * 60,
+            remove_duplicates=remove_duplicates,
         )
     except ValueError as exc:  # a one-line user error, like a bad setting
         raise ConfigError(f"invalid audit option: {exc}") from None

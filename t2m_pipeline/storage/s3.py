@@ -49,6 +49,9 @@ WRITE_ID_METADATA = "write-id"
 # S3 refuses a request signed more than 15 minutes away from its clock, so every version a write produced is newer
 # than the write's start minus this much (by S3's clock): older versions need not be looked at.
 RETRY_DUPLICATE_WINDOW = timedelta(minutes=15)
+# An unrecorded copy of a recorded version is only taken for an orphan of a failed write once this old: longer than
+# any request can be in flight (the window above) and than any writer takes between its PUT and its row.
+UNRECORDED_TWIN_GRACE = timedelta(hours=1)
 
 log = logging.getLogger(__name__)
 
@@ -304,9 +307,11 @@ class S3Storage:
                 found.append(version)
         return found
 
+    def _user_metadata(self, bucket: str, key: str, version_id: str) -> dict[str, str]:
+        return self.client.head_object(Bucket=bucket, Key=key, VersionId=version_id).get("Metadata", {})
+
     def _write_id_of(self, bucket: str, key: str, version_id: str) -> str | None:
-        head = self.client.head_object(Bucket=bucket, Key=key, VersionId=version_id)
-        return head.get("Metadata", {}).get(WRITE_ID_METADATA)
+        return self._user_metadata(bucket, key, version_id).get(WRITE_ID_METADATA)
 
     def _versions_of_write(self, bucket: str, key: str, write_id: str, size: int, started: datetime) -> list[str]:
         """Version ids of `key` carrying `write_id`, the current version last, otherwise oldest first."""
@@ -335,48 +340,76 @@ class S3Storage:
             # The write itself succeeded and is what gets recorded; the sweep finds what is left.
             log.warning("could not look for duplicate versions of s3://%s/%s: %s", bucket, key, exc)
 
-    def duplicate_versions(self, bucket: str, key: str) -> list[str]:
-        """Versions of `key` that repeat another version's `write-id` (a retried or late-landing request).
+    def duplicate_versions(self, bucket: str, key: str, *, grace: timedelta = UNRECORDED_TWIN_GRACE) -> list[str]:
+        """Identical extra versions of `key` that retried or late-landing requests left; none of them is recorded.
 
-        Of each set sharing a write-id, versions recorded in `file_metadata` are kept; if none is recorded, the oldest
-        that is not the current version is kept (a late-landing twin must not stay on top of a newer write; listings
-        give LastModified in whole seconds, so `IsLatest` decides first). Versions without a write-id (written
-        before it existed, or by other tools) are never listed.
+        1. Versions sharing one `write-id` (a retried or late-landing request of one write): those recorded in
+           `file_metadata` are kept; if none is, the oldest that is not the current version is kept (a late-landing
+           twin must not stay on top of a newer write; listings give LastModified in whole seconds, so `IsLatest`
+           decides first).
+        2. (With an engine.) A version with a `write-id` that no row records, older than `grace`, whose sha256 and
+           size equal a recorded version's of the same key (the newest recorded one's if it is the current version,
+           so what the key serves does not change): the only landed copy of a write that failed in this layer (its
+           answers lost on every attempt) and was then written again, by a retry of the step. `grace` outlasts any
+           request in flight (S3 refuses requests signed 15 minutes ago) and any writer between its PUT and its
+           row, so a write in progress is never taken.
+        Versions without a `write-id` (written before it existed, or by other tools) are never listed.
         """
+        now = datetime.now(timezone.utc)
         try:
-            by_write: dict[str, list[dict]] = {}
             versions = self._key_versions(bucket, key)
             sizes = [v["Size"] for v in versions]
+            metadata: dict[str, dict[str, str]] = {}
             for version in versions:
-                if sizes.count(version["Size"]) < 2:
-                    continue  # a duplicate has the size of its twin: no need to look at its metadata
-                write_id = self._write_id_of(bucket, key, version["VersionId"])
-                if write_id:
-                    by_write.setdefault(write_id, []).append(version)
+                if sizes.count(version["Size"]) >= 2:  # a duplicate has the size of its twin
+                    metadata[version["VersionId"]] = self._user_metadata(bucket, key, version["VersionId"])
         except (ClientError, BotoCoreError) as exc:
             raise map_error(exc, bucket, key) from exc
-        groups = [group for group in by_write.values() if len(group) > 1]
-        recorded: set[str] = set()
-        if groups and self.engine is not None:
-            ids = [v["VersionId"] for group in groups for v in group]
+        rows: dict[str, tuple[str | None, int | None]] = {}
+        if metadata and self.engine is not None:
             with self.engine.connect() as conn:
-                recorded = set(
-                    conn.execute(
-                        select(FileMetadata.version_id).where(
-                            FileMetadata.s3_bucket == bucket, FileMetadata.s3_key == key, FileMetadata.version_id.in_(ids)
-                        )
-                    ).scalars()
+                found = conn.execute(
+                    select(FileMetadata.version_id, FileMetadata.checksum, FileMetadata.file_size)
+                    .where(FileMetadata.s3_bucket == bucket, FileMetadata.s3_key == key)
+                    .order_by(FileMetadata.created_at)
                 )
+                rows = {row.version_id: (row.checksum, row.file_size) for row in found if row.version_id}
+        by_write: dict[str, list[dict]] = {}
+        for version in versions:
+            write_id = metadata.get(version["VersionId"], {}).get(WRITE_ID_METADATA)
+            if write_id:
+                by_write.setdefault(write_id, []).append(version)
         extra: list[str] = []
-        for group in groups:
+        for group in by_write.values():
+            if len(group) < 2:
+                continue
             group.sort(key=lambda v: (bool(v.get("IsLatest")), v["LastModified"]))
-            kept = [v for v in group if v["VersionId"] in recorded] or group[:1]
+            kept = [v for v in group if v["VersionId"] in rows] or group[:1]
             extra += [v["VersionId"] for v in group if v not in kept]
+        recorded_content = {content for content in rows.values() if content[0]}
+        newest_content = list(rows.values())[-1] if rows else None  # rows come oldest first
+        for group in by_write.values():
+            for version in group:
+                vid = version["VersionId"]
+                if vid in rows or vid in extra or version["LastModified"] > now - grace:
+                    continue
+                content = (metadata[vid].get("sha256"), version["Size"])
+                # The current version goes only when the newest recorded write holds the same bytes.
+                if not ((content == newest_content) if version.get("IsLatest") else (content in recorded_content)):
+                    continue
+                if self._sha256_of(bucket, key, vid) == content[0]:  # metadata can lie: deletion needs the bytes
+                    extra.append(vid)
         return extra
 
-    def remove_duplicate_versions(self, bucket: str, key: str) -> list[str]:
+    def _sha256_of(self, bucket: str, key: str, version_id: str) -> str:
+        digest = hashlib.sha256()
+        for chunk in self.iter_chunks(bucket, key, version_id):
+            digest.update(chunk)
+        return digest.hexdigest()
+
+    def remove_duplicate_versions(self, bucket: str, key: str, *, grace: timedelta = UNRECORDED_TWIN_GRACE) -> list[str]:
         """The sweep for late-landing requests: delete `duplicate_versions(bucket, key)`; returns what was deleted."""
-        return self._delete_versions(bucket, key, self.duplicate_versions(bucket, key))
+        return self._delete_versions(bucket, key, self.duplicate_versions(bucket, key, grace=grace))
 
     def _record(self, bucket, key, version_id, size, sha_hex, owner: ObjectOwner, content_type, original_name) -> StoredObject:
         file_id = None

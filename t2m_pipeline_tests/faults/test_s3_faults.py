@@ -6,7 +6,9 @@ Sizes here are small; `scripts/reliability.py` runs the same scenarios larger an
 
 import hashlib
 import os
+import time
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
@@ -14,7 +16,7 @@ from sqlalchemy import text
 from t2m_pipeline.devtools.fault_proxy import FaultKind, FaultPlan, FaultProxy
 from t2m_pipeline.storage import layout
 from t2m_pipeline.storage.errors import StorageError
-from t2m_pipeline.storage.s3 import WRITE_ID_METADATA, ObjectOwner, S3Storage, make_s3_client
+from t2m_pipeline.storage.s3 import WRITE_ID_METADATA, ObjectOwner, S3Storage, make_s3_client, object_metadata
 from t2m_pipeline_tests.faults.scenarios import (
     HELD_SECONDS,
     check_writes,
@@ -128,6 +130,41 @@ def test_the_sweep_removes_only_unrecorded_twins_of_a_write(settings, engine, bu
     left = {v["VersionId"] for v in storage.client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]}
     assert left == {recorded.version_id, again.version_id, legacy_a, legacy_b, orphan_old}
     assert storage.remove_duplicate_versions(bucket, key) == []
+    assert storage.remove_duplicate_versions(bucket, key, grace=timedelta(0)) == []  # print(2) claims print(1)'s sha256
+
+
+def test_the_sweep_removes_the_landed_copy_of_a_failed_write_once_it_is_old_enough(settings, engine, buckets, make_user):
+    """A write that failed in the storage layer after its request landed leaves one version with a write-id of its
+    own and no row; the step's retry then writes (and records) the same bytes. After the grace period the sweep
+    removes that copy, but only while it holds a recorded version's bytes, and the current version only when it
+    holds the newest recorded bytes, so what the key serves never changes."""
+    user_id, _ = make_user()
+    bucket, key = buckets["code"], layout.scene_code_key(user_id, uuid.uuid4(), 1)
+    storage = S3Storage(settings, engine)
+    owner = ObjectOwner(user_id, "code")
+
+    def landed_copy(body: bytes) -> str:  # the failed write: its own write-id, metadata as the storage layer writes it
+        meta = {**object_metadata(owner, hashlib.sha256(body).hexdigest(), None, datetime.now(timezone.utc)),
+                WRITE_ID_METADATA: uuid.uuid4().hex}
+        time.sleep(0.01)  # moto orders versions by millisecond timestamps
+        return storage.client.put_object(Bucket=bucket, Key=key, Body=body, Metadata=meta)["VersionId"]
+
+    failed_first = landed_copy(b"print(1)")
+    recorded_first = storage.put_bytes(bucket, key, b"print(1)", owner=owner, content_type="text/x-python")
+    never_recorded = landed_copy(b"print(3)")  # no recorded version holds these bytes: kept
+    recorded_last = storage.put_bytes(bucket, key, b"print(2)", owner=owner, content_type="text/x-python")
+    stale_on_top = landed_copy(b"print(1)")  # current, but not the newest recorded bytes: kept
+    assert storage.duplicate_versions(bucket, key) == []  # too recent under the default grace
+    assert storage.duplicate_versions(bucket, key, grace=timedelta(0)) == [failed_first]
+
+    storage.delete_version(bucket, key, stale_on_top)
+    failed_last = landed_copy(b"print(2)")  # current and holding the newest recorded bytes: removed
+    removed = storage.remove_duplicate_versions(bucket, key, grace=timedelta(0))
+    assert sorted(removed) == sorted([failed_first, failed_last])
+    listed = storage.client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+    assert {v["VersionId"] for v in listed} == {recorded_first.version_id, never_recorded, recorded_last.version_id}
+    assert next(v for v in listed if v["IsLatest"])["VersionId"] == recorded_last.version_id
+    assert S3Storage(settings).duplicate_versions(bucket, key, grace=timedelta(0)) == []  # without rows: rule 1 only
 
 
 def test_every_write_carries_its_own_write_id(storage, buckets, make_user):

@@ -42,6 +42,7 @@ class AuditConfig(dg.Config):
     retention_days: int | None = DEFAULTS.retention_days
     verify_checksums: bool = DEFAULTS.verify_checksums
     settle_minutes: int = DEFAULTS.settle_s // 60
+    remove_duplicates: bool = DEFAULTS.remove_duplicates
 
     def policy(self) -> AuditPolicy:
         if self.stuck_policy not in STUCK_POLICIES:
@@ -54,6 +55,7 @@ class AuditConfig(dg.Config):
             retention_days=self.retention_days,
             verify_checksums=self.verify_checksums,
             settle_s=self.settle_minutes * 60,
+            remove_duplicates=self.remove_duplicates,
         )
 
 
