@@ -4,7 +4,10 @@
 `mirror_job_status(settings, job_row)` never raises and never blocks a job for long (short socket timeouts). A
 write that fails is kept as the job's *latest* state in an in-process queue and retried on the next call (or by
 `flush_pending`): status is state, not a log, so only the newest state per job matters and nothing piles up.
+That queue dies with its run worker, so `resync_jobs` is the durable retry: the `legacy_mirror_resync` sensor
+mirrors every job row changed since its cursor, and the cursor only moves past what was written.
 The existing record's form is kept: a JSON string stays a string (fields merged), a hash gets JSON-encoded fields.
+A record the legacy system changed after our row (a newer `updated_at`) is left alone: the newer state wins.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+from sqlalchemy import Engine, text
+
 from t2m_pipeline.config import Settings
-from t2m_pipeline.migration.records import legacy_time
+from t2m_pipeline.migration.records import BadRecord, legacy_time, parse_time
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 10_000
@@ -92,6 +98,16 @@ def _client(url: str):
 _ALWAYS = ("status", "progress", "updated_at", "started_at", "completed_at", "error")
 
 
+def _newer_than(recorded: object, ours: str | None) -> bool:
+    """Whether the legacy record's `updated_at` is later than ours (unreadable times never win)."""
+    try:
+        theirs = parse_time(json.loads(recorded) if isinstance(recorded, bytes) else recorded, "updated_at")
+        mine = parse_time(ours, "updated_at")
+    except (BadRecord, ValueError):
+        return False
+    return bool(theirs and mine and theirs > mine)
+
+
 def _write(url: str, fields: dict) -> None:
     """Read-modify-write of `jobs:{id}` under WATCH, keeping the record's form and its other fields."""
     import redis
@@ -105,6 +121,8 @@ def _write(url: str, fields: dict) -> None:
                 kind = pipe.type(key).decode()
                 if kind == "hash":
                     current = {k.decode(): v for k, v in pipe.hgetall(key).items()}
+                    if _newer_than(current.get("updated_at"), fields["updated_at"]):
+                        return
                     stages = _stages(current.get("progress"), fields)
                     updates = {
                         k: json.dumps(v) for k, v in fields.items() if k in _ALWAYS or k not in current
@@ -120,6 +138,8 @@ def _write(url: str, fields: dict) -> None:
                         current = {}
                     if not isinstance(current, dict):
                         current = {}
+                    if _newer_than(current.get("updated_at"), fields["updated_at"]):
+                        return
                     merged = {**fields, **{k: v for k, v in current.items() if k not in _ALWAYS}}
                     old_progress = current.get("progress") if isinstance(current.get("progress"), dict) else {}
                     merged["progress"] = {**old_progress, **{k: v for k, v in fields["progress"].items()}}
@@ -190,3 +210,52 @@ def mirror_job_status(settings: Settings, job_row, clerk_user_id: str | None = N
     except Exception as exc:  # noqa: BLE001
         log.warning("legacy mirror skipped: %s", type(exc).__name__)
         return False
+
+
+RESYNC_BATCH = 500
+RESYNC_LOOKBACK = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class ResyncResult:
+    """One resync pass: how many jobs were written, where to carry on, and why it stopped early (if it did)."""
+
+    written: int
+    cursor: str
+    error: str | None = None
+
+
+def resync_cursor(updated_at: datetime, job_id: str = "") -> str:
+    return f"{updated_at.astimezone(timezone.utc).isoformat()}|{job_id}"
+
+
+def resync_jobs(settings: Settings, engine: Engine, cursor: str | None, limit: int = RESYNC_BATCH) -> ResyncResult:
+    """Mirror the job rows changed after `cursor` (oldest first, at most `limit`); stop at the first failed write.
+
+    The cursor is `updated_at|id` of the last row written, so a failed write is retried next time and a row
+    changed again later comes round again. Without a cursor it starts `RESYNC_LOOKBACK` ago.
+    """
+    if not cursor:
+        cursor = resync_cursor(datetime.now(timezone.utc) - RESYNC_LOOKBACK)
+    since, _, after_id = cursor.partition("|")
+    query = text(
+        """
+        SELECT j.*, u.clerk_user_id FROM jobs j LEFT JOIN users u ON u.id = j.user_id
+        WHERE (j.updated_at, j.id::text) > (CAST(:since AS timestamptz), :after_id)
+        ORDER BY j.updated_at, j.id::text LIMIT :limit
+        """
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query, {"since": since, "after_id": after_id, "limit": limit}).mappings().all()
+    written = 0
+    for row in rows:
+        try:
+            fields = legacy_fields(row, row["clerk_user_id"])
+            _write(settings.redis_url, fields)
+        except Exception as exc:  # noqa: BLE001 - whatever Redis says, the cursor stays and the next pass retries
+            return ResyncResult(written, cursor, f"jobs:{row['id']}: {type(exc).__name__}: {exc}")
+        with _lock:
+            _pending.pop(str(row["id"]), None)
+        written += 1
+        cursor = resync_cursor(row["updated_at"], str(row["id"]))
+    return ResyncResult(written, cursor)

@@ -18,12 +18,11 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from t2m_pipeline.defs.jobs.sensors import combine_ready_jobs, new_jobs, scene_runs
 from t2m_pipeline.devtools.fault_proxy import FaultKind, FaultPlan, FaultProxy
 from t2m_pipeline.storage import layout
 from t2m_pipeline.storage.s3 import S3Storage, make_s3_client
 from t2m_pipeline_tests.defs.scenes.support import (  # noqa: F401 - fixtures
-    apply_partition_requests,
+    drive_job,
     file_rows,
     insert_job,
     instance,
@@ -32,8 +31,6 @@ from t2m_pipeline_tests.defs.scenes.support import (  # noqa: F401 - fixtures
     pipeline_defs,
     pipeline_engine,
     resources,
-    run_requested,
-    sensor_result,
 )
 
 RATE = 0.2
@@ -57,24 +54,6 @@ def expected_objects(settings, user_id, job_id, scenes):
         ]
     objects.append((settings.bucket("videos"), layout.combined_video_key(user_id, job_id)))
     return objects
-
-
-def drive_job(defs, instance, resources):
-    """What the daemon would do for one job: each sensor's requests run in process. Stops at the first failed run."""
-    outcomes = []
-    tick = sensor_result(new_jobs, instance, resources)
-    (request,) = tick.run_requests
-    apply_partition_requests(instance, tick)
-    outcomes.append(run_requested(defs, instance, "plan_job", request))
-    if not outcomes[-1].success:
-        return outcomes
-    for scene_request in sensor_result(scene_runs, instance, resources).run_requests:
-        outcomes.append(run_requested(defs, instance, "render_scene", scene_request))
-        if not outcomes[-1].success:
-            return outcomes
-    for combine_request in sensor_result(combine_ready_jobs, instance, resources).run_requests:
-        outcomes.append(run_requested(defs, instance, "combine_scenes", combine_request))
-    return outcomes
 
 
 def step_troubles(outcomes):

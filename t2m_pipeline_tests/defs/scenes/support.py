@@ -138,3 +138,23 @@ def run_requested(defs: dg.Definitions, instance, job_name: str, request: dg.Run
     return job.execute_in_process(
         instance=instance, partition_key=request.partition_key, tags=dict(request.tags), raise_on_error=False, **overrides
     )
+
+
+def drive_job(defs, instance, resources):
+    """What the daemon would do for one job: each sensor's requests run in process. Stops at the first failed run."""
+    from t2m_pipeline.defs.jobs.sensors import combine_ready_jobs, new_jobs, scene_runs
+
+    outcomes = []
+    tick = sensor_result(new_jobs, instance, resources)
+    (request,) = tick.run_requests
+    apply_partition_requests(instance, tick)
+    outcomes.append(run_requested(defs, instance, "plan_job", request))
+    if not outcomes[-1].success:
+        return outcomes
+    for scene_request in sensor_result(scene_runs, instance, resources).run_requests:
+        outcomes.append(run_requested(defs, instance, "render_scene", scene_request))
+        if not outcomes[-1].success:
+            return outcomes
+    for combine_request in sensor_result(combine_ready_jobs, instance, resources).run_requests:
+        outcomes.append(run_requested(defs, instance, "combine_scenes", combine_request))
+    return outcomes
