@@ -1,0 +1,144 @@
+"""Pipeline jobs end to end under S3 faults, as a plain function: `test_pipeline_faults.py` runs it small,
+`scripts/reliability.py` larger.
+
+Each job is inserted with plain SQL and driven the way the daemon would (`new_jobs` -> plan_job, `scene_runs` ->
+render_scene per scene, `combine_ready_jobs` -> combine_scenes, in process), with the pipeline's S3
+(`AWS_ENDPOINT_URL`, read by its resources) behind a FaultProxy. Then, reading S3 directly: every `file_metadata`
+row's version must hold its checksum's bytes; the duplicate sweep runs (grace 0: nothing is in flight any more);
+afterwards no key may hold an unrecorded copy of a recorded version's bytes, and each key's current version should be
+its newest row's (`stale_latest` lists those that are not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import dagster as dg
+
+from t2m_pipeline.db.engine import make_engine
+from t2m_pipeline.devtools.fault_proxy import FaultPlan, FaultProxy
+from t2m_pipeline.storage import layout
+from t2m_pipeline.storage.s3 import S3Storage, make_s3_client
+from t2m_pipeline_tests.defs.scenes.support import drive_job, file_rows, insert_job, job_row, pipeline_defs
+
+TROUBLE = {dg.DagsterEventType.STEP_RESTARTED, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_UP_FOR_RETRY}
+
+
+@dataclass
+class PipelineFaultReport:
+    jobs: int
+    scenes: int
+    completed: int = 0
+    runs: int = 0
+    runs_failed: int = 0
+    step_troubles: list[str] = field(default_factory=list)  # step attempts that failed: faults past the storage layer
+    rows: int = 0
+    problems: list[str] = field(default_factory=list)  # rows missing or not holding their bytes, identical extras
+    unrecorded_left: int = 0  # versions without a row after the sweep (other bytes: a re-render whose write failed)
+    removed_by_sweep: int = 0
+    stale_latest: list[str] = field(default_factory=list)  # keys whose current version is not the newest row's
+    proxy: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def expected_objects(settings, user_id, job_id, scenes) -> set[tuple[str, str]]:
+    """Every object the layout says a finished job has: (bucket, key)."""
+    objects = {(settings.bucket("code"), layout.job_plan_key(user_id, job_id, "scene_outline.json"))}
+    for n in range(1, scenes + 1):
+        objects |= {
+            (settings.bucket("code"), layout.scene_code_key(user_id, job_id, n)),
+            (settings.bucket("videos"), layout.scene_video_key(user_id, job_id, n)),
+            (settings.bucket("thumbnails"), layout.thumbnail_key(user_id, job_id, n)),
+        }
+    objects.add((settings.bucket("videos"), layout.combined_video_key(user_id, job_id)))
+    return objects
+
+
+def _error_chain(event) -> str:
+    """The messages of a failed step's error and its causes (the storage error is a cause of Dagster's retry)."""
+    error, messages = getattr(event.event_specific_data, "error", None), []
+    while error is not None:
+        messages.append(error.message.strip())
+        error = error.cause or error.context
+    return " <- ".join(messages)
+
+
+@contextmanager
+def _environment(**values: str | None):
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_pipeline_fault_scenario(
+    settings, resources: dict, plan: FaultPlan, *, jobs: int = 1, scenes: int = 2, s3_max_attempts: int | None = None
+) -> PipelineFaultReport:
+    """`settings` name the moto server (buckets bootstrapped); `resources` the pipeline's, on an emptied database."""
+    engine = make_engine(resources["database"].database_url)
+    report = PipelineFaultReport(jobs, scenes)
+    started = time.monotonic()
+    attempts = str(s3_max_attempts) if s3_max_attempts else os.environ.get("T2M_S3_MAX_ATTEMPTS")
+    made: list[tuple[str, str]] = []
+    with FaultProxy(settings.endpoint_url, plan) as proxy, _environment(AWS_ENDPOINT_URL=proxy.url, T2M_S3_MAX_ATTEMPTS=attempts):
+        with dg.instance_for_test() as instance:
+            defs = pipeline_defs(resources)
+            for _ in range(jobs):
+                user_id, job_id = insert_job(engine, configuration={"scene_count": scenes, "quality": "low"})
+                made.append((user_id, job_id))
+                outcomes = drive_job(defs, instance, resources)
+                report.runs += len(outcomes)
+                report.runs_failed += sum(not o.success for o in outcomes)
+                report.step_troubles += [
+                    f"{e.step_key}: {e.event_type_value}: {_error_chain(e)}"
+                    for o in outcomes for e in o.all_events if e.event_type in TROUBLE
+                ]
+        proxy.wait_idle(plan.delay_seconds + 60)
+        report.proxy = proxy.stats.as_dict()
+    oracle, sweeper = make_s3_client(settings), S3Storage(settings, engine)
+    for user_id, job_id in made:
+        job = job_row(engine, job_id)
+        report.completed += job["status"] == "completed" and float(job["progress_percentage"]) == 100.0
+        rows = file_rows(engine, job_id)
+        report.rows += len(rows)
+        missing = expected_objects(settings, user_id, job_id, scenes) - {(r["s3_bucket"], r["s3_key"]) for r in rows}
+        if job["status"] == "completed" and missing:
+            report.problems.append(f"job {job_id} completed without rows for {sorted(missing)}")
+        for row in rows:
+            body = oracle.get_object(Bucket=row["s3_bucket"], Key=row["s3_key"], VersionId=row["version_id"])["Body"].read()
+            if (hashlib.sha256(body).hexdigest(), len(body)) != (row["checksum"], row["file_size"]):
+                report.problems.append(f"{row['s3_key']}?versionId={row['version_id']} does not hold its row's bytes")
+        for bucket, key in sorted({(r["s3_bucket"], r["s3_key"]) for r in rows}):
+            report.removed_by_sweep += len(sweeper.remove_duplicate_versions(bucket, key, grace=timedelta(0)))
+            of_key = [r for r in rows if (r["s3_bucket"], r["s3_key"]) == (bucket, key)]
+            recorded = {r["version_id"]: r["checksum"] for r in of_key}
+            versions = [v for v in oracle.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", []) if v["Key"] == key]
+            for version in versions:
+                if version["VersionId"] in recorded:
+                    continue
+                report.unrecorded_left += 1
+                body = oracle.get_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])["Body"].read()
+                if hashlib.sha256(body).hexdigest() in recorded.values():
+                    report.problems.append(f"{key}: an identical extra version is left")
+            latest = next((v for v in versions if v["IsLatest"]), None)
+            newest = max(of_key, key=lambda r: r["created_at"])
+            if latest is None or latest["VersionId"] != newest["version_id"]:
+                report.stale_latest.append(key)
+    engine.dispose()
+    report.seconds = time.monotonic() - started
+    return report
