@@ -5,7 +5,6 @@ the in-process retry queue alone (its run worker gone, so its queue gone) never 
 """
 
 import json
-import time
 
 import dagster as dg
 import pytest
@@ -15,16 +14,13 @@ from t2m_pipeline.defs.migration.sensors import legacy_mirror_resync
 from t2m_pipeline.devtools.private_redis import PrivateRedis
 from t2m_pipeline.migration import mirror
 from t2m_pipeline_tests.defs.scenes.support import (  # noqa: F401 - fixtures
-    drive_job,
     insert_job,
     instance,
-    job_row,
     pipeline_db_url,
-    pipeline_defs,
     pipeline_engine,
     resources,
-    sensor_result,
 )
+from t2m_pipeline_tests.faults.pipeline_scenarios import run_redis_outage_scenario
 
 SCENES = 2
 
@@ -54,34 +50,13 @@ def resync_tick(instance, resources, cursor):
 
 
 @pytest.mark.slow
-def test_a_job_completes_with_redis_down_and_its_final_state_reaches_redis_once_it_is_back(
-    legacy_redis, instance, resources, pipeline_engine
-):
-    _, cursor = resync_tick(instance, resources, None)  # the sensor's first tick: nothing changed yet
-    _, job_id = insert_job(pipeline_engine, configuration={"scene_count": SCENES, "quality": "low"})
-    legacy_redis.stop()
-
-    started = time.monotonic()
-    outcomes = drive_job(pipeline_defs(resources), instance, resources)
-    assert [o.success for o in outcomes] == [True] * (2 + SCENES)
-    failed_steps = [e for o in outcomes for e in o.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    assert failed_steps == []
-    assert job_row(pipeline_engine, job_id)["status"] == "completed"
-    assert str(job_id) in mirror._pending  # the failed write waits for a retry ...
-    assert time.monotonic() - started < 120  # ... and never held the run for long (2 s socket timeouts)
-
-    result, down_cursor = resync_tick(instance, resources, cursor)  # Redis still down: the cursor stays put
-    assert "failed" in result.skip_message and down_cursor == cursor
-
-    mirror._pending.clear()  # the run workers are gone, and their queues with them
-    legacy_redis.start()
-    result, up_cursor = resync_tick(instance, resources, down_cursor)
-    assert result.skip_message.startswith("1 job(s) mirrored") and up_cursor != cursor
-    record = legacy_record(legacy_redis, job_id)
-    assert record["status"] == "completed" and record["progress"]["percentage"] == 100.0
-
-    result, _ = resync_tick(instance, resources, up_cursor)  # nothing changed since: nothing written
-    assert result.skip_message.startswith("0 job(s)")
+def test_a_job_completes_with_redis_down_and_its_final_state_reaches_redis_once_it_is_back(resources, pipeline_engine):
+    report = run_redis_outage_scenario(resources, jobs=1, scenes=SCENES)
+    assert (report.completed, report.runs_failed, report.steps_failed) == (1, 0, 0)
+    assert report.pending_after_runs == 1  # the failed write waited for a retry ...
+    assert report.run_seconds < 120  # ... and never held the runs for long (2 s socket timeouts)
+    assert report.cursor_held  # Redis still down: the sensor did not move past the job
+    assert report.mirrored >= 1 and report.records_right == 1  # back: the final state written from the database
 
 
 def test_control_without_the_resync_the_final_state_never_reaches_redis(legacy_redis, pipeline_engine):
