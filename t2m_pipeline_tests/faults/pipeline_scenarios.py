@@ -166,10 +166,10 @@ def _resync_tick(instance, resources, cursor):
         return legacy_mirror_resync(context), context.cursor
 
 
-def run_redis_outage_scenario(resources: dict, *, jobs: int = 1, scenes: int = 2) -> RedisOutageReport:
+def run_redis_outage_scenario(settings, resources: dict, *, jobs: int = 1, scenes: int = 2) -> RedisOutageReport:
     """Pipeline jobs run with the legacy mirror on and its Redis stopped; then Redis comes back (empty) and the
     `legacy_mirror_resync` sensor ticks. The run workers' in-process retry queue is dropped first, as it is when
-    their processes end. S3 is whatever `AWS_ENDPOINT_URL` names (no faults)."""
+    their processes end. S3 is `settings`' endpoint, without faults."""
     import json
 
     import redis
@@ -183,7 +183,8 @@ def run_redis_outage_scenario(resources: dict, *, jobs: int = 1, scenes: int = 2
     mirror._pending.clear()
     mirror._clients.clear()
     made = []
-    with PrivateRedis() as server, _environment(T2M_LEGACY_REDIS_MIRROR="1", T2M_REDIS_URL=server.url(0)):
+    mirror_on = {"T2M_LEGACY_REDIS_MIRROR": "1", "AWS_ENDPOINT_URL": settings.endpoint_url}
+    with PrivateRedis() as server, _environment(**mirror_on, T2M_REDIS_URL=server.url(0)):
         with dg.instance_for_test() as instance:
             _, cursor = _resync_tick(instance, resources, None)
             server.stop()

@@ -50,8 +50,10 @@ def resync_tick(instance, resources, cursor):
 
 
 @pytest.mark.slow
-def test_a_job_completes_with_redis_down_and_its_final_state_reaches_redis_once_it_is_back(resources, pipeline_engine):
-    report = run_redis_outage_scenario(resources, jobs=1, scenes=SCENES)
+def test_a_job_completes_with_redis_down_and_its_final_state_reaches_redis_once_it_is_back(
+    settings, resources, pipeline_engine
+):
+    report = run_redis_outage_scenario(settings, resources, jobs=1, scenes=SCENES)
     assert (report.completed, report.runs_failed, report.steps_failed) == (1, 0, 0)
     assert report.pending_after_runs == 1  # the failed write waited for a retry ...
     assert report.run_seconds < 120  # ... and never held the runs for long (2 s socket timeouts)
