@@ -5,7 +5,7 @@
 - `combine_ready_jobs`: each new `thumbnail` materialization -> when every scene of its job has a video and a
   thumbnail, a `combine_scenes` run keyed by the scene videos' versions (same videos, same key: one run).
 - `pipeline_run_failures`: a failed run whose failure the step could not write back (a crash, a lost worker)
-  fails its job with error_info.
+  fails its job with error_info, unless Dagster's run retries take the run again (the retry's outcome counts).
 
 Every tick is bounded (jobs, records, run requests), so a tick stays far inside Dagster's 60 s limit however
 long the backlog; the cursors carry on where the last tick stopped.
@@ -31,6 +31,8 @@ MAX_RECORDS_PER_TICK = 200
 MAX_RUNS_PER_TICK = 200
 JOB_ID_TAG = "t2m/job_id"
 USER_ID_TAG = "t2m/user_id"
+WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run that run retries will re-execute
+PARENT_RUN_TAG = "dagster/parent_run_id"
 
 
 def _job_tags(user_id: str, job_id: str) -> dict[str, str]:
@@ -196,6 +198,15 @@ def failed_partition(partition: str | None) -> tuple[str, int | None] | None:
         return None
 
 
+def _retried(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether Dagster's run retries take this failed run again: it is tagged so (read now, not from the tick's
+    snapshot: the tag lands just after the failure event), or a retry of it exists already."""
+    current = instance.get_run_by_id(run_id)
+    if current is not None and current.tags.get(WILL_RETRY_TAG) == "true":
+        return True
+    return bool(instance.get_run_ids(filters=dg.RunsFilter(tags={PARENT_RUN_TAG: run_id}), limit=1))
+
+
 @dg.run_failure_sensor(
     name="pipeline_run_failures",
     minimum_interval_seconds=SENSOR_INTERVAL_S * 2,
@@ -205,6 +216,8 @@ def failed_partition(partition: str | None) -> tuple[str, int | None] | None:
 )
 def pipeline_run_failures(context: dg.RunFailureSensorContext, database: PostgresResource) -> None:
     run = context.dagster_run
+    if _retried(context.instance, run.run_id):
+        return  # run retries re-execute it (a crashed worker): the retry's own outcome is written back
     step_keys = [event.step_key for event in context.get_step_failure_events()]
     stages = [STAGE_OF_STEP[key] for key in step_keys if key in STAGE_OF_STEP]
     if step_keys and not stages:
