@@ -138,8 +138,8 @@ def plan_entries(
 
 
 def _existing_ledger(engine: Engine, paths: list[str]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    with engine.connect() as conn:
+    def read(conn: Connection) -> dict[str, dict]:
+        out: dict[str, dict] = {}
         for i in range(0, len(paths), 10000):
             rows = conn.execute(
                 text("SELECT to_jsonb(l) AS img FROM migration_ledger l WHERE legacy_path = ANY(:p)"),
@@ -147,7 +147,9 @@ def _existing_ledger(engine: Engine, paths: list[str]) -> dict[str, dict]:
             ).scalars()
             for img in rows:
                 out[img["legacy_path"]] = img
-    return out
+        return out
+
+    return in_transaction(engine, read)  # reads too: a restart mid-read is retried, not fatal to the run
 
 
 _LEDGER_UPSERT = """
@@ -263,8 +265,7 @@ class FilesMigration:
         return report
 
     def _run(self, by_partition: dict[str, list[Entry]], batch_id: uuid.UUID) -> dict:
-        with self.engine.connect() as conn:
-            index = load_index(conn)
+        index = in_transaction(self.engine, load_index)
         uploads = [e for key, entries in by_partition.items() if key.startswith("uploads/") for e in entries]
         clerks = {c: LEGACY_USER_METADATA for c in _upload_clerks(uploads, index)}
         clerks[SYSTEM_CLERK_ID] = SYSTEM_USER_METADATA
@@ -430,17 +431,19 @@ class FilesMigration:
             return {}
         buckets = self.settings.buckets
         pairs = {(buckets[p.target.bucket_kind], p.target.key) for p in plans}
-        claimed: dict[tuple[str, str], set[str]] = defaultdict(set)
-        with self.engine.connect() as conn:
-            rows = conn.execute(
+        rows = in_transaction(
+            self.engine,
+            lambda conn: conn.execute(
                 text(
                     "SELECT s3_bucket, s3_key, version_id FROM file_metadata "
                     "WHERE (s3_bucket, s3_key) IN (SELECT * FROM unnest(CAST(:b AS text[]), CAST(:k AS text[])))"
                 ),
                 {"b": [b for b, _ in pairs], "k": [k for _, k in pairs]},
-            )
-            for r in rows:
-                claimed[(r.s3_bucket, r.s3_key)].add(r.version_id)
+            ).all(),
+        )
+        claimed: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for r in rows:
+            claimed[(r.s3_bucket, r.s3_key)].add(r.version_id)
         return claimed
 
     def _owner(self, p: Planned) -> ObjectOwner:
@@ -561,8 +564,9 @@ class FilesMigration:
 
 def migrated_scenes(engine: Engine, partitions: list[str], batch_id: uuid.UUID | None = None) -> list[dict]:
     """Scenes of attributed jobs with migrated code or video, each with its newest code and video version."""
-    with engine.connect() as conn:
-        rows = conn.execute(
+    rows = in_transaction(
+        engine,
+        lambda conn: conn.execute(
             text(
                 "SELECT fm.user_id, fm.job_id, (fm.metadata->>'scene_number')::int AS scene, fm.file_type, fm.s3_bucket, "
                 "fm.s3_key, fm.version_id, fm.file_size, fm.checksum, fm.metadata->'version_order' AS ord, "
@@ -571,7 +575,8 @@ def migrated_scenes(engine: Engine, partitions: list[str], batch_id: uuid.UUID |
                 "AND fm.file_type IN ('code', 'video') AND fm.metadata ? 'scene_number'"
             ),
             {"parts": partitions, "b": batch_id},
-        ).all()
+        ).all(),
+    )
     scenes: dict[tuple, dict] = {}
     for r in rows:
         scene = scenes.setdefault(
