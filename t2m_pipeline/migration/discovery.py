@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from t2m_pipeline.migration.legacy_paths import UPLOAD_FILE_TYPES, path_text
+from t2m_pipeline.migration.legacy_paths import UPLOAD_FILE_TYPES, ledger_path
 from t2m_pipeline.storage.layout import sanitize_name
 
 UPLOAD_SHARDS = 8
@@ -37,7 +37,7 @@ class Entry:
 
     @property
     def legacy_path(self) -> str:
-        return path_text(self.rel)
+        return ledger_path(self.rel)
 
     @property
     def parts(self) -> list[bytes]:

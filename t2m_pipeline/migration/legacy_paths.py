@@ -2,11 +2,13 @@
 legacy path (raw bytes on disk) is written as text in the ledger.
 
 Ledger text form: the path relative to the legacy root, `/`-separated, UTF-8; every byte that is not valid UTF-8,
-every control character and `%` itself are written as `%XX`, so the text form is unambiguous and reversible.
+every control character and `%` itself are written as `%XX`, so the text form is unambiguous and reversible
+(`ledger_path`: except for the rare path whose text form is over 2,000 bytes, which is cut and hashed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ _UPLOAD_NAME = re.compile(
 QUALITY_FOLDERS = ("480p15", "720p30", "1080p60", "1440p60")  # low -> production
 UPLOAD_FILE_TYPES = ("image", "video", "audio", "document", "archive")
 CLERK_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+MAX_LEDGER_PATH_BYTES = 2000
 
 
 def slugify(topic: str) -> str:
@@ -36,6 +39,21 @@ def path_text(raw: bytes) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def ledger_path(raw: bytes, limit: int = MAX_LEDGER_PATH_BYTES) -> str:
+    """The ledger's key for a raw path (or Redis key): `path_text`, cut when too long for a unique index.
+
+    PostgreSQL's btree index holds at most 2,704 bytes per row, and one path over it used to fail the ledger write
+    of the whole run. A deep tree of non-UTF-8 names (each byte written `%XX`) gets there; the legacy platform never
+    did. Such a path keeps its first bytes and ends with `%~` and the SHA-256 of the raw path: still unique, never
+    the text form of another path (there `%` is always followed by two hex digits), but not reversible.
+    """
+    text = path_text(raw)
+    if len(text.encode()) <= limit:
+        return text
+    head = text.encode()[: limit - 80].decode("utf-8", "ignore")
+    return f"{head}%~{hashlib.sha256(raw).hexdigest()}"
 
 
 def path_bytes(text: str) -> bytes:

@@ -195,7 +195,9 @@ def map_upload_entry(entry: Entry, index, users: dict[str, uuid.UUID], system_us
     if clerk and listed and listed != clerk:
         meta["owner_conflict"] = {"name_prefix": clerk, "user_files": listed}
     clerk = clerk or listed
-    original = (record or {}).get("original_filename") or display_name(parts[-1])
+    original = (record or {}).get("original_filename")
+    if not isinstance(original, str) or not original:  # another system's record may hold anything there
+        original = display_name(parts[-1])
     mime = (record or {}).get("mime_type")
     ctype = mime if isinstance(mime, str) and _MIME.match(mime) else content_type_for(name)
     checksum = (record or {}).get("checksum")
@@ -214,4 +216,7 @@ def map_upload_entry(entry: Entry, index, users: dict[str, uuid.UUID], system_us
         key = layout.unattributed_key(UNATTRIBUTED_UPLOADS, parts[2:])
         kind = _bucket_for_unattributed(name)
         user = system_user_id
-    return Target(kind, key, user, file_type, ctype, original, legacy_checksum=checksum, metadata=meta)
+    # The type folder's name is only trusted when it is a known type: it becomes `file_metadata.file_type` (50
+    # characters) and the object's `file-type` S3 metadata (ASCII only). Any other folder name stays in metadata.
+    known_type = file_type if file_type in layout.UPLOAD_BUCKET_BY_TYPE else "legacy_other"
+    return Target(kind, key, user, known_type, ctype, original, legacy_checksum=checksum, metadata=meta)

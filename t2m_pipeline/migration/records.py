@@ -25,16 +25,68 @@ class BadRecord(ValueError):
 
 def decode_text(raw: bytes, what: str) -> str:
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRecord(f"{what} is not valid UTF-8") from None
+    if "\x00" in text:
+        raise BadRecord(f"{what} contains a NUL character (PostgreSQL text cannot hold it)")
+    return text
+
+
+def _not_finite(token: str):
+    raise BadRecord(f"non-standard JSON number {token}")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if value in (float("inf"), float("-inf")):
+        raise BadRecord(f"JSON number {token[:40]} is out of range")
+    return value
+
+
+def _loads(text: str, what: str):
+    """`json.loads` that refuses what PostgreSQL cannot store and turns every parse failure into a BadRecord.
+
+    Python's parser accepts `NaN`/`Infinity` and overflows `1e400` to infinity (jsonb takes neither), raises
+    ValueError for integers over 4,300 digits and RecursionError for deep nesting, and decodes `\\u0000` and lone
+    surrogate escapes (jsonb and text take neither): each of these used to fail the whole run.
+    """
+    try:
+        value = json.loads(text, parse_constant=_not_finite, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise BadRecord(f"malformed JSON in {what}: {exc.msg} at {exc.pos}") from None
+    except ValueError as exc:  # BadRecord included; json's own errors and int() limits otherwise
+        if isinstance(exc, BadRecord):
+            raise BadRecord(f"{exc} in {what}") from None
+        raise BadRecord(f"malformed JSON in {what}: {str(exc)[:120]}") from None
+    except RecursionError:
+        raise BadRecord(f"malformed JSON in {what}: nested too deeply") from None
+    check_storable(value, what)
+    return value
+
+
+def check_storable(value, what: str, depth: int = 0) -> None:
+    """Every string (keys included) valid UTF-8 without NUL: what PostgreSQL's text and jsonb can hold."""
+    if depth > 200:  # far beyond any legacy record, and within PostgreSQL's own JSON parser's stack
+        raise BadRecord(f"{what} is nested too deeply")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise BadRecord(f"{what} holds a NUL character (\\u0000), which PostgreSQL cannot store")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRecord(f"{what} holds a lone surrogate (\\ud800-\\udfff), which is not valid UTF-8") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_storable(k, what, depth + 1)
+            check_storable(v, what, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            check_storable(v, what, depth + 1)
 
 
 def decode_json(raw: bytes, what: str):
-    try:
-        return json.loads(decode_text(raw, what))
-    except json.JSONDecodeError as exc:
-        raise BadRecord(f"malformed JSON in {what}: {exc.msg} at {exc.pos}") from None
+    return _loads(decode_text(raw, what), what)
 
 
 def decode_job_hash(fields: dict[bytes, bytes]) -> dict:
@@ -44,8 +96,8 @@ def decode_job_hash(fields: dict[bytes, bytes]) -> dict:
         key = decode_text(name, "a hash field name")
         value = decode_text(raw, f"hash field {key}")
         try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
+            out[key] = _loads(value, f"hash field {key}")
+        except BadRecord:  # not JSON (or not storable as such): kept as the string it is, which is storable
             out[key] = value
     return out
 
@@ -63,11 +115,11 @@ def parse_time(value, field: str, required: bool = False) -> datetime | None:
         if _NAIVE.match(text):
             return datetime.fromisoformat(text.replace(" ", "T")).replace(tzinfo=timezone.utc)
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)  # OverflowError at the ends of the calendar (year 1 at +14:00)
+    except (ValueError, OverflowError):
         raise BadRecord(f"bad timestamp in {field}: {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
 
 
 def legacy_time(value: datetime | None) -> str | None:

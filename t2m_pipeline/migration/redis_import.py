@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.migration.batches import finish_batch, record_created, start_batch
-from t2m_pipeline.migration.legacy_paths import path_text
+from t2m_pipeline.migration.legacy_paths import ledger_path, path_text
 from t2m_pipeline.migration.records import BadRecord, JobRow, clerk_id, decode_job_hash, decode_json, decode_text, normalise_job
 from t2m_pipeline.migration.redis_reader import RawKey, ScanCounts, scan_durable
 
@@ -33,6 +33,10 @@ LEGACY_USER_METADATA = {
     "email_unknown": True,
     "note": "migrated from the legacy platform, which never stored emails: email left empty until the user signs in",
 }
+# `migration_quarantine`'s unique index (source, source_key, reason) holds at most 2,704 bytes a row: a source key of
+# at most 1,200 bytes and a reason of at most 300 characters fit, whatever a hostile key or value holds.
+QUARANTINE_KEY_BYTES = 1200
+QUARANTINE_REASON_CHARS = 300
 JOB_COLUMNS = (
     "id", "clerk_user_id", "job_type", "status", "priority", "topic", "description", "configuration",
     "progress_percentage", "current_stage", "error_info", "metrics", "created_at", "updated_at", "started_at",
@@ -96,7 +100,7 @@ def _members(raw: RawKey, what: str) -> list[str]:
 
 def _absorb(raw: RawKey, buf: _Buffers, queue: list) -> None:
     """One durable key into the buffers; raises BadRecord for the quarantine."""
-    source_key = path_text(raw.key)
+    source_key = ledger_path(raw.key)  # the text form; cut (and hashed) if too long for the records' primary key
     if raw.wrong_type:
         raise BadRecord(f"wrong Redis type: {raw.kind} keys are {'|'.join(raw.expected)}, this one is {raw.redis_type}")
     if raw.value is None:
@@ -109,7 +113,7 @@ def _absorb(raw: RawKey, buf: _Buffers, queue: list) -> None:
         buf.clerks.add(row.clerk_user_id)
     elif raw.kind == "job_queue":
         queue.extend(raw.value)
-        buf.records[source_key] = ("job_queue", [v.decode("utf-8", "replace") for v in raw.value])
+        buf.records[source_key] = ("job_queue", [path_text(v) for v in raw.value])  # NUL and odd bytes as %XX
     elif raw.kind in ("user_jobs", "user_files", "user_batches"):
         buf.clerks.add(clerk_id(suffix, "the key's Clerk id"))
         buf.records[source_key] = (raw.kind, _members(raw, source_key))
@@ -209,6 +213,10 @@ def _upsert_records(conn: Connection, records: dict[str, tuple[str, object]], ba
 def _quarantine(conn: Connection, items: dict[tuple[str, str], bytes | None], batch_id: uuid.UUID, counts: Counter) -> None:
     if not items:
         return
+    capped: dict[tuple[str, str], bytes | None] = {}
+    for (key, reason), payload in items.items():  # within the unique index's row size (see QUARANTINE_KEY_BYTES)
+        capped.setdefault((key, reason[:QUARANTINE_REASON_CHARS]), payload)
+    items = capped
     keys = list(items)
     created = conn.execute(
         text(
@@ -320,7 +328,7 @@ def migrate_redis(
                     _absorb(raw, buf, queue)
                     counts[f"read_{raw.kind}"] += 1
                 except BadRecord as exc:
-                    buf.quarantine[(path_text(raw.key), str(exc))] = _raw_payload(raw)
+                    buf.quarantine[(ledger_path(raw.key, QUARANTINE_KEY_BYTES), str(exc))] = _raw_payload(raw)
                     counts[f"quarantined_{raw.kind}"] += 1
             if len(buf) >= flush_every:
                 if pending is not None:
