@@ -12,6 +12,7 @@ cluster, and the project's moto server (started here on a free loopback port).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import platform
@@ -86,7 +87,7 @@ def control_outcome(r: UploadReport, what: str) -> str:
 
 
 TABLE_HEAD = ["| fault | rate | trials | outcome | what protects against it | time |", "|---|---|---|---|---|---|"]
-GROUPS = ("uploads", "database", "pipeline")
+GROUPS = ("uploads", "database", "pipeline", "migration", "workers")
 
 
 def failed_row(name: str, rate: str, exc: Exception) -> str:
@@ -128,7 +129,7 @@ def upload_rows(args, settings, engine, work: Path) -> list[str]:
     return rows
 
 
-def database_rows(args, settings) -> list[str]:
+def database_rows(args, settings, work: Path) -> list[str]:
     """PostgreSQL restarted under job-state transitions and recorded uploads, on a private cluster; its control."""
     rows: list[str] = []
     fresh_buckets(settings)
@@ -160,7 +161,61 @@ def database_rows(args, settings) -> list[str]:
         emit(rows, f"| PostgreSQL restart, control | 1 restart | {c.iterations} iterations | retry off "
                    f"(`max_seconds=0`): {error} "
                    f"({'fault got through' if got_through else '**fault did NOT get through**'}) | none | {c.seconds:.0f} s |")
+        emit_all(rows, restart_during_runs_rows(args, settings, cluster, work))
     return rows
+
+
+def restart_during_runs_rows(args, settings, cluster, work: Path) -> list[str]:
+    """Restarts placed inside open transactions of `t2m migrate redis|files` (CLI processes) and a pipeline job."""
+    from t2m_pipeline.devtools.private_redis import PrivateRedis
+    from t2m_pipeline_tests.faults.restart_scenarios import run_restart_during_runs
+    from t2m_pipeline_tests.migration.legacy_world import build_world, make_mp4
+
+    rows: list[str] = []
+    videos = [make_mp4(seed) for seed in range(4)]
+    protection = "`pool_pre_ping`; every read and write of the runs in `in_transaction` (retry with backoff)"
+    with PrivateRedis() as redis_server:
+        for control in (False, True):
+            name = "PostgreSQL restart during a migration and a pipeline job" + (", control" if control else "")
+            restarts = 1 if control else args.restarts
+            fresh_buckets(settings)
+            root = Path(tempfile.mkdtemp(dir=work)) / "legacy"
+            root.mkdir()
+            try:
+                world = build_world(root, redis_server.url(0), videos)
+                r = run_restart_during_runs(cluster, settings, world, restarts=restarts, outage_seconds=1.0,
+                                            scenes=1 if control else args.scenes, bulk_files=0 if control else args.bulk_files,
+                                            db_retry=not control)
+            except Exception as exc:  # noqa: BLE001
+                emit(rows, failed_row(name, f"{restarts} restart(s)", exc))
+                continue
+            files = (r.verify or {}).get("files_in_tree", "?")
+            trials = f"{r.restarts} restart(s), each inside a transaction of both runs ({r.pipeline_hit}/{r.migration_hit} hit)"
+            if control:
+                got_through = bool(r.migration_errors) or any("DatabaseUnavailableError" in t for t in r.step_troubles + r.pipeline_errors)
+                one_line = any("t2m: error: database" in e for e in r.migration_errors)
+                outcome = (f"retry off (`max_seconds=0`): migration exits {r.migration_exit_codes}"
+                           f"{' with a one-line `t2m: error: database ...`' if one_line else ''}; pipeline: "
+                           f"{len(r.step_troubles)} step attempts failed "
+                           f"({'fault got through' if got_through else '**fault did NOT get through**'})")
+                emit(rows, f"| {name} | 1 restart | {trials} | {outcome} | none | {r.seconds:.0f} s |")
+                continue
+            ok = (not r.problems and not r.reruns and r.job_status == "completed" and not r.step_troubles
+                  and all(code == 0 for codes in r.migration_exit_codes.values() for code in codes))
+            outcome = (
+                f"`t2m migrate redis` and `files` exit 0 without a rerun; {r.pipeline_db_retries} pipeline and "
+                f"{r.migration_db_retries} migration transactions re-run; `t2m migrate verify` ok ({files} files); job "
+                f"`{r.job_status}`, 0 failed step attempts; 0 rows lost or doubled, every status write on the job"
+                if ok else f"**FAILED**: exits {r.migration_exit_codes}, reruns {r.reruns[:1]}, job {r.job_status}, "
+                           f"problems {r.problems[:2]}, troubles {r.step_troubles[:1]}"
+            )
+            emit(rows, f"| {name} (stop -m fast, 1 s down) | {r.restarts} restart(s) | {trials}; {args.scenes} scenes, "
+                       f"{args.bulk_files} extra files | {outcome} | {protection} | {r.seconds:.0f} s |")
+    return rows
+
+
+def emit_all(rows: list[str], more: list[str]) -> None:
+    rows.extend(more)  # already printed as they were made
 
 
 def pipeline_rows(args, settings, db_url: str) -> list[str]:
@@ -224,6 +279,96 @@ def pipeline_rows(args, settings, db_url: str) -> list[str]:
     return rows
 
 
+def migration_rows(args, settings, db_url_for, work: Path) -> list[str]:
+    """`t2m migrate files` (a CLI process) over a generated legacy tree behind the fault proxy; its control and rerun."""
+    from t2m_pipeline.devtools.private_redis import PrivateRedis
+    from t2m_pipeline_tests.faults.migration_scenarios import run_migration_fault_scenario
+
+    rows: list[str] = []
+    plan = FaultPlan(rate=args.rate, kinds=tuple(FaultKind), seed=args.seed, delay_seconds=1.0)
+    protection = ("botocore retries + `write-id` cleanup; the ledger's write-ahead intent, adoption by sha256 and "
+                  "legacy path, resumable idempotent runs")
+    with PrivateRedis() as redis_server:
+        for control in (False, True):
+            name = "mixed (all six kinds, held 1 s), `t2m migrate files`" + (", control then rerun" if control else "")
+            fresh_buckets(settings)
+            scenario_settings = dataclasses.replace(settings, database_url=db_url_for(f"migration_{int(control)}"))
+            try:
+                r = run_migration_fault_scenario(
+                    scenario_settings, Path(tempfile.mkdtemp(dir=work)), redis_server.url(0), plan,
+                    extra_topics=args.topics, large_files=args.large_files,
+                    max_attempts=1 if control else None, rerun=control,
+                )
+            except Exception as exc:  # noqa: BLE001
+                emit(rows, failed_row(name, f"{args.rate:.0%}", exc))
+                continue
+            trials = f"{r.files_in_tree} legacy entries, {r.migrated} migrated ({r.large_files} multipart)"
+            first = r.runs[0]
+            if control:
+                rerun = r.runs[-1]
+                got_through = first.failed > 0 or not first.verify_ok
+                outcome = (
+                    f"retries off (`T2M_S3_MAX_ATTEMPTS=1`): {first.failed} files failed, verify "
+                    f"{'ok' if first.verify_ok else 'failed'} "
+                    f"({'fault got through' if got_through else '**fault did NOT get through**'}); rerun with retries, "
+                    f"still under faults: exit {rerun.exit_code}, {rerun.uploaded_files} uploaded, {rerun.adopted_versions} "
+                    f"adopted, {rerun.unchanged_files} unchanged, verify {'ok' if rerun.verify_ok else '**failed**'}, "
+                    f"{len(r.problems)} problems"
+                )
+                if not rerun.verify_ok or r.problems:
+                    outcome = "**FAILED** rerun: " + outcome
+                emit(rows, f"| {name} | {args.rate:.0%} | {trials} | {outcome} | retries (rerun) | {r.seconds:.0f} s |")
+                continue
+            ok = first.exit_code == 0 and first.verify_ok and not r.problems
+            outcome = (
+                f"exit 0, verify ok; {r.faults} faults in {r.requests} requests; {r.removed_inline} duplicate versions "
+                f"removed after retries, {r.removed_by_sweep} by the sweep; every ledger and `file_metadata` row's "
+                f"version holds its legacy file's bytes; 0 partial objects, 0 extra versions"
+                if ok else f"**FAILED**: exit {first.exit_code}, verify {first.verify_ok}, problems {r.problems[:2]}"
+            )
+            emit(rows, f"| {name} | {args.rate:.0%} | {trials} | {outcome} | {protection} | {r.seconds:.0f} s |")
+    return rows
+
+
+def worker_rows(args, settings, work: Path) -> list[str]:
+    """Render workers SIGKILLed mid-render under the real daemon, with the run-failure write-back as deployed."""
+    from t2m_pipeline_tests.faults.worker_kill_scenarios import run_worker_kill_scenario, scenario_databases
+
+    rows: list[str] = []
+    fresh_buckets(settings)
+    env = {"AWS_ENDPOINT_URL": settings.endpoint_url, "T2M_ENV": "dev", "T2M_MULTIPART_THRESHOLD_MIB": "5"}
+    name = "run worker SIGKILLed mid-render (real daemon)"
+    try:
+        with scenario_databases() as (engine, metadata_url, dagster_url):
+            r = run_worker_kill_scenario(engine, settings, metadata_url, dagster_url, env, Path(tempfile.mkdtemp(dir=work)),
+                                         retried_jobs=args.kill_jobs, unretried_jobs=1, scenes=args.scenes, write_back="on")
+    except Exception as exc:  # noqa: BLE001
+        emit(rows, failed_row(name, "-", exc))
+        return rows
+    retried = [j for j in r.jobs if j.retried]
+    control = [j for j in r.jobs if not j.retried]
+    completed = sum(j.status_at_end == "completed" and not j.object_problems for j in retried)
+    retries_ok = sum(len(j.retry_runs) == 1 and j.retry_runs[0]["status"] == "SUCCESS" for j in retried)
+    flipped = sum("failed" in j.statuses_seen for j in retried)
+    ok = completed == len(retried) == retries_ok and all(j.killed for j in r.jobs)
+    outcome = (
+        f"{len(retried)} workers killed: each reported as a crash, retried once from failure (SUCCESS); "
+        f"{completed}/{len(retried)} jobs completed with every object verified; {flipped} showed `failed` on the way"
+        if ok else f"**FAILED**: {completed}/{len(retried)} completed, {retries_ok} retries succeeded"
+    )
+    emit(rows, f"| {name} | {len(retried)} kill(s) | {len(retried)} job(s) x {args.scenes} scenes | {outcome} | the code "
+               f"server's dead-process check + `run_retries`; monitoring frees the dead worker's pool slot | {r.seconds:.0f} s |")
+    for job in control:
+        got_through = not job.retry_runs and job.status_at_end != "completed"
+        ended_by = ("the run-failure sensor failed the job" if job.status_at_end == "failed"
+                    else f"the job stayed `{job.status_at_end}`; the stuck-job audit: `{job.stuck_action}`")
+        emit(rows, f"| {name}, control | 1 kill | 1 job x {args.scenes} scenes | retries off for the run "
+                   f"(`dagster/max_retries=0`): no retry, the job never completed; {ended_by} "
+                   f"({'fault got through' if got_through else '**fault did NOT get through**'}) "
+                   f"| the run-failure sensor, then the stuck-job audit (backstop) | {r.seconds:.0f} s |")
+    return rows
+
+
 def emit(rows: list[str], row: str) -> None:
     rows.append(row)
     print(row, flush=True)
@@ -263,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="uploads in flight at once")
     parser.add_argument("--jobs", type=int, default=3, help="pipeline jobs per pipeline scenario")
     parser.add_argument("--scenes", type=int, default=2, help="scenes per pipeline job")
+    parser.add_argument("--bulk-files", type=int, default=1200, help="extra legacy files in the restart-during-runs scenario")
+    parser.add_argument("--topics", type=int, default=20, help="generated legacy topic folders in the migration scenario")
+    parser.add_argument("--large-files", type=int, default=3, help="9 MiB legacy videos (multipart) in the migration scenario")
+    parser.add_argument("--kill-jobs", type=int, default=3, help="jobs whose render worker is killed and retried")
     parser.add_argument("--output", type=Path, default=ROOT / "RELIABILITY.md")
     args = parser.parse_args(argv)
     groups = args.only or list(GROUPS)
@@ -280,6 +429,14 @@ def main(argv: list[str] | None = None) -> int:
                               "T2M_MULTIPART_THRESHOLD_MIB": "5"})
     failed = False
     script = ".venv/bin/python scripts/reliability.py"
+    scenario_dbs: list[str] = []
+
+    def scenario_db(name: str) -> str:
+        url = f"{db_url}_{name}"
+        upgrade(url)
+        scenario_dbs.append(url)
+        return url
+
     try:
         upgrade(db_url)
         for group in groups:
@@ -295,8 +452,21 @@ def main(argv: list[str] | None = None) -> int:
                         f"written twice; delayed answers and late writes are held {args.held} s against a "
                         f"{args.held - 0.5} s read timeout.")
             elif group == "database":
-                rows = database_rows(args, settings)
-                command, note = f"{script} --only database --restarts {args.restarts}", ""
+                rows = database_rows(args, settings, work)
+                command = f"{script} --only database --restarts {args.restarts} --scenes {args.scenes} --bulk-files {args.bulk_files}"
+                note = ("The first two rows: job-state transitions and recorded uploads in a loop; the last two: the real "
+                        "migration CLI and a pipeline job, each restart placed (with locks) inside an open transaction of both.")
+            elif group == "migration":
+                rows = migration_rows(args, settings, scenario_db, work)
+                command = (f"{script} --only migration --rate {args.rate} --seed {args.seed} --topics {args.topics} "
+                           f"--large-files {args.large_files}")
+                note = ("The CLI keeps its 60 s read timeout, so a held answer is latency there and a late write lands "
+                        "just before the retry.")
+            elif group == "workers":
+                rows = worker_rows(args, settings, work)
+                command = f"{script} --only workers --kill-jobs {args.kill_jobs} --scenes {args.scenes}"
+                note = ("The daemon runs on a copy of the project's dagster.yaml with shorter polling intervals; the "
+                        "run-failure sensor runs as deployed.")
             else:
                 rows = pipeline_rows(args, settings, db_url)
                 command = f"{script} --only pipeline --rate {args.rate} --seed {args.seed} --jobs {args.jobs} --scenes {args.scenes}"
@@ -311,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
             moto.wait(30)
         except subprocess.TimeoutExpired:
             moto.kill()
-        drop_database(db_url)
+        for url in [db_url, *scenario_dbs]:
+            drop_database(url)
         shutil.rmtree(work, ignore_errors=True)  # the multipart test files
     return 1 if failed else 0
 
