@@ -22,9 +22,15 @@ import dagster as dg
 
 from t2m_pipeline.db.engine import make_engine
 from t2m_pipeline.devtools.fault_proxy import FaultPlan, FaultProxy
-from t2m_pipeline.storage import layout
 from t2m_pipeline.storage.s3 import S3Storage, make_s3_client
-from t2m_pipeline_tests.defs.scenes.support import drive_job, file_rows, insert_job, job_row, pipeline_defs
+from t2m_pipeline_tests.defs.scenes.support import (
+    drive_job,
+    expected_job_objects,
+    file_rows,
+    insert_job,
+    job_row,
+    pipeline_defs,
+)
 
 TROUBLE = {dg.DagsterEventType.STEP_RESTARTED, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_UP_FOR_RETRY}
 
@@ -44,19 +50,6 @@ class PipelineFaultReport:
     stale_latest: list[str] = field(default_factory=list)  # keys whose current version is not the newest row's
     proxy: dict = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def expected_objects(settings, user_id, job_id, scenes) -> set[tuple[str, str]]:
-    """Every object the layout says a finished job has: (bucket, key)."""
-    objects = {(settings.bucket("code"), layout.job_plan_key(user_id, job_id, "scene_outline.json"))}
-    for n in range(1, scenes + 1):
-        objects |= {
-            (settings.bucket("code"), layout.scene_code_key(user_id, job_id, n)),
-            (settings.bucket("videos"), layout.scene_video_key(user_id, job_id, n)),
-            (settings.bucket("thumbnails"), layout.thumbnail_key(user_id, job_id, n)),
-        }
-    objects.add((settings.bucket("videos"), layout.combined_video_key(user_id, job_id)))
-    return objects
 
 
 def _error_chain(event) -> str:
@@ -116,7 +109,7 @@ def run_pipeline_fault_scenario(
         report.completed += job["status"] == "completed" and float(job["progress_percentage"]) == 100.0
         rows = file_rows(engine, job_id)
         report.rows += len(rows)
-        missing = expected_objects(settings, user_id, job_id, scenes) - {(r["s3_bucket"], r["s3_key"]) for r in rows}
+        missing = expected_job_objects(settings, user_id, job_id, scenes) - {(r["s3_bucket"], r["s3_key"]) for r in rows}
         if job["status"] == "completed" and missing:
             report.problems.append(f"job {job_id} completed without rows for {sorted(missing)}")
         for row in rows:

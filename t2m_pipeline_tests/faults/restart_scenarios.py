@@ -58,10 +58,10 @@ from t2m_pipeline.defs.jobs.sensors import combine_ready_jobs, new_jobs, scene_r
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes.partitions import COMBINED_VIDEO, RENDERED_VIDEO, SCENE_CODE, SCENE_OUTLINE, THUMBNAIL
 from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource
-from t2m_pipeline.storage import layout
 from t2m_pipeline.storage.s3 import make_s3_client
 from t2m_pipeline_tests.defs.scenes.support import (
     apply_partition_requests,
+    expected_job_objects,
     insert_job,
     pipeline_defs,
     run_requested,
@@ -485,18 +485,6 @@ def run_restart_during_runs(
 
 
 # -- the verdict ------------------------------------------------------------------------------------------------
-
-
-def expected_job_objects(settings: Settings, user_id: str, job_id: str, scenes: int) -> set[tuple[str, str]]:
-    objects = {(settings.bucket("code"), layout.job_plan_key(user_id, job_id, "scene_outline.json"))}
-    for n in range(1, scenes + 1):
-        objects |= {
-            (settings.bucket("code"), layout.scene_code_key(user_id, job_id, n)),
-            (settings.bucket("videos"), layout.scene_video_key(user_id, job_id, n)),
-            (settings.bucket("thumbnails"), layout.thumbnail_key(user_id, job_id, n)),
-        }
-    objects.add((settings.bucket("videos"), layout.combined_video_key(user_id, job_id)))
-    return objects
 
 
 def _check(report: RunsRestartReport, settings: Settings, engine, world: World, user_id: str, job_id: str, scenes: int,

@@ -158,3 +158,18 @@ def drive_job(defs, instance, resources):
     for combine_request in sensor_result(combine_ready_jobs, instance, resources).run_requests:
         outcomes.append(run_requested(defs, instance, "combine_scenes", combine_request))
     return outcomes
+
+
+def expected_job_objects(settings, user_id, job_id, scenes: int) -> set[tuple[str, str]]:
+    """Every object the layout says a finished job of `scenes` scenes has: (bucket, key)."""
+    from t2m_pipeline.storage import layout
+
+    objects = {(settings.bucket("code"), layout.job_plan_key(user_id, job_id, "scene_outline.json"))}
+    for n in range(1, scenes + 1):
+        objects |= {
+            (settings.bucket("code"), layout.scene_code_key(user_id, job_id, n)),
+            (settings.bucket("videos"), layout.scene_video_key(user_id, job_id, n)),
+            (settings.bucket("thumbnails"), layout.thumbnail_key(user_id, job_id, n)),
+        }
+    objects.add((settings.bucket("videos"), layout.combined_video_key(user_id, job_id)))
+    return objects
