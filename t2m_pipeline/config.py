@@ -80,6 +80,7 @@ class Settings:
     noncurrent_version_days: int = 90
     multipart_threshold_mib: int = 16
     s3_max_attempts: int = 10
+    s3_read_timeout_s: int = 60
     s3_max_pool_connections: int = 32
     code_generator: str = "template"
     llm_base_url: str | None = None
@@ -145,6 +146,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         noncurrent_version_days=_positive_int(env, "T2M_NONCURRENT_VERSION_DAYS", 90, 36500),
         multipart_threshold_mib=_positive_int(env, "T2M_MULTIPART_THRESHOLD_MIB", 16, 5120),
         s3_max_attempts=_positive_int(env, "T2M_S3_MAX_ATTEMPTS", 10, 50),
+        s3_read_timeout_s=_positive_int(env, "T2M_S3_READ_TIMEOUT_S", 60, 3600),
         s3_max_pool_connections=_positive_int(env, "T2M_S3_MAX_POOL_CONNECTIONS", 32, 512),
         code_generator=generator,
         llm_base_url=_matching(env, "T2M_LLM_BASE_URL", None, _URL, "a URL such as https://api.openai.com/v1"),

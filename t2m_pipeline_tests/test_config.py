@@ -35,6 +35,7 @@ def test_local_defaults():
         ({"T2M_REDIS_URL": "localhost", **LOCAL}, "T2M_REDIS_URL", "redis://"),
         ({"T2M_SSE_ALGORITHM": "DES", **LOCAL}, "T2M_SSE_ALGORITHM", "AES256|aws:kms"),
         ({"T2M_NONCURRENT_VERSION_DAYS": "-3", **LOCAL}, "T2M_NONCURRENT_VERSION_DAYS", "positive whole number"),
+        ({"T2M_S3_READ_TIMEOUT_S": "0", **LOCAL}, "T2M_S3_READ_TIMEOUT_S", "positive whole number"),
         ({"T2M_CODE_GENERATOR": "openai", **LOCAL}, "T2M_LLM_BASE_URL", "a URL"),
     ],
 )

@@ -56,14 +56,14 @@ UNRECORDED_TWIN_GRACE = timedelta(hours=1)
 log = logging.getLogger(__name__)
 
 
-def make_s3_client(settings: Settings, *, max_attempts: int | None = None, read_timeout: float = 60.0):
+def make_s3_client(settings: Settings, *, max_attempts: int | None = None, read_timeout: float | None = None):
     """A client with explicit retries and timeouts; credentials come from boto3's default chain only."""
     config = Config(
         region_name=settings.region,
         signature_version="s3v4",
         retries={"mode": "standard", "total_max_attempts": max_attempts or settings.s3_max_attempts},
         connect_timeout=5,
-        read_timeout=read_timeout,
+        read_timeout=read_timeout or settings.s3_read_timeout_s,
         max_pool_connections=settings.s3_max_pool_connections,
         s3={"addressing_style": "path"} if settings.endpoint_url else None,
         request_checksum_calculation="when_required",

@@ -128,3 +128,13 @@ def test_presigned_url_only_for_the_owner(storage, buckets, make_user):
     with pytest.raises(ValueError):
         storage.url_for_owner(owner_id, buckets["videos"], key, expires=8 * 24 * 3600)
     assert "X-Amz-Expires=60" in storage.url_for_owner(owner_id, buckets["videos"], key, expires=60)
+
+
+def test_the_client_waits_as_long_as_configured_for_an_answer(service_env):
+    from t2m_pipeline.config import load_settings
+    from t2m_pipeline.storage.s3 import make_s3_client
+
+    assert make_s3_client(load_settings(service_env)).meta.config.read_timeout == 60
+    configured = load_settings({**service_env, "T2M_S3_READ_TIMEOUT_S": "7"})
+    assert make_s3_client(configured).meta.config.read_timeout == 7
+    assert make_s3_client(configured, read_timeout=2.5).meta.config.read_timeout == 2.5
