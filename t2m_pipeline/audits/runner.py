@@ -27,6 +27,7 @@ from t2m_pipeline.audits.reconcile import (
 from t2m_pipeline.audits.stuck_jobs import JobAuditStats, job_findings, jobs_scope
 from t2m_pipeline.audits.temp_cleanup import TempCleanupStats, temp_findings, temp_scope
 from t2m_pipeline.config import Settings
+from t2m_pipeline.db.engine import DatabaseUnavailableError
 from t2m_pipeline.storage.errors import StorageError
 from t2m_pipeline.storage.s3 import S3Storage
 
@@ -87,7 +88,7 @@ def _removing_duplicates(findings: Iterator[Finding], storage: S3Storage, policy
             if (bucket, key) not in removed:
                 try:
                     removed[(bucket, key)] = set(storage.remove_duplicate_versions(bucket, key, grace=grace))
-                except StorageError as exc:
+                except (StorageError, DatabaseUnavailableError) as exc:  # one key's sweep never ends the audit
                     log.warning("duplicate sweep of s3://%s/%s failed: %s", bucket, key, exc)
                     removed[(bucket, key)] = set()
                 stats.counts["duplicates_removed"] += len(removed[(bucket, key)])

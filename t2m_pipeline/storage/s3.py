@@ -321,13 +321,20 @@ class S3Storage:
         return [v["VersionId"] for v in ours]
 
     def _delete_versions(self, bucket: str, key: str, version_ids: list[str]) -> list[str]:
+        """Delete each version on its own; returns those deleted (a failure is logged and the rest go on)."""
+        deleted = []
         for version_id in version_ids:
-            self.delete_version(bucket, key, version_id)
+            try:
+                self.delete_version(bucket, key, version_id)
+            except StorageError as exc:
+                log.warning("could not remove duplicate version %s of s3://%s/%s: %s", version_id, bucket, key, exc)
+                continue
+            deleted.append(version_id)
             with self._count_lock:
                 self.duplicates_removed += 1
-        if version_ids:
-            log.warning("removed %d duplicate version(s) of s3://%s/%s left by a retried write", len(version_ids), bucket, key)
-        return version_ids
+        if deleted:
+            log.warning("removed %d duplicate version(s) of s3://%s/%s left by a retried write", len(deleted), bucket, key)
+        return deleted
 
     def _remove_retry_duplicates(self, bucket, key, write_id: str, size: int, started: datetime, *, keep: str) -> None:
         """After a retried write: remove the other versions this very write produced (same `write-id`)."""
@@ -343,16 +350,20 @@ class S3Storage:
     def duplicate_versions(self, bucket: str, key: str, *, grace: timedelta = UNRECORDED_TWIN_GRACE) -> list[str]:
         """Identical extra versions of `key` that retried or late-landing requests left; none of them is recorded.
 
-        1. Versions sharing one `write-id` (a retried or late-landing request of one write): those recorded in
-           `file_metadata` are kept; if none is, the oldest that is not the current version is kept (a late-landing
-           twin must not stay on top of a newer write; listings give LastModified in whole seconds, so `IsLatest`
-           decides first).
-        2. (With an engine.) A version with a `write-id` that no row records, older than `grace`, whose sha256 and
-           size equal a recorded version's of the same key (the newest recorded one's if it is the current version,
-           so what the key serves does not change): the only landed copy of a write that failed in this layer (its
-           answers lost on every attempt) and was then written again, by a retry of the step. `grace` outlasts any
-           request in flight (S3 refuses requests signed 15 minutes ago) and any writer between its PUT and its
-           row, so a write in progress is never taken.
+        Only rows whose version is still in S3 count as recorded: a copy is never taken while the version it copies
+        is missing. Nothing younger than `grace` is taken unless its write is recorded: `grace` outlasts any request
+        in flight (S3 refuses requests signed 15 minutes ago) and any writer between its PUT and its row, so a write
+        in progress (whose own cleanup is choosing which of its versions to keep) is never touched.
+
+        1. Versions sharing one `write-id` (a retried or late-landing request of one write): those recorded are kept
+           and the others taken at once; if none is recorded and all are older than `grace`, the oldest that is not
+           the current version is kept (a late-landing twin must not stay on top of a newer write; listings give
+           LastModified in whole seconds, so `IsLatest` decides first).
+        2. (With an engine.) A version with a `write-id` and no row, older than `grace`, not the current version,
+           whose bytes (S3's own SHA-256, else read and hashed: user metadata can lie) equal a recorded version's of
+           the same key: the only landed copy of a write that failed in this layer (its answers lost on every
+           attempt) and was then written again by a retry of the step. The current version is never taken by this
+           rule, so what the key serves does not change; the objects audit reports such a copy.
         Versions without a `write-id` (written before it existed, or by other tools) are never listed.
         """
         now = datetime.now(timezone.utc)
@@ -367,13 +378,13 @@ class S3Storage:
             raise map_error(exc, bucket, key) from exc
         rows: dict[str, tuple[str | None, int | None]] = {}
         if metadata and self.engine is not None:
-            with self.engine.connect() as conn:
-                found = conn.execute(
-                    select(FileMetadata.version_id, FileMetadata.checksum, FileMetadata.file_size)
-                    .where(FileMetadata.s3_bucket == bucket, FileMetadata.s3_key == key)
-                    .order_by(FileMetadata.created_at)
-                )
-                rows = {row.version_id: (row.checksum, row.file_size) for row in found if row.version_id}
+            live = {v["VersionId"] for v in versions}
+            query = select(FileMetadata.version_id, FileMetadata.checksum, FileMetadata.file_size).where(
+                FileMetadata.s3_bucket == bucket, FileMetadata.s3_key == key
+            )
+            found = in_transaction(self.engine, lambda conn: conn.execute(query).all())
+            rows = {row.version_id: (row.checksum, row.file_size) for row in found if row.version_id in live}
+        settled = now - grace
         by_write: dict[str, list[dict]] = {}
         for version in versions:
             write_id = metadata.get(version["VersionId"], {}).get(WRITE_ID_METADATA)
@@ -383,32 +394,41 @@ class S3Storage:
         for group in by_write.values():
             if len(group) < 2:
                 continue
-            group.sort(key=lambda v: (bool(v.get("IsLatest")), v["LastModified"]))
-            kept = [v for v in group if v["VersionId"] in rows] or group[:1]
+            kept = [v for v in group if v["VersionId"] in rows]
+            if not kept:
+                if any(v["LastModified"] > settled for v in group):
+                    continue  # maybe a write in progress: its own cleanup decides
+                group.sort(key=lambda v: (bool(v.get("IsLatest")), v["LastModified"]))
+                kept = group[:1]
             extra += [v["VersionId"] for v in group if v not in kept]
         recorded_content = {content for content in rows.values() if content[0]}
-        newest_content = list(rows.values())[-1] if rows else None  # rows come oldest first
         for group in by_write.values():
             for version in group:
                 vid = version["VersionId"]
-                if vid in rows or vid in extra or version["LastModified"] > now - grace:
+                if vid in rows or vid in extra or version.get("IsLatest") or version["LastModified"] > settled:
                     continue
                 content = (metadata[vid].get("sha256"), version["Size"])
-                # The current version goes only when the newest recorded write holds the same bytes.
-                if not ((content == newest_content) if version.get("IsLatest") else (content in recorded_content)):
-                    continue
-                if self._sha256_of(bucket, key, vid) == content[0]:  # metadata can lie: deletion needs the bytes
+                if content in recorded_content and self._sha256_of(bucket, key, vid) == content[0]:
                     extra.append(vid)
         return extra
 
     def _sha256_of(self, bucket: str, key: str, version_id: str) -> str:
-        digest = hashlib.sha256()
-        for chunk in self.iter_chunks(bucket, key, version_id):
-            digest.update(chunk)
-        return digest.hexdigest()
+        """The version's SHA-256 as S3 computed it on upload if it has one (not a multipart composite), else read."""
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=key, VersionId=version_id, ChecksumMode="ENABLED")
+            checksum = head.get("ChecksumSHA256") or ""
+            composite = "-" in checksum or head.get("ChecksumType") == "COMPOSITE" or "-" in head.get("ETag", "").strip('"')
+            if checksum and not composite:
+                return base64.b64decode(checksum).hex()
+            digest = hashlib.sha256()
+            for chunk in self.iter_chunks(bucket, key, version_id):
+                digest.update(chunk)
+            return digest.hexdigest()
+        except (ClientError, BotoCoreError) as exc:
+            raise map_error(exc, bucket, key) from exc
 
     def remove_duplicate_versions(self, bucket: str, key: str, *, grace: timedelta = UNRECORDED_TWIN_GRACE) -> list[str]:
-        """The sweep for late-landing requests: delete `duplicate_versions(bucket, key)`; returns what was deleted."""
+        """The sweep: delete `duplicate_versions(bucket, key)`; returns what was deleted."""
         return self._delete_versions(bucket, key, self.duplicate_versions(bucket, key, grace=grace))
 
     def _record(self, bucket, key, version_id, size, sha_hex, owner: ObjectOwner, content_type, original_name) -> StoredObject:
