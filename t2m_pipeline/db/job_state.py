@@ -45,6 +45,7 @@ class JobState:
     status: str
     progress_percentage: Decimal
     current_stage: str | None
+    updated_at: datetime | None = None  # as written (the legacy mirror compares it with the legacy record's)
 
 
 def _merge(base: dict | None, patch: dict | None) -> dict | None:
@@ -116,7 +117,7 @@ def apply_transition(
         update(Job).where(Job.id == job_id).values(**values).returning(Job.progress_percentage, Job.current_stage)
     ).one()
     conn.execute(update(JobQueue).where(JobQueue.job_id == job_id).values(**queue_values))
-    return JobState(job_id, target, updated.progress_percentage, updated.current_stage)
+    return JobState(job_id, target, updated.progress_percentage, updated.current_stage, now)
 
 
 def transition(engine: Engine, job_id: uuid.UUID | str, to_status: str | None = None, **changes: Any) -> JobState:

@@ -24,6 +24,7 @@ from decimal import Decimal
 from sqlalchemy import Engine, text
 
 from t2m_pipeline.config import Settings
+from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.migration.records import BadRecord, legacy_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -100,16 +101,22 @@ _ALWAYS = ("status", "progress", "updated_at", "started_at", "completed_at", "er
 
 def _newer_than(recorded: object, ours: str | None) -> bool:
     """Whether the legacy record's `updated_at` is later than ours (unreadable times never win)."""
+    if isinstance(recorded, bytes):  # a hash field: JSON-encoded, or the bare string the legacy system wrote
+        try:
+            recorded = json.loads(recorded)
+        except ValueError:
+            recorded = recorded.decode("utf-8", "replace")
     try:
-        theirs = parse_time(json.loads(recorded) if isinstance(recorded, bytes) else recorded, "updated_at")
+        theirs = parse_time(recorded, "updated_at")
         mine = parse_time(ours, "updated_at")
     except (BadRecord, ValueError):
         return False
     return bool(theirs and mine and theirs > mine)
 
 
-def _write(url: str, fields: dict) -> None:
-    """Read-modify-write of `jobs:{id}` under WATCH, keeping the record's form and its other fields."""
+def _write(url: str, fields: dict) -> bool:
+    """Read-modify-write of `jobs:{id}` under WATCH, keeping the record's form and its other fields; False when the
+    legacy record is newer than `fields` and was left alone."""
     import redis
 
     client = _client(url)
@@ -122,7 +129,7 @@ def _write(url: str, fields: dict) -> None:
                 if kind == "hash":
                     current = {k.decode(): v for k, v in pipe.hgetall(key).items()}
                     if _newer_than(current.get("updated_at"), fields["updated_at"]):
-                        return
+                        return False
                     stages = _stages(current.get("progress"), fields)
                     updates = {
                         k: json.dumps(v) for k, v in fields.items() if k in _ALWAYS or k not in current
@@ -139,7 +146,7 @@ def _write(url: str, fields: dict) -> None:
                     if not isinstance(current, dict):
                         current = {}
                     if _newer_than(current.get("updated_at"), fields["updated_at"]):
-                        return
+                        return False
                     merged = {**fields, **{k: v for k, v in current.items() if k not in _ALWAYS}}
                     old_progress = current.get("progress") if isinstance(current.get("progress"), dict) else {}
                     merged["progress"] = {**old_progress, **{k: v for k, v in fields["progress"].items()}}
@@ -147,7 +154,7 @@ def _write(url: str, fields: dict) -> None:
                     pipe.multi()
                     pipe.set(key, json.dumps(merged))
                 pipe.execute()
-                return
+                return True
             except redis.WatchError:
                 continue
     raise RuntimeError(f"{key}: concurrent writers kept changing it")
@@ -214,29 +221,44 @@ def mirror_job_status(settings: Settings, job_row, clerk_user_id: str | None = N
 
 RESYNC_BATCH = 500
 RESYNC_LOOKBACK = timedelta(hours=1)
+# `updated_at` is stamped by the writer's clock before its commit, on several hosts: a row can become visible with a
+# stamp older than rows already read. The cursor therefore never passes `now - RESYNC_LAG`; rows inside that window
+# are read (and written, idempotently) again on the next pass, so a late commit or a clock behind by less is not lost.
+RESYNC_LAG = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
 class ResyncResult:
-    """One resync pass: how many jobs were written, where to carry on, and why it stopped early (if it did)."""
+    """One resync pass: rows written, rows whose legacy record was newer (kept), rows that could not be turned into a
+    legacy record (skipped), where to carry on, and why it stopped early (if it did)."""
 
     written: int
     cursor: str
+    kept_newer: int = 0
+    skipped: int = 0
     error: str | None = None
+
+    def summary(self) -> str:
+        return f"{self.written} job row(s) mirrored, {self.kept_newer} newer in the legacy Redis kept, {self.skipped} skipped"
 
 
 def resync_cursor(updated_at: datetime, job_id: str = "") -> str:
     return f"{updated_at.astimezone(timezone.utc).isoformat()}|{job_id}"
 
 
-def resync_jobs(settings: Settings, engine: Engine, cursor: str | None, limit: int = RESYNC_BATCH) -> ResyncResult:
+def resync_jobs(
+    settings: Settings, engine: Engine, cursor: str | None, limit: int = RESYNC_BATCH, now: datetime | None = None
+) -> ResyncResult:
     """Mirror the job rows changed after `cursor` (oldest first, at most `limit`); stop at the first failed write.
 
-    The cursor is `updated_at|id` of the last row written, so a failed write is retried next time and a row
-    changed again later comes round again. Without a cursor it starts `RESYNC_LOOKBACK` ago.
+    The cursor is `updated_at|id` of the last row written, held back to `now - RESYNC_LAG`, so a failed write is
+    retried next time and a row changed again later comes round again. Without a cursor it starts
+    `RESYNC_LOOKBACK` ago. A row that cannot become a legacy record is logged and passed over: one bad row never
+    holds back the others.
     """
+    now = now or datetime.now(timezone.utc)
     if not cursor:
-        cursor = resync_cursor(datetime.now(timezone.utc) - RESYNC_LOOKBACK)
+        cursor = resync_cursor(now - RESYNC_LOOKBACK)
     since, _, after_id = cursor.partition("|")
     query = text(
         """
@@ -245,17 +267,32 @@ def resync_jobs(settings: Settings, engine: Engine, cursor: str | None, limit: i
         ORDER BY j.updated_at, j.id::text LIMIT :limit
         """
     )
-    with engine.connect() as conn:
-        rows = conn.execute(query, {"since": since, "after_id": after_id, "limit": limit}).mappings().all()
-    written = 0
+    rows = in_transaction(
+        engine, lambda conn: conn.execute(query, {"since": since, "after_id": after_id, "limit": limit}).mappings().all()
+    )
+    written = kept_newer = skipped = 0
+    last = cursor
     for row in rows:
         try:
             fields = legacy_fields(row, row["clerk_user_id"])
-            _write(settings.redis_url, fields)
-        except Exception as exc:  # noqa: BLE001 - whatever Redis says, the cursor stays and the next pass retries
-            return ResyncResult(written, cursor, f"jobs:{row['id']}: {type(exc).__name__}: {exc}")
-        with _lock:
-            _pending.pop(str(row["id"]), None)
-        written += 1
-        cursor = resync_cursor(row["updated_at"], str(row["id"]))
-    return ResyncResult(written, cursor)
+        except Exception as exc:  # noqa: BLE001 - the row's data, not Redis: pass over it
+            log.warning("legacy mirror: job %s cannot be written in the legacy shape: %s", row["id"], exc)
+            skipped += 1
+        else:
+            try:
+                if _write(settings.redis_url, fields):
+                    written += 1
+                else:
+                    kept_newer += 1
+            except Exception as exc:  # noqa: BLE001 - whatever Redis says, the cursor stays and the next pass retries
+                error = f"jobs:{row['id']}: {type(exc).__name__}: {exc}"
+                return ResyncResult(written, _held_back(last, now), kept_newer, skipped, error)
+            with _lock:
+                _pending.pop(str(row["id"]), None)
+        last = resync_cursor(row["updated_at"], str(row["id"]))
+    return ResyncResult(written, _held_back(last, now), kept_newer, skipped)
+
+
+def _held_back(cursor: str, now: datetime) -> str:
+    since = datetime.fromisoformat(cursor.partition("|")[0])
+    return cursor if since <= now - RESYNC_LAG else resync_cursor(now - RESYNC_LAG)

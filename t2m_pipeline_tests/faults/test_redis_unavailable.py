@@ -9,6 +9,7 @@ import json
 import dagster as dg
 import pytest
 import redis
+from sqlalchemy import text
 
 from t2m_pipeline.defs.migration.sensors import legacy_mirror_resync
 from t2m_pipeline.devtools.private_redis import PrivateRedis
@@ -68,9 +69,9 @@ def test_control_without_the_resync_the_final_state_never_reaches_redis(legacy_r
     _, job_id = insert_job(pipeline_engine)
     legacy_redis.stop()
     assert step_started(pipeline_engine, job_id, None).status == "processing"
-    mirror._pending.clear()  # the run worker ends
+    mirror._pending.clear()  # the run worker ends, and its queue with it
     legacy_redis.start()
-    assert mirror.flush_pending(load_settings()) == 0
+    mirror.flush_pending(load_settings())
     assert legacy_record(legacy_redis, job_id) is None
 
 
@@ -80,5 +81,35 @@ def test_a_legacy_record_newer_than_the_row_is_left_alone(legacy_redis, instance
     newer = {"id": str(job_id), "status": "cancelled", "updated_at": "2999-01-01 00:00:00", "progress": {"percentage": 0}}
     redis.Redis.from_url(legacy_redis.url(0)).set(f"jobs:{job_id}", json.dumps(newer))
     result, _ = resync_tick(instance, resources, cursor)
-    assert result.skip_message.startswith("1 job(s) mirrored")
+    assert result.skip_message.startswith("0 job row(s) mirrored, 1 newer in the legacy Redis kept")
     assert legacy_record(legacy_redis, job_id) == newer
+
+
+def test_a_row_that_cannot_be_written_in_the_legacy_shape_holds_back_no_other(legacy_redis, instance, resources, pipeline_engine):
+    _, cursor = resync_tick(instance, resources, None)
+    _, bad = insert_job(pipeline_engine)
+    with pipeline_engine.begin() as conn:  # written by another system: an error the legacy shape cannot hold
+        conn.execute(text("UPDATE jobs SET error_info = CAST(:e AS jsonb) WHERE id = :j"),
+                     {"e": json.dumps({"retry_count": "three"}), "j": bad})
+    _, good = insert_job(pipeline_engine)
+    result, _ = resync_tick(instance, resources, cursor)
+    assert result.skip_message.startswith("1 job row(s) mirrored, 0 newer in the legacy Redis kept, 1 skipped")
+    assert legacy_record(legacy_redis, good)["status"] == "queued" and legacy_record(legacy_redis, bad) is None
+
+
+def test_the_cursor_stays_behind_recent_rows_so_a_late_commit_is_not_passed_over(legacy_redis, pipeline_engine):
+    from datetime import datetime, timedelta, timezone
+
+    from t2m_pipeline.config import load_settings
+    from t2m_pipeline.migration.mirror import RESYNC_LAG, resync_cursor, resync_jobs
+
+    now = datetime.now(timezone.utc)
+    start = resync_cursor(now - timedelta(hours=1))
+    _, first = insert_job(pipeline_engine)
+    result = resync_jobs(load_settings(), pipeline_engine, start, now=now)
+    assert result.written == 1 and result.cursor == resync_cursor(now - RESYNC_LAG)
+    _, late = insert_job(pipeline_engine)  # committed after the pass, stamped a minute before it
+    with pipeline_engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET updated_at = :t WHERE id = :j"), {"t": now - timedelta(minutes=1), "j": late})
+    again = resync_jobs(load_settings(), pipeline_engine, result.cursor, now=now)
+    assert again.written == 2 and legacy_record(legacy_redis, late)["status"] == "queued"

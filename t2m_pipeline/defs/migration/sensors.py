@@ -2,8 +2,9 @@
 
 The pipeline mirrors each status change as it commits (`pipeline.status`), but a write that fails there waits in its
 run worker's memory, which ends with the run. This sensor runs in the daemon, whatever happened to the runs, and only
-moves its cursor past rows it wrote, so a Redis outage delays the mirror and loses nothing. It does nothing unless
-`T2M_LEGACY_REDIS_MIRROR=1`; each tick writes at most `RESYNC_BATCH` rows.
+moves its cursor past rows it wrote (held back by `RESYNC_LAG` for late commits and clock skew), so a Redis outage
+delays the mirror and loses nothing. It does nothing unless `T2M_LEGACY_REDIS_MIRROR=1`; each tick writes at most
+`RESYNC_BATCH` rows.
 """
 
 import dagster as dg
@@ -29,8 +30,8 @@ def legacy_mirror_resync(context: dg.SensorEvaluationContext, database: Postgres
     context.update_cursor(result.cursor)
     if result.error:
         context.log.warning(f"legacy Redis write failed, retried next tick: {result.error}")
-        return dg.SkipReason(f"{result.written} job(s) mirrored, then the legacy Redis failed: {result.error}")
-    return dg.SkipReason(f"{result.written} job(s) mirrored")
+        return dg.SkipReason(f"{result.summary()}, then the legacy Redis failed: {result.error}")
+    return dg.SkipReason(result.summary())
 
 
 MIGRATION_SENSORS = [legacy_mirror_resync]
