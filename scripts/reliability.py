@@ -136,7 +136,11 @@ def database_rows(args, settings, work: Path) -> list[str]:
     with PrivatePostgres() as cluster:
         url = cluster.url("t2m_restart")
         upgrade(url)
-        r = run_restart_scenario(cluster, settings, url, restarts=args.restarts, iterations_between=10, outage_seconds=1.0)
+        try:
+            r = run_restart_scenario(cluster, settings, url, restarts=args.restarts, iterations_between=10, outage_seconds=1.0)
+        except Exception as exc:  # noqa: BLE001 - a crashed scenario is a row of the table, not the end of it
+            emit(rows, failed_row("PostgreSQL restart mid-run", f"{args.restarts} restart(s)", exc))
+            return rows
         ok = not r.errors and not r.problems and r.restarts == args.restarts
         outcome = (
             f"{r.iterations} transitions + {r.iterations} uploads with rows; "
@@ -161,7 +165,7 @@ def database_rows(args, settings, work: Path) -> list[str]:
         emit(rows, f"| PostgreSQL restart, control | 1 restart | {c.iterations} iterations | retry off "
                    f"(`max_seconds=0`): {error} "
                    f"({'fault got through' if got_through else '**fault did NOT get through**'}) | none | {c.seconds:.0f} s |")
-        emit_all(rows, restart_during_runs_rows(args, settings, cluster, work))
+        rows.extend(restart_during_runs_rows(args, settings, cluster, work))  # printed as they were made
     return rows
 
 
@@ -190,7 +194,9 @@ def restart_during_runs_rows(args, settings, cluster, work: Path) -> list[str]:
                 emit(rows, failed_row(name, f"{restarts} restart(s)", exc))
                 continue
             files = (r.verify or {}).get("files_in_tree", "?")
-            trials = f"{r.restarts} restart(s), each inside a transaction of both runs ({r.pipeline_hit}/{r.migration_hit} hit)"
+            hit_both = r.pipeline_hit == r.migration_hit == r.restarts
+            trials = (f"{r.restarts} restart(s); inside an open transaction of the pipeline {r.pipeline_hit}x, of the "
+                      f"migration {r.migration_hit}x")
             if control:
                 got_through = bool(r.migration_errors) or any("DatabaseUnavailableError" in t for t in r.step_troubles + r.pipeline_errors)
                 one_line = any("t2m: error: database" in e for e in r.migration_errors)
@@ -198,9 +204,11 @@ def restart_during_runs_rows(args, settings, cluster, work: Path) -> list[str]:
                            f"{' with a one-line `t2m: error: database ...`' if one_line else ''}; pipeline: "
                            f"{len(r.step_troubles)} step attempts failed "
                            f"({'fault got through' if got_through else '**fault did NOT get through**'})")
+                if not hit_both:
+                    outcome = "**FAILED** to place the restart: " + outcome
                 emit(rows, f"| {name} | 1 restart | {trials} | {outcome} | none | {r.seconds:.0f} s |")
                 continue
-            ok = (not r.problems and not r.reruns and r.job_status == "completed" and not r.step_troubles
+            ok = (hit_both and not r.problems and not r.reruns and r.job_status == "completed" and not r.step_troubles
                   and all(code == 0 for codes in r.migration_exit_codes.values() for code in codes))
             outcome = (
                 f"`t2m migrate redis` and `files` exit 0 without a rerun; {r.pipeline_db_retries} pipeline and "
@@ -212,10 +220,6 @@ def restart_during_runs_rows(args, settings, cluster, work: Path) -> list[str]:
             emit(rows, f"| {name} (stop -m fast, 1 s down) | {r.restarts} restart(s) | {trials}; {args.scenes} scenes, "
                        f"{args.bulk_files} extra files | {outcome} | {protection} | {r.seconds:.0f} s |")
     return rows
-
-
-def emit_all(rows: list[str], more: list[str]) -> None:
-    rows.extend(more)  # already printed as they were made
 
 
 def pipeline_rows(args, settings, db_url: str) -> list[str]:
@@ -240,7 +244,7 @@ def pipeline_rows(args, settings, db_url: str) -> list[str]:
         outcome = (
             f"{r.completed}/{r.jobs} jobs completed, {r.runs} runs, 0 step attempts failed; {r.proxy['injected_total']} "
             f"faults in {sum(r.proxy['requests'].values())} requests; {r.rows} rows, each version holding its bytes; "
-            f"{r.removed_by_sweep} left for the sweep; 0 identical extra versions left"
+            f"{r.removed_by_sweep} left for the sweep; 0 identical extra versions left ({r.identical_on_top} on top)"
             if ok else f"**FAILED**: {r.completed}/{r.jobs} completed, troubles {r.step_troubles[:1]}, problems "
                        f"{r.problems[:2]}, stale latest {r.stale_latest[:2]}"
         )
@@ -254,8 +258,8 @@ def pipeline_rows(args, settings, db_url: str) -> list[str]:
         got_through = bool(c.step_troubles) or c.completed == 0
         emit(rows, f"| mixed, pipeline jobs, control | {args.rate:.0%} | 1 job x {args.scenes} scenes | retries off "
                    f"(`T2M_S3_MAX_ATTEMPTS=1`): {len(c.step_troubles)} step attempts failed, {c.completed}/1 completed "
-                   f"(Dagster's RetryPolicy is a second layer); {c.removed_by_sweep} unrecorded copies of recorded bytes "
-                   f"removed by the sweep, {len(c.problems)} problems left "
+                   f"(Dagster's RetryPolicy is a second layer); the sweep removed {c.removed_by_sweep} versions; "
+                   f"{len(c.problems)} problems, {c.identical_on_top} identical copies left as a current version "
                    f"({'fault got through' if got_through else '**fault did NOT get through**'}) | none at the storage "
                    f"layer | {c.seconds:.0f} s |")
     except Exception as exc:  # noqa: BLE001
