@@ -69,6 +69,7 @@ class Job(Base):
         CheckConstraint("progress_percentage >= 0 AND progress_percentage <= 100", name="ck_jobs_progress"),
         Index("ix_jobs_user_id", "user_id"),
         Index("ix_jobs_status_updated_at", "status", "updated_at"),
+        Index("ix_jobs_updated_at_id", "updated_at", "id"),
         Index("ix_jobs_queued_created_at", "created_at", postgresql_where=text("status = 'queued'")),
     )
 

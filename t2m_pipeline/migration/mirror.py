@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -260,11 +261,12 @@ def resync_jobs(
     if not cursor:
         cursor = resync_cursor(now - RESYNC_LOOKBACK)
     since, _, after_id = cursor.partition("|")
+    after_id = after_id or str(uuid.UUID(int=0))  # the nil UUID sorts first
     query = text(
         """
         SELECT j.*, u.clerk_user_id FROM jobs j LEFT JOIN users u ON u.id = j.user_id
-        WHERE (j.updated_at, j.id::text) > (CAST(:since AS timestamptz), :after_id)
-        ORDER BY j.updated_at, j.id::text LIMIT :limit
+        WHERE (j.updated_at, j.id) > (CAST(:since AS timestamptz), CAST(:after_id AS uuid))
+        ORDER BY j.updated_at, j.id LIMIT :limit
         """
     )
     rows = in_transaction(
