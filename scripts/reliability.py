@@ -213,7 +213,9 @@ def restart_during_runs_rows(args, settings, cluster, work: Path) -> list[str]:
             outcome = (
                 f"`t2m migrate redis` and `files` exit 0 without a rerun; {r.pipeline_db_retries} pipeline and "
                 f"{r.migration_db_retries} migration transactions re-run; `t2m migrate verify` ok ({files} files); job "
-                f"`{r.job_status}`, 0 failed step attempts; 0 rows lost or doubled, every status write on the job"
+                f"`{r.job_status}`, 0 failed step attempts; {r.figures.get('legacy_jobs', '?')} legacy jobs, "
+                f"{r.figures.get('job_objects', '?')} job objects, {r.figures.get('status_writes', '?')} status writes: "
+                f"0 rows lost or doubled, every status write on the job"
                 if ok else f"**FAILED**: exits {r.migration_exit_codes}, reruns {r.reruns[:1]}, job {r.job_status}, "
                            f"problems {r.problems[:2]}, troubles {r.step_troubles[:1]}"
             )
@@ -327,7 +329,8 @@ def migration_rows(args, settings, db_url_for, work: Path) -> list[str]:
             outcome = (
                 f"exit 0, verify ok; {r.faults} faults in {r.requests} requests; {r.removed_inline} duplicate versions "
                 f"removed after retries, {r.removed_by_sweep} by the sweep; every ledger and `file_metadata` row's "
-                f"version holds its legacy file's bytes; 0 partial objects, 0 extra versions"
+                f"version holds its legacy file's bytes; 0 partial objects, 0 extra versions; "
+                f"{r.orphan_multipart_uploads} abandoned multipart upload(s) (invisible; lifecycle aborts them)"
                 if ok else f"**FAILED**: exit {first.exit_code}, verify {first.verify_ok}, problems {r.problems[:2]}"
             )
             emit(rows, f"| {name} | {args.rate:.0%} | {trials} | {outcome} | {protection} | {r.seconds:.0f} s |")
@@ -357,7 +360,9 @@ def worker_rows(args, settings, work: Path) -> list[str]:
     ok = completed == len(retried) == retries_ok and all(j.killed for j in r.jobs)
     outcome = (
         f"{len(retried)} workers killed: each reported as a crash, retried once from failure (SUCCESS); "
-        f"{completed}/{len(retried)} jobs completed with every object verified; {flipped} showed `failed` on the way"
+        f"{completed}/{len(retried)} jobs completed with every object verified; {flipped} showed `failed` on the way; "
+        f"{sum(bool(j.slot_held_after_failure) for j in r.jobs)} dead workers still held a render slot once failed, "
+        f"{sum(bool(j.slot_held_at_end) for j in r.jobs)} at the end; {r.leftover_render_dirs} render dirs left in tmp"
         if ok else f"**FAILED**: {completed}/{len(retried)} completed, {retries_ok} retries succeeded"
     )
     emit(rows, f"| {name} | {len(retried)} kill(s) | {len(retried)} job(s) x {args.scenes} scenes | {outcome} | the code "
