@@ -192,7 +192,8 @@ def pending_count() -> int:
 
 
 def mirror_job_status(settings: Settings, job_row, clerk_user_id: str | None = None) -> bool:
-    """Write the job's status and progress into the legacy `jobs:{id}`; True when written now.
+    """Write the job's status and progress into the legacy `jobs:{id}`; True when written now (False: off, failed
+    and queued for a retry, or the legacy record is newer and kept).
 
     A no-op (False) unless `T2M_LEGACY_REDIS_MIRROR=1` and `T2M_REDIS_URL` are set. Never raises.
     """
@@ -203,7 +204,7 @@ def mirror_job_status(settings: Settings, job_row, clerk_user_id: str | None = N
         if _pending:
             flush_pending(settings)
         try:
-            _write(settings.redis_url, fields)
+            written = _write(settings.redis_url, fields)
         except Exception as exc:  # noqa: BLE001 - the pipeline must never fail because the legacy Redis did
             with _lock:
                 _pending.pop(fields["id"], None)
@@ -214,7 +215,7 @@ def mirror_job_status(settings: Settings, job_row, clerk_user_id: str | None = N
             return False
         with _lock:
             _pending.pop(fields["id"], None)
-        return True
+        return written
     except Exception as exc:  # noqa: BLE001
         log.warning("legacy mirror skipped: %s", type(exc).__name__)
         return False

@@ -127,3 +127,21 @@ def test_the_job_state_returned_by_transition_is_accepted(mirror_settings, redis
     assert (written["status"], written["progress"]["percentage"], written["user_id"]) == ("processing", 12.5, "user_js")
     assert normalise_job(str(job_id), {**written, "configuration": {"topic": "t"}, "created_at": written["updated_at"]})
 
+
+
+@pytest.mark.parametrize("form", ["json-encoded", "bare"])
+def test_a_newer_hash_record_is_left_alone_whatever_the_form_of_its_time(mirror_settings, redis_db, form):
+    from datetime import datetime, timezone
+
+    from t2m_pipeline.db.job_state import JobState
+
+    job_id, client = uuid.uuid4(), redis.Redis.from_url(redis_db)
+    later = "2999-01-01 00:00:00"
+    client.hset(f"jobs:{job_id}", mapping={"status": json.dumps("cancelled"),
+                                           "updated_at": json.dumps(later) if form == "json-encoded" else later})
+    state = JobState(job_id, "processing", Decimal("10"), "planning", datetime.now(timezone.utc))
+    assert mirror.mirror_job_status(mirror_settings, state, "user_h") is False  # kept: the legacy record is newer
+    assert client.hget(f"jobs:{job_id}", "status") == json.dumps("cancelled").encode()
+    client.hset(f"jobs:{job_id}", "updated_at", json.dumps("2000-01-01 00:00:00"))  # older than the row: written
+    assert mirror.mirror_job_status(mirror_settings, state, "user_h") is True
+    assert client.hget(f"jobs:{job_id}", "status") == json.dumps("processing").encode()
