@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def daemon_databases(prefix: str):
+    """A metadata database and a Dagster storage database of their own, for a daemon or scenario whose sensors claim
+    every queued job they see: (engine, metadata URL, psycopg2 URL for Dagster). Dropped afterwards."""
+    from t2m_pipeline.db.engine import drop_database, ensure_database, make_engine
+    from t2m_pipeline.db.migrate import upgrade
+
+    suffix = uuid.uuid4().hex[:10]
+    base = ADMIN_URL.rsplit("/", 1)[0]
+    metadata_url, dagster_url = f"{base}/{prefix}_meta_{suffix}", f"{base}/{prefix}_dagster_{suffix}"
+    upgrade(metadata_url)
+    ensure_database(dagster_url)
+    engine = make_engine(metadata_url)
+    try:
+        yield engine, metadata_url, dagster_url.replace("postgresql+psycopg://", "postgresql+psycopg2://")
+    finally:
+        engine.dispose()
+        drop_database(metadata_url)
+        drop_database(dagster_url)
 
 
 def start_local_s3(log_dir: Path) -> tuple[subprocess.Popen, str]:

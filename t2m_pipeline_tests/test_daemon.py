@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
-from t2m_pipeline_tests.conftest import ADMIN_URL
+from t2m_pipeline_tests.conftest import daemon_databases
 from t2m_pipeline_tests.defs.scenes.support import file_rows, insert_job, job_row
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,19 +34,8 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
 @pytest.fixture
 def throwaway_databases(service_env):
     """A metadata database and a Dagster storage database of the daemon's own."""
-    from t2m_pipeline.db.engine import drop_database, ensure_database, make_engine
-    from t2m_pipeline.db.migrate import upgrade
-
-    suffix = uuid.uuid4().hex[:10]
-    base = ADMIN_URL.rsplit("/", 1)[0]
-    metadata_url, dagster_url = f"{base}/t2m_daemon_meta_{suffix}", f"{base}/t2m_daemon_dagster_{suffix}"
-    upgrade(metadata_url)
-    ensure_database(dagster_url)
-    engine = make_engine(metadata_url)
-    yield engine, metadata_url, dagster_url.replace("postgresql+psycopg://", "postgresql+psycopg2://")
-    engine.dispose()
-    drop_database(metadata_url)
-    drop_database(dagster_url)
+    with daemon_databases("t2m_daemon") as databases:
+        yield databases
 
 
 @pytest.mark.slow

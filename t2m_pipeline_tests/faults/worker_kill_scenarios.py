@@ -41,7 +41,7 @@ from t2m_pipeline.defs.jobs.sensors import WILL_RETRY_TAG
 from t2m_pipeline.audits.stuck_jobs import JobAuditStats, job_findings
 from t2m_pipeline.config import Settings
 from t2m_pipeline.storage.s3 import make_s3_client
-from t2m_pipeline_tests.conftest import ADMIN_URL
+from t2m_pipeline_tests.conftest import daemon_databases
 from t2m_pipeline_tests.defs.scenes.support import file_rows, insert_job, job_row
 from t2m_pipeline_tests.test_daemon import stop_process_group
 
@@ -252,25 +252,9 @@ def failure_storage_id(instance, run_id: str) -> int:
     return instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_FAILURE).records[-1].storage_id
 
 
-@contextmanager
 def scenario_databases():
-    """A metadata database and a Dagster storage database of the scenario's own (the sensors claim every queued
-    job they see), as in test_daemon.py: (engine, metadata URL, psycopg2 URL for Dagster)."""
-    from t2m_pipeline.db.engine import drop_database, ensure_database, make_engine
-    from t2m_pipeline.db.migrate import upgrade
-
-    suffix = uuid.uuid4().hex[:10]
-    base = ADMIN_URL.rsplit("/", 1)[0]
-    metadata_url, dagster_url = f"{base}/t2m_kill_meta_{suffix}", f"{base}/t2m_kill_dagster_{suffix}"
-    upgrade(metadata_url)
-    ensure_database(dagster_url)
-    engine = make_engine(metadata_url)
-    try:
-        yield engine, metadata_url, dagster_url.replace("postgresql+psycopg://", "postgresql+psycopg2://")
-    finally:
-        engine.dispose()
-        drop_database(metadata_url)
-        drop_database(dagster_url)
+    """Databases of the scenario's own (the sensors claim every queued job they see)."""
+    return daemon_databases("t2m_kill")
 
 
 # -- the scenario ---------------------------------------------------------------------------------------------------
