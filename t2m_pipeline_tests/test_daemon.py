@@ -19,15 +19,29 @@ REPO = Path(__file__).resolve().parents[1]
 DEADLINE_S = 240
 
 
-def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM to the daemon's process group (it shuts its code server down), SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+def stop_process_group(proc: subprocess.Popen, timeout: float = 30, grace: float = 10) -> None:
+    """SIGTERM to the daemon's process group (it shuts its code server down), SIGKILL if it lingers. The code server
+    outlives a SIGTERM while it has a run in progress (it waits for it), and cannot finish once the test's databases
+    are gone: whatever is left of the group after `grace` seconds is killed."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break  # the whole group is gone
+        time.sleep(0.2)
+    else:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if proc.poll() is None:
         proc.wait(10)
 
 

@@ -87,14 +87,7 @@ def running_daemon(home: Path, env: dict[str, str], log_path: Path):
     try:
         yield daemon
     finally:
-        stop_process_group(daemon)
-        # The code server outlives a SIGTERM while it has a run in progress (it waits for it), and cannot finish
-        # once the scenario's databases are gone: whatever is left of the daemon's process group is killed.
-        for pid in group_members(daemon.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_process_group(daemon)  # and whatever is left of its process group
 
 
 def dagster_instance(home: Path, dagster_url: str):
@@ -140,10 +133,6 @@ def _children() -> dict[int, list[int]]:
     for pid, fields in _stats().items():
         tree.setdefault(int(fields[1]), []).append(pid)
     return tree
-
-
-def group_members(pgid: int) -> list[int]:
-    return [pid for pid, fields in _stats().items() if int(fields[2]) == pgid]
 
 
 def descendants(pid: int) -> list[int]:
