@@ -158,7 +158,8 @@ class RedisOutageReport:
     seconds: float = 0.0
 
 
-def _resync_tick(instance, resources, cursor):
+def resync_tick(instance, resources, cursor):
+    """One tick of the `legacy_mirror_resync` sensor: (its result, its cursor after)."""
     from t2m_pipeline.defs.migration.sensors import legacy_mirror_resync
 
     with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
@@ -186,7 +187,7 @@ def run_redis_outage_scenario(settings, resources: dict, *, jobs: int = 1, scene
     mirror_on = {"T2M_LEGACY_REDIS_MIRROR": "1", "AWS_ENDPOINT_URL": settings.endpoint_url}
     with PrivateRedis() as server, _environment(**mirror_on, T2M_REDIS_URL=server.url(0)):
         with dg.instance_for_test() as instance:
-            _, cursor = _resync_tick(instance, resources, None)
+            _, cursor = resync_tick(instance, resources, None)
             server.stop()
             defs = pipeline_defs(resources)
             for _ in range(jobs):
@@ -198,13 +199,13 @@ def run_redis_outage_scenario(settings, resources: dict, *, jobs: int = 1, scene
                 )
             report.run_seconds = time.monotonic() - started
             report.pending_after_runs = mirror.pending_count()
-            _, down_cursor = _resync_tick(instance, resources, cursor)
+            _, down_cursor = resync_tick(instance, resources, cursor)
             report.cursor_held = down_cursor == cursor
             mirror._pending.clear()  # the run workers are gone, and their queues with them
             server.start()
             cursor = down_cursor
             while True:  # ticks until one is not full (the sensor's batch bounds each tick)
-                result, cursor = _resync_tick(instance, resources, cursor)
+                result, cursor = resync_tick(instance, resources, cursor)
                 written = int(result.skip_message.split(" ", 1)[0])
                 report.mirrored += written
                 if written < RESYNC_BATCH:

@@ -6,12 +6,10 @@ the in-process retry queue alone (its run worker gone, so its queue gone) never 
 
 import json
 
-import dagster as dg
 import pytest
 import redis
 from sqlalchemy import text
 
-from t2m_pipeline.defs.migration.sensors import legacy_mirror_resync
 from t2m_pipeline.devtools.private_redis import PrivateRedis
 from t2m_pipeline.migration import mirror
 from t2m_pipeline_tests.defs.scenes.support import (  # noqa: F401 - fixtures
@@ -21,7 +19,7 @@ from t2m_pipeline_tests.defs.scenes.support import (  # noqa: F401 - fixtures
     pipeline_engine,
     resources,
 )
-from t2m_pipeline_tests.faults.pipeline_scenarios import run_redis_outage_scenario
+from t2m_pipeline_tests.faults.pipeline_scenarios import resync_tick, run_redis_outage_scenario
 
 SCENES = 2
 
@@ -42,12 +40,6 @@ def legacy_redis(monkeypatch):
 def legacy_record(server: PrivateRedis, job_id: str) -> dict | None:
     raw = redis.Redis.from_url(server.url(0)).get(f"jobs:{job_id}")
     return json.loads(raw) if raw else None
-
-
-def resync_tick(instance, resources, cursor):
-    with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
-        result = legacy_mirror_resync(context)
-        return result, context.cursor
 
 
 @pytest.mark.slow
