@@ -400,7 +400,7 @@ def import_profile(env: dict) -> dict:
     for name, cumulative, _, parent in definitions:
         top = name.split(".")[0]
         outermost = parent is None or parent.split(".")[0] != top  # where the package was entered from outside it
-        if top != "t2m_pipeline" and outermost and cumulative > packages.get(top, (0, None))[0]:
+        if top != "t2m_pipeline" and name not in startup and outermost and cumulative > packages.get(top, (0, None))[0]:
             packages[top] = (cumulative, parent)
     third_party = sorted(packages.items(), key=lambda item: -item[1][0])[:10]
     base = python_wall("pass", env)
@@ -575,7 +575,8 @@ def markdown(result: dict, command: str) -> str:
         "queue, else sensor wait; a row adds up to the wall time). Stages from Dagster's run records and event logs: "
         "sensor wait = what the run's sensor reacts to (the row's insert, the outline's or the last thumbnail's "
         "materialization) to the run's creation; run queue = creation to RUN_STARTING (reported at dequeue); process "
-        "start = RUN_STARTING to the worker's `Started process for run`; code load = that to RUN_START (the worker "
+        "start = RUN_STARTING to the worker's `Started process for run` (the code server spawns a fresh interpreter, "
+        "which imports dagster and opens the instance); code load = that to RUN_START (the worker "
         "imports `t2m_pipeline.definitions`); in-run overhead = RUN_START to the first step, between steps, after the "
         "last one.",
         "",
