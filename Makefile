@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install test test-fast checkov clean bench-audit dev demo bench-pipeline bench-migration
+.PHONY: install test test-fast checkov clean bench-audit dev demo bench-pipeline bench-migration bench-latency
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ demo: install
 # Sensor tick with 10,000 queued jobs; per-scene pipeline overhead against a bare manim render; writes BENCHMARKS.md.
 bench-pipeline: install
 	$(PY) benchmarks/pipeline_bench.py --write
+
+# Submit to video through the real daemon: 1-, 3- and 7-scene jobs and ten 3-scene jobs at once, against bare manim
+# renders of the same code in the same run, with a per-stage breakdown and run-worker import times; writes BENCHMARKS.md.
+bench-latency: install
+	$(PY) benchmarks/latency_bench.py --write
 
 # Baseline tools (rclone, aws, s5cmd) in their own venv: awscli pins botocore.
 bench-migration: install
