@@ -42,11 +42,13 @@ from t2m_pipeline.render.sandbox import (
     SandboxResult,
     SandboxUnavailableError,
     Usage,
+    inside,
     render_slot,
     run_sandboxed,
     run_unconfined,
     sandbox_env,
     sandbox_status,
+    work_env,
 )
 
 log = logging.getLogger(__name__)
@@ -218,14 +220,15 @@ class LocalSandboxBackend:
                 "renders without it, for local experiments only)"
             )
         reader = SandboxStdioMessageReader()
-        extras = {**render_extras(request), "code_path": INSIDE_CODE, "work_dir": INSIDE_WORK}
+        paths = {name: inside(path, self.protections) for name, path in (("code", INSIDE_CODE), ("work", INSIDE_WORK), ("entry", INSIDE_ENTRYPOINT))}
+        extras = {**render_extras(request), "code_path": paths["code"], "work_dir": paths["work"]}
         with (
             render_slot(self.work_root, limits=self.limits, protections=self.protections) as slot,
             tempfile.TemporaryDirectory(prefix="t2m-intake-") as scratch,
             open_pipes_session(context=context, context_injector=PipesEnvContextInjector(), message_reader=reader, extras=extras) as session,
         ):
             result = run_sandboxed(
-                [sys.executable, "-I", INSIDE_ENTRYPOINT],
+                [sys.executable, "-I", paths["entry"]],
                 slot=slot,
                 env=sandbox_env(session.get_bootstrap_env_vars(), self.protections),
                 files={INSIDE_CODE: request.code.encode("utf-8", "surrogatepass"), INSIDE_ENTRYPOINT: ENTRYPOINT_SOURCE},
@@ -269,7 +272,7 @@ class UnconfinedBackend:
             source.write_text(request.code, encoding="utf-8", errors="surrogatepass")
             extras = {**render_extras(request), "code_path": str(source), "work_dir": str(slot.work)}
             with open_pipes_session(context=context, context_injector=PipesEnvContextInjector(), message_reader=reader, extras=extras) as session:
-                env = {**ENV_ALLOWLIST, "HOME": str(slot.work / "home"), "TMPDIR": str(slot.work / "tmp"), "XDG_CACHE_HOME": str(slot.work / "tmp")}
+                env = {**ENV_ALLOWLIST, **work_env(str(slot.work))}
                 result = run_unconfined(
                     [sys.executable, "-I", entrypoint.__file__],
                     cwd=slot.work,

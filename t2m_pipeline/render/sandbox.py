@@ -52,6 +52,7 @@ PROTECTIONS = frozenset({"unprivileged", "filesystem", "network", "process_tree"
 INSIDE_WORK = "/t2m-render"  # the writable directory, as the sandbox sees it
 INSIDE_CODE = "/t2m-code/scene.py"
 INSIDE_ENTRYPOINT = "/t2m-entry/entrypoint.py"
+CONTROL_PREFIX = "/tmp"  # with the whole host visible (a control) nothing can be made at /: the same paths under /tmp
 UID_BASE, UID_SPAN = 1_700_000_000, 100_000_000
 SYSTEM_READ_ONLY = (
     "/usr",
@@ -66,9 +67,6 @@ SYSTEM_READ_ONLY = (
 MERGED_USR_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 ENV_ALLOWLIST = {
     "PATH": "/usr/bin:/bin",
-    "HOME": f"{INSIDE_WORK}/home",
-    "TMPDIR": f"{INSIDE_WORK}/tmp",
-    "XDG_CACHE_HOME": f"{INSIDE_WORK}/tmp",
     "LANG": "C.UTF-8",
     "LC_ALL": "C.UTF-8",
     "PYTHONDONTWRITEBYTECODE": "1",
@@ -81,6 +79,7 @@ PIPES_ENV = ("DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES")
 MAX_LINE_BYTES = 256 * 1024
 MAX_STDOUT_BYTES = 16 * MIB
 MAX_STDERR_BYTES = 64 * 1024
+PUMP_JOIN_S = 2.0  # after the tree is dead its pipes close at once; only a survivor (no sandbox) holds one open
 _STAGE_ONE = r"""set -eu
 while [ "$1" != "--binds" ]; do echo $$ > "$1"; shift; done; shift
 while [ "$1" != "--" ]; do mount --bind "$1" "$2"; shift 2; done; shift
@@ -404,6 +403,9 @@ def render_slot(
         unprivileged = confined and is_root() and "unprivileged" in protections
         if unprivileged:
             slot.uid = fresh_uid()
+            blocked = _blocked_parent(str(root / "work"))
+            if blocked:
+                raise SandboxUnavailableError(f"the render work root {root.parent} is not reachable by the render's uid: {blocked} is not o+x")
         if confined and is_root() and "disk" in protections:
             options = f"size={limits.disk_bytes},nr_inodes={limits.disk_inodes},mode=0700,uid={slot.uid},gid={slot.uid}"
             if _libc().mount(b"tmpfs", str(slot.work).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()) != 0:
@@ -456,6 +458,15 @@ def _blocked_parent(path: str) -> str | None:
     return None
 
 
+def inside(path: str, protections: frozenset[str] = PROTECTIONS) -> str:
+    """Where the sandbox sees one of the INSIDE_* paths."""
+    return path if "filesystem" in protections else CONTROL_PREFIX + path
+
+
+def work_env(work: str) -> dict[str, str]:
+    return {"HOME": f"{work}/home", "TMPDIR": f"{work}/tmp", "XDG_CACHE_HOME": f"{work}/tmp"}
+
+
 def _inside(path: str, parents: Sequence[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip("/") + "/") for p in parents)
 
@@ -494,28 +505,28 @@ def bwrap_args(
                 args += ["--ro-bind", f"/{name}", f"/{name}"]
         for path in SYSTEM_READ_ONLY[1:]:
             args += ["--ro-bind-try", path, path]
-        for inside, outside in staged.items():
-            args += ["--ro-bind", outside, inside]
+        for where, outside in staged.items():
+            args += ["--ro-bind", outside, where]
     else:
         args += ["--ro-bind", "/", "/"]
-        for inside, outside in staged.items():  # where the uid could not reach the interpreter (/root is 0700)
-            blocked = _blocked_parent(inside) if outside != inside else None
+        for where, outside in staged.items():  # where the uid could not reach the interpreter (/root is 0700)
+            blocked = _blocked_parent(where) if outside != where else None
             if blocked:
                 args += ["--tmpfs", blocked]
-            if outside != inside:
-                args += ["--ro-bind", outside, inside]
+            if outside != where:
+                args += ["--ro-bind", outside, where]
     if "process_tree" in protections:
         args += ["--proc", "/proc"]
     else:
         args += ["--dev-bind", "/proc", "/proc"]
     args += ["--dev", "/dev"]
     args += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
-    args += ["--bind", str(slot.work), INSIDE_WORK]
-    for inside, fd in data_fds.items():
-        args += ["--ro-bind-data", str(fd), inside]
+    args += ["--bind", str(slot.work), inside(INSIDE_WORK, protections)]
+    for path, fd in data_fds.items():
+        args += ["--ro-bind-data", str(fd), inside(path, protections)]
     if "filesystem" in protections:
         args += ["--remount-ro", "/"]
-    args += ["--chdir", INSIDE_WORK, "--clearenv"]
+    args += ["--chdir", inside(INSIDE_WORK, protections), "--clearenv"]
     for name, value in env.items():
         args += ["--setenv", name, value]
     return args
@@ -523,9 +534,10 @@ def bwrap_args(
 
 def sandbox_env(extra: Mapping[str, str], protections: frozenset[str], host_env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The allowlist (plus the Pipes bootstrap variables); with `environment` off, the worker's whole environment."""
+    base = {**ENV_ALLOWLIST, **work_env(inside(INSIDE_WORK, protections))}
     if "environment" not in protections:
-        return {**(os.environ if host_env is None else host_env), **ENV_ALLOWLIST, **extra}
-    return {**ENV_ALLOWLIST, **{k: v for k, v in extra.items() if k in PIPES_ENV}}
+        return {**(os.environ if host_env is None else host_env), **base, **extra}
+    return {**base, **{k: v for k, v in extra.items() if k in PIPES_ENV}}
 
 
 class _LinePump(threading.Thread):
@@ -660,7 +672,9 @@ def run_sandboxed(
         out, err = _LinePump(proc.stdout, on_line), _TailPump(proc.stderr)
         out.start()
         err.start()
-        inner_pid = _read_child_pid(info_read)
+        inner = _open_child(info_read, proc.pid)
+        if inner is not None:
+            fds.append(inner)
         timed_out = False
         try:
             returncode = proc.wait(timeout=max(0.0, timeout_s - (time.monotonic() - started)))
@@ -668,12 +682,12 @@ def run_sandboxed(
             timed_out = True
             returncode = None
         finally:
-            _kill_tree(proc, inner_pid, cgroup, protections)
+            _kill_tree(proc, inner, cgroup, protections)
         if timed_out:
             proc.wait()
         seconds = time.monotonic() - started
-        out.join(10)
-        err.join(10)
+        out.join(PUMP_JOIN_S)
+        err.join(PUMP_JOIN_S)
         usage = cgroup.usage(limits) if cgroup else Usage(limits_mode="rlimit" if "limits" in protections else "none")
         usage.disk_used_bytes, usage.disk_limit_bytes = slot.disk_used(), (limits.disk_bytes if slot.tmpfs else None)
         return SandboxResult(
@@ -690,12 +704,14 @@ def run_sandboxed(
             with suppress(OSError):
                 os.close(fd)
         if cgroup:
-            cgroup.kill_all()
+            if "process_tree" in protections:
+                cgroup.kill_all()
             cgroup.remove()
 
 
-def _read_child_pid(fd: int) -> int | None:
-    """bubblewrap's --info-fd: {"child-pid": N}, the pid (host view) of the sandbox's init."""
+def _open_child(fd: int, parent: int) -> int | None:
+    """A pidfd of the sandbox's init, from bubblewrap's --info-fd ({"child-pid": N}), taken only while N is still
+    bubblewrap's child: a pidfd names that process for good, so a later kill can never hit a reused pid."""
     data = b""
     while len(data) < 65536:
         chunk = os.read(fd, 4096)
@@ -703,17 +719,26 @@ def _read_child_pid(fd: int) -> int | None:
             break
         data += chunk
     try:
-        return int(json.loads(data)["child-pid"])
-    except (ValueError, KeyError, TypeError):
+        pid = int(json.loads(data)["child-pid"])
+        pidfd = os.pidfd_open(pid)
+    except (ValueError, KeyError, TypeError, OSError):
         return None
+    try:
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        ppid = -1
+    if ppid != parent:
+        os.close(pidfd)
+        return None
+    return pidfd
 
 
-def _kill_tree(proc: subprocess.Popen, inner_pid: int | None, cgroup: RenderCgroup | None, protections: frozenset[str]) -> None:
+def _kill_tree(proc: subprocess.Popen, inner: int | None, cgroup: RenderCgroup | None, protections: frozenset[str]) -> None:
     """Everything the render started dies: its pid namespace (through its init), its cgroup, bubblewrap."""
     if "process_tree" in protections:
-        if inner_pid:
-            with suppress(ProcessLookupError, PermissionError):
-                os.kill(inner_pid, signal.SIGKILL)
+        if inner is not None:
+            with suppress(ProcessLookupError, PermissionError, OSError):
+                signal.pidfd_send_signal(inner, signal.SIGKILL)
         if cgroup:
             cgroup.kill_all()
     if proc.poll() is None:
@@ -749,8 +774,8 @@ def run_unconfined(
         with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    out.join(10)
-    err.join(10)
+    out.join(PUMP_JOIN_S)
+    err.join(PUMP_JOIN_S)
     return SandboxResult(
         returncode=returncode, timed_out=timed_out, seconds=time.monotonic() - started,
         stderr_tail=err.data.decode("utf-8", "replace"), usage=Usage(limits_mode="none"),
