@@ -42,7 +42,6 @@ from t2m_pipeline.render.sandbox import (
     SandboxResult,
     SandboxUnavailableError,
     Usage,
-    inside,
     render_slot,
     run_sandboxed,
     run_unconfined,
@@ -130,9 +129,12 @@ def conclude(
     checked: bool = True,
     max_video_bytes: int = MAX_VIDEO_BYTES,
     stderr_tail: str = "",
+    max_log_bytes: int = MAX_LOG_BYTES,
+    missing_video: str | None = None,
 ) -> RenderOutput:
-    """What every backend does with a finished render: read its log, take and probe its video, say why not."""
-    render_log = read_log(out_dir, entrypoint.LOG_NAME, scratch, max_bytes=MAX_LOG_BYTES, checked=checked)
+    """What every backend does with a finished render: read its log, take and probe its video, say why not
+    (`missing_video`: why the backend has no video to offer, when it knows better than the intake)."""
+    render_log = read_log(out_dir, entrypoint.LOG_NAME, scratch, max_bytes=max_log_bytes, checked=checked)
     result = stats.result or {}
     failure = None
     video = info = None
@@ -146,14 +148,15 @@ def conclude(
             info = check_video(taken.path)
             video = taken.path
         except (IntakeError, OSError) as exc:
+            last = next((line.strip() for line in reversed(render_log.splitlines()) if line.strip()), "")
             manim_status = result.get("returncode")
-            if manim_status not in (0, None):
-                last = next((line.strip() for line in reversed(render_log.splitlines()) if line.strip()), "no output")
-                failure = f"manim render of {request.class_name} failed (exit {manim_status}): {clean_line(last, 300)}"
-            elif not stats.accepted.get("opened"):
+            if not stats.accepted.get("opened") and not stats.total and not last:
                 failure = f"manim render of {request.class_name} failed: the render did not start (exit {returncode})"
+            elif manim_status not in (0, None):
+                failure = f"manim render of {request.class_name} failed (exit {manim_status}): {clean_line(last or 'no output', 300)}"
             else:
-                failure = f"manim render of {request.class_name} produced no usable video: {clean_line(str(exc), 300)}"
+                reason = clean_line(missing_video or str(exc), 200) + (f"; last output: {clean_line(last, 200)}" if last else "")
+                failure = f"manim render of {request.class_name} produced no usable video: {reason}"
     header = [
         f"backend: {describe or backend}",
         f"render: {request.class_name} quality {request.quality}, {seconds:.1f} s, exit {returncode}"
@@ -203,6 +206,8 @@ class LocalSandboxBackend:
     protections: frozenset[str] = PROTECTIONS
     work_root: str | None = None
     checked_intake: bool = True
+    guarded_messages: bool = True
+    max_log_bytes: int = MAX_LOG_BYTES
     name: str = "sandbox"
 
     def describe(self) -> str:
@@ -219,33 +224,33 @@ class LocalSandboxBackend:
                 f"the render sandbox is unavailable: {status.detail} (T2M_RENDER_SANDBOX=unconfined-local-only "
                 "renders without it, for local experiments only)"
             )
-        reader = SandboxStdioMessageReader()
-        paths = {name: inside(path, self.protections) for name, path in (("code", INSIDE_CODE), ("work", INSIDE_WORK), ("entry", INSIDE_ENTRYPOINT))}
-        extras = {**render_extras(request), "code_path": paths["code"], "work_dir": paths["work"]}
+        reader = SandboxStdioMessageReader(guarded=self.guarded_messages)
         with (
             render_slot(self.work_root, limits=self.limits, protections=self.protections) as slot,
             tempfile.TemporaryDirectory(prefix="t2m-intake-") as scratch,
-            open_pipes_session(context=context, context_injector=PipesEnvContextInjector(), message_reader=reader, extras=extras) as session,
         ):
-            result = run_sandboxed(
-                [sys.executable, "-I", paths["entry"]],
-                slot=slot,
-                env=sandbox_env(session.get_bootstrap_env_vars(), self.protections),
-                files={INSIDE_CODE: request.code.encode("utf-8", "surrogatepass"), INSIDE_ENTRYPOINT: ENTRYPOINT_SOURCE},
-                timeout_s=request.timeout_s + STARTUP_GRACE_S,
-                on_line=reader.feed,
-                limits=self.limits,
-                protections=self.protections,
-            )
-            broken = _sandbox_failure(result, reader.stats)
-            if broken:
-                raise SandboxUnavailableError(broken)
-            yield conclude(
-                self.name, request, slot.work, Path(scratch),
-                returncode=result.returncode, timed_out=result.timed_out, seconds=result.seconds,
-                stats=reader.stats, usage=result.usage, describe=self.describe(), checked=self.checked_intake,
-                stderr_tail=result.stderr_tail,
-            )
+            work = slot.inside(INSIDE_WORK, self.protections)
+            extras = {**render_extras(request), "code_path": slot.inside(INSIDE_CODE, self.protections), "work_dir": work}
+            with open_pipes_session(context=context, context_injector=PipesEnvContextInjector(), message_reader=reader, extras=extras) as session:
+                result = run_sandboxed(
+                    [sys.executable, "-I", "-u", slot.inside(INSIDE_ENTRYPOINT, self.protections)],
+                    slot=slot,
+                    env=sandbox_env(session.get_bootstrap_env_vars(), self.protections, work=work),
+                    files={INSIDE_CODE: request.code.encode("utf-8", "surrogatepass"), INSIDE_ENTRYPOINT: ENTRYPOINT_SOURCE},
+                    timeout_s=request.timeout_s + STARTUP_GRACE_S,
+                    on_line=reader.feed,
+                    limits=self.limits,
+                    protections=self.protections,
+                )
+                broken = _sandbox_failure(result, reader.stats)
+                if broken:
+                    raise SandboxUnavailableError(broken)
+                yield conclude(
+                    self.name, request, slot.work, Path(scratch),
+                    returncode=result.returncode, timed_out=result.timed_out, seconds=result.seconds,
+                    stats=reader.stats, usage=result.usage, describe=self.describe(), checked=self.checked_intake,
+                    stderr_tail=result.stderr_tail, max_log_bytes=self.max_log_bytes,
+                )
 
 
 @dataclass
@@ -274,7 +279,7 @@ class UnconfinedBackend:
             with open_pipes_session(context=context, context_injector=PipesEnvContextInjector(), message_reader=reader, extras=extras) as session:
                 env = {**ENV_ALLOWLIST, **work_env(str(slot.work))}
                 result = run_unconfined(
-                    [sys.executable, "-I", entrypoint.__file__],
+                    [sys.executable, "-I", "-u", entrypoint.__file__],
                     cwd=slot.work,
                     env={**env, **session.get_bootstrap_env_vars()},
                     timeout_s=request.timeout_s + STARTUP_GRACE_S,

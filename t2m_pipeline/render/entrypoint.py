@@ -61,7 +61,8 @@ def _put(url: str, path: Path, limit: int, tail: bool = False) -> int:
         if tail and size > limit:
             fh.seek(size - limit)
         data = fh.read(limit)
-    request = urllib.request.Request(url, data=data, method="PUT", headers={"Content-Length": str(len(data))})
+    headers = {"Content-Length": str(len(data)), "Content-Type": "application/octet-stream"}
+    request = urllib.request.Request(url, data=data, method="PUT", headers=headers)
     with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - a presigned https URL
         response.read()
     return len(data)

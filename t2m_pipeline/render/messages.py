@@ -1,9 +1,13 @@
 """Dagster Pipes messages from a render are hostile input: only what a render may say gets through, bounded.
 
-A render may open and close its session, log a bounded number of short lines, and report one result (the
-entrypoint's `t2m_render` custom message, validated field by field). Everything else (asset materializations,
-asset checks, external log streams, a closing exception's text, unknown methods, over-long or extra messages) is
-dropped and counted; nothing of it reaches Dagster's event log. The two readers are the two backends' channels:
+A render may open and close its session once each, log a bounded number of short lines, and report one result
+(the entrypoint's `t2m_render` custom message, validated field by field). Everything else (asset materializations,
+asset checks, external log streams, a closing exception's text, unknown methods, over-long or extra messages,
+anything after the close) is dropped and counted; nothing of it reaches Dagster's event log.
+
+The scene code runs as the entrypoint's uid and can take the entrypoint's stdout descriptor, so even the result
+may be forged: it only words a failure. Whether a render succeeded is decided by the intake (a regular file of
+the render directory that probes as a video), never by a message. The two readers are the two backends' channels:
 the local sandbox's stdout, and on ECS the render task's CloudWatch log stream.
 """
 
@@ -104,8 +108,6 @@ class GuardedHandler:
             self._handle(message)
 
     def _handle(self, message: Any) -> None:
-        if self.stats.total >= MAX_MESSAGES:
-            return self._reject("beyond the message limit")
         if not isinstance(message, dict) or message.get(PIPES_PROTOCOL_VERSION_FIELD) != PIPES_PROTOCOL_VERSION:
             return self._reject("not a pipes message")
         method, params = message.get("method"), message.get("params")
@@ -113,8 +115,10 @@ class GuardedHandler:
             return self._reject("malformed")
         params = params or {}
         base = {PIPES_PROTOCOL_VERSION_FIELD: PIPES_PROTOCOL_VERSION, "method": method}
-        if method == "opened":
-            if self._handler.received_opened_message:
+        if self.stats.accepted["closed"]:
+            return self._reject("after the close")
+        if method == "opened":  # the entrypoint opens before the scene code runs: a later open is forged
+            if self.stats.accepted["opened"]:
                 return self._reject("repeated open")
             self.stats.accepted[method] += 1
             return self._handler.handle_message({**base, "params": {"extras": {}}})
@@ -122,6 +126,8 @@ class GuardedHandler:
             self.stats.closed_with_exception = "exception" in params
             self.stats.accepted[method] += 1
             return self._handler.handle_message({**base, "params": {}})  # the exception's text stays out
+        if self.stats.total >= MAX_MESSAGES:
+            return self._reject("beyond the message limit")
         if method == "log":
             text, level = params.get("message"), params.get("level", "info")
             if not isinstance(text, str) or level not in LOG_LEVELS:
@@ -160,14 +166,15 @@ class SandboxStdioMessageReader(PipesMessageReader):
     """The local backend's channel: the entrypoint writes messages to its stdout; the sandbox runner feeds each
     (bounded) line here."""
 
-    def __init__(self):
+    def __init__(self, guarded: bool = True):
         self.stats = MessageStats()
-        self._guard: GuardedHandler | None = None
+        self.guarded = guarded  # False only in tests: the control that lets every message through
+        self._guard = None
         self.stray_lines = 0
 
     @contextmanager
     def read_messages(self, handler) -> Iterator[PipesParams]:
-        self._guard = GuardedHandler(handler, self.stats)
+        self._guard = GuardedHandler(handler, self.stats) if self.guarded else handler
         try:
             yield {PipesDefaultMessageWriter.STDIO_KEY: PipesDefaultMessageWriter.STDOUT}
         finally:

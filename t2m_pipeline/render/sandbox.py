@@ -52,7 +52,6 @@ PROTECTIONS = frozenset({"unprivileged", "filesystem", "network", "process_tree"
 INSIDE_WORK = "/t2m-render"  # the writable directory, as the sandbox sees it
 INSIDE_CODE = "/t2m-code/scene.py"
 INSIDE_ENTRYPOINT = "/t2m-entry/entrypoint.py"
-CONTROL_PREFIX = "/tmp"  # with the whole host visible (a control) nothing can be made at /: the same paths under /tmp
 UID_BASE, UID_SPAN = 1_700_000_000, 100_000_000
 SYSTEM_READ_ONLY = (
     "/usr",
@@ -79,6 +78,7 @@ PIPES_ENV = ("DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES")
 MAX_LINE_BYTES = 256 * 1024
 MAX_STDOUT_BYTES = 16 * MIB
 MAX_STDERR_BYTES = 64 * 1024
+SAMPLE_S = 0.05  # how often a running render's task count is sampled (its peak is reported)
 PUMP_JOIN_S = 2.0  # after the tree is dead its pipes close at once; only a survivor (no sandbox) holds one open
 _STAGE_ONE = r"""set -eu
 while [ "$1" != "--binds" ]; do echo $$ > "$1"; shift; done; shift
@@ -118,6 +118,7 @@ class Usage:
     memory_limit_hits: int = 0
     processes_refused: int = 0
     processes_limit: int | None = None
+    processes_peak: int | None = None
     disk_used_bytes: int | None = None
     disk_limit_bytes: int | None = None
 
@@ -128,7 +129,8 @@ class Usage:
         if self.oom_kills or self.memory_limit_hits:
             parts.append(f"memory limit reached ({self.oom_kills} killed)")
         if self.processes_limit is not None:
-            parts.append(f"processes refused {self.processes_refused} (limit {self.processes_limit})")
+            peak = f"peak {self.processes_peak} of {self.processes_limit}" if self.processes_peak else f"limit {self.processes_limit}"
+            parts.append(f"processes {peak}, {self.processes_refused} refused by the cgroup")
         if self.disk_used_bytes is not None:
             parts.append(f"disk {self.disk_used_bytes // MIB} MiB of {(self.disk_limit_bytes or 0) // MIB} MiB")
         return "; ".join(parts)
@@ -196,6 +198,10 @@ class RenderCgroup:
     @property
     def procs_files(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs.values()]
+
+    def current_tasks(self) -> int:
+        d = self.dirs.get("pids") or self.dirs.get("")
+        return (_read_int(d / "pids.current") or 0) if d else 0
 
     def pids(self) -> set[int]:
         found = set()
@@ -378,6 +384,13 @@ class RenderSlot:
     uid: int
     tmpfs: bool = False
 
+    def inside(self, path: str, protections: frozenset[str] = PROTECTIONS) -> str:
+        """Where the sandbox sees one of the INSIDE_* paths. With the whole host visible (a control: the old
+        runner's view) nothing can be made at /, so the work directory keeps its host path, like the old runner."""
+        if "filesystem" in protections:
+            return path
+        return {INSIDE_WORK: str(self.work), INSIDE_CODE: str(self.stage / "scene.py"), INSIDE_ENTRYPOINT: str(self.stage / "entrypoint.py")}[path]
+
     def disk_used(self) -> int | None:
         if not self.tmpfs:
             return None
@@ -419,6 +432,9 @@ def render_slot(
             d.mkdir(mode=0o700)
             os.chown(d, slot.uid, slot.uid)
         slot.stage.mkdir(mode=0o755)
+        if "filesystem" not in protections:  # mount points of the read-only data, on the host (a control)
+            for name in ("scene.py", "entrypoint.py"):
+                (slot.stage / name).touch(mode=0o644)
         yield slot
     finally:
         if slot.tmpfs:
@@ -456,11 +472,6 @@ def _blocked_parent(path: str) -> str | None:
             if not os.stat(parent).st_mode & 0o001:
                 return parent
     return None
-
-
-def inside(path: str, protections: frozenset[str] = PROTECTIONS) -> str:
-    """Where the sandbox sees one of the INSIDE_* paths."""
-    return path if "filesystem" in protections else CONTROL_PREFIX + path
 
 
 def work_env(work: str) -> dict[str, str]:
@@ -520,21 +531,24 @@ def bwrap_args(
     else:
         args += ["--dev-bind", "/proc", "/proc"]
     args += ["--dev", "/dev"]
-    args += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
-    args += ["--bind", str(slot.work), inside(INSIDE_WORK, protections)]
+    if "filesystem" in protections:
+        args += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
+    args += ["--bind", str(slot.work), slot.inside(INSIDE_WORK, protections)]
     for path, fd in data_fds.items():
-        args += ["--ro-bind-data", str(fd), inside(path, protections)]
+        args += ["--ro-bind-data", str(fd), slot.inside(path, protections)]
     if "filesystem" in protections:
         args += ["--remount-ro", "/"]
-    args += ["--chdir", inside(INSIDE_WORK, protections), "--clearenv"]
+    args += ["--chdir", slot.inside(INSIDE_WORK, protections), "--clearenv"]
     for name, value in env.items():
         args += ["--setenv", name, value]
     return args
 
 
-def sandbox_env(extra: Mapping[str, str], protections: frozenset[str], host_env: Mapping[str, str] | None = None) -> dict[str, str]:
+def sandbox_env(
+    extra: Mapping[str, str], protections: frozenset[str], host_env: Mapping[str, str] | None = None, *, work: str = INSIDE_WORK
+) -> dict[str, str]:
     """The allowlist (plus the Pipes bootstrap variables); with `environment` off, the worker's whole environment."""
-    base = {**ENV_ALLOWLIST, **work_env(inside(INSIDE_WORK, protections))}
+    base = {**ENV_ALLOWLIST, **work_env(work)}
     if "environment" not in protections:
         return {**(os.environ if host_env is None else host_env), **base, **extra}
     return {**base, **{k: v for k, v in extra.items() if k in PIPES_ENV}}
@@ -605,9 +619,11 @@ def run_sandboxed(
     on_line: Callable[[bytes], None],
     limits: RenderLimits | None = None,
     protections: frozenset[str] = PROTECTIONS,
+    stop: threading.Event | None = None,
 ) -> SandboxResult:
     """Run `argv` inside the sandbox (cwd /t2m-render); `files` appear read-only at their inside paths. Raises
-    SandboxUnavailableError when the sandbox cannot be built; otherwise returns however the command ended."""
+    SandboxUnavailableError when the sandbox cannot be built; otherwise returns however the command ended. Setting
+    `stop` ends it like a timeout."""
     limits = limits or RenderLimits()
     bwrap = shutil.which("bwrap")
     if bwrap is None:
@@ -675,12 +691,16 @@ def run_sandboxed(
         inner = _open_child(info_read, proc.pid)
         if inner is not None:
             fds.append(inner)
-        timed_out = False
+        timed_out, peak = False, 0
         try:
-            returncode = proc.wait(timeout=max(0.0, timeout_s - (time.monotonic() - started)))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            returncode = None
+            deadline = started + timeout_s
+            while (returncode := proc.poll()) is None:
+                if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                    timed_out = True
+                    break
+                if cgroup:
+                    peak = max(peak, cgroup.current_tasks())
+                time.sleep(SAMPLE_S)
         finally:
             _kill_tree(proc, inner, cgroup, protections)
         if timed_out:
@@ -689,6 +709,7 @@ def run_sandboxed(
         out.join(PUMP_JOIN_S)
         err.join(PUMP_JOIN_S)
         usage = cgroup.usage(limits) if cgroup else Usage(limits_mode="rlimit" if "limits" in protections else "none")
+        usage.processes_peak = peak or None
         usage.disk_used_bytes, usage.disk_limit_bytes = slot.disk_used(), (limits.disk_bytes if slot.tmpfs else None)
         return SandboxResult(
             returncode=returncode,

@@ -45,7 +45,7 @@ def run_probe(code: str, *, protections=PROTECTIONS, limits=SMALL, timeout_s: fl
         result = run_sandboxed(
             [sys.executable, "-I", "-c", textwrap.dedent(code)],
             slot=slot,
-            env=sandbox_env(env_extra or {}, protections),
+            env=sandbox_env(env_extra or {}, protections, work=slot.inside(sandbox.INSIDE_WORK, protections)),
             files={INSIDE_CODE: b"pass\n"},
             timeout_s=timeout_s,
             on_line=lines.append,
