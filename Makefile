@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install test test-fast checkov clean bench-audit dev demo bench-pipeline bench-migration
+.PHONY: install test test-fast checkov clean bench-audit dev demo bench-pipeline bench-migration bench-render
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ demo: install
 # Sensor tick with 10,000 queued jobs; per-scene pipeline overhead against a bare manim render; writes BENCHMARKS.md.
 bench-pipeline: install
 	$(PY) benchmarks/pipeline_bench.py --write
+
+# One scene rendered inside the render sandbox against unconfined, interleaved in one run; writes BENCHMARKS.md.
+bench-render: install
+	$(PY) benchmarks/render_bench.py --renders 12 --write
 
 # Baseline tools (rclone, aws, s5cmd) in their own venv: awscli pins botocore.
 bench-migration: install

@@ -230,13 +230,13 @@ class {cls}(Scene):
         send("report_asset_check", {{"asset_key": "rendered_video", "check_name": "forged", "passed": True, "severity": "WARN", "metadata": {{}}}})
         send("log_external_stream", {{"stream": "stdout", "text": forged, "extras": {{}}}})
         send("report_custom_message", {{"payload": {{"kind": "t2m_render", "returncode": 0, "timed_out": False, "seconds": 1.0, "video": True, "uploaded": {{}}, "note": forged}}}})
-        for i in range(3000):
+        for i in range(1000):
             send("log", {{"message": f"{{forged}} {{i}}", "level": "info"}})
         send("closed", {{"exception": {{"name": "Forged", "message": forged, "stack": [], "cause": None, "context": None}}}})
         channel.write(("{{" * 100000) + "\\n")
         channel.flush()
         line = "flood " + "x" * 200 + "\\n"
-        for _ in range(30000):  # 6 MB into the render log
+        for _ in range(15000):  # 3 MB into the render log
             sys.stdout.write(line)
         report("channel", channel_state)  # last, so it is in the log's capped tail
         sys.stdout.flush()

@@ -50,7 +50,7 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_SITE = next(Path(sys.prefix).glob("lib/python*/site-packages"))
-TIMEOUT_S = 12
+TIMEOUT_S = 20  # a render's time limit in the suite: ample for these scenes on a busy 2-core machine
 # The production limits' mechanisms with smaller figures, so the bombs (capped at 1.5x these) stay quick.
 LIMITS = sandbox.RenderLimits(memory_bytes=1 << 30, processes=128, disk_bytes=256 << 20, file_bytes=256 << 20)
 PROTECTED = [
@@ -463,7 +463,8 @@ def test_forged_pipes_messages_are_refused_and_the_log_is_capped(world):
     assert all(e.user_message.startswith("[render] ") and len(e.user_message) <= 1100 for e in with_forged), [e.user_message[:200] for e in with_forged][:5]
     assert len([e for e in mine if e.user_message.startswith("[render]")]) <= 100
     materializations = [e for e in mine if e.dagster_event and e.dagster_event.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_CHECK_EVALUATION")]
-    assert not [e for e in materializations if "forged" in dg.serialize_value(e)]
+    assert materializations and not [e for e in materializations if forged in dg.serialize_value(e)]
+    assert not [e for e in mine if e.dagster_event and e.dagster_event.event_type_value == "ENGINE_EVENT" and forged in dg.serialize_value(e)]
     assert "report_asset_materialization not allowed" in log and "after the close" in log
 
 
@@ -532,8 +533,8 @@ def test_control_messages_forged_messages_reach_dagster(world):
     forged = world["plant"]("forged")
     mine = [e for e in events if e.run_id in runs and forged in dg.serialize_value(e)]
     assert len([e for e in mine if "[render]" not in e.user_message]) > 0  # unlabelled, unbounded: the pipes warnings
-    assert len(mine) > 1000  # every one of the 3,000 forged log lines
+    assert len(mine) >= 1000  # every one of the 1,000 forged log lines, and more
 
 
 def test_control_log_cap_the_whole_flood_reaches_the_owner(world):
-    assert len(scene_log(world, "log_cap", "flood").encode()) > 5_000_000
+    assert len(scene_log(world, "log_cap", "flood").encode()) > 2_500_000
