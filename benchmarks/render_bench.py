@@ -48,7 +48,7 @@ def bench(renders: int) -> dict:
         return elapsed
 
     @dg.asset
-    def render_boundary_bench(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def render_boundary_bench(context):
         once("sandbox", context)  # warm-up: font caches, the page cache, the first namespace: paid by neither side
         once("unconfined", context)
         for i in range(renders):
@@ -71,6 +71,42 @@ def bench(renders: int) -> dict:
         "paired_ratio_median": round(statistics.median(s / u for s, u in zip(sandbox, unconfined)), 4),
         "sandbox": sandbox_status().detail,
         "load": [round(x, 2) for x in load],
+    }
+
+
+def bench_startup(runs: int) -> dict:
+    """The boundary's fixed cost alone: `python -I -c pass` inside the sandbox against unconfined, interleaved."""
+    import tempfile
+
+    from t2m_pipeline.render.sandbox import PROTECTIONS, render_slot, run_sandboxed, run_unconfined, sandbox_env
+
+    sandbox, unconfined = [], []
+    for i in range(runs + 2):
+        def inside() -> float:
+            started = time.perf_counter()
+            with render_slot() as slot:
+                result = run_sandboxed([sys.executable, "-I", "-c", "pass"], slot=slot, env=sandbox_env({}, PROTECTIONS), files={},
+                                       timeout_s=60, on_line=lambda line: None)
+            assert result.returncode == 0, result.stderr_tail
+            return time.perf_counter() - started
+
+        def outside() -> float:
+            started = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                result = run_unconfined([sys.executable, "-I", "-c", "pass"], cwd=Path(tmp), env={"PATH": "/usr/bin:/bin"},
+                                        timeout_s=60, on_line=lambda line: None)
+            assert result.returncode == 0
+            return time.perf_counter() - started
+
+        pair = (inside(), outside()) if i % 2 == 0 else tuple(reversed((outside(), inside())))
+        if i >= 2:  # two warm-ups
+            sandbox.append(pair[0])
+            unconfined.append(pair[1])
+    return {
+        "runs": runs,
+        "sandbox_median_ms": round(statistics.median(sandbox) * 1000, 1),
+        "unconfined_median_ms": round(statistics.median(unconfined) * 1000, 1),
+        "overhead_ms": round((statistics.median(sandbox) - statistics.median(unconfined)) * 1000, 1),
     }
 
 
@@ -102,6 +138,17 @@ def markdown(result: dict, command: str) -> str:
         f"| median of the per-pair ratios | {result['paired_ratio_median']:.3f} |",
         "",
         f"The boundary costs {cost:+.1f} % of a render's wall time (target: under 10 %).",
+        "",
+        f"Its fixed cost alone, with less noise: `python -I -c pass` started {result['startup']['runs']} times each way, "
+        "interleaved (the same runner functions, two warm-ups first):",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| inside the sandbox, median (ms) | {result['startup']['sandbox_median_ms']:.1f} |",
+        f"| unconfined, median (ms) | {result['startup']['unconfined_median_ms']:.1f} |",
+        f"| the boundary's fixed cost (ms) | {result['startup']['overhead_ms']:.1f} |",
+        "",
+        f"That is {result['startup']['overhead_ms'] / 10 / result['unconfined_median_s']:.1f} % of the unconfined render's median.",
         SECTION_END,
     ]
     return "\n".join(lines) + "\n"
@@ -118,9 +165,11 @@ def write_section(text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--renders", type=int, default=12)
+    parser.add_argument("--startups", type=int, default=30, help="runs of the fixed-cost measure")
     parser.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
     args = parser.parse_args()
     result = bench(args.renders)
+    result["startup"] = bench_startup(args.startups)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
     text = markdown(result, f"python benchmarks/render_bench.py --renders {args.renders} --write")
     if args.write:

@@ -38,7 +38,10 @@ from t2m_pipeline_tests.defs.scenes.support import (  # noqa: F401 - fixtures
 )
 from t2m_pipeline_tests.render.ecs_standin import LocalEcs
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the stand-in task runs in the local sandbox, built for root")
+pytestmark = [
+    pytest.mark.slow,  # each render is a task: a manim render plus CloudWatch polling
+    pytest.mark.skipif(os.geteuid() != 0, reason="the stand-in task runs in the local sandbox, built for root"),
+]
 
 BACKEND: dict[str, EcsRenderBackend] = {}
 

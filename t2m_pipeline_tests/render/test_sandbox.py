@@ -306,6 +306,7 @@ BOMBS = """
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind,protections,check",
     [
@@ -373,6 +374,7 @@ def survivors(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tree", [True, False], ids=["sandboxed", "control-no-pid-namespace"])
 def test_a_detached_grandchild_dies_with_the_render_on_timeout(tree):
     marker = f"t2m-detached-{uuid.uuid4().hex}"
