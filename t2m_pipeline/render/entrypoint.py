@@ -108,8 +108,9 @@ def render(pipes) -> dict:
         os.replace(video, output)
     uploads = extras.get("upload_urls") or {}
     uploaded = {}
-    if uploads.get("video") and output.is_file():
-        uploaded["video"] = _put(uploads["video"], output, int(extras.get("max_video_bytes", 1 << 30)))
+    max_video = int(extras.get("max_video_bytes", 1 << 30))
+    if uploads.get("video") and output.is_file() and output.stat().st_size <= max_video:  # the worker refuses more anyway
+        uploaded["video"] = _put(uploads["video"], output, max_video)
     if uploads.get("log") and (work / LOG_NAME).is_file():
         uploaded["log"] = _put(uploads["log"], work / LOG_NAME, int(extras.get("max_log_bytes", 1 << 20)), tail=True)
     result = {

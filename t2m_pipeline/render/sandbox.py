@@ -595,12 +595,15 @@ class _TailPump(threading.Thread):
             self.data = (self.data + chunk)[-self.limit :]
 
 
-def _rlimit_args(limits: RenderLimits) -> list[str]:
+def _rlimit_args(limits: RenderLimits, *, fresh_uid: bool) -> list[str]:
+    """prlimit's options. RLIMIT_NPROC only for a fresh uid: it counts every process of the uid outside the user
+    namespace bubblewrap is about to create, which for your own uid (rootless) is your whole session."""
+
     def pair(v: int) -> str:
         return f"{v}:{v}"
 
     return [
-        f"--nproc={pair(limits.processes)}",
+        *([f"--nproc={pair(limits.processes)}"] if fresh_uid else []),
         f"--fsize={pair(limits.file_bytes)}",
         f"--nofile={pair(limits.open_files)}",
         f"--cpu={pair(limits.cpu_seconds)}",
@@ -659,7 +662,7 @@ def run_sandboxed(
                 ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _STAGE_ONE, "t2m-stage-one"]
                 + (cgroup.procs_files if cgroup else [])
                 + ["--binds", *binds, "--"]
-                + (["prlimit", *_rlimit_args(limits), "--"] if "limits" in protections else [])
+                + (["prlimit", *_rlimit_args(limits, fresh_uid=unprivileged), "--"] if "limits" in protections else [])
                 + (
                     [
                         "setpriv", f"--reuid={slot.uid}", f"--regid={slot.uid}", "--clear-groups",
@@ -671,7 +674,7 @@ def run_sandboxed(
                 + command
             )
         elif "limits" in protections:
-            command = ["prlimit", *_rlimit_args(limits), "--", *command]
+            command = ["prlimit", *_rlimit_args(limits, fresh_uid=False), "--", *command]
         started = time.monotonic()
         proc = subprocess.Popen(
             command,
