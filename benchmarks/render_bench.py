@@ -137,7 +137,9 @@ def markdown(result: dict, command: str) -> str:
         f"| ratio of medians (sandbox / unconfined) | {result['ratio']:.3f} |",
         f"| median of the per-pair ratios | {result['paired_ratio_median']:.3f} |",
         "",
-        f"The boundary costs {cost:+.1f} % of a render's wall time (target: under 10 %).",
+        f"The boundary costs {cost:+.1f} % of a render's wall time (target: under 10 %)."
+        + (" Below zero: the sandboxed render writes its media to a tmpfs, the unconfined one to disk; within the "
+           "noise of this machine either way." if cost < 0 else ""),
         "",
         f"Its fixed cost alone, with less noise: `python -I -c pass` started {result['startup']['runs']} times each way, "
         "interleaved (the same runner functions, two warm-ups first):",
