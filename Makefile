@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install test test-fast checkov clean bench-audit dev demo bench-pipeline bench-migration bench-latency
+.PHONY: install test test-fast checkov clean bench-audit dev demo bench-pipeline bench-migration bench-latency bench-render
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,9 @@ bench-pipeline: install
 # renders of the same code in the same run, with a per-stage breakdown and run-worker import times; writes BENCHMARKS.md.
 bench-latency: install
 	$(PY) benchmarks/latency_bench.py --write
+# One scene rendered inside the render sandbox against unconfined, interleaved in one run; writes BENCHMARKS.md.
+bench-render: install
+	$(PY) benchmarks/render_bench.py --renders 12 --write
 
 # Baseline tools (rclone, aws, s5cmd) in their own venv: awscli pins botocore.
 bench-migration: install

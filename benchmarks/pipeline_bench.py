@@ -145,12 +145,12 @@ def bench_scene_overhead(scenes: int) -> dict:
     from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
     from t2m_pipeline.defs.scenes.assets import SCENE_ASSETS
     from t2m_pipeline.defs.scenes.jobs import PIPELINE_JOBS
-    from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource
+    from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
     from t2m_pipeline.db.jobs import submit_job
     from t2m_pipeline.partition_keys import decode_scene_key
     from t2m_pipeline.pipeline.steps import Pipeline, load_outline
     from t2m_pipeline.render.codegen import TemplateCodeGenerator, scene_class_name
-    from t2m_pipeline.render.manim_runner import manim_command
+    from t2m_pipeline.render.entrypoint import manim_command
     from t2m_pipeline.storage import layout
     from t2m_pipeline.storage.bootstrap import bootstrap_bucket
     from t2m_pipeline.storage.bucket_settings import declared_buckets
@@ -164,7 +164,7 @@ def bench_scene_overhead(scenes: int) -> dict:
     rows = []
     try:
         database = PostgresResource(database_url=url)
-        resources = {"database": database, "storage": S3StorageResource(database=database), "code_generator": CodeGeneratorResource()}
+        resources = {"database": database, "storage": S3StorageResource(database=database), "code_generator": CodeGeneratorResource(), "render": RenderBackendResource()}
         defs = dg.Definitions(assets=SCENE_ASSETS, jobs=PIPELINE_JOBS, resources=resources)
         instance = dg.DagsterInstance.ephemeral()
         submit_job(engine, clerk_user_id="user_bench", email="b@example.com", topic="Benchmark of the pipeline",

@@ -228,12 +228,12 @@ def pipeline_rows(args, settings, db_url: str) -> list[str]:
     """Pipeline jobs end to end (sensors -> runs in process, real manim) under mixed S3 faults, and with the legacy
     mirror's Redis down."""
     from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
-    from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource
+    from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
     from t2m_pipeline_tests.faults.pipeline_scenarios import run_pipeline_fault_scenario, run_redis_outage_scenario
 
     rows: list[str] = []
     database = PostgresResource(database_url=db_url)
-    resources = {"database": database, "storage": S3StorageResource(database=database), "code_generator": CodeGeneratorResource()}
+    resources = {"database": database, "storage": S3StorageResource(database=database), "code_generator": CodeGeneratorResource(), "render": RenderBackendResource()}
     engine = make_engine(db_url)
     in_transaction(engine, lambda c: c.execute(sa_text("TRUNCATE users, jobs, job_queue, file_metadata CASCADE")))
     engine.dispose()

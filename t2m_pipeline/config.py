@@ -88,7 +88,13 @@ class Settings:
     llm_api_key: str | None = field(default=None, repr=False)
     legacy_redis_mirror: bool = False
     render_timeout_s: int = 300
-    render_sandbox: str = "auto"
+    render_sandbox: str = "bwrap"
+    render_backend: str = "local"
+    render_cluster: str | None = None
+    render_task_definition: str | None = None
+    render_container: str = "render"
+    render_subnets: tuple[str, ...] = ()
+    render_security_groups: tuple[str, ...] = ()
 
     @property
     def is_local_endpoint(self) -> bool:
@@ -114,9 +120,42 @@ def bucket_name(env: str, kind: str, region: str, account_id: str) -> str:
     return f"{env}-t2m-{kind}-{region}-{account_id}"
 
 
+RENDER_SANDBOXES = ("bwrap", "unconfined-local-only")
+RENDER_BACKENDS = ("local", "ecs")
+_AWS_IDS = re.compile(r"^[a-z]+-[0-9a-f]{8,17}(,[a-z]+-[0-9a-f]{8,17})*$")
+
+
 def render_sandbox_mode(env: Mapping[str, str] | None = None) -> str:
-    """`T2M_RENDER_SANDBOX`, read on its own: the renderer needs it where no other setting is required."""
-    return _choice(os.environ if env is None else env, "T2M_RENDER_SANDBOX", "auto", ("auto", "bwrap", "none"))
+    """`T2M_RENDER_SANDBOX`: `bwrap` (the sandbox, required) or, loudly, `unconfined-local-only`. Nothing degrades
+    to unconfined on its own: a missing sandbox fails the render."""
+    return _choice(os.environ if env is None else env, "T2M_RENDER_SANDBOX", "bwrap", RENDER_SANDBOXES)
+
+
+def _id_list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    value = _matching(env, name, None, _AWS_IDS, "comma-separated AWS ids such as subnet-0123abcd")
+    return tuple(value.split(",")) if value else ()
+
+
+def _render_ecs(env: Mapping[str, str]) -> dict:
+    """The ECS render backend's settings: required together when T2M_RENDER_BACKEND=ecs."""
+    values = {
+        "render_backend": _choice(env, "T2M_RENDER_BACKEND", "local", RENDER_BACKENDS),
+        "render_cluster": env.get("T2M_RENDER_CLUSTER", "").strip() or None,
+        "render_task_definition": env.get("T2M_RENDER_TASK_DEFINITION", "").strip() or None,
+        "render_container": env.get("T2M_RENDER_CONTAINER", "").strip() or "render",
+        "render_subnets": _id_list(env, "T2M_RENDER_SUBNETS"),
+        "render_security_groups": _id_list(env, "T2M_RENDER_SECURITY_GROUPS"),
+    }
+    required = {
+        "T2M_RENDER_CLUSTER": "render_cluster",
+        "T2M_RENDER_TASK_DEFINITION": "render_task_definition",
+        "T2M_RENDER_SUBNETS": "render_subnets",
+        "T2M_RENDER_SECURITY_GROUPS": "render_security_groups",
+    }
+    missing = [name for name, key in required.items() if not values[key]]
+    if values["render_backend"] == "ecs" and missing:
+        raise ConfigError(f"T2M_RENDER_BACKEND=ecs needs {', '.join(missing)}: expected the render cluster, task definition, subnets and security groups")
+    return values
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -155,6 +194,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         legacy_redis_mirror=_flag(env, "T2M_LEGACY_REDIS_MIRROR"),
         render_timeout_s=_positive_int(env, "T2M_RENDER_TIMEOUT_S", 300, 86400),
         render_sandbox=render_sandbox_mode(env),
+        **_render_ecs(env),
     )
     if generator == "openai" and not (settings.llm_base_url and settings.llm_model):
         raise ConfigError("T2M_CODE_GENERATOR=openai needs T2M_LLM_BASE_URL and T2M_LLM_MODEL: expected a URL and a model name")

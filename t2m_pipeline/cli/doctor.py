@@ -37,6 +37,8 @@ def run_checks(settings: Settings) -> list[dict]:
         except StorageError as exc:
             results.append({"check": f"bucket {spec.kind}", "ok": False, "detail": str(exc)})
 
+    results.append(render_check(settings))
+
     if settings.redis_url:
         import redis
 
@@ -48,8 +50,50 @@ def run_checks(settings: Settings) -> list[dict]:
     return results
 
 
+def render_check(settings: Settings) -> dict:
+    """Where generated code renders, and whether that boundary holds (a probe that must be refused)."""
+    if settings.render_backend == "ecs":
+        return {"check": "render backend", **ecs_task_check(settings)}
+    if settings.render_sandbox == "unconfined-local-only":
+        return {"check": "render backend", "ok": False,
+                "detail": "UNCONFINED (T2M_RENDER_SANDBOX=unconfined-local-only): generated code runs with this worker's privileges"}
+    from t2m_pipeline.render.probe import probe_sandbox
+
+    probe = probe_sandbox()
+    return {"check": "render backend", "ok": probe.ok, "detail": f"local sandbox: {probe.detail}"}
+
+
+def ecs_task_check(settings: Settings) -> dict:
+    """The render task definition as the ECS backend needs it: non-root, read-only root, no secrets, its own role."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        described = boto3.client("ecs", region_name=settings.region).describe_task_definition(taskDefinition=settings.render_task_definition)
+    except (BotoCoreError, ClientError) as exc:
+        return {"ok": False, "detail": f"ECS task definition {settings.render_task_definition}: {str(exc).splitlines()[0][:200]}"}
+    definition = described["taskDefinition"]
+    containers = {c["name"]: c for c in definition.get("containerDefinitions", [])}
+    container = containers.get(settings.render_container)
+    problems = []
+    if container is None:
+        problems.append(f"no container {settings.render_container}")
+    else:
+        if container.get("user") in (None, "", "0", "root"):
+            problems.append("runs as root")
+        if not container.get("readonlyRootFilesystem"):
+            problems.append("root filesystem writable")
+        if container.get("secrets"):
+            problems.append("secrets injected")
+    if not definition.get("taskRoleArn"):
+        problems.append("no task role of its own")
+    detail = f"ECS task definition {definition.get('family')}:{definition.get('revision')} in {settings.render_cluster}"
+    return {"ok": not problems, "detail": detail + (": " + ", ".join(problems) if problems else ": non-root, read-only root, no secrets")}
+
+
 def doctor(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Check the database (reachable, migrated), each bucket (exists, settings as declared) and Redis when configured."""
+    """Check the database (reachable, migrated), each bucket (exists, settings as declared), the render backend (a
+    probe that must be refused) and Redis when configured."""
     results = run_checks(load_settings())
     if json_output:
         emit_json(results)

@@ -44,6 +44,12 @@ def _summary(job_id: str) -> dict:
     return summary
 
 
+def one_line(value: object, limit: int = 300) -> str:
+    """Text from a row other systems may write, shown on one line and bounded."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def newest_objects(objects: list[dict]) -> list[dict]:
     """One entry per (bucket, key): the newest recorded version (rows come oldest first per key)."""
     latest: dict[tuple[str, str], dict] = {}
@@ -95,12 +101,15 @@ def show(
     print(f"created {summary['created_at']}  started {summary['started_at'] or '-'}  completed {summary['completed_at'] or '-'}")
     if summary["error_info"]:
         error = summary["error_info"]
-        print(f"error in {error.get('stage')} (scene {error.get('scene')}): {error.get('message')}")
-        if error.get("log_key"):
-            print(f"log: {error['log_key']}")
-    metrics = summary["metrics"] or {}
-    if metrics.get("stage_seconds"):
-        print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in metrics["stage_seconds"].items()))
+        if not isinstance(error, dict) or "unreadable" in error:
+            print(f"error: {one_line(error.get('unreadable') if isinstance(error, dict) else error)}")
+        else:
+            print(f"error in {error.get('stage')} (scene {error.get('scene')}): {one_line(error.get('message'))}")
+            if error.get("log_key"):
+                print(f"log: {one_line(error['log_key'])}")
+    metrics = summary["metrics"] if isinstance(summary["metrics"], dict) and "unreadable" not in summary["metrics"] else {}
+    if isinstance(metrics.get("stage_seconds"), dict):
+        print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in metrics["stage_seconds"].items() if isinstance(v, (int, float))))
     if metrics.get("bytes_written") is not None:
         print(f"bytes written: {metrics['bytes_written']}")
     objects = newest_objects(summary["objects"])
@@ -125,6 +134,11 @@ def urls(
         requester = conn.execute(select(User.id).where(User.clerk_user_id == user)).scalar_one_or_none()
     if requester is None or str(requester) != summary["user_id"]:
         raise NotOwnerError(f"user {user} does not own job {job_id}: no URL issued")
+    if not summary["objects"]:
+        error = summary["error_info"] if isinstance(summary["error_info"], dict) else {}
+        why = f": {one_line(error.get('message') or error.get('unreadable'))}" if error else ""
+        print(f"job {summary['id']} has no objects yet (status {summary['status']}{why})")
+        return
     storage = S3Storage(settings, engine)
     results = [
         {

@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.models import PRIORITIES, FileMetadata, Job, JobQueue, User
+from t2m_pipeline.render.outline import MAX_CONFIGURATION_BYTES, JobSpecError, decode_bounded_json
 
 QUALITIES = ("low", "medium", "high", "ultra")
 
@@ -61,37 +62,49 @@ def submit_job(
     return in_transaction(engine, work)
 
 
+SUMMARY_SQL = text(
+    """
+    SELECT CAST(j.id AS text) AS id, CAST(j.user_id AS text) AS user_id, u.clerk_user_id, j.status, j.priority,
+           left(j.topic, 500) AS topic, CAST(j.progress_percentage AS float) AS progress_percentage, j.current_stage,
+           left(CAST(j.created_at AS text), 40) AS created_at, left(CAST(j.started_at AS text), 40) AS started_at,
+           left(CAST(j.completed_at AS text), 40) AS completed_at,
+           octet_length(CAST(j.error_info AS text)) AS error_info_bytes,
+           CASE WHEN octet_length(CAST(j.error_info AS text)) <= :max_json THEN CAST(j.error_info AS text) END AS error_info,
+           octet_length(CAST(j.metrics AS text)) AS metrics_bytes,
+           CASE WHEN octet_length(CAST(j.metrics AS text)) <= :max_json THEN CAST(j.metrics AS text) END AS metrics
+    FROM jobs j JOIN users u ON u.id = j.user_id
+    WHERE j.id = :job_id
+    """
+)
+
+
+def _bounded(raw: str | None, what: str, size: int | None) -> Any:
+    """A JSON column written by us or by others: decoded within limits, else one line saying why not."""
+    try:
+        return decode_bounded_json(raw, what, size)
+    except JobSpecError as exc:
+        return {"unreadable": str(exc)}
+
+
 def job_summary(engine: Engine, job_id: uuid.UUID | str) -> dict | None:
-    """Status, progress, stage, times and objects of one job, as plain JSON-able values."""
+    """Status, progress, stage, times and objects of one job, as plain JSON-able values.
+
+    Read so that no row content can break it (jobs are written by other systems too): times and JSON arrive as
+    text, JSON is decoded within limits, and nothing else of the row (its configuration) is read at all."""
     job_id = uuid.UUID(str(job_id))
+    with engine.connect() as conn:
+        row = conn.execute(SUMMARY_SQL, {"job_id": job_id, "max_json": MAX_CONFIGURATION_BYTES}).mappings().one_or_none()
+    if row is None:
+        return None
     with Session(engine) as session:
-        job = session.execute(
-            select(Job, User.clerk_user_id).join(User, User.id == Job.user_id).where(Job.id == job_id)
-        ).one_or_none()
-        if job is None:
-            return None
         files = session.scalars(
             select(FileMetadata).where(FileMetadata.job_id == job_id).order_by(FileMetadata.s3_key, FileMetadata.created_at)
         ).all()
-    j: Job = job[0]
-
-    def iso(value):
-        return value.isoformat() if value else None
-
     return {
-        "id": str(j.id),
-        "user_id": str(j.user_id),
-        "clerk_user_id": job[1],
-        "status": j.status,
-        "priority": j.priority,
-        "topic": j.topic,
-        "progress_percentage": float(j.progress_percentage),
-        "current_stage": j.current_stage,
-        "created_at": iso(j.created_at),
-        "started_at": iso(j.started_at),
-        "completed_at": iso(j.completed_at),
-        "error_info": j.error_info,
-        "metrics": j.metrics,
+        **{k: row[k] for k in ("id", "user_id", "clerk_user_id", "status", "priority", "topic", "current_stage", "created_at", "started_at", "completed_at")},
+        "progress_percentage": row["progress_percentage"],
+        "error_info": _bounded(row["error_info"], "error_info", row["error_info_bytes"]),
+        "metrics": _bounded(row["metrics"], "metrics", row["metrics_bytes"]),
         "objects": [
             {
                 "bucket": f.s3_bucket,

@@ -4,6 +4,11 @@ Jobs are written by other systems with plain SQL. The query takes the highest pr
 and time, through the partial index `ix_job_queue_dispatch` (the ORDER BY repeats its expression exactly), and a
 bounded number per call. Claiming a job moves it `queued -> processing` in the same transaction as its neighbours,
 each inside a savepoint: one bad row is rejected (marked failed with the reason) or skipped, never fatal.
+
+The batch query returns ids only. Each row is then read inside its own savepoint with nothing left for the driver
+to decode that a hostile row could break (a 3,000-deep JSON, a 5,000-digit number, a `queued_at` of 'infinity'
+raise while fetching, before any of our code runs): configuration and texts come as bounded text, times only when
+finite, and `decode_configuration` applies the limits.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.job_state import IllegalTransitionError, JobNotFoundError
 from t2m_pipeline.partition_keys import PartitionKeyError, encode_job_key
 from t2m_pipeline.pipeline import status
-from t2m_pipeline.render.outline import JobSpecError, job_spec_from_row
+from t2m_pipeline.render.outline import MAX_CONFIGURATION_BYTES, JobSpecError, decode_configuration, job_spec_from_row
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +40,7 @@ DISPATCH_ORDER = (
 )
 QUEUED_JOBS_SQL = text(
     f"""
-    SELECT j.id AS job_id, j.user_id, j.topic, j.description, j.configuration, q.queued_at
+    SELECT q.job_id
     FROM job_queue q JOIN jobs j ON j.id = q.job_id
     WHERE q.status = 'queued' AND j.status = 'queued' AND NOT j.is_deleted
       AND j.job_type IN ('video_generation', 'batch_video_generation')
@@ -45,6 +50,20 @@ QUEUED_JOBS_SQL = text(
     """
 )
 MAX_REMEMBERED_SKIPS = 1000
+MAX_TEXT_CHARS = 10_000  # topic and description are cut here in SQL; the spec's own limits are far below
+JOB_ROW_SQL = text(
+    """
+    SELECT CAST(j.user_id AS text) AS user_id,
+           left(j.topic, :max_text) AS topic, left(j.description, :max_text) AS description,
+           octet_length(CAST(j.configuration AS text)) AS configuration_bytes,
+           CASE WHEN octet_length(CAST(j.configuration AS text)) <= :max_config THEN CAST(j.configuration AS text) END
+               AS configuration_json,
+           CASE WHEN q.queued_at BETWEEN '0001-01-02' AND '9999-12-30' THEN q.queued_at END AS queued_at,
+           left(CAST(q.queued_at AS text), 40) AS queued_at_text
+    FROM job_queue q JOIN jobs j ON j.id = q.job_id
+    WHERE q.job_id = :job_id
+    """
+)
 
 
 @dataclass(frozen=True)
@@ -73,10 +92,30 @@ class Claimed:
     skipped: list[tuple[uuid.UUID, str]]
 
 
-def find_queued_jobs(conn: Connection, limit: int = DEFAULT_BATCH, exclude: Iterable[uuid.UUID | str] = ()) -> list[QueuedJob]:
-    """Up to `limit` queued jobs in dispatch order (other job types, deleted jobs and `exclude` passed over)."""
+def find_queued_ids(conn: Connection, limit: int = DEFAULT_BATCH, exclude: Iterable[uuid.UUID | str] = ()) -> list[uuid.UUID]:
+    """Up to `limit` queued job ids in dispatch order (other job types, deleted jobs and `exclude` passed over)."""
     params = {"limit": limit, "exclude": [str(job_id) for job_id in exclude]}
-    return [QueuedJob(**row) for row in conn.execute(QUEUED_JOBS_SQL, params).mappings()]
+    return list(conn.execute(QUEUED_JOBS_SQL, params).scalars())
+
+
+def read_queued_job(conn: Connection, job_id: uuid.UUID) -> QueuedJob | None:
+    """One queued row, decoded and validated; JobSpecError or PartitionKeyError (one line) when it cannot be run."""
+    row = conn.execute(
+        JOB_ROW_SQL, {"job_id": job_id, "max_text": MAX_TEXT_CHARS, "max_config": MAX_CONFIGURATION_BYTES}
+    ).mappings().one_or_none()
+    if row is None:
+        return None
+    if row["queued_at"] is None:
+        raise JobSpecError(f"job_queue.queued_at is {row['queued_at_text']!r}: expected a finite time in years 1 to 9999")
+    configuration = decode_configuration(row["configuration_json"], row["configuration_bytes"])
+    job = QueuedJob(job_id, uuid.UUID(row["user_id"]), row["topic"], row["description"], configuration, row["queued_at"])
+    job_spec_from_row(job.topic, job.description, job.configuration)
+    job.partition_key  # noqa: B018 - validates both ids through the codec
+    return job
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 
 def claim_queued_jobs(engine: Engine, limit: int = DEFAULT_BATCH, exclude: Iterable[uuid.UUID | str] = ()) -> Claimed:
@@ -88,24 +127,24 @@ def claim_queued_jobs(engine: Engine, limit: int = DEFAULT_BATCH, exclude: Itera
 
     def work(conn: Connection) -> Claimed:
         launched, rejected, skipped = [], [], []
-        for job in find_queued_jobs(conn, limit, exclude):
+        for job_id in find_queued_ids(conn, limit, exclude):
             savepoint = conn.begin_nested()
             try:
                 try:
-                    job_spec_from_row(job.topic, job.description, job.configuration)
-                    job.partition_key  # noqa: B018 - validates both ids through the codec
+                    job = read_queued_job(conn, job_id)
                 except (JobSpecError, PartitionKeyError) as exc:
-                    status.reject(conn, job.job_id, f"job row rejected: {exc}")
-                    rejected.append((job.job_id, str(exc)))
+                    status.reject(conn, job_id, f"job row rejected: {_one_line(exc)}")
+                    rejected.append((job_id, _one_line(exc)))
                 else:
-                    status.launch(conn, job.job_id)
-                    launched.append(job)
+                    if job is not None:
+                        status.launch(conn, job.job_id)
+                        launched.append(job)
                 savepoint.commit()
-            except (IllegalTransitionError, JobNotFoundError, SQLAlchemyError) as exc:
+            except (IllegalTransitionError, JobNotFoundError, SQLAlchemyError, ValueError, TypeError, RecursionError) as exc:
                 savepoint.rollback()
-                reason = str(exc).splitlines()[0][:300]
-                skipped.append((job.job_id, reason))
-                log.warning("job %s skipped: %s", job.job_id, reason)
+                reason = _one_line(exc)
+                skipped.append((job_id, reason))
+                log.warning("job %s skipped: %s", job_id, reason)
         return Claimed(launched, rejected, skipped)
 
     return in_transaction(engine, work)

@@ -27,7 +27,7 @@ from t2m_pipeline.render.codegen import (
     check_scene_code,
     scene_class_name,
 )
-from t2m_pipeline.render.manim_runner import RenderError, render_scene
+from t2m_pipeline.render.backends import RenderBackend, RenderError, RenderRequest, SandboxUnavailableError
 from t2m_pipeline.render.media import MediaError, Thumbnail, VideoInfo, concat_videos, extract_thumbnail, probe_video
 from t2m_pipeline.render.outline import JobSpecError, SceneOutline, job_spec_from_row, plan_outline
 from t2m_pipeline.storage import layout
@@ -158,10 +158,15 @@ class RenderedVideo:
     info: VideoInfo
     render_seconds: float
     quality: str
+    backend: str = ""
+    usage: str = ""
 
 
-def render_video(p: Pipeline, key: SceneKey, *, quality: str | None = None, timeout_s: float | None = None) -> RenderedVideo:
-    """Render the scene's stored code with manim; the video goes to its layout key, a failure's log to S3."""
+def render_video(
+    p: Pipeline, key: SceneKey, backend: RenderBackend, context, *, quality: str | None = None, timeout_s: float | None = None
+) -> RenderedVideo:
+    """Render the scene's stored code through the render backend (never in this process); the checked video goes
+    to its layout key, a failure's log (the worker's header, then the render's own output, capped) to S3."""
     code_key = layout.scene_code_key(key.user_id, key.job_id, key.scene_number)
     code = p.storage.get_bytes(p.bucket("code"), code_key).decode("utf-8", "replace")
     class_name = scene_class_name(key.scene_number)
@@ -171,25 +176,29 @@ def render_video(p: Pipeline, key: SceneKey, *, quality: str | None = None, time
         log_key = store_log(p, key, "render", f"stored code at {code_key} fails the check: {exc}\n")
         raise StepFailed("rendering", f"stored code rejected: {exc}", scene=key.scene_number, log_key=log_key) from exc
     quality = quality or load_outline(p, key.job).quality
+    request = RenderRequest(code, class_name, quality, float(timeout_s or p.settings.render_timeout_s), label=key.encode())
+    header = f"scene: {key.encode()}\ncode: s3://{p.bucket('code')}/{code_key}\nquality: {quality}\n"
     try:
-        with render_scene(code, class_name, quality=quality, timeout_s=timeout_s or p.settings.render_timeout_s) as result:
-            info = probe_video(result.video_path)
+        with backend.render(context, request) as output:
+            output.raise_for_failure()
             owner = ObjectOwner(
                 key.user_id, FILE_TYPES["video"], job_id=key.job_id, scene_number=key.scene_number,
-                extra={"duration_s": info.duration_s, "resolution": info.resolution, "quality": quality},
+                extra={"duration_s": output.info.duration_s, "resolution": output.info.resolution, "quality": quality, "render_backend": output.backend},
             )
             stored = p.storage.put_file(
                 p.bucket("videos"),
                 layout.scene_video_key(key.user_id, key.job_id, key.scene_number),
-                result.video_path,
+                output.video,
                 owner=owner,
                 content_type="video/mp4",
             )
-            return RenderedVideo(stored, info, result.seconds, quality)
-    except (RenderError, MediaError) as exc:
-        log = getattr(exc, "log", "") or ""
-        header = f"{exc}\nscene: {key.encode()}\ncode: s3://{p.bucket('code')}/{code_key}\nquality: {quality}\n\n"
-        log_key = store_log(p, key, "render", header + log)
+            usage = output.usage.describe() if output.usage else ""
+            return RenderedVideo(stored, output.info, output.seconds, quality, output.backend, usage)
+    except RenderError as exc:
+        log_key = store_log(p, key, "render", f"{exc}\n{header}{exc.log}")
+        raise StepFailed("rendering", str(exc), scene=key.scene_number, log_key=log_key) from exc
+    except SandboxUnavailableError as exc:
+        log_key = store_log(p, key, "render", f"{exc}\n{header}")
         raise StepFailed("rendering", str(exc), scene=key.scene_number, log_key=log_key) from exc
 
 

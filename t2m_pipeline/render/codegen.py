@@ -1,8 +1,8 @@
 """Code generators: a scene plan in, manim source out. Pluggable: `template` (offline) or `openai` (any
 OpenAI-compatible chat endpoint). Whatever produced it, the source is checked before it is rendered.
 
-Generated code is untrusted: the runner renders it without credentials. The template generator never splices
-job text into code except as `repr()` string literals, so a hostile topic cannot become code.
+Generated code is untrusted: it is only ever rendered inside the render boundary (render.backends). The template
+generator never splices job text into code except as `repr()` string literals, so a hostile topic cannot become code.
 """
 
 from __future__ import annotations
@@ -10,12 +10,8 @@ from __future__ import annotations
 import ast
 import json
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Protocol
-
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from t2m_pipeline.config import Settings
 from t2m_pipeline.render.outline import SceneOutline, ScenePlan
@@ -166,21 +162,43 @@ def extract_code(content: str) -> str:
     return (match.group(1) if match else content).strip() + "\n"
 
 
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, CodeGenerationError) and exc.transient
+NO_KEY = "no-key"  # what the SDK sends when T2M_LLM_API_KEY is unset (it refuses to send nothing)
 
 
 class OpenAICompatibleCodeGenerator:
-    """POSTs the scene plan to `{base_url}/chat/completions`; retries 429/5xx and connection errors with backoff."""
+    """Chat completions through the `openai` SDK at `base_url`, with explicit timeouts and the SDK's retries
+    (429, 5xx, connection errors; exponential backoff, Retry-After honoured).
+
+    Redirects are refused, not followed: the SDK's default client follows them, to any origin, and takes that
+    origin's answer as scene code (t2m_pipeline_tests/render/test_codegen.py shows both). `http_client` exists for
+    that control only.
+    """
 
     name = "openai"
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, timeout_s: float = 120.0, max_attempts: int = 3):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 120.0,
+        connect_timeout_s: float = 10.0,
+        max_attempts: int = 3,
+        http_client=None,
+    ):
+        import openai
+
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
-        self._api_key = api_key
-        self.timeout_s = timeout_s
-        self.max_attempts = max_attempts
+        timeout = openai.Timeout(timeout_s, connect=connect_timeout_s)
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or NO_KEY,
+            timeout=timeout,
+            max_retries=max(0, max_attempts - 1),
+            http_client=http_client or openai.DefaultHttpxClient(follow_redirects=False, timeout=timeout),
+        )
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAICompatibleCodeGenerator(url={self.url!r}, model={self.model!r})"
@@ -203,40 +221,33 @@ class OpenAICompatibleCodeGenerator:
             {"role": "user", "content": "Write the scene described by this JSON:\n" + json.dumps(brief, ensure_ascii=False)},
         ]
 
-    def _post(self, payload: dict) -> dict:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        request = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            transient = exc.code == 429 or exc.code >= 500
-            raise CodeGenerationError(f"code endpoint {self.url} answered HTTP {exc.code}", transient=transient) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise CodeGenerationError(f"code endpoint {self.url} unreachable: {reason}", transient=True) from None
-        try:
-            return json.loads(body)
-        except ValueError:
-            raise CodeGenerationError(f"code endpoint {self.url} answered with something that is not JSON") from None
+    def _complete(self, messages: list[dict]) -> str:
+        import openai
+        from openai.types.chat import ChatCompletion
 
-    def generate(self, outline: SceneOutline, scene: ScenePlan) -> GeneratedCode:
-        payload = {"model": self.model, "messages": self.messages(outline, scene), "temperature": 0.2}
-        post = retry(
-            retry=retry_if_exception(_is_transient),
-            wait=wait_exponential_jitter(initial=0.5, max=10),
-            stop=stop_after_attempt(self.max_attempts),
-            reraise=True,
-        )(self._post)
-        answer = post(payload)
         try:
-            content = answer["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise CodeGenerationError(f"code endpoint {self.url} answered without choices[0].message.content") from None
+            answer = self._client.chat.completions.create(model=self.model, messages=messages, temperature=0.2)
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            if 300 <= status < 400:
+                raise CodeGenerationError(f"code endpoint {self.url} answered HTTP {status}: redirects are refused") from None
+            transient = status in (408, 409, 429) or status >= 500
+            raise CodeGenerationError(f"code endpoint {self.url} answered HTTP {status}", transient=transient) from None
+        except openai.APIConnectionError as exc:  # timeouts included
+            raise CodeGenerationError(f"code endpoint {self.url} unreachable: {type(exc).__name__}", transient=True) from None
+        except (openai.APIError, ValueError) as exc:
+            raise CodeGenerationError(f"code endpoint {self.url} answered with something that is not a chat completion ({type(exc).__name__})") from None
+        if not isinstance(answer, ChatCompletion):
+            raise CodeGenerationError(f"code endpoint {self.url} answered with something that is not a chat completion")
+        if not answer.choices:
+            raise CodeGenerationError(f"code endpoint {self.url} answered without choices[0].message.content")
+        content = answer.choices[0].message.content
         if not isinstance(content, str):
             raise CodeGenerationError(f"code endpoint {self.url} answered with non-text content")
+        return content
+
+    def generate(self, outline: SceneOutline, scene: ScenePlan) -> GeneratedCode:
+        content = self._complete(self.messages(outline, scene))
         class_name = scene_class_name(scene.number)
         return GeneratedCode(check_scene_code(extract_code(content), class_name), class_name, self.name)
 

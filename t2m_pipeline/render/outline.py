@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import textwrap
 import unicodedata
@@ -29,8 +30,76 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
+MAX_CONFIGURATION_BYTES = 64 * 1024  # a job's configuration JSON, as PostgreSQL prints it
+MAX_JSON_DEPTH = 32
+MAX_INT_DIGITS = 18
+
+
 class JobSpecError(ValueError):
     """A job row's content cannot be planned; the message names the field and what was expected."""
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects, counted without parsing (brackets inside strings ignored)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def decode_bounded_json(raw: str | None, what: str = "configuration", size: int | None = None) -> Any:
+    """JSON a row holds (fetched as text, never decoded by the driver) into Python values, bounded: at most
+    MAX_CONFIGURATION_BYTES, MAX_JSON_DEPTH levels, MAX_INT_DIGITS-digit integers, finite numbers. JobSpecError
+    (one line naming `what`) otherwise: the row is rejected, nothing else is affected."""
+
+    def bounded_int(token: str) -> int:
+        if len(token.lstrip("-")) > MAX_INT_DIGITS:
+            raise JobSpecError(f"{what} holds a {len(token.lstrip('-'))}-digit number: expected at most {MAX_INT_DIGITS} digits")
+        return int(token)
+
+    def finite_float(token: str) -> float:
+        value = float(token)
+        if not math.isfinite(value):
+            raise JobSpecError(f"{what} holds the number {token[:40]}, which is not finite")
+        return value
+
+    def no_constant(token: str):
+        raise JobSpecError(f"{what} holds {token}: expected finite numbers only")
+
+    if size is not None and size > MAX_CONFIGURATION_BYTES:
+        raise JobSpecError(f"{what} is {size} bytes: expected at most {MAX_CONFIGURATION_BYTES}")
+    if raw is None:
+        return None
+    if len(raw.encode("utf-8", "surrogatepass")) > MAX_CONFIGURATION_BYTES:
+        raise JobSpecError(f"{what} is over {MAX_CONFIGURATION_BYTES} bytes")
+    depth = _json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise JobSpecError(f"{what} is nested {depth} levels deep: expected at most {MAX_JSON_DEPTH}")
+    try:
+        return json.loads(raw, parse_int=bounded_int, parse_float=finite_float, parse_constant=no_constant)
+    except JobSpecError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise JobSpecError(f"{what} is not valid JSON: {str(exc)[:120]}") from None
+
+
+def decode_configuration(raw: str | None, size: int | None = None) -> Any:
+    """A job's `configuration`, bounded (decode_bounded_json)."""
+    return decode_bounded_json(raw, "configuration", size)
 
 
 def clean_text(value: str, limit: int) -> str:

@@ -503,6 +503,62 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise map_error(exc, bucket, key) from exc
 
+    # -- scratch (the temp bucket): staging for renders, no file_metadata rows -------------------------------------
+
+    def _scratch_bucket(self, bucket: str, key: str) -> None:
+        if bucket != self.settings.bucket("temp") or not key.startswith("temp/"):
+            raise StorageError(f"scratch operations are for temp/ keys of the temp bucket only, not s3://{bucket}/{key}", bucket, key)
+
+    def put_scratch(self, bucket: str, key: str, data: bytes) -> None:
+        """Scratch the temp bucket's lifecycle expires: no row (nothing a user owns), encrypted like every write."""
+        self._scratch_bucket(bucket, key)
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, **self._encryption_args())
+        except (ClientError, BotoCoreError) as exc:
+            raise map_error(exc, bucket, key) from exc
+
+    def presigned_put(self, bucket: str, key: str, *, expires: int) -> str:
+        """A short-lived PUT for exactly one scratch key (what an untrusted task may write, and nothing else)."""
+        self._scratch_bucket(bucket, key)
+        if not 1 <= expires <= DEFAULT_URL_SECONDS:
+            raise ValueError(f"presigned PUT lifetime {expires}s: expected 1 to {DEFAULT_URL_SECONDS}")
+        return self.client.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
+
+    def download_capped(self, bucket: str, key: str, path: str | Path, *, max_bytes: int, tail: bool = False) -> int | None:
+        """Scratch written by an untrusted task, into `path`: None when absent; over `max_bytes` refused (StorageError),
+        or with `tail` only its last `max_bytes` bytes. Returns the bytes written."""
+        self._scratch_bucket(bucket, key)
+        try:
+            size = self.client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise map_error(exc, bucket, key) from exc
+        args: dict[str, Any] = {}
+        if size > max_bytes:
+            if not tail:
+                raise StorageError(f"s3://{bucket}/{key} is {size} bytes, over the limit of {max_bytes}", bucket, key)
+            args["Range"] = f"bytes={size - max_bytes}-"
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key, **args)["Body"]
+            written = 0
+            with open(path, "xb") as out:
+                while written <= max_bytes and (chunk := body.read(MIB)):
+                    out.write(chunk)
+                    written += len(chunk)
+        except (ClientError, BotoCoreError) as exc:
+            raise map_error(exc, bucket, key) from exc
+        if written > max_bytes:
+            raise StorageError(f"s3://{bucket}/{key} grew past the limit of {max_bytes} while read", bucket, key)
+        return written
+
+    def delete_scratch(self, bucket: str, key: str) -> None:
+        self._scratch_bucket(bucket, key)
+        try:
+            self.client.delete_object(Bucket=bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise map_error(exc, bucket, key) from exc
+
     # -- presigned URLs ------------------------------------------------------------------------------------------
 
     def presigned_get(self, bucket: str, key: str, *, expires: int, version_id: str | None = None) -> str:

@@ -91,3 +91,34 @@ def test_urls_only_for_the_owner_and_they_fetch_the_objects(env, engine, storage
 
     shown = t2m("jobs", "show", job_id, env=env)
     assert shown.returncode == 0 and "scene_001" in shown.stdout
+
+
+def test_show_and_urls_on_rows_the_driver_cannot_decode_print_one_line(env, make_user, engine):
+    """A job the new_jobs sensor rejected (3,000-deep configuration, queued_at 'infinity'), and one whose error_info
+    another system wrote 3,000 levels deep: `show` and `urls` print their lines, never a traceback."""
+    user_id, clerk = make_user()
+    deep = "[" * 3000 + "]" * 3000
+    with engine.begin() as conn:
+        rejected = conn.execute(
+            text("INSERT INTO jobs (user_id, topic, status, configuration, error_info) VALUES (:u, 'Deep', 'failed', "
+                 "CAST(:c AS jsonb), CAST(:e AS jsonb)) RETURNING id"),
+            {"u": user_id, "c": '{"a": ' + deep + "}", "e": json.dumps({"stage": "planning", "scene": None, "message": "job row rejected: configuration is nested 3001 levels deep: expected at most 32", "log_key": None, "failed_scenes": []})},
+        ).scalar_one()
+        conn.execute(text("INSERT INTO job_queue (job_id, status, queued_at) VALUES (:j, 'failed', 'infinity')"), {"j": rejected})
+        garbled = conn.execute(
+            text("INSERT INTO jobs (user_id, topic, status, error_info, metrics) VALUES (:u, 'Garbled', 'failed', CAST(:e AS jsonb), CAST(:e AS jsonb)) RETURNING id"),
+            {"u": user_id, "e": '{"message": ' + deep + "}"},
+        ).scalar_one()
+    shown = t2m("jobs", "show", str(rejected), env=env)
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr + shown.stdout, shown.stderr
+    assert [line for line in shown.stdout.splitlines() if line.startswith("error in planning")] == [
+        "error in planning (scene None): job row rejected: configuration is nested 3001 levels deep: expected at most 32"
+    ]
+    urls = t2m("urls", str(rejected), "--user", clerk, env=env)
+    assert urls.returncode == 0 and urls.stderr == ""
+    assert urls.stdout.splitlines() == [f"job {rejected} has no objects yet (status failed: job row rejected: configuration is nested 3001 levels deep: expected at most 32)"]
+    garbled_shown = t2m("jobs", "show", str(garbled), env=env)
+    assert garbled_shown.returncode == 0 and "Traceback" not in garbled_shown.stderr, garbled_shown.stderr
+    assert "error: error_info is nested 3001 levels deep: expected at most 32" in garbled_shown.stdout.splitlines()
+    as_json = json.loads(t2m("jobs", "show", str(garbled), "--json", env=env).stdout)
+    assert as_json["error_info"] == {"unreadable": "error_info is nested 3001 levels deep: expected at most 32"}

@@ -57,7 +57,7 @@ from t2m_pipeline.db.migrate import upgrade
 from t2m_pipeline.defs.jobs.sensors import combine_ready_jobs, new_jobs, scene_runs
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes.partitions import COMBINED_VIDEO, RENDERED_VIDEO, SCENE_CODE, SCENE_OUTLINE, THUMBNAIL
-from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource
+from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
 from t2m_pipeline.storage.s3 import make_s3_client
 from t2m_pipeline_tests.defs.scenes.support import (
     apply_partition_requests,
@@ -349,7 +349,7 @@ def run_restart_during_runs(
     job_partition = f"{user_id}/{job_id}"
     env = _migration_env(settings, database_url)
     database = PostgresResource(database_url=database_url)
-    resources = {"database": database, "storage": S3StorageResource(database=database), "code_generator": CodeGeneratorResource()}
+    resources = {"database": database, "storage": S3StorageResource(database=database), "code_generator": CodeGeneratorResource(), "render": RenderBackendResource()}
 
     pipeline_done, migration_done = threading.Event(), threading.Event()
     coordinator_errors: list[str] = []

@@ -23,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import sys
 import time
 import uuid
@@ -372,15 +374,18 @@ def run_worker_kill_scenario(
         raise ValueError(f"write_back {write_back!r}: expected one of {'|'.join(WRITE_BACK_MODES)}")
     started = time.monotonic()
     report = WorkerKillReport(write_back=write_back)
-    home, tmp = workdir / "dagster_home", workdir / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
+    home = workdir / "dagster_home"
+    # render slots land here, so what a killed worker leaves behind can be counted; outside pytest's 0700 tree,
+    # where the renders' unprivileged uids can reach their slots (the sandbox refuses a work root they cannot)
+    tmp = Path(tempfile.mkdtemp(prefix="t2m-kill-renders-", dir="/var/tmp"))
+    os.chmod(tmp, 0o755)
     write_instance_config(home)
     daemon_env = {
         **os.environ,
         **env,
         "T2M_DATABASE_URL": metadata_url,
         "T2M_DAGSTER_PG_URL": dagster_url,
-        "TMPDIR": str(tmp),  # render directories land here, so what a killed worker leaves behind can be counted
+        "TMPDIR": str(tmp),
         "DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS": str(RETRY_DAEMON_INTERVAL_S),
     }
     report.daemon_log = str(workdir / "daemon.log")
@@ -461,8 +466,29 @@ def run_worker_kill_scenario(
         job.file_types = sorted(r["file_type"] for r in rows)
         job.object_problems = _check_objects(settings, rows)
     report.leftover_render_dirs = len(list(tmp.glob("t2m-render-*")))
+    remove_render_slots(tmp)
     report.seconds = round(time.monotonic() - started, 1)
     return report
+
+
+def remove_render_slots(root: Path) -> None:
+    """A killed worker leaves its render slot, its tmpfs still mounted (nothing runs in it: the sandbox died with
+    the worker): unmount and remove them, then the root."""
+    import ctypes
+
+    from t2m_pipeline.render import sandbox
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    own, mounts = sandbox._proc_cgroups(), sandbox._cgroup_mounts()  # noqa: SLF001
+    for slot in root.glob("t2m-render-*"):
+        libc.umount2(str(slot / "work").encode(), 2)  # MNT_DETACH; fails harmlessly where nothing is mounted
+        for controller in ("memory", "pids", "freezer"):  # its cgroup, empty now
+            if controller in mounts and controller in own:
+                try:
+                    Path(mounts[controller] + own[controller], slot.name).rmdir()
+                except OSError:
+                    pass
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def explain(report: WorkerKillReport) -> str:

@@ -72,6 +72,7 @@ def test_layout_has_a_module_per_concern_and_a_root_per_environment():
         "database",
         "iam",
         "observability",
+        "render",
         "storage",
     ]
     assert sorted(environment_roots()) == sorted(ENV_NAMES)

@@ -1,14 +1,15 @@
-"""Code generators: the template one offline, the OpenAI-compatible one against a stub HTTP server on loopback."""
+"""Code generators: the template one offline, the OpenAI-compatible one (the openai SDK) against a stand-in endpoint on
+loopback: answers, retries, timeouts, and redirects refused."""
 
 import ast
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 
 import pytest
 
 from t2m_pipeline.config import load_settings
 from t2m_pipeline.render.codegen import (
+    NO_KEY,
     CodeGenerationError,
     GeneratedCodeError,
     OpenAICompatibleCodeGenerator,
@@ -19,6 +20,7 @@ from t2m_pipeline.render.codegen import (
     scene_class_name,
 )
 from t2m_pipeline.render.outline import JobSpec, job_spec_from_row, plan_outline
+from t2m_pipeline_tests.render.llm_standin import StandinLLM, completion
 
 
 def module_constants(code: str) -> dict:
@@ -96,61 +98,34 @@ class {name}(Scene):
 """
 
 
-class StubLLM:
-    """A tiny OpenAI-compatible endpoint: answers from a script of (status, body) and records the requests."""
+def scripted(script):
+    """A stand-in answering from a script of (status, body); the last entry repeats."""
+    script = list(script)
 
-    def __init__(self, script):
-        self.script = list(script)
-        self.requests = []
-        stub = self
+    def answer(request):
+        status, body = script.pop(0) if len(script) > 1 else script[0]
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return status, {"Content-Type": "application/json"}, data
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                stub.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body)})
-                status, answer = stub.script.pop(0) if len(stub.script) > 1 else stub.script[0]
-                payload = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def base_url(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+    return answer
 
 
 def chat(content):
-    return {"choices": [{"message": {"role": "assistant", "content": content}}]}
+    return completion(content)
 
 
 OUTLINE = plan_outline(JobSpec("Binary search", "Halve the interval. Compare the middle.", scene_count=2))
 
 
 def test_openai_generator_posts_the_plan_and_checks_the_answer():
-    with StubLLM([(200, chat(GOOD_ANSWER.format(name="Scene002")))]) as stub:
+    with StandinLLM(scripted([(200, chat(GOOD_ANSWER.format(name="Scene002")))])) as stub:
         gen = OpenAICompatibleCodeGenerator(stub.base_url, "stub-model", "sk-test-123")
         result = gen.generate(OUTLINE, OUTLINE.scene(2))
     assert result.class_name == "Scene002" and result.generator == "openai"
     assert "class Scene002(Scene)" in result.code and "Sure." not in result.code
     (request,) = stub.requests
     assert request["path"] == "/v1/chat/completions"
-    assert request["headers"]["Authorization"] == "Bearer sk-test-123"
+    assert request["headers"]["authorization"] == "Bearer sk-test-123"
     assert request["json"]["model"] == "stub-model"
     assert "Scene002" in request["json"]["messages"][0]["content"]
     brief = json.loads(request["json"]["messages"][1]["content"].split("\n", 1)[1])
@@ -160,10 +135,10 @@ def test_openai_generator_posts_the_plan_and_checks_the_answer():
 
 def test_openai_generator_retries_server_errors_then_succeeds():
     script = [(503, {"error": "busy"}), (429, {"error": "slow down"}), (200, chat(GOOD_ANSWER.format(name="Scene001")))]
-    with StubLLM(script) as stub:
+    with StandinLLM(scripted(script)) as stub:
         result = OpenAICompatibleCodeGenerator(stub.base_url, "m", max_attempts=3).generate(OUTLINE, OUTLINE.scene(1))
     assert len(stub.requests) == 3 and "Scene001" in result.code
-    assert "Authorization" not in stub.requests[0]["headers"]
+    assert stub.requests[0]["headers"]["authorization"] == f"Bearer {NO_KEY}"  # no key set: a placeholder, never a secret
 
 
 @pytest.mark.parametrize(
@@ -173,12 +148,13 @@ def test_openai_generator_retries_server_errors_then_succeeds():
         (500, {"error": "down"}, CodeGenerationError, True),
         (200, b"<html>not json</html>", CodeGenerationError, False),
         (200, {"choices": []}, CodeGenerationError, False),
+        (200, {"choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": 5}}]}, CodeGenerationError, False),
         (200, chat("```python\nclass Wrong(Scene):\n    def construct(self): pass\n```"), GeneratedCodeError, None),
         (200, chat("```python\ndef broken(:\n```"), GeneratedCodeError, None),
     ],
 )
 def test_openai_generator_failures_are_clear(status, answer, error, transient):
-    with StubLLM([(status, answer)]) as stub:
+    with StandinLLM(scripted([(status, answer)])) as stub:
         gen = OpenAICompatibleCodeGenerator(stub.base_url, "m", max_attempts=2)
         with pytest.raises(error) as info:
             gen.generate(OUTLINE, OUTLINE.scene(1))
@@ -192,6 +168,48 @@ def test_unreachable_endpoint_is_transient():
     with pytest.raises(CodeGenerationError) as info:
         gen.generate(OUTLINE, OUTLINE.scene(1))
     assert info.value.transient
+
+
+def test_a_slow_endpoint_times_out_within_the_explicit_timeout():
+    def slow(request):
+        time.sleep(3)
+        return GOOD_ANSWER.format(name="Scene001")
+
+    with StandinLLM(slow) as stub:
+        gen = OpenAICompatibleCodeGenerator(stub.base_url, "m", max_attempts=1, timeout_s=0.5)
+        started = time.monotonic()
+        with pytest.raises(CodeGenerationError) as info:
+            gen.generate(OUTLINE, OUTLINE.scene(1))
+    assert info.value.transient and time.monotonic() - started < 2.5
+
+
+HOSTILE_CODE = "```python\nfrom manim import *\nimport os\nclass Scene001(Scene):\n    def construct(self): os.system('id')\n```"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_to_another_origin_is_refused_and_the_key_never_reaches_it(status):
+    with StandinLLM(lambda request: HOSTILE_CODE) as other:
+        redirect = lambda request: (status, {"Location": other.base_url + "/chat/completions"}, b"")  # noqa: E731
+        with StandinLLM(redirect) as endpoint:
+            gen = OpenAICompatibleCodeGenerator(endpoint.base_url, "m", "sk-secret-key", max_attempts=3)
+            with pytest.raises(CodeGenerationError, match="redirects are refused") as info:
+                gen.generate(OUTLINE, OUTLINE.scene(1))
+    assert not info.value.transient
+    assert len(endpoint.requests) == 1 and endpoint.requests[0]["headers"]["authorization"] == "Bearer sk-secret-key"
+    assert other.requests == []  # never contacted: neither the key nor the plan went there
+
+
+def test_control_the_sdks_default_client_follows_the_redirect_and_takes_the_other_origins_code():
+    import openai
+
+    with StandinLLM(lambda request: HOSTILE_CODE) as other:
+        redirect = lambda request: (307, {"Location": other.base_url + "/chat/completions"}, b"")  # noqa: E731
+        with StandinLLM(redirect) as endpoint:
+            gen = OpenAICompatibleCodeGenerator(endpoint.base_url, "m", "sk-secret-key", http_client=openai.DefaultHttpxClient())
+            result = gen.generate(OUTLINE, OUTLINE.scene(1))
+    assert "os.system" in result.code  # the other origin's answer became scene code
+    assert len(other.requests) == 1
+    assert "authorization" not in other.requests[0]["headers"]  # httpx2 strips the key across origins; the code still came
 
 
 def test_generator_choice_follows_settings():

@@ -28,7 +28,7 @@ from t2m_pipeline.defs.scenes.partitions import (
     job_partitions,
     scene_partitions,
 )
-from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource
+from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
 from t2m_pipeline.partition_keys import decode_job_key, decode_scene_key
 from t2m_pipeline.pipeline import status, steps
 from t2m_pipeline.pipeline.retry import is_transient
@@ -171,13 +171,18 @@ def scene_code(
     pool=RENDER_POOL,
     group_name=GROUP,
     kinds={"s3", "manim"},
-    description="The scene rendered by manim in a credential-free subprocess; on failure its log is in the code bucket.",
+    description="The scene rendered by manim inside the render boundary (the local sandbox, or its own ECS task), "
+    "reached through Dagster Pipes; the video is checked before it is stored; on failure its log is in the code bucket.",
 )
-def rendered_video(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
+def rendered_video(
+    context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource, render: RenderBackendResource
+) -> dg.MaterializeResult:
     key = decode_scene_key(context.partition_key)
     p = pipeline_of(database, storage)
+    backend = render.get(p.storage)
     video, seconds = run_step(
-        context, p, job_id=key.job_id, scene=key.scene_number, stage="rendering", work=lambda: steps.render_video(p, key)
+        context, p, job_id=key.job_id, scene=key.scene_number, stage="rendering",
+        work=lambda: steps.render_video(p, key, backend, context),
     )
     return dg.MaterializeResult(
         metadata={
@@ -187,6 +192,8 @@ def rendered_video(context: dg.AssetExecutionContext, database: PostgresResource
             "fps": dg.MetadataValue.float(video.info.fps),
             "quality": dg.MetadataValue.text(video.quality),
             "render_seconds": dg.MetadataValue.float(round(video.render_seconds, 3)),
+            "render_backend": dg.MetadataValue.text(video.backend),
+            "render_usage": dg.MetadataValue.text(video.usage),
             "seconds": dg.MetadataValue.float(round(seconds, 3)),
         },
         data_version=dg.DataVersion(video.stored.sha256),

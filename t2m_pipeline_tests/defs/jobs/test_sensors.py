@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import dagster as dg
 from sqlalchemy import text
 
@@ -79,6 +81,47 @@ def test_hostile_rows_fail_with_a_reason_and_do_not_stall_the_others(instance, r
         assert job_row(pipeline_engine, job_id)["status"] == "queued", name
     assert json.loads(tick.cursor)["rejected_total"] == len(bad)
     assert not sensor_result(new_jobs, instance, resources, tick.cursor).run_requests
+
+
+def queued_at(engine, job_id, value_sql):
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE job_queue SET queued_at = {value_sql} WHERE job_id = :j"), {"j": job_id})
+
+
+@pytest.mark.parametrize("read_first", [False, True], ids=["sensor", "sensor-after-a-driver-read"])
+def test_rows_the_driver_cannot_even_decode_fail_one_by_one_and_the_tick_goes_on(instance, resources, pipeline_engine, read_first):
+    """A 3,000-deep configuration, a 5,000-digit number, 1e999, queued_at 'infinity' or past year 9999: each raised
+    while fetching in the old single query and stalled every tick. Now each is its own failed job with a one-line
+    reason, and the valid jobs around them (one with a megabyte of description) launch."""
+    deep = "[" * 3000 + "]" * 3000
+    bad = {
+        "deep": (insert_job(pipeline_engine, priority="urgent", raw_configuration_sql=f"CAST('{{\"a\": {deep}}}' AS jsonb)")[1], "nested 3001 levels"),
+        "long_number": (insert_job(pipeline_engine, priority="urgent", raw_configuration_sql="CAST('{\"scene_count\": " + "9" * 5000 + "}' AS jsonb)")[1], "5000-digit number"),
+        "huge_float": (insert_job(pipeline_engine, priority="urgent", raw_configuration_sql="CAST('{\"x\": 1e999}' AS jsonb)")[1], "digit number"),
+        "big": (insert_job(pipeline_engine, priority="urgent", configuration={"pad": "x" * 100_000})[1], "bytes: expected at most"),
+        "infinity": (insert_job(pipeline_engine, priority="urgent")[1], "'infinity'"),
+        "year_99999": (insert_job(pipeline_engine, priority="urgent")[1], "expected a finite time"),
+        "wrong_type": (insert_job(pipeline_engine, priority="urgent", configuration={"scene_count": True})[1], "scene_count"),
+    }
+    queued_at(pipeline_engine, bad["infinity"][0], "'infinity'")
+    queued_at(pipeline_engine, bad["year_99999"][0], "'99999-01-01 00:00+00'")
+    good = [insert_job(pipeline_engine, priority="urgent", configuration={"scene_count": 1})[1] for _ in range(2)]
+    good.append(insert_job(pipeline_engine, priority="urgent", description="d" * 1_000_000)[1])  # cut in SQL, then planned
+    if read_first:  # what the old query did: hand every column to the driver (the control: it raises on these rows)
+        from sqlalchemy.exc import SQLAlchemyError
+
+        with pipeline_engine.connect() as conn:
+            with pytest.raises((RecursionError, ValueError, SQLAlchemyError)):
+                conn.execute(text("SELECT j.configuration, q.queued_at FROM jobs j JOIN job_queue q ON q.job_id = j.id")).all()
+    tick = sensor_result(new_jobs, instance, resources)
+    assert sorted(launched_jobs(tick)) == sorted(good)
+    for name, (job_id, reason) in bad.items():
+        with pipeline_engine.connect() as conn:
+            queue_status = conn.execute(text("SELECT status FROM job_queue WHERE job_id = :j"), {"j": job_id}).scalar_one()
+            message = conn.execute(text("SELECT error_info->>'message' FROM jobs WHERE id = :j"), {"j": job_id}).scalar_one()
+        assert queue_status == "failed", name
+        assert message.startswith("job row rejected:") and reason in message and "\n" not in message and len(message) < 400, (name, message)
+    assert json.loads(tick.cursor)["rejected_total"] == len(bad) and json.loads(tick.cursor)["skipped"] == []
 
 
 def test_a_row_that_cannot_be_marked_is_skipped_and_remembered(instance, resources, pipeline_engine):

@@ -46,10 +46,10 @@ def pipeline_engine(pipeline_db_url):
 @pytest.fixture
 def resources(pipeline_db_url, pipeline_engine, buckets):
     from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
-    from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource
+    from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
 
     database = PostgresResource(database_url=pipeline_db_url)
-    return {"database": database, "storage": S3StorageResource(database=database), "code_generator": CodeGeneratorResource()}
+    return {"database": database, "storage": S3StorageResource(database=database), "code_generator": CodeGeneratorResource(), "render": RenderBackendResource()}
 
 
 @pytest.fixture

@@ -79,6 +79,22 @@ module "observability" {
   alarm_email_addresses  = var.alarm_email_addresses
 }
 
+module "render" {
+  source = "../../modules/render"
+
+  environment             = local.environment
+  vpc_id                  = var.vpc_id
+  subnet_ids              = var.render_subnet_ids
+  route_table_ids         = var.render_route_table_ids
+  image                   = var.image
+  temp_bucket_arn         = module.storage.bucket_arns["temp"]
+  worker_role_name        = module.iam.pipeline_role_name
+  worker_role_arn         = module.iam.pipeline_role_arn
+  log_group_name          = module.observability.render_log_group_name
+  ecs_exec_log_group_name = module.observability.ecs_exec_log_group_name
+  logs_kms_key_arn        = module.observability.kms_key_arn
+}
+
 module "dagster" {
   source = "../../modules/dagster"
 
@@ -100,5 +116,5 @@ module "dagster" {
   db_client_security_group_id = module.database.client_security_group_id
   sse_algorithm               = module.storage.sse_algorithm
   s3_kms_key_arn              = module.storage.kms_key_arn
-  app_environment             = var.app_environment
+  app_environment             = merge(var.app_environment, module.render.environment)
 }

@@ -20,6 +20,16 @@ variable "private_subnet_ids" {
   type        = list(string)
 }
 
+variable "render_subnet_ids" {
+  description = "Private subnets of the render tasks alone: no NAT or internet route (they reach S3 through the render module's endpoint)."
+  type        = list(string)
+}
+
+variable "render_route_table_ids" {
+  description = "Route tables of render_subnet_ids."
+  type        = list(string)
+}
+
 variable "image" {
   description = "t2m_pipeline container image (ECR URI with an immutable tag or digest)."
   type        = string

@@ -3,6 +3,11 @@ output "pipeline_role_arn" {
   value       = aws_iam_role.pipeline.arn
 }
 
+output "pipeline_role_name" {
+  description = "Name of the pipeline role (the render module attaches its launch permissions to it)."
+  value       = aws_iam_role.pipeline.name
+}
+
 output "migration_role_arn" {
   description = "Role for the legacy migration (no deletes)."
   value       = aws_iam_role.migration.arn

@@ -78,6 +78,13 @@ resource "aws_cloudwatch_log_group" "dagster" {
   kms_key_id        = aws_kms_key.observability.arn
 }
 
+# Render tasks' stdout: their Dagster Pipes messages, read back by the run worker (t2m_pipeline/render/ecs.py).
+resource "aws_cloudwatch_log_group" "render" {
+  name              = "${local.log_prefix}/render"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.observability.arn
+}
+
 resource "aws_cloudwatch_log_group" "ecs_exec" {
   name              = "${local.log_prefix}/ecs/exec"
   retention_in_days = var.log_retention_days

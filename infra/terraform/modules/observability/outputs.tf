@@ -3,6 +3,11 @@ output "dagster_log_group_names" {
   value       = { for name, group in aws_cloudwatch_log_group.dagster : name => group.name }
 }
 
+output "render_log_group_name" {
+  description = "Log group of the render tasks (their Pipes messages)."
+  value       = aws_cloudwatch_log_group.render.name
+}
+
 output "ecs_exec_log_group_name" {
   description = "Log group recording ECS Exec sessions."
   value       = aws_cloudwatch_log_group.ecs_exec.name
