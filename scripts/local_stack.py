@@ -133,7 +133,7 @@ def start(*, s3_port: int = LOCAL_S3_PORT) -> Stack:
             say(f"using the S3 endpoint already on {local_endpoint}")
         else:
             say(f"starting a local S3 endpoint on {local_endpoint}")
-            proc = stack.spawn("local-s3", [sys.executable, "-m", "t2m_pipeline.devtools.local_s3", "-H", LOCAL_S3_HOST, "-p", str(s3_port)])
+            proc = stack.spawn("local-s3", [sys.executable, "-m", "devtools.local_s3", "-H", LOCAL_S3_HOST, "-p", str(s3_port)])
             wait_http(f"{local_endpoint}/moto-api/", 30, proc)
     elif endpoint:
         say(f"using the S3 endpoint {endpoint}")
