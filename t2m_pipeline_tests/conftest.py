@@ -58,6 +58,7 @@ def service_env(tmp_path_factory):
         "T2M_ENV": "dev",
         "T2M_DATABASE_URL": db_url,
         "T2M_MULTIPART_THRESHOLD_MIB": "5",
+        "T2M_LOCAL_STACK_FILE": "",  # a developer's running `make dev` never leaks into the tests
     }
     for drop in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ACCOUNT_ID", "T2M_REDIS_URL"):
         os.environ.pop(drop, None)
