@@ -39,6 +39,7 @@ def main() -> int:
         daemon = stack.spawn(
             "dagster-daemon",
             [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml"), "--log-level", "info" if args.verbose else "warning"],
+            cwd=stack.dagster_home,
         )
         submitted = stack.t2m(
             "jobs", "submit", "--user", args.user, "--email", "demo@example.com", "--topic", args.topic,

@@ -41,6 +41,7 @@ def main() -> int:
             [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", args.host, "-p", str(args.port),
              "--log-level", level, "--code-server-log-level", level],
             foreground=True,
+            cwd=stack.dagster_home,  # not the checkout: its dagster.yaml there would draw a warning
         )
         local_stack.wait_http(f"http://{args.host}:{args.port}/server_info", 180, dagster)
         say(f"Dagster UI: http://{args.host}:{args.port}  (sensors new_jobs, scene_runs, combine_ready_jobs are running)")

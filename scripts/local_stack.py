@@ -104,15 +104,21 @@ class Stack:
         return self.local_dir / "logs"
 
     @property
+    def dagster_home(self) -> Path:
+        return self.local_dir / "dagster_home"
+
+    @property
     def stack_file(self) -> Path:
         return self.local_dir / STACK_FILE_NAME
 
-    def spawn(self, name: str, args: list[str], *, log_name: str | None = None, foreground: bool = False) -> subprocess.Popen:
+    def spawn(
+        self, name: str, args: list[str], *, log_name: str | None = None, foreground: bool = False, cwd: Path = REPO
+    ) -> subprocess.Popen:
         """A child in its own process group (so it and everything it starts can be stopped together)."""
         self.logs.mkdir(parents=True, exist_ok=True)
         out = None if foreground else open(self.logs / (log_name or f"{name}.log"), "ab")
         proc = subprocess.Popen(
-            args, cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None,
+            args, cwd=cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if out else None,
             start_new_session=True,
         )
         self.started.append((name, proc))
@@ -334,7 +340,7 @@ def start(*, s3_port: int = LOCAL_S3_PORT, local_dir: Path = DEFAULT_LOCAL_DIR, 
     env["T2M_LOCAL_STACK_FILE"] = ""  # children get the environment itself, never a stack file
     local_dir = Path(local_dir).resolve()
     stack = Stack(env, local_dir)
-    dagster_home = local_dir / "dagster_home"
+    dagster_home = stack.dagster_home
 
     local_endpoint = f"http://{LOCAL_S3_HOST}:{s3_port}"
     endpoint = env.get("AWS_ENDPOINT_URL")
@@ -396,6 +402,8 @@ def start(*, s3_port: int = LOCAL_S3_PORT, local_dir: Path = DEFAULT_LOCAL_DIR, 
         dagster_home.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
         env["DAGSTER_HOME"] = str(dagster_home)
+        # `dagster dev` is superseded by `dg dev` (dagster-dg-cli, not a dependency here): the one warning it prints.
+        env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), "ignore:Function `dev_command` is superseded"]))
         write_stack_file(stack, STACK_FILE_VARIABLES)
     except BaseException:
         stack.stop()
