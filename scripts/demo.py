@@ -35,6 +35,7 @@ def main() -> int:
     started = time.monotonic()
     stack = local_stack.start(s3_port=args.s3_port, local_dir=args.local_dir)
     try:
+        stack.env["T2M_RUN_LOG_LEVEL"] = "info" if args.verbose else "warning"
         say("starting the Dagster daemon (sensors, run queue, run monitoring)")
         daemon = stack.spawn(
             "dagster-daemon",

@@ -35,6 +35,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     stack = local_stack.start(s3_port=args.s3_port, local_dir=args.local_dir, reset=args.reset)
     level = "info" if args.verbose else "warning"
+    stack.env["T2M_RUN_LOG_LEVEL"] = level  # what run workers print (t2m_pipeline/definitions.py)
     try:
         dagster = stack.spawn(
             "dagster-dev",

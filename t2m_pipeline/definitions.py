@@ -4,6 +4,7 @@ Domains are imported as modules, not their `defs` objects: Dagster refuses a mod
 Definitions object at module scope.
 """
 
+import os
 import warnings
 
 import dagster as dg
@@ -19,8 +20,12 @@ from t2m_pipeline.defs.migration import definitions as migration  # noqa: E402
 from t2m_pipeline.defs.resources import default_resources  # noqa: E402
 from t2m_pipeline.defs.scenes import definitions as scenes  # noqa: E402
 
+# What a run worker prints on its console (the event log keeps everything): `make dev` sets WARNING unless VERBOSE=1.
+RUN_CONSOLE_LOG_LEVEL = os.environ.get("T2M_RUN_LOG_LEVEL", "").strip().upper() or "INFO"
+console = dg.colored_console_logger.configured({"log_level": RUN_CONSOLE_LOG_LEVEL, "name": "dagster"})
+
 defs = dg.Definitions.merge(
-    dg.Definitions(resources=default_resources()),
+    dg.Definitions(resources=default_resources(), loggers={"console": console}),
     scenes.defs,
     jobs.defs,
     migration.defs,
