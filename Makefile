@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install test test-fast checkov clean bench-audit dev demo bench-pipeline bench-migration
+.PHONY: install test test-fast checkov clean bench-audit dev demo bench-pipeline bench-migration bench-cli e2e
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ dev: install
 # Headless: set-up, a demo job submitted, the sensor launching it, its status, S3 keys and presigned URLs.
 demo: install
 	$(PY) scripts/demo.py $(if $(VERBOSE),--verbose)
+
+# `t2m` start-up: CPU and import time per command against the eager CLI; writes BENCHMARKS.md.
+bench-cli: install
+	$(PY) benchmarks/cli_bench.py --write
 
 # Sensor tick with 10,000 queued jobs; per-scene pipeline overhead against a bare manim render; writes BENCHMARKS.md.
 bench-pipeline: install
