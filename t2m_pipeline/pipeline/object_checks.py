@@ -25,7 +25,8 @@ from t2m_pipeline.db.models import FileMetadata
 from t2m_pipeline.storage.s3 import S3Storage, StoredObject, sha256_file
 
 ERROR, WARN = "ERROR", "WARN"
-PREVIEW_WIDTH = 240
+PREVIEW_WIDTHS = (240, 192, 160, 128, 96)  # the largest that fits PREVIEW_BUDGET wins
+PREVIEW_BUDGET = 960  # characters of data: URI, so `![preview](...)` stays under the UI's 1,000 for inline markdown
 # What manim's quality flags render (manim_runner.QUALITY_FLAGS): width, height.
 QUALITY_RESOLUTIONS = {"low": (854, 480), "medium": (1280, 720), "high": (1920, 1080), "ultra": (3840, 2160)}
 DURATION_TOLERANCE_S = 0.25  # per scene: container rounding and a frame at 15 fps
@@ -172,24 +173,35 @@ def scene_durations(engine: Engine, job_id: str) -> list[float]:
 # -- pictures -------------------------------------------------------------------------------------------------------
 
 
-def preview_data_uri(image_bytes: bytes, width: int = PREVIEW_WIDTH) -> str:
-    """A small JPEG of an image, as a data: URI (the Dagster UI renders it inline in markdown metadata)."""
+def preview_data_uri(image_bytes: bytes, budget: int = PREVIEW_BUDGET) -> str:
+    """The largest small WebP of an image whose data: URI fits `budget` characters.
+
+    The Dagster UI (1.13) renders markdown metadata inline only under 1,000 characters (longer markdown hides behind
+    a "[Show Markdown]" button), and its sanitizer lets `data:` through for images: so the preview is a data: URI
+    small enough to stay inline. WebP because at these sizes JPEG's tables alone would take most of the budget.
+    """
     from PIL import Image
 
-    with Image.open(io.BytesIO(image_bytes)) as image:
-        image = image.convert("RGB")
-        if image.width > width:
-            image = image.resize((width, max(1, round(image.height * width / image.width))))
-        out = io.BytesIO()
-        image.save(out, format="JPEG", quality=70, optimize=True)
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+    with Image.open(io.BytesIO(image_bytes)) as opened:
+        image = opened.convert("RGB")
+    smallest = ""
+    for width in PREVIEW_WIDTHS:
+        for quality in (60, 45, 30):
+            scaled = image if image.width <= width else image.resize((width, max(1, round(image.height * width / image.width))), Image.LANCZOS)
+            out = io.BytesIO()
+            scaled.save(out, format="WEBP", quality=quality, method=6)
+            uri = "data:image/webp;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+            if len(uri) <= budget:
+                return uri
+            smallest = uri
+    return smallest
 
 
-def video_preview(path: Path, width: int = PREVIEW_WIDTH) -> str | None:
+def video_preview(path: Path) -> str | None:
     """A frame of the video (where its thumbnail would be taken) as a small data: URI, or None if none decodes."""
     from t2m_pipeline.render.media import MediaError, extract_thumbnail
 
     try:
-        return preview_data_uri(extract_thumbnail(path, max_width=width).jpeg, width)
+        return preview_data_uri(extract_thumbnail(path, max_width=PREVIEW_WIDTHS[0]).jpeg)
     except MediaError:
         return None

@@ -79,7 +79,7 @@ def test_video_checks(tmp_path):
     garbage.write_bytes(b"not a video" * 100)
     broken = by_name(oc.video_checks(garbage, quality="low"))
     assert not broken["video_probes"].passed and broken["video_probes"].severity == oc.ERROR
-    assert oc.video_preview(video).startswith("data:image/jpeg;base64,") and oc.video_preview(garbage) is None
+    assert oc.video_preview(video).startswith("data:image/webp;base64,") and oc.video_preview(garbage) is None
 
 
 def test_image_checks(tmp_path):
@@ -108,6 +108,14 @@ def test_code_checks(tmp_path):
     assert not broken.passed and broken.severity == oc.ERROR
 
 
-def test_a_preview_is_small():
+def test_a_preview_fits_the_uis_inline_budget_at_the_largest_width_that_does():
     uri = oc.preview_data_uri(jpeg(width=1920, height=1080))
-    assert uri.startswith("data:image/jpeg;base64,") and len(uri) < 20_000
+    assert uri.startswith("data:image/webp;base64,") and len(uri) <= oc.PREVIEW_BUDGET
+    image = Image.open(io.BytesIO(__import__("base64").b64decode(uri.split(",", 1)[1])))
+    assert image.width == 240  # a simple frame fits at the largest size
+    blocks = np.random.default_rng(1).integers(0, 255, (135, 240, 3), dtype=np.uint8)  # noise that survives scaling
+    noisy = Image.fromarray(blocks).resize((1920, 1080), Image.NEAREST)
+    out = io.BytesIO()
+    noisy.save(out, format="JPEG")
+    smaller = Image.open(io.BytesIO(__import__("base64").b64decode(oc.preview_data_uri(out.getvalue()).split(",", 1)[1])))
+    assert smaller.width < 240  # a busy one shrinks until it fits (or is the smallest)

@@ -163,7 +163,7 @@ def scene_outline(context: dg.AssetExecutionContext, database: PostgresResource,
     group_name=GROUP,
     kinds={"s3", "python"},
     description="A scene's manim source from the code generator, checked before it is stored.",
-    check_specs=checks.check_specs(SCENE_CODE),
+    check_specs=checks.check_specs(SCENE_CODE, scene_partitions),
 )
 def scene_code(
     context: dg.AssetExecutionContext,
@@ -206,7 +206,7 @@ def scene_code(
     group_name=GROUP,
     kinds={"s3", "manim"},
     description="The scene rendered by manim in a credential-free subprocess; on failure its log is in the code bucket.",
-    check_specs=checks.check_specs(RENDERED_VIDEO),
+    check_specs=checks.check_specs(RENDERED_VIDEO, scene_partitions),
 )
 def rendered_video(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     key = decode_scene_key(context.partition_key)
@@ -239,7 +239,7 @@ def rendered_video(context: dg.AssetExecutionContext, database: PostgresResource
     group_name=GROUP,
     kinds={"s3", "jpeg"},
     description="A real frame of the scene's video (at 5 s, or mid-video when shorter) as JPEG.",
-    check_specs=checks.check_specs(THUMBNAIL),
+    check_specs=checks.check_specs(THUMBNAIL, scene_partitions),
 )
 def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     key = decode_scene_key(context.partition_key)
@@ -276,7 +276,7 @@ def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, sto
     group_name=GROUP,
     kinds={"s3", "mp4"},
     description="All scene videos of the job concatenated in order; completes the job.",
-    check_specs=checks.check_specs(COMBINED_VIDEO),
+    check_specs=checks.check_specs(COMBINED_VIDEO, job_partitions),
 )
 def combined_video(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     key = decode_job_key(context.partition_key)

@@ -1,6 +1,6 @@
 """The scene assets' checks and pictures: each asset reads back what it wrote and reports one check result per
 rule of `t2m_pipeline.pipeline.object_checks`, a link to the object and, for images and videos, a small preview
-image inline (a data: URI in markdown, which the Dagster UI renders).
+image inline (a data: URI in markdown short enough for the Dagster UI to render it in place).
 
 Thin by design: what is checked lives in the library module; here it becomes `AssetCheckSpec`s (with their
 descriptions), `AssetCheckResult`s (with their severities) and metadata.
@@ -37,16 +37,21 @@ CHECKS = {
 }
 
 
-def check_specs(asset: dg.AssetKey) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(name, asset=asset, description=DESCRIPTIONS[name]) for name in CHECKS[asset]]
+def check_specs(asset: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    """Partitioned like their asset, so each partition's materialization has its own check results in the UI."""
+    return [
+        dg.AssetCheckSpec(name, asset=asset, description=DESCRIPTIONS[name], partitions_def=partitions_def)
+        for name in CHECKS[asset]
+    ]
 
 
 def link_metadata(settings: Settings, stored: StoredObject) -> dict[str, Any]:
     return {"object_url": dg.MetadataValue.url(object_url(settings, stored.bucket, stored.key, stored.version_id))}
 
 
-def preview_metadata(data_uri: str | None, alt: str) -> dict[str, Any]:
-    return {"preview": dg.MetadataValue.md(f"![{alt}]({data_uri})")} if data_uri else {}
+def preview_metadata(data_uri: str | None) -> dict[str, Any]:
+    """Shown inline in the UI's metadata table (markdown under 1,000 characters is)."""
+    return {"preview": dg.MetadataValue.md(f"![preview]({data_uri})")} if data_uri else {}
 
 
 def _results(asset: dg.AssetKey, outcomes: list[oc.Outcome]) -> list[dg.AssetCheckResult]:
@@ -89,14 +94,14 @@ def verify_scene_code(p: Pipeline, stored: StoredObject, class_name: str):
 def verify_rendered_video(p: Pipeline, stored: StoredObject, quality: str):
     def judge(path):
         outcomes = oc.video_checks(path, quality=quality, max_duration_s=p.settings.render_timeout_s)
-        return outcomes, preview_metadata(oc.video_preview(path), "a frame of the scene")
+        return outcomes, preview_metadata(oc.video_preview(path))
 
     return verify(RENDERED_VIDEO, p, stored, judge)
 
 
 def verify_thumbnail(p: Pipeline, stored: StoredObject, width: int, height: int):
     def judge(path):
-        return oc.image_checks(path, width=width, height=height), preview_metadata(oc.preview_data_uri(path.read_bytes()), "thumbnail")
+        return oc.image_checks(path, width=width, height=height), preview_metadata(oc.preview_data_uri(path.read_bytes()))
 
     return verify(THUMBNAIL, p, stored, judge)
 
@@ -111,6 +116,6 @@ def verify_combined_video(p: Pipeline, stored: StoredObject, job_id: str, qualit
             probes = oc.Outcome("video_probes", False, oc.ERROR, f"{len(durations)} scene video(s) recorded, the outline has {scene_count}", probes.metadata)
         combined = oc.Outcome("combined_probes", probes.passed, probes.severity, probes.description, probes.metadata)
         others = [o for o in outcomes if o.check != "video_probes"]
-        return [combined, *others], preview_metadata(oc.video_preview(path), "a frame of the combined video")
+        return [combined, *others], preview_metadata(oc.video_preview(path))
 
     return verify(COMBINED_VIDEO, p, stored, judge)

@@ -33,7 +33,7 @@ def materialization(result, asset_key):
 
 def preview_image(metadata) -> Image.Image:
     text = metadata["preview"].value
-    assert text.startswith("![") and "](data:image/jpeg;base64," in text
+    assert text.startswith("![preview](data:image/webp;base64,") and len(text) < 1000  # the UI inlines it
     return Image.open(io.BytesIO(base64.b64decode(text.split("base64,", 1)[1].rstrip(")"))))
 
 
@@ -53,9 +53,11 @@ def test_a_good_scene_passes_every_check_and_shows_its_pictures(instance, resour
     found = {**evaluations(scene), **evaluations(combined)}
     expected = {(asset.to_user_string(), name) for asset, names in CHECKS.items() for name in names}
     assert set(found) == expected
+    job_key = tick.run_requests[0].partition_key
     for (asset, name), evaluation in found.items():
         assert evaluation.passed, (asset, name, evaluation.description)
         assert evaluation.severity == SEVERITY[name] and evaluation.description
+        assert evaluation.partition == (job_key if asset == "combined_video" else scene_request.partition_key)
     assert found[("scene_code", "code_checks")].description == "parses and defines Scene001"
     assert found[("thumbnail", "thumbnail_decodes")].description == "a 854x480 JPEG"
     assert scene_request.partition_key == encode_scene_key(user_id, job_id, 1)
@@ -63,10 +65,10 @@ def test_a_good_scene_passes_every_check_and_shows_its_pictures(instance, resour
     for asset in (RENDERED_VIDEO, THUMBNAIL):
         meta = materialization(scene, asset)
         image = preview_image(meta)
-        assert image.format == "JPEG" and image.width == 240 and len(set(image.convert("L").getdata())) > 1
+        assert image.format == "WEBP" and 96 <= image.width <= 240 and len(set(image.convert("L").getdata())) > 1
         assert meta["object_url"].value.startswith(f"{settings.endpoint_url}/{meta['s3_uri'].value[5:]}")
         assert f"versionId={meta['version_id'].value}" in meta["object_url"].value
-    assert preview_image(materialization(combined, COMBINED_VIDEO)).width == 240
+    assert preview_image(materialization(combined, COMBINED_VIDEO)).width >= 96
     assert "preview" not in materialization(scene, SCENE_CODE) and "object_url" in materialization(scene, SCENE_CODE)
 
     # Every spec in the UI says what it checks.
