@@ -357,7 +357,6 @@ def start(*, s3_port: int = LOCAL_S3_PORT, local_dir: Path = DEFAULT_LOCAL_DIR, 
         env.setdefault("AWS_ACCESS_KEY_ID", "local")
         env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         env.setdefault("AWS_REGION", "us-east-1")
-        os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})  # for this script's checks
     try:
         ensure_postgres(env)
         from t2m_pipeline.db.engine import ensure_database
@@ -424,7 +423,15 @@ def objects_behind(env: dict[str, str]) -> list[str]:
 
     settings = load_settings(env)
     engine = make_engine(settings.database_url)
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: env[name] for name in names})  # boto3 reads them there; put back after
     try:
         return missing_objects(settings, make_s3_client(settings), engine)
     finally:
         engine.dispose()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -183,6 +183,7 @@ def test_first_day_in_the_browser(stack_databases, tmp_path):
         checks = ("row_recorded", "object_matches_row", "thumbnail_decodes", "thumbnail_not_blank")
         wait_for(driver, lambda: all(c in driver.find_element(By.TAG_NAME, "body").text for c in checks), "the thumbnail's checks")
         body = driver.find_element(By.TAG_NAME, "body").text
+        assert scene_key in body  # the latest evaluation is this very partition's
         assert body.count("Succeeded") >= len(checks) and "Failed" not in body.split("Execute all", 1)[1].split("Execute\n", 1)[0]
         driver.save_screenshot(str(ARTIFACTS / "2-thumbnail-checks.png"))
 
