@@ -166,6 +166,8 @@ def test_first_day_in_the_browser(stack_databases, tmp_path):
                 break
             time.sleep(2)
         assert summary.get("status") == "completed", summary
+        noise = [line for line in stack.lines if " - INFO - " in line or " - DEBUG - " in line]
+        assert not noise, "\n".join(noise[:20])  # daemon, sensors and run workers at WARNING: a quiet terminal
         scene_key = f"{summary['user_id']}/{job_id}/001"
 
         driver = browser()

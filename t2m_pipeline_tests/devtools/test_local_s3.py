@@ -62,6 +62,7 @@ def _populate(settings, engine, server, user_id):
     return client, stored
 
 
+@pytest.mark.slow
 def test_a_restart_keeps_objects_versions_and_bucket_settings(settings, engine, make_user, tmp_path):
     server = start_local_s3(tmp_path, state_dir=tmp_path / "s3")
     try:
@@ -127,6 +128,7 @@ def _write_until_killed(server, client, bucket, seconds: float) -> dict:
     return answered
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("durable", [True, False], ids=["durable", "control-in-memory"])
 def test_kill_9_loses_no_answered_write(settings, tmp_path, durable):
     state_dir = tmp_path / "s3" if durable else None

@@ -5,6 +5,7 @@ import base64
 import io
 
 import dagster as dg
+import pytest
 from PIL import Image
 
 from t2m_pipeline.defs.jobs.sensors import combine_ready_jobs, new_jobs, scene_runs
@@ -13,6 +14,8 @@ from t2m_pipeline.defs.scenes.partitions import COMBINED_VIDEO, RENDERED_VIDEO, 
 from t2m_pipeline.partition_keys import encode_scene_key
 from t2m_pipeline_tests.defs.scenes.support import apply_partition_requests, insert_job, pipeline_defs, run_requested, sensor_result
 from t2m_pipeline_tests.defs.scenes.test_assets import BrokenSceneGenerator
+
+pytestmark = pytest.mark.slow  # real manim renders
 
 SEVERITY = {
     "row_recorded": dg.AssetCheckSeverity.ERROR, "object_matches_row": dg.AssetCheckSeverity.ERROR,
