@@ -285,8 +285,7 @@ def combined_video(context: dg.AssetExecutionContext, database: PostgresResource
         context, p, job_id=key.job_id, scene=None, stage="combining", work=lambda: steps.combine(p, key)
     )
     state = status.job_completed(p.engine, key.job_id)
-    quality = steps.load_outline(p, key).quality
-    check_results, extra = checks.verify_combined_video(p, stored, key.job_id, quality, scene_count)
+    check_results, extra = checks.verify_combined_video(p, stored, key, scene_count)
     return dg.MaterializeResult(
         check_results=check_results,
         metadata={

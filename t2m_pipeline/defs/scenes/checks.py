@@ -79,10 +79,9 @@ def verify(asset: dg.AssetKey, p: Pipeline, stored: StoredObject, judge) -> tupl
             outcomes = oc.row_checks(p.engine, stored, path)
             more, metadata = judge(path)
             outcomes += more
-    except Exception as exc:  # noqa: BLE001 - the checks report it; the asset's own write already succeeded
+    except Exception as exc:  # noqa: BLE001 - never fail (and so retry) a step whose object is written and recorded
         reason = f"{type(exc).__name__}: {exc}"
-        outcomes = oc.row_checks(p.engine, stored, None, reason)
-        outcomes += [oc.Outcome(name, False, oc.ERROR, f"not judged: {reason}") for name in CHECKS[asset][2:]]
+        outcomes = [oc.Outcome(name, False, oc.ERROR, f"not judged: {reason}") for name in CHECKS[asset]]
         metadata = {}
     return _results(asset, outcomes), {**link_metadata(p.settings, stored), **metadata}
 
@@ -106,8 +105,13 @@ def verify_thumbnail(p: Pipeline, stored: StoredObject, width: int, height: int)
     return verify(THUMBNAIL, p, stored, judge)
 
 
-def verify_combined_video(p: Pipeline, stored: StoredObject, job_id: str, quality: str, scene_count: int):
+def verify_combined_video(p: Pipeline, stored: StoredObject, job_key, scene_count: int):
+    from t2m_pipeline.pipeline.steps import load_outline
+
+    job_id = job_key.job_id
+
     def judge(path):
+        quality = load_outline(p, job_key).quality
         durations = oc.scene_durations(p.engine, job_id)
         expected = sum(durations) if len(durations) == scene_count else None
         outcomes = oc.video_checks(path, quality=quality, expected_duration_s=expected, tolerance_s=oc.DURATION_TOLERANCE_S * scene_count)
