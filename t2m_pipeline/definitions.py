@@ -4,7 +4,6 @@ Domains are imported as modules, not their `defs` objects: Dagster refuses a mod
 Definitions object at module scope.
 """
 
-import os
 import warnings
 
 import dagster as dg
@@ -20,12 +19,8 @@ from t2m_pipeline.defs.migration import definitions as migration  # noqa: E402
 from t2m_pipeline.defs.resources import default_resources  # noqa: E402
 from t2m_pipeline.defs.scenes import definitions as scenes  # noqa: E402
 
-# What a run worker prints on its console (the event log keeps everything): `make dev` sets WARNING unless VERBOSE=1.
-RUN_CONSOLE_LOG_LEVEL = os.environ.get("T2M_RUN_LOG_LEVEL", "").strip().upper() or "INFO"
-console = dg.colored_console_logger.configured({"log_level": RUN_CONSOLE_LOG_LEVEL, "name": "dagster"})
-
 defs = dg.Definitions.merge(
-    dg.Definitions(resources=default_resources(), loggers={"console": console}),
+    dg.Definitions(resources=default_resources()),
     scenes.defs,
     jobs.defs,
     migration.defs,
