@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install test test-fast checkov clean bench-audit dev demo bench-pipeline bench-migration bench-latency bench-render
+.PHONY: install test test-fast checkov clean bench-audit dev demo bench-pipeline bench-migration bench-latency bench-render bench-cli e2e
 
 install: $(VENV)/.installed
 
@@ -29,13 +29,18 @@ checkov:
 bench-audit: install
 	$(PY) benchmarks/audit_bench.py --objects 100000 --write
 
-# Everything local (S3 endpoint, PostgreSQL, migrations, buckets) and `dagster dev` with the sensors running.
+# Everything local (S3 endpoint whose state persists, PostgreSQL, migrations, buckets) and `dagster dev` with the
+# sensors running. VERBOSE=1: Dagster logs at INFO. RESET=1: empty the local S3, metadata and Dagster databases first.
 dev: install
-	$(PY) scripts/dev.py
+	$(PY) scripts/dev.py $(if $(VERBOSE),--verbose) $(if $(RESET),--reset)
 
 # Headless: set-up, a demo job submitted, the sensor launching it, its status, S3 keys and presigned URLs.
 demo: install
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(VERBOSE),--verbose)
+
+# `t2m` start-up: CPU and import time per command against the eager CLI; writes BENCHMARKS.md.
+bench-cli: install
+	$(PY) benchmarks/cli_bench.py --write
 
 # Sensor tick with 10,000 queued jobs; per-scene pipeline overhead against a bare manim render; writes BENCHMARKS.md.
 bench-pipeline: install

@@ -1,6 +1,6 @@
 """Benchmark: reconciling file_metadata with S3 at 100,000 objects, streamed vs. the naive load-everything approach.
 
-Starts its own local S3 endpoint (`python -m t2m_pipeline.devtools.local_s3`) and a throwaway PostgreSQL database,
+Starts its own local S3 endpoint (`devtools.local_s3.start_local_s3`) and a throwaway PostgreSQL database,
 fills the environment's three durable buckets with N small objects and their `file_metadata` rows (with a known
 amount of injected drift: rows dropped -> orphans, rows for versions that do not exist -> missing, sizes changed ->
 mismatches), then measures, each in a fresh process so peak memory is its own:
@@ -22,7 +22,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -34,38 +33,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devtools.local_s3 import start_local_s3  # noqa: E402  (devtools/ is not installed: it lives beside the package)
+
 DRIFT_ORPHANS = 100
 DRIFT_MISSING = 100
 DRIFT_SIZE = 50
 SECTION_START = "<!-- audit_bench:start -->"
 SECTION_END = "<!-- audit_bench:end -->"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_local_s3() -> tuple[subprocess.Popen, str]:
-    import requests
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "t2m_pipeline.devtools.local_s3", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            requests.get(f"{endpoint}/moto-api/", timeout=1)
-            return proc, endpoint
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("local S3 endpoint did not start")
 
 
 def bench_env(endpoint: str, db_url: str) -> dict[str, str]:
@@ -271,7 +245,7 @@ def markdown(setup: dict, results: list[dict], command: str) -> str:
         f"on a {os.cpu_count()}-core machine; PostgreSQL on loopback.",
         "",
         f"{setup['objects']:,} objects in the three durable buckets of the local endpoint (moto server over HTTP, "
-        f"`python -m t2m_pipeline.devtools.local_s3`), {setup['rows']:,} `file_metadata` rows in PostgreSQL, "
+        f"`devtools.local_s3.start_local_s3`), {setup['rows']:,} `file_metadata` rows in PostgreSQL, "
         f"with injected drift: {DRIFT_ORPHANS} orphans, {DRIFT_MISSING} missing objects, {setup['resized']} size mismatches. "
         "Each phase runs against its own freshly started endpoint and database, populated the same way (moto keeps "
         "the copies its ListObjectVersions makes, about 11 GB per pass at this size), in a fresh process "
@@ -329,7 +303,8 @@ def measure_fresh(name: str, objects: int) -> tuple[dict, dict]:
 
     admin = os.environ.get("T2M_BENCH_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     db_url = admin.rsplit("/", 1)[0] + f"/t2m_bench_{uuid.uuid4().hex[:10]}"
-    proc, endpoint = start_local_s3()
+    server = start_local_s3()
+    endpoint = server.endpoint
     env = bench_env(endpoint, db_url)
     os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
     try:
@@ -345,11 +320,7 @@ def measure_fresh(name: str, objects: int) -> tuple[dict, dict]:
         print(json.dumps(result), file=sys.stderr, flush=True)
         return setup, result
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
         drop_database(db_url)
 
 

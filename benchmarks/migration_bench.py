@@ -23,7 +23,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,37 +32,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from devtools.local_s3 import start_local_s3  # noqa: E402  (devtools/ is not installed: it lives beside the package)
 BENCH_BIN = ROOT / ".venv-bench" / "bin"
 SECTION_START = "<!-- migration_bench:start -->"
 SECTION_END = "<!-- migration_bench:end -->"
 BASELINE_BUCKET = "bench-baseline-copies"
 WORKERS = 32
 CLAIM_KEY = "t2m_redis_db_claim"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_local_s3() -> tuple[subprocess.Popen, str]:
-    import requests
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "t2m_pipeline.devtools.local_s3", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            requests.get(f"{endpoint}/moto-api/", timeout=1)
-            return proc, endpoint
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("local S3 endpoint did not start")
 
 
 def claim_redis_db():
@@ -329,7 +305,8 @@ def main() -> None:
     from t2m_pipeline.db.engine import drop_database
     from t2m_pipeline.db.migrate import upgrade
 
-    s3_proc, endpoint = start_local_s3()
+    s3_server = start_local_s3()
+    endpoint = s3_server.endpoint
     db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/t2m_bench_mig_{uuid.uuid4().hex[:8]}"
     redis_client, redis_url = claim_redis_db()
     work = Path(tempfile.mkdtemp(prefix="t2m-mig-bench-"))
@@ -363,8 +340,7 @@ def main() -> None:
         if args.write:
             write_section(text)
     finally:
-        s3_proc.terminate()
-        s3_proc.wait(30)
+        s3_server.stop()
         redis_client.flushdb()
         shutil.rmtree(work, ignore_errors=True)
         from t2m_pipeline.db.engine import shared_engine

@@ -127,11 +127,11 @@ def bench_sensor(jobs: int, ticks: int) -> dict:
 def bench_scene_overhead(scenes: int) -> dict:
     import dagster as dg
 
-    sys.path.insert(0, str(ROOT))
-    from t2m_pipeline_tests.conftest import start_local_s3
+    from devtools.local_s3 import start_local_s3
 
     logs = Path(tempfile.mkdtemp(prefix="t2m-bench-"))
-    moto, endpoint = start_local_s3(logs)
+    local_s3 = start_local_s3(logs)
+    endpoint = local_s3.endpoint
     os.environ.update(
         {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1", "T2M_ENV": "dev"}
     )
@@ -215,8 +215,7 @@ def bench_scene_overhead(scenes: int) -> dict:
         engine.dispose()
         shared_engine.cache_clear()
         drop_database(url)
-        moto.terminate()
-        moto.wait(10)
+        local_s3.stop()
     overheads = [r["overhead_s"] for r in rows]
     bares = [r["bare_manim_s"] for r in rows]
     fulls = [r["pipeline_s"] for r in rows]
@@ -238,7 +237,7 @@ def markdown(sensor: dict, scenes: dict, command: str) -> str:
         "## Pipeline: sensor tick with 10,000 queued jobs, per-scene overhead (benchmarks/pipeline_bench.py)",
         "",
         f"Command: `{command}` (the same as `make bench-pipeline`). Machine: 2 cores; PostgreSQL on loopback; S3 = moto "
-        "server over HTTP on loopback (`t2m_pipeline.devtools.local_s3`).",
+        "server over HTTP on loopback (`devtools.local_s3`).",
         "",
         f"**`new_jobs` sensor tick.** {sensor['jobs']:,} queued jobs (random priorities) inserted with one multi-row "
         f"INSERT per table in {sensor['insert_seconds']} s; the sensor function evaluated {sensor['ticks']} times in a row "

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import local_stack
 from local_stack import BIN, REPO, say
@@ -26,13 +27,21 @@ def main() -> int:
     parser.add_argument("--scenes", type=int, default=3)
     parser.add_argument("--user", default="user_demo")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--s3-port", type=int, default=local_stack.LOCAL_S3_PORT)
+    parser.add_argument("--local-dir", type=Path, default=local_stack.DEFAULT_LOCAL_DIR, help="State, logs, stack file.")
+    parser.add_argument("--verbose", action="store_true", help="The daemon logs at INFO.")
     args = parser.parse_args()
 
     started = time.monotonic()
-    stack = local_stack.start()
+    stack = local_stack.start(s3_port=args.s3_port, local_dir=args.local_dir)
     try:
+        stack.env["T2M_RUN_LOG_LEVEL"] = "info" if args.verbose else "warning"
         say("starting the Dagster daemon (sensors, run queue, run monitoring)")
-        daemon = stack.spawn("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")])
+        daemon = stack.spawn(
+            "dagster-daemon",
+            [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml"), "--log-level", "info" if args.verbose else "warning"],
+            cwd=stack.dagster_home,
+        )
         submitted = stack.t2m(
             "jobs", "submit", "--user", args.user, "--email", "demo@example.com", "--topic", args.topic,
             "--context", args.context, "--scenes", str(args.scenes), "--priority", "high", "--json", capture=True,
@@ -44,7 +53,7 @@ def main() -> int:
         summary = {}
         while time.monotonic() < deadline:
             if daemon.poll() is not None:
-                say(f"the daemon exited ({daemon.returncode}); see .local/logs/dagster-daemon.log")
+                say(f"the daemon exited ({daemon.returncode}); see {stack.logs / 'dagster-daemon.log'}")
                 break
             summary = json.loads(stack.t2m("jobs", "show", job_id, "--json", capture=True).stdout)
             now = (summary["status"], summary["current_stage"], summary["progress_percentage"])
@@ -62,7 +71,7 @@ def main() -> int:
             stack.t2m("urls", job_id, "--user", args.user, check=False)
             say(f"demo completed in {time.monotonic() - started:.0f} s")
             return 0
-        say(f"the job did not complete (status {summary.get('status')}); logs in .local/logs/")
+        say(f"the job did not complete (status {summary.get('status')}); logs in {stack.logs}")
         return 1
     finally:
         stack.stop()

@@ -18,7 +18,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,9 +34,9 @@ from t2m_pipeline.config import load_settings  # noqa: E402
 from t2m_pipeline.db.engine import drop_database, in_transaction, make_engine  # noqa: E402
 from t2m_pipeline.db.job_state import apply_transition  # noqa: E402
 from t2m_pipeline.db.migrate import upgrade  # noqa: E402
-from t2m_pipeline.devtools.fault_proxy import FaultKind, FaultPlan  # noqa: E402
-from t2m_pipeline.devtools.private_postgres import PrivatePostgres  # noqa: E402
-from t2m_pipeline_tests.conftest import start_local_s3  # noqa: E402
+from devtools.fault_proxy import FaultKind, FaultPlan  # noqa: E402
+from devtools.private_postgres import PrivatePostgres  # noqa: E402
+from devtools.local_s3 import start_local_s3  # noqa: E402
 from t2m_pipeline_tests.faults.scenarios import (  # noqa: E402
     MULTIPART_BYTES,
     UploadReport,
@@ -171,7 +170,7 @@ def database_rows(args, settings, work: Path) -> list[str]:
 
 def restart_during_runs_rows(args, settings, cluster, work: Path) -> list[str]:
     """Restarts placed inside open transactions of `t2m migrate redis|files` (CLI processes) and a pipeline job."""
-    from t2m_pipeline.devtools.private_redis import PrivateRedis
+    from devtools.private_redis import PrivateRedis
     from t2m_pipeline_tests.faults.restart_scenarios import run_restart_during_runs
     from t2m_pipeline_tests.migration.legacy_world import build_world, make_mp4
 
@@ -287,7 +286,7 @@ def pipeline_rows(args, settings, db_url: str) -> list[str]:
 
 def migration_rows(args, settings, db_url_for, work: Path) -> list[str]:
     """`t2m migrate files` (a CLI process) over a generated legacy tree behind the fault proxy; its control and rerun."""
-    from t2m_pipeline.devtools.private_redis import PrivateRedis
+    from devtools.private_redis import PrivateRedis
     from t2m_pipeline_tests.faults.migration_scenarios import run_migration_fault_scenario
 
     rows: list[str] = []
@@ -430,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     admin = os.environ.get("T2M_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     db_url = admin.rsplit("/", 1)[0] + f"/t2m_reliability_{uuid.uuid4().hex[:10]}"
     work = Path(tempfile.mkdtemp(prefix="t2m-reliability-"))
-    moto, endpoint = start_local_s3(work)
+    local_s3 = start_local_s3(work)
+    endpoint = local_s3.endpoint
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"})
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         os.environ.pop(name, None)
@@ -485,11 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote the {group} section of {args.output}", flush=True)
             failed |= any("**FAILED**" in r or "did NOT" in r for r in rows)
     finally:
-        moto.terminate()
-        try:
-            moto.wait(30)
-        except subprocess.TimeoutExpired:
-            moto.kill()
+        local_s3.stop(30)
         for url in [db_url, *scenario_dbs]:
             drop_database(url)
         shutil.rmtree(work, ignore_errors=True)  # the multipart test files

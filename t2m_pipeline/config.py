@@ -2,14 +2,19 @@
 
 Every variable the platform reads is named here, with its default and the form it must take. A bad value raises
 `ConfigError` whose message is one line naming the variable and the expected form; the CLI prints just that line.
+A value is echoed only with its passwords masked (`redact`).
+
+The local stack (`make dev`, `make demo`) writes a stack file naming its endpoint and databases; the CLI reads it
+(`apply_local_stack_file`) so its commands work in any terminal. Nothing else reads it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 BucketKind = Literal["videos", "code", "thumbnails", "temp"]
@@ -22,23 +27,38 @@ _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 _DB_URL = re.compile(r"^postgresql(\+psycopg|\+psycopg2)?://\S+$")
+_URL_PASSWORD = re.compile(r"([^\s/:@]+):[^\s@]+@")  # user:password@, with or without a scheme
+_KEYWORD_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\S+)")
+SECRET_SETTINGS = frozenset({"T2M_LLM_API_KEY"})
+LOCAL_STACK_FILE = Path(__file__).resolve().parents[1] / ".local" / "stack.env"
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message is the single line shown to the user."""
 
 
+def redact(value: str) -> str:
+    """`value` with anything that looks like a password masked: `scheme://user:***@host`, `password=***`."""
+    value = _URL_PASSWORD.sub(r"\1:***@", value)
+    return _KEYWORD_PASSWORD.sub(r"\1\2***", value)
+
+
+def _shown(name: str, value: str) -> str:
+    """How a bad value is echoed in an error: never a secret setting, never a password inside a value."""
+    return "'***'" if name in SECRET_SETTINGS else repr(redact(value))
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
     value = env.get(name, "").strip() or default
     if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is invalid: expected one of {'|'.join(allowed)}")
+        raise ConfigError(f"{name}={_shown(name, value)} is invalid: expected one of {'|'.join(allowed)}")
     return value
 
 
 def _matching(env: Mapping[str, str], name: str, default: str | None, pattern: re.Pattern, form: str) -> str | None:
     value = env.get(name, "").strip() or default
     if value is not None and not pattern.fullmatch(value):
-        raise ConfigError(f"{name}={value!r} is invalid: expected {form}")
+        raise ConfigError(f"{name}={_shown(name, value)} is invalid: expected {form}")
     return value
 
 
@@ -52,7 +72,7 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, maximum: int 
         value = 0
     if value <= 0 or (maximum is not None and value > maximum):
         upper = f" up to {maximum}" if maximum else ""
-        raise ConfigError(f"{name}={raw!r} is invalid: expected a positive whole number{upper}")
+        raise ConfigError(f"{name}={_shown(name, raw)} is invalid: expected a positive whole number{upper}")
     return value
 
 
@@ -62,7 +82,7 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
-    raise ConfigError(f"{name}={raw!r} is invalid: expected 1|0|true|false")
+    raise ConfigError(f"{name}={_shown(name, raw)} is invalid: expected 1|0|true|false")
 
 
 @dataclass(frozen=True)
@@ -199,3 +219,42 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if generator == "openai" and not (settings.llm_base_url and settings.llm_model):
         raise ConfigError("T2M_CODE_GENERATOR=openai needs T2M_LLM_BASE_URL and T2M_LLM_MODEL: expected a URL and a model name")
     return settings
+
+
+def local_stack_file(env: Mapping[str, str] | None = None) -> Path | None:
+    """The stack file to read: `T2M_LOCAL_STACK_FILE` when set (empty: none), else the checkout's `.local/stack.env`
+    when `make dev` or `make demo` wrote one."""
+    env = os.environ if env is None else env
+    named = env.get("T2M_LOCAL_STACK_FILE")
+    if named is not None:
+        return Path(named) if named.strip() else None
+    return LOCAL_STACK_FILE if LOCAL_STACK_FILE.is_file() else None
+
+
+def read_stack_file(path: Path) -> dict[str, str]:
+    """`NAME=value` lines (blank lines and `#` comments skipped)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"T2M_LOCAL_STACK_FILE={str(path)!r} cannot be read ({exc.strerror}): expected the file `make dev` writes") from None
+    values = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not re.fullmatch(r"[A-Z][A-Z0-9_]*", name.strip()):
+            raise ConfigError(f"{path}:{number} is invalid: expected NAME=value")
+        values[name.strip()] = value.strip()
+    return values
+
+
+def apply_local_stack_file(environ: MutableMapping[str, str] | None = None) -> Path | None:
+    """Fill the environment from the local stack's file; variables already set win. Returns the file read."""
+    environ = os.environ if environ is None else environ
+    path = local_stack_file(environ)
+    if path is None:
+        return None
+    for name, value in read_stack_file(path).items():
+        environ.setdefault(name, value)
+    return path

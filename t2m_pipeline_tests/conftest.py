@@ -1,4 +1,4 @@
-"""Real services for the tests: a moto S3 server on a free loopback port, a throwaway PostgreSQL database.
+"""Real services for the tests: the local S3 server (`devtools.local_s3`, in memory) on a free loopback port, a throwaway PostgreSQL database.
 
 Both are set in the environment before any test imports settings, so subprocesses (manim renders, the Dagster
 daemon, the CLI) see the same endpoint and database.
@@ -7,24 +7,14 @@ daemon, the CLI) see the same endpoint and database.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
-import requests
+
+from devtools.local_s3 import start_local_s3
 
 ADMIN_URL = os.environ.get("T2M_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -48,28 +38,6 @@ def daemon_databases(prefix: str):
         drop_database(dagster_url)
 
 
-def start_local_s3(log_dir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    log = open(log_dir / f"moto-{port}.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "t2m_pipeline.devtools.local_s3", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{endpoint}/moto-api/", timeout=1)
-            return proc, endpoint
-        except requests.ConnectionError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto server exited: see {log.name}")
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("moto server did not start in 30 s")
-
-
 @pytest.fixture(scope="session")
 def service_env(tmp_path_factory):
     """Environment for the whole run: local S3 endpoint, throwaway database, no real AWS credentials."""
@@ -77,7 +45,8 @@ def service_env(tmp_path_factory):
     from t2m_pipeline.db.migrate import upgrade
 
     logs = tmp_path_factory.mktemp("service-logs")
-    proc, endpoint = start_local_s3(logs)
+    local_s3 = start_local_s3(logs)
+    endpoint = local_s3.endpoint
     db_name = f"t2m_test_{uuid.uuid4().hex[:12]}"
     db_url = ADMIN_URL.rsplit("/", 1)[0] + "/" + db_name
     env = {
@@ -89,17 +58,14 @@ def service_env(tmp_path_factory):
         "T2M_ENV": "dev",
         "T2M_DATABASE_URL": db_url,
         "T2M_MULTIPART_THRESHOLD_MIB": "5",
+        "T2M_LOCAL_STACK_FILE": "",  # a developer's running `make dev` never leaks into the tests
     }
     for drop in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ACCOUNT_ID", "T2M_REDIS_URL"):
         os.environ.pop(drop, None)
     os.environ.update(env)
     upgrade(db_url)
     yield env
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    local_s3.stop()
     from t2m_pipeline.db.engine import shared_engine
 
     shared_engine.cache_clear()

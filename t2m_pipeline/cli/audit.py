@@ -63,17 +63,20 @@ def audit(
         )
     except ValueError as exc:  # a one-line user error, like a bad setting
         raise ConfigError(f"invalid audit option: {exc}") from None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     settings = load_settings()
-    selected = tuple(only) or AUDITS
+    selected = tuple(name for name in AUDITS if name in (tuple(only) or AUDITS))
     instance = _dagster_instance() if "partitions" in selected else None
-    reports = run_audits(
-        settings,
-        shared_engine(settings.database_url),
-        make_s3_client(settings),
-        policy,
-        instance=instance,
-        audits=selected,
-    )
+    engine, client = shared_engine(settings.database_url), make_s3_client(settings)
+    reports = []
+    columns = [TextColumn("auditing {task.fields[audit]:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=console, disable=json_output) as bar:
+        task = bar.add_task("audits", total=len(selected), audit=selected[0])
+        for name in selected:  # one at a time, in run_audits' order, so the bar says which one runs
+            bar.update(task, audit=name)
+            reports += run_audits(settings, engine, client, policy, instance=instance, audits=(name,))
+            bar.advance(task)
     open_errors = sum(report.open_errors for report in reports)
     if json_output:
         emit_json({"ok": open_errors == 0, "open_errors": open_errors, "audits": [report.as_dict() for report in reports]})

@@ -148,7 +148,13 @@ def verify(
 
     root = _legacy_root(legacy_root)
     settings = load_settings()
-    result = verify_files(settings, shared_engine(settings.database_url), root, partition or None)
+    columns = [TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=json_output) as bar:
+        task = bar.add_task("objects", total=None)
+        result = verify_files(
+            settings, shared_engine(settings.database_url), root, partition or None,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     if json_output:
         emit_json(result)
     else:

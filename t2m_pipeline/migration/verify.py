@@ -37,7 +37,11 @@ def _sha256(path: bytes) -> str | None:
     return digest.hexdigest()
 
 
-def verify_files(settings: Settings, engine: Engine, legacy_root, partitions: list[str] | None = None, *, workers: int = 32) -> dict:
+def verify_files(
+    settings: Settings, engine: Engine, legacy_root, partitions: list[str] | None = None, *, workers: int = 32,
+    progress=None,
+) -> dict:
+    """`progress(done, total)`, when given, is called as objects are checked (the CLI's progress bar)."""
     root = root_bytes(legacy_root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"legacy root {os.fsdecode(root)!r} is not a directory")
@@ -109,9 +113,11 @@ def verify_files(settings: Settings, engine: Engine, legacy_root, partitions: li
         return found
 
     with ThreadPoolExecutor(workers) as pool:
-        for row, found in zip(migrated, pool.map(check, migrated)):
+        for done, (row, found) in enumerate(zip(migrated, pool.map(check, migrated)), 1):
             for what in found:
                 problem(row.legacy_path, what)
+            if progress is not None:
+                progress(done, len(migrated))
     for (bucket, key), version in _unrecorded_versions(engine, client, {(r.bucket, r.key) for r in migrated}):
         problems.append({"legacy_path": None, "problem": f"unrecorded S3 version {version} of s3://{bucket}/{key}"})
 

@@ -58,7 +58,7 @@ def tls_only_policy(bucket: str) -> dict:
 
     moto 5.2 evaluates only `StringEquals` conditions and applies a conditional Deny to every request, which would
     lock the local endpoint. We keep this policy unchanged and stored on the bucket (doctor and audits read it back
-    and compare it); the local endpoint (`t2m_pipeline.devtools.local_s3`) instead teaches moto to skip statements
+    and compare it); the local endpoint (`devtools.local_s3`) instead teaches moto to skip statements
     whose conditions it cannot evaluate, while still enforcing unconditional ones.
     """
     return {

@@ -13,7 +13,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
-from t2m_pipeline.devtools.fault_proxy import FaultKind, FaultPlan, FaultProxy, classify, parse_kinds
+from devtools.fault_proxy import FaultKind, FaultPlan, FaultProxy, classify, parse_kinds
+from devtools.local_s3 import REPO
 
 READ_TIMEOUT = 1.0
 HELD = 1.6  # seconds a delayed answer or late write is held: past READ_TIMEOUT
@@ -208,11 +209,12 @@ def test_mixed_faults_at_a_rate_are_counted_and_retries_get_through(settings, bu
 
 def test_command_line_proxy(settings, bucket):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "t2m_pipeline.devtools.fault_proxy", "--target", settings.endpoint_url, "--rate", "1",
+        [sys.executable, "-m", "devtools.fault_proxy", "--target", settings.endpoint_url, "--rate", "1",
          "--faults", "slowdown", "--operations", "PutObject", "--seed", "5"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=REPO,
     )
     try:
         banner = proc.stdout.readline()
@@ -231,10 +233,11 @@ def test_command_line_proxy(settings, bucket):
 
 def test_command_line_refuses_bad_arguments_in_one_line(settings):
     result = subprocess.run(
-        [sys.executable, "-m", "t2m_pipeline.devtools.fault_proxy", "--target", settings.endpoint_url, "--faults", "boom"],
+        [sys.executable, "-m", "devtools.fault_proxy", "--target", settings.endpoint_url, "--faults", "boom"],
         capture_output=True,
         text=True,
         timeout=30,
+        cwd=REPO,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: unknown fault kind 'boom': expected slowdown|internal|reset-before|reset-after|delay|late-write"]

@@ -2,23 +2,18 @@
 whole bucket, so the session's shared server, full of every test's objects, would slow them down)."""
 
 import dataclasses
-import subprocess
 
 import pytest
 
-from t2m_pipeline_tests.conftest import start_local_s3
+from devtools.local_s3 import start_local_s3
 from t2m_pipeline_tests.faults.scenarios import fresh_buckets
 
 
 @pytest.fixture(scope="session")
 def fault_s3_endpoint(service_env, tmp_path_factory):
-    proc, endpoint = start_local_s3(tmp_path_factory.mktemp("fault-s3-logs"))
-    yield endpoint
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server = start_local_s3(tmp_path_factory.mktemp("fault-s3-logs"))
+    yield server.endpoint
+    server.stop()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from sqlalchemy import Engine, text
 
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import make_engine
-from t2m_pipeline.devtools.fault_proxy import FaultPlan, FaultProxy
+from devtools.fault_proxy import FaultPlan, FaultProxy
 from t2m_pipeline.migration.legacy_paths import ledger_path, slugify
 from t2m_pipeline.storage.s3 import S3Storage, make_s3_client
 from t2m_pipeline_tests.migration.legacy_world import World, _job, build_world, legacy_ts, make_mp4

@@ -22,7 +22,7 @@ from datetime import timedelta
 import dagster as dg
 
 from t2m_pipeline.db.engine import make_engine
-from t2m_pipeline.devtools.fault_proxy import FaultPlan, FaultProxy
+from devtools.fault_proxy import FaultPlan, FaultProxy
 from t2m_pipeline.storage.s3 import S3Storage, make_s3_client
 from t2m_pipeline_tests.defs.scenes.support import (
     drive_job,
@@ -174,7 +174,7 @@ def run_redis_outage_scenario(settings, resources: dict, *, jobs: int = 1, scene
 
     import redis
 
-    from t2m_pipeline.devtools.private_redis import PrivateRedis
+    from devtools.private_redis import PrivateRedis
     from t2m_pipeline.migration import mirror
     from t2m_pipeline.migration.mirror import RESYNC_BATCH
 

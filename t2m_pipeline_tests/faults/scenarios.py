@@ -30,7 +30,7 @@ from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.jobs import ensure_user
 from t2m_pipeline.db.models import FileMetadata
-from t2m_pipeline.devtools.fault_proxy import FaultKind, FaultPlan, FaultProxy
+from devtools.fault_proxy import FaultKind, FaultPlan, FaultProxy
 from t2m_pipeline.storage import layout
 from t2m_pipeline.storage.s3 import ObjectOwner, S3Storage, StoredObject, make_s3_client
 

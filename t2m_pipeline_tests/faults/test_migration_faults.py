@@ -12,7 +12,7 @@ import dataclasses
 
 import pytest
 
-from t2m_pipeline.devtools.fault_proxy import FaultKind, FaultPlan
+from devtools.fault_proxy import FaultKind, FaultPlan
 from t2m_pipeline_tests.faults.migration_scenarios import run_migration_fault_scenario
 from t2m_pipeline_tests.migration.legacy_world import migration_db, mp4s, redis_db  # noqa: F401 - fixtures
 

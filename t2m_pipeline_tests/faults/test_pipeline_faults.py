@@ -14,7 +14,7 @@ the proxy in front of this module's private moto server (`fault_settings`).
 
 import pytest
 
-from t2m_pipeline.devtools.fault_proxy import FaultKind, FaultPlan
+from devtools.fault_proxy import FaultKind, FaultPlan
 from t2m_pipeline_tests.defs.scenes.support import pipeline_db_url, pipeline_engine, resources  # noqa: F401 - fixtures
 from t2m_pipeline_tests.faults.pipeline_scenarios import run_pipeline_fault_scenario
 

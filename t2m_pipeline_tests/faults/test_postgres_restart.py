@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, text
 from t2m_pipeline.db.engine import DatabaseUnavailableError, in_transaction, make_engine
 from t2m_pipeline.db.job_state import apply_transition
 from t2m_pipeline.db.migrate import upgrade
-from t2m_pipeline.devtools.private_postgres import PrivatePostgres
+from devtools.private_postgres import PrivatePostgres
 from t2m_pipeline_tests.faults.scenarios import run_restart_scenario
 
 

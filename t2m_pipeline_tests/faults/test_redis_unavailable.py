@@ -10,7 +10,7 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from t2m_pipeline.devtools.private_redis import PrivateRedis
+from devtools.private_redis import PrivateRedis
 from t2m_pipeline.migration import mirror
 from t2m_pipeline_tests.defs.scenes.support import (  # noqa: F401 - fixtures
     insert_job,

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from t2m_pipeline.devtools.fault_proxy import FaultKind, FaultPlan, FaultProxy
+from devtools.fault_proxy import FaultKind, FaultPlan, FaultProxy
 from t2m_pipeline.storage import layout
 from t2m_pipeline.storage.errors import StorageError
 from t2m_pipeline.storage.s3 import WRITE_ID_METADATA, ObjectOwner, S3Storage, make_s3_client, object_metadata

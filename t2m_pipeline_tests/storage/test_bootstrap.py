@@ -55,7 +55,7 @@ def test_drift_is_reported_setting_by_setting(staging):
 
 
 def test_plain_moto_would_lock_the_bucket_with_the_tls_policy_which_is_why_local_s3_patches_it():
-    """The reason for t2m_pipeline.devtools.local_s3: unpatched moto applies the TLS Deny to every request."""
+    """The reason for devtools.local_s3: unpatched moto applies the TLS Deny to every request."""
     from botocore.exceptions import ClientError
     from moto.server import ThreadedMotoServer
 

@@ -84,10 +84,36 @@ def _open(report: AuditReport, checks: set[str] | None = None, severities: set[s
     return report.summary.left_open(checks, severities) if report.summary else 0
 
 
+def drift_severity(report: AuditReport) -> dg.AssetCheckSeverity:
+    """As severe as the worst open finding: lifecycle drift alone is a WARNING finding, so a WARN check."""
+    return dg.AssetCheckSeverity.WARN if report.summary and _open(report) == _open(report, severities={"WARNING"}) else dg.AssetCheckSeverity.ERROR
+
+
+CHECK_DESCRIPTIONS = {
+    "bucket_settings_as_declared": "Each bucket's live settings equal storage/bucket_settings.py: versioning, encryption, "
+    "public access block, TLS-only policy (ERROR) and lifecycle rules (WARN: drift costs money, loses nothing). "
+    "Fails at the worst open finding's severity.",
+    "no_missing_or_mismatched_objects": "ERROR when a file_metadata row's version is missing in S3 or differs from it "
+    "(size, or sha256 with --checksums): possible data loss.",
+    "no_unrecorded_objects": "WARN when S3 holds versions no file_metadata row records (written around the storage "
+    "layer); identical extra versions of our own retried writes are removed, not counted.",
+    "temp_expiry_enforced": "WARN when temp objects older than 7 days are left (the endpoint does not apply the "
+    "lifecycle rule and the cleanup could not remove them).",
+    "no_stuck_jobs": "WARN when a processing job has been silent past the stuck threshold and the policy left it so.",
+    "job_queue_consistent": "WARN when job_queue rows disagree with their jobs (orphaned or of another status) and "
+    "were left unfixed.",
+    "partition_keys_valid": "WARN when the jobs or scenes partition sets hold keys that do not decode.",
+}
+
+
+def spec(name: str, asset: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=asset, description=CHECK_DESCRIPTIONS[name])
+
+
 @dg.asset(
     group_name=AUDIT_GROUP,
     description="Live settings of the environment's four buckets compared with their declarations.",
-    check_specs=[dg.AssetCheckSpec("bucket_settings_as_declared", asset=BUCKET_SETTINGS_AUDIT)],
+    check_specs=[spec("bucket_settings_as_declared", BUCKET_SETTINGS_AUDIT)],
 )
 def bucket_settings_audit(database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     s3 = storage.get()
@@ -105,7 +131,7 @@ def bucket_settings_audit(database: PostgresResource, storage: S3StorageResource
             dg.AssetCheckResult(
                 check_name="bucket_settings_as_declared",
                 passed=passed,
-                severity=dg.AssetCheckSeverity.ERROR,
+                severity=drift_severity(report) if not passed else dg.AssetCheckSeverity.ERROR,
                 metadata=check_meta,
                 description=None if passed else "bucket settings differ from storage/bucket_settings.py",
             )
@@ -117,8 +143,8 @@ def bucket_settings_audit(database: PostgresResource, storage: S3StorageResource
     group_name=AUDIT_GROUP,
     description="file_metadata reconciled with S3 (paged ListObjectVersions, streamed merge).",
     check_specs=[
-        dg.AssetCheckSpec("no_missing_or_mismatched_objects", asset=STORAGE_RECONCILIATION),
-        dg.AssetCheckSpec("no_unrecorded_objects", asset=STORAGE_RECONCILIATION),
+        spec("no_missing_or_mismatched_objects", STORAGE_RECONCILIATION),
+        spec("no_unrecorded_objects", STORAGE_RECONCILIATION),
     ],
 )
 def storage_reconciliation(config: AuditConfig, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
@@ -148,7 +174,7 @@ def storage_reconciliation(config: AuditConfig, database: PostgresResource, stor
 @dg.asset(
     group_name=AUDIT_GROUP,
     description="Temp objects past 7 days: deleted where the endpoint does not enforce lifecycle, reported on AWS.",
-    check_specs=[dg.AssetCheckSpec("temp_expiry_enforced", asset=TEMP_BUCKET_CLEANUP)],
+    check_specs=[spec("temp_expiry_enforced", TEMP_BUCKET_CLEANUP)],
 )
 def temp_bucket_cleanup(database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     s3 = storage.get()
@@ -171,8 +197,8 @@ def temp_bucket_cleanup(database: PostgresResource, storage: S3StorageResource) 
     group_name=AUDIT_GROUP,
     description="Jobs stuck in processing (failed or re-queued by policy) and job_queue rows that disagree with their job.",
     check_specs=[
-        dg.AssetCheckSpec("no_stuck_jobs", asset=STUCK_JOBS_AUDIT),
-        dg.AssetCheckSpec("job_queue_consistent", asset=STUCK_JOBS_AUDIT),
+        spec("no_stuck_jobs", STUCK_JOBS_AUDIT),
+        spec("job_queue_consistent", STUCK_JOBS_AUDIT),
     ],
 )
 def stuck_jobs_audit(config: AuditConfig, database: PostgresResource) -> dg.MaterializeResult:
@@ -201,7 +227,7 @@ def stuck_jobs_audit(config: AuditConfig, database: PostgresResource) -> dg.Mate
 @dg.asset(
     group_name=AUDIT_GROUP,
     description="Partitions of deleted or expired jobs removed from the `jobs` and `scenes` sets (history stays).",
-    check_specs=[dg.AssetCheckSpec("partition_keys_valid", asset=PARTITION_RETENTION)],
+    check_specs=[spec("partition_keys_valid", PARTITION_RETENTION)],
 )
 def partition_retention(context: dg.AssetExecutionContext, config: AuditConfig, database: PostgresResource) -> dg.MaterializeResult:
     report = audit_partitions(database.engine, context.instance, config.policy())

@@ -5,9 +5,13 @@ job's status back through `pipeline.status`, and reports its object (S3 URI, siz
 image facts) as materialization metadata. Every S3 write goes through the storage layer, which records the
 `file_metadata` row.
 
-Failures: a failure the step understands (`StepFailed`) is written back with its log key and not retried; a
-transient S3 or database error is retried by the retry policy (exponential backoff with jitter) and written back
-only when the retries are used up.
+Each scene asset then reads its object back and reports its checks (`checks.py`): the row exists, object and row
+agree by sha256, and the object is what it claims to be; images and videos carry a small preview image inline
+and every object a link (the S3 console on AWS, the local endpoint in development).
+
+Failures: a failure the step understands (`StepFailed`) is written back with its log key and not retried, and its
+failure metadata links the log and shows its last lines; a transient S3 or database error is retried by the
+retry policy (exponential backoff with jitter) and written back only when the retries are used up.
 """
 
 
@@ -18,6 +22,7 @@ from typing import TypeVar
 import dagster as dg
 
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
+from t2m_pipeline.defs.scenes import checks
 from t2m_pipeline.defs.scenes.partitions import (
     COMBINED_VIDEO,
     RENDERED_VIDEO,
@@ -32,6 +37,8 @@ from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBack
 from t2m_pipeline.partition_keys import decode_job_key, decode_scene_key
 from t2m_pipeline.pipeline import status, steps
 from t2m_pipeline.pipeline.retry import is_transient
+from t2m_pipeline.render.codegen import scene_class_name
+from t2m_pipeline.storage.links import object_url
 from t2m_pipeline.storage.s3 import StoredObject
 
 T = TypeVar("T")
@@ -40,6 +47,7 @@ RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONEN
 RENDER_POOL = "manim_render"
 GROUP = "scenes"
 MAX_CODE_PREVIEW = 20_000
+LOG_TAIL_LINES = 40
 
 
 def pipeline_of(database: PostgresResource, storage: S3StorageResource) -> steps.Pipeline:
@@ -74,8 +82,9 @@ def run_step(
         result = work()
     except steps.StepFailed as exc:
         _write_failure(context, p, job_id, exc.stage, str(exc), exc.scene, exc.log_key)
-        metadata = {"stage": exc.stage, "log_key": exc.log_key or ""}
-        raise dg.Failure(description=f"{exc.stage} failed: {exc}", metadata=metadata, allow_retries=False) from exc
+        metadata = {"stage": exc.stage, **log_metadata(p, exc.log_key)}
+        # `from None`: the clear message and the log are the story; the step's own traceback adds nothing to it.
+        raise dg.Failure(description=f"{exc.stage} failed: {exc}", metadata=metadata, allow_retries=False) from None
     except Exception as exc:
         transient = is_transient(exc)
         if transient and context.retry_number < RETRY_POLICY.max_retries:
@@ -88,6 +97,27 @@ def run_step(
     seconds = time.monotonic() - started
     status.step_succeeded(p.engine, job_id, stage=stage, seconds=seconds, scene=scene)
     return result, seconds
+
+
+def log_metadata(p: steps.Pipeline, log_key: str | None) -> dict:
+    """A failure's log: its key, a link to it and its last lines as a code block (when it can be read)."""
+    if not log_key:
+        return {}
+    bucket = p.bucket("code")
+    metadata = {
+        "log_key": dg.MetadataValue.text(log_key),
+        "log": dg.MetadataValue.path(f"s3://{bucket}/{log_key}"),
+        "log_url": dg.MetadataValue.url(object_url(p.settings, bucket, log_key)),
+    }
+    try:
+        lines = p.storage.get_bytes(bucket, log_key).decode("utf-8", "replace").rstrip().splitlines()
+    except Exception:  # noqa: BLE001 - the link and key still say where the log is
+        return metadata
+    fence = "`" * 3
+    tail = "\n".join(lines[-LOG_TAIL_LINES:]).replace(fence, "` ` `")
+    shown = min(len(lines), LOG_TAIL_LINES)
+    metadata["log_tail"] = dg.MetadataValue.md(f"Last {shown} of {len(lines)} lines:\n\n{fence}\n{tail}\n{fence}")
+    return metadata
 
 
 def _write_failure(context, p: steps.Pipeline, job_id: str, stage: str, message: str, scene: int | None, log_key: str | None) -> None:
@@ -133,6 +163,7 @@ def scene_outline(context: dg.AssetExecutionContext, database: PostgresResource,
     group_name=GROUP,
     kinds={"s3", "python"},
     description="A scene's manim source from the code generator, checked before it is stored.",
+    check_specs=checks.check_specs(SCENE_CODE, scene_partitions),
 )
 def scene_code(
     context: dg.AssetExecutionContext,
@@ -151,9 +182,12 @@ def scene_code(
         work=lambda: steps.generate_code(p, key, code_generator.get()),
     )
     preview = generated.code if len(generated.code) <= MAX_CODE_PREVIEW else generated.code[:MAX_CODE_PREVIEW] + "\n# ..."
+    check_results, extra = checks.verify_scene_code(p, stored, scene_class_name(key.scene_number))
     return dg.MaterializeResult(
+        check_results=check_results,
         metadata={
             **object_metadata(stored),
+            **extra,
             "generator": dg.MetadataValue.text(generated.generator),
             "class_name": dg.MetadataValue.text(generated.class_name),
             "code": dg.MetadataValue.md(f"```python\n{preview}\n```"),
@@ -173,6 +207,7 @@ def scene_code(
     kinds={"s3", "manim"},
     description="The scene rendered by manim inside the render boundary (the local sandbox, or its own ECS task), "
     "reached through Dagster Pipes; the video is checked before it is stored; on failure its log is in the code bucket.",
+    check_specs=checks.check_specs(RENDERED_VIDEO, scene_partitions),
 )
 def rendered_video(
     context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource, render: RenderBackendResource
@@ -184,9 +219,12 @@ def rendered_video(
         context, p, job_id=key.job_id, scene=key.scene_number, stage="rendering",
         work=lambda: steps.render_video(p, key, backend, context),
     )
+    check_results, extra = checks.verify_rendered_video(p, video.stored, video.quality)
     return dg.MaterializeResult(
+        check_results=check_results,
         metadata={
             **object_metadata(video.stored),
+            **extra,
             "duration_s": dg.MetadataValue.float(video.info.duration_s),
             "resolution": dg.MetadataValue.text(video.info.resolution),
             "fps": dg.MetadataValue.float(video.info.fps),
@@ -208,6 +246,7 @@ def rendered_video(
     group_name=GROUP,
     kinds={"s3", "jpeg"},
     description="A real frame of the scene's video (at 5 s, or mid-video when shorter) as JPEG.",
+    check_specs=checks.check_specs(THUMBNAIL, scene_partitions),
 )
 def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     key = decode_scene_key(context.partition_key)
@@ -221,9 +260,12 @@ def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, sto
         work=lambda: steps.make_thumbnail(p, key),
         reopens=False,  # a thumbnail alone (say, backfilled for a migrated video) does not re-open a job
     )
+    check_results, extra = checks.verify_thumbnail(p, stored, thumb.width, thumb.height)
     return dg.MaterializeResult(
+        check_results=check_results,
         metadata={
             **object_metadata(stored),
+            **extra,
             "width": dg.MetadataValue.int(thumb.width),
             "height": dg.MetadataValue.int(thumb.height),
             "at_seconds": dg.MetadataValue.float(thumb.at_seconds),
@@ -241,6 +283,7 @@ def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, sto
     group_name=GROUP,
     kinds={"s3", "mp4"},
     description="All scene videos of the job concatenated in order; completes the job.",
+    check_specs=checks.check_specs(COMBINED_VIDEO, job_partitions),
 )
 def combined_video(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     key = decode_job_key(context.partition_key)
@@ -249,9 +292,12 @@ def combined_video(context: dg.AssetExecutionContext, database: PostgresResource
         context, p, job_id=key.job_id, scene=None, stage="combining", work=lambda: steps.combine(p, key)
     )
     state = status.job_completed(p.engine, key.job_id)
+    check_results, extra = checks.verify_combined_video(p, stored, key, scene_count)
     return dg.MaterializeResult(
+        check_results=check_results,
         metadata={
             **object_metadata(stored),
+            **extra,
             "duration_s": dg.MetadataValue.float(info.duration_s),
             "resolution": dg.MetadataValue.text(info.resolution),
             "scenes": dg.MetadataValue.int(scene_count),

@@ -2,6 +2,8 @@
 job to combine. In-process executors: a run is one process (step subprocesses would double the start-up cost);
 the tag lets the run queue cap how many CPU-heavy runs share the machine (dagster.yaml)."""
 
+import os
+
 import dagster as dg
 
 from t2m_pipeline.defs.scenes.partitions import (
@@ -14,11 +16,15 @@ from t2m_pipeline.defs.scenes.partitions import (
     scene_partitions,
 )
 
+# What a run worker prints on its console (the event log keeps everything): `make dev` sets WARNING unless VERBOSE=1.
+RUN_CONSOLE_LOG_LEVEL = os.environ.get("T2M_RUN_LOG_LEVEL", "").strip().upper() or "INFO"
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": RUN_CONSOLE_LOG_LEVEL}}}}
 CPU_TAG = "t2m/cpu"
 MAX_RUNTIME_TAG = "dagster/max_runtime"  # seconds; enforced by run monitoring (dagster.yaml)
 
 plan_job = dg.define_asset_job(
     "plan_job",
+    config=RUN_CONFIG,
     selection=[SCENE_OUTLINE],
     partitions_def=job_partitions,
     executor_def=dg.in_process_executor,
@@ -27,6 +33,7 @@ plan_job = dg.define_asset_job(
 )
 render_scene_job = dg.define_asset_job(
     "render_scene",
+    config=RUN_CONFIG,
     selection=[SCENE_CODE, RENDERED_VIDEO, THUMBNAIL],
     partitions_def=scene_partitions,
     executor_def=dg.in_process_executor,
@@ -35,6 +42,7 @@ render_scene_job = dg.define_asset_job(
 )
 combine_job = dg.define_asset_job(
     "combine_scenes",
+    config=RUN_CONFIG,
     selection=[COMBINED_VIDEO],
     partitions_def=job_partitions,
     executor_def=dg.in_process_executor,

@@ -98,3 +98,27 @@ def test_audit_assets_find_drift_fail_their_checks_and_pass_after_the_fix(own_ac
             {"a": f"s3://{videos}#versioning", "b": f"s3://{code}/users/x/not-recorded.txt?versionId={orphan}"},
         ).one()
     assert tuple(counts) == (2, 2)
+
+
+def test_lifecycle_drift_alone_fails_its_check_as_a_warning_like_its_finding(own_account, engine):
+    """The finding is a WARNING (drift costs money, loses nothing), so the check fails at WARN, not ERROR; drift in
+    anything else (the control, in the test above) fails it at ERROR."""
+    settings, client = own_account
+    client.delete_bucket_lifecycle(Bucket=settings.bucket("temp"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        checks, _ = run_audits(instance)
+    drift_check = checks["bucket_settings_as_declared"]
+    assert not drift_check.passed and drift_check.severity == dg.AssetCheckSeverity.WARN
+    assert list(drift_check.metadata["drift"].value[settings.bucket("temp")]) == ["lifecycle_rules"]
+    with engine.connect() as conn:
+        severities = conn.execute(
+            text("SELECT DISTINCT severity FROM audit_findings WHERE subject LIKE :s AND resolved_at IS NULL"),
+            {"s": f"s3://{settings.bucket('temp')}#%"},
+        ).scalars().all()
+    assert severities == ["WARNING"]
+
+
+def test_every_audit_check_says_what_it_checks():
+    specs = [spec for a in audit_defs.assets for spec in a.check_specs]
+    assert len(specs) == 7
+    assert all(spec.description and len(spec.description) > 40 for spec in specs)

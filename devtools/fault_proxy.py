@@ -14,7 +14,7 @@ reproducible whatever the thread interleaving of other operations. Fault kinds:
 
 Only path-style addressing is understood (what the storage layer uses against an endpoint URL).
 
-Run: `python -m t2m_pipeline.devtools.fault_proxy --target http://127.0.0.1:5000 --rate 0.2 --faults slowdown,reset-after
+Run: `python -m devtools.fault_proxy --target http://127.0.0.1:5000 --rate 0.2 --faults slowdown,reset-after
 --seed 7 [--operations PutObject,UploadPart] [--delay 3] [--port 0]`; on exit it prints what it injected as JSON.
 """
 
@@ -433,7 +433,7 @@ class FaultProxy:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m t2m_pipeline.devtools.fault_proxy", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.fault_proxy", description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="the S3 endpoint to forward to, e.g. http://127.0.0.1:5000")
     parser.add_argument("--rate", type=float, default=0.2, help="share of requests to fault, 0 to 1")
     parser.add_argument("--faults", default="all", help=f"comma-separated kinds or 'all': {','.join(k.value for k in FaultKind)}")
