@@ -76,9 +76,9 @@ def load1() -> float:
 # -- services -----------------------------------------------------------------------------------------------------
 
 
-def start_s3(log_dir: Path) -> tuple[subprocess.Popen, str]:
-    """The local S3 endpoint (moto server over HTTP on a free loopback port): the one place this script starts it."""
-    from t2m_pipeline_tests.conftest import start_local_s3
+def start_s3(log_dir: Path):
+    """The local S3 endpoint (moto server over HTTP on a free loopback port), from the project's one starter."""
+    from devtools.local_s3 import start_local_s3
 
     return start_local_s3(log_dir)
 
@@ -102,8 +102,8 @@ def running_stack(workdir: Path):
     from t2m_pipeline_tests.conftest import daemon_databases
     from t2m_pipeline_tests.test_daemon import stop_process_group
 
-    moto, endpoint = start_s3(workdir)
-    aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+    s3 = start_s3(workdir)
+    aws = {"AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "T2M_ENV": "dev"}
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ACCOUNT_ID", "T2M_REDIS_URL"):
         os.environ.pop(name, None)
@@ -137,11 +137,7 @@ def running_stack(workdir: Path):
                 stop_process_group(daemon)
                 instance.dispose()
     finally:
-        moto.terminate()
-        try:
-            moto.wait(10)
-        except subprocess.TimeoutExpired:
-            moto.kill()
+        s3.stop()
 
 
 # -- jobs ---------------------------------------------------------------------------------------------------------
