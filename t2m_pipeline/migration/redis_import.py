@@ -23,6 +23,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
 from t2m_pipeline.db.engine import in_transaction
+from t2m_pipeline.db.job_state import HELD
 from t2m_pipeline.migration.batches import finish_batch, record_created, start_batch
 from t2m_pipeline.migration.legacy_paths import ledger_path, path_text
 from t2m_pipeline.migration.records import BadRecord, JobRow, clerk_id, decode_job_hash, decode_json, decode_text, normalise_job
@@ -245,7 +246,9 @@ def _flush(engine: Engine, buf: _Buffers, batch_id: uuid.UUID) -> Counter:
 
 
 def _migrate_queue(engine: Engine, queue: list[bytes], batch_id: uuid.UUID, counts: Counter) -> list[str]:
-    """`job_queue` rows for queued jobs in the legacy list order; duplicates collapsed; missing ids reported."""
+    """`job_queue` rows for held jobs (queued or processing in the legacy system) in the legacy list order, then the
+    held jobs the list does not name; duplicates collapsed; missing ids reported. The rows are `held` like their
+    jobs: nothing runs until an operator requeues them (`migration.requeue`)."""
     ordered: list[uuid.UUID] = []
     seen: set[uuid.UUID] = set()
     bad: dict[tuple[str, str], bytes | None] = {}
@@ -273,27 +276,27 @@ def _migrate_queue(engine: Engine, queue: list[bytes], batch_id: uuid.UUID, coun
         created = conn.execute(
             text(
                 "INSERT INTO job_queue (job_id, priority, status, queue_position, queued_at) "
-                "SELECT j.id, j.priority, 'queued', q.pos, j.created_at "
+                "SELECT j.id, j.priority, j.status, q.pos, j.created_at "
                 "FROM unnest(CAST(:ids AS uuid[]), CAST(:pos AS bigint[])) AS q(id, pos) JOIN jobs j ON j.id = q.id "
-                "WHERE j.status = 'queued' AND NOT j.is_deleted "
+                "WHERE j.status = :held AND NOT j.is_deleted "
                 "ON CONFLICT (job_id) DO NOTHING RETURNING id"
             ),
-            {"ids": listed, "pos": list(range(1, len(listed) + 1))},
+            {"ids": listed, "pos": list(range(1, len(listed) + 1)), "held": HELD},
         ).scalars().all()
         unlisted = conn.execute(
             text(
                 "INSERT INTO job_queue (job_id, priority, status, queue_position, queued_at) "
-                "SELECT j.id, j.priority, 'queued', :n + row_number() OVER (ORDER BY j.created_at, j.id), j.created_at "
-                "FROM jobs j WHERE j.status = 'queued' AND NOT j.is_deleted AND j.configuration ? 'legacy' "
+                "SELECT j.id, j.priority, j.status, :n + row_number() OVER (ORDER BY j.created_at, j.id), j.created_at "
+                "FROM jobs j WHERE j.status = :held AND NOT j.is_deleted AND j.configuration ? 'legacy' "
                 "AND NOT EXISTS (SELECT 1 FROM job_queue q WHERE q.job_id = j.id) "
                 "ON CONFLICT (job_id) DO NOTHING RETURNING id"
             ),
-            {"n": len(listed)},
+            {"n": len(listed), "held": HELD},
         ).scalars().all()
         local["queue_rows_inserted"] += len(created)
         local["queue_rows_unlisted_queued_jobs"] += len(unlisted)
         local["queue_listed_not_queued"] += conn.execute(
-            text("SELECT count(*) FROM jobs WHERE id = ANY(:ids) AND (status <> 'queued' OR is_deleted)"), {"ids": listed}
+            text("SELECT count(*) FROM jobs WHERE id = ANY(:ids) AND (status <> :held OR is_deleted)"), {"ids": listed, "held": HELD}
         ).scalar_one()
         record_created(conn, batch_id, job_queue=[str(i) for i in [*created, *unlisted]])
         counts.update(local)

@@ -18,6 +18,7 @@ from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCEN
 from t2m_pipeline.migration.discovery import discover_sources
 from t2m_pipeline.migration.files_import import FilesMigration
 from t2m_pipeline.migration.redis_import import migrate_redis
+from t2m_pipeline.migration.requeue import RequeueError, requeue_held_jobs
 from t2m_pipeline.migration.verify import verify_files
 from t2m_pipeline.partition_keys import encode_scene_key
 
@@ -77,6 +78,42 @@ def legacy_files(
     report = migration.run(keys)
     _join_scene_graph(context, report["scenes"])
     return dg.MaterializeResult(metadata={**_flat({k: v for k, v in report.items() if k != "scenes"}), "scenes": len(report["scenes"])})
+
+
+class RequeueConfig(dg.Config):
+    """Which held jobs to queue: the ids, or every held job. Neither: nothing is queued."""
+
+    job_ids: list[str] = []
+    all_held: bool = False
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[legacy_redis_data],
+    description="Operator action: queue migrated jobs that were queued or processing in the legacy system (imported "
+    "`held`), named in the run config (`job_ids`, or `all_held: true`). Nothing else ever queues them.",
+)
+def legacy_jobs_requeued(
+    context: dg.AssetExecutionContext, config: RequeueConfig, database: PostgresResource
+) -> dg.MaterializeResult:
+    if config.job_ids and config.all_held:
+        raise dg.Failure("set job_ids or all_held, not both")
+    if not (config.job_ids or config.all_held):
+        context.log.warning("no job named: nothing queued (set job_ids, or all_held: true, in the run config)")
+        return dg.MaterializeResult(metadata={"requeued": 0, "skipped": 0, "note": "no job named in the run config"})
+    try:
+        report = requeue_held_jobs(database.engine, None if config.all_held else config.job_ids)
+    except RequeueError as exc:
+        raise dg.Failure(str(exc)) from None
+    for job_id, why in report.skipped:
+        context.log.warning(f"job {job_id} not queued: {why}")
+    return dg.MaterializeResult(
+        metadata={
+            "requeued": len(report.requeued),
+            "skipped": len(report.skipped),
+            "jobs": dg.MetadataValue.json(report.as_dict()),
+        }
+    )
 
 
 def _join_scene_graph(context: dg.AssetExecutionContext, scenes: list[dict]) -> None:
@@ -146,5 +183,5 @@ def _flat(report: dict) -> dict:
     return out
 
 
-MIGRATION_ASSETS = [legacy_redis_data, legacy_sources_catalog, legacy_files]
+MIGRATION_ASSETS = [legacy_redis_data, legacy_sources_catalog, legacy_files, legacy_jobs_requeued]
 MIGRATION_CHECKS = [legacy_files_verified]
