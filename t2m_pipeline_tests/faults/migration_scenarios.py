@@ -32,7 +32,7 @@ from t2m_pipeline.db.engine import make_engine
 from t2m_pipeline.devtools.fault_proxy import FaultPlan, FaultProxy
 from t2m_pipeline.migration.legacy_paths import ledger_path, slugify
 from t2m_pipeline.storage.s3 import S3Storage, make_s3_client
-from t2m_pipeline_tests.migration.legacy_world import World, _job, build_world, legacy_ts, make_mp4
+from t2m_pipeline_tests.migration.legacy_world import World, _job, build_world, legacy_ts, make_mp4, stamp_folder
 
 MIB = 1024 * 1024
 # Above the files migration's 8 MiB in-memory limit and the 5 MiB multipart threshold set for the CLI below: the
@@ -129,7 +129,8 @@ def add_generated_topics(world: World, *, topics: int, scenes: int = 3, large_fi
         job_id, clerk = str(uuid.uuid4()), world.clerks[owners[t % len(owners)]]
         topic = f"Generated {world.tag} {t}"
         slug, base, day = slugify(topic), f"output/{slugify(topic)}", 10 + t % 18
-        r.set(f"jobs:{job_id}", json.dumps(_job(job_id, clerk, topic, "completed", legacy_ts(day), legacy_ts(day, 5))))
+        start, end = legacy_ts(day, month=3), legacy_ts(day, month=3, hour=12)  # its run wrote the folder (stamped below)
+        r.set(f"jobs:{job_id}", json.dumps(_job(job_id, clerk, topic, "completed", start, end, started_at=start, completed_at=end)))
         r.sadd(f"user_jobs:{clerk}", job_id)
         outline = "".join(f"<SCENE_{n}>scene {n}</SCENE_{n}>" for n in range(1, scenes + 1))
         write(f"{base}/{slug}_scene_outline.txt", f"<SCENE_OUTLINE>{outline}</SCENE_OUTLINE>".encode(), 0, 1)
@@ -145,6 +146,7 @@ def add_generated_topics(world: World, *, topics: int, scenes: int = 3, large_fi
                 write(f"{base}/media/videos/{slug}_scene{n}_v{k}/480p15/Scene{n}.mp4", b"", 2048, 24 * 1024)
         size = (LARGE_FILE_BYTES, LARGE_FILE_BYTES + 1) if t < large_files else (4096, 64 * 1024)
         write(f"{base}/{slug}_combined.mp4", b"", *size)
+        stamp_folder(world.root, slug, legacy_ts(day, month=3, minute=1), step_s=0.1)
     r.close()
 
 
