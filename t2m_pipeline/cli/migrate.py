@@ -90,6 +90,13 @@ def redis_command(
     table("Cache and counter keys (counted, not migrated)", ["prefix", "keys"], sorted(report["cache_keys_not_migrated"].items()))
     if report["queue_missing_job_ids"]:
         console.print(f"job_queue names {len(report['queue_missing_job_ids'])} job(s) that do not exist (quarantined).")
+    held = report.get("queue_rows_inserted", 0) + report.get("queue_rows_unlisted_queued_jobs", 0)
+    if held:
+        console.print(f"{held} job(s) queued or processing in the legacy system are held: nothing runs them until "
+                      "`t2m migrate requeue --job ID | --all`.")
+    if report["reattribute_partitions"]:
+        console.print(f"{len(report['reattribute_partitions'])} migrated topic folder(s) have new evidence: run "
+                      "`t2m migrate files` again to put their files where it says (verify fails until then).")
 
 
 @app.command()
