@@ -129,7 +129,7 @@ def files(
             bar.update(files_task, completed=done, total=total)
 
         report = FilesMigration(settings, engine, root, workers=workers, progress=progress).run(partition or None)
-    failed = report["outcomes"]["failed"]
+    failed = report["outcomes"]["failed"] + report["copies"]["failed"]
     if json_output:
         emit_json(report)
         raise typer.Exit(1 if failed else 0)
@@ -137,6 +137,9 @@ def files(
         f"Files migration (batch {report['batch_id']})",
         ["outcome", "files"],
         [*sorted(report["outcomes"].items()), ["uploaded", report["uploaded_files"]], ["uploaded bytes", report["uploaded_bytes"]],
+         ["copied for jobs that reused a folder", report["copied_files"]],
+         ["unattributed (the evidence cannot decide)", report["unattributed_files"]],
+         ["moved: objects removed from where they no longer belong", report["moved_objects_removed"] + report["copies_no_longer_due"]],
          ["unchanged (already migrated)", report["unchanged_files"]], ["adopted after an interruption", report["adopted_versions"]],
          ["flagged invalid by legacy rules", report["flagged_invalid"]]],
     )
