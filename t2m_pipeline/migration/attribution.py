@@ -139,9 +139,9 @@ def decide(runs: list[LegacyRun], mtime: datetime | None) -> Attribution:
     if not runs:
         return Attribution(None, reason="unattributed: no legacy job has this folder's topic or names it in videos:job_*")
     ran = [r for r in runs if r.ran]
-    candidates = tuple(r.describe() for r in runs)
     if mtime is None:
-        return Attribution(None, reason="unattributed: the file's modification time is unknown", candidates=candidates)
+        return Attribution(None, reason="unattributed: the file's modification time is unknown",
+                           candidates=tuple(r.describe() for r in runs))
     owners = [r for r in ran if _contains(r.run, mtime)] or [r for r in ran if _contains(r.run, mtime, SLACK)]
     owner = owners[0] if len(owners) == 1 else None
     copies = tuple(
@@ -158,7 +158,7 @@ def decide(runs: list[LegacyRun], mtime: datetime | None) -> Attribution:
         why = f"file time {_iso(mtime)} lies within the runs of several jobs (" + ", ".join(str(r.job.job_id) for r in owners) + ")"
     else:
         why = f"file time {_iso(mtime)} lies within no job's run"
-    return Attribution(None, copies, f"unattributed: {why}{copied}", candidates)
+    return Attribution(None, copies, f"unattributed: {why}{copied}", tuple(r.describe() for r in runs))
 
 
 def combined_video_folder(file_path: object) -> str | None:
