@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import text
 
 from t2m_pipeline.cli import main
-from t2m_pipeline_tests.migration.legacy_world import migration_db, mp4s, redis_db, world  # noqa: F401
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from t2m_pipeline.migration.verify import verify_files
 from t2m_pipeline.storage import layout
 from t2m_pipeline.storage.s3 import make_s3_client
 from t2m_pipeline_tests.faults.migration_scenarios import check_migration, tree_entries
-from t2m_pipeline_tests.migration.legacy_world import CLAIM_KEY, _job, legacy_ts, migration_db, redis_db  # noqa: F401
+from t2m_pipeline_tests.migration.legacy_world import CLAIM_KEY, _job, legacy_ts
 
 EXAMPLES = hsettings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")

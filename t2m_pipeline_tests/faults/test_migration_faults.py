@@ -14,7 +14,6 @@ import pytest
 
 from t2m_pipeline.devtools.fault_proxy import FaultKind, FaultPlan
 from t2m_pipeline_tests.faults.migration_scenarios import run_migration_fault_scenario
-from t2m_pipeline_tests.migration.legacy_world import migration_db, mp4s, redis_db  # noqa: F401 - fixtures
 
 RATE = 0.2
 SEED = 20  # its first multipart upload gets a 503, a 500 on a part and a lost answer on the completion

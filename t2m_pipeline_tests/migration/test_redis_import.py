@@ -42,7 +42,7 @@ def test_jobs_users_queue_records_and_quarantine(world, migration_db):
 
     old = job(engine, j["old"])
     assert old["status"] == "completed" and old["clerk_user_id"] == world.clerks["alice"]
-    assert old["created_at"] == datetime(2024, 1, 1, 10, tzinfo=timezone.utc)
+    assert old["created_at"] == datetime(2024, 1, 1, 9, tzinfo=timezone.utc)
     assert old["updated_at"] == datetime(2024, 1, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
     assert old["progress_percentage"] == Decimal("100.00") and old["metrics"] == {"cpu_usage_percent": 50.0}
     assert old["configuration"]["topic"].startswith("Pythagorean") and old["configuration"]["legacy"]["redis_key"] == f"jobs:{j['old']}"

@@ -19,7 +19,6 @@ from t2m_pipeline.defs.migration.schedules import migration_cutover
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENES_PARTITIONS_NAME
 from t2m_pipeline.partition_keys import decode_scene_key
-from t2m_pipeline_tests.migration.legacy_world import migration_db, mp4s, redis_db, world  # noqa: F401
 
 
 @pytest.fixture

@@ -27,8 +27,6 @@ from t2m_pipeline.migration.discovery import discover_sources, partition_entries
 from t2m_pipeline.migration.redis_import import migrate_redis
 from t2m_pipeline.migration.requeue import requeue_held_jobs
 from t2m_pipeline_tests.conftest import daemon_databases
-from t2m_pipeline_tests.migration.legacy_world import mp4s, redis_db  # noqa: F401
-from t2m_pipeline_tests.migration.ownership_world import ownership_world  # noqa: F401
 from t2m_pipeline_tests.test_daemon import stop_process_group
 
 REPO = Path(__file__).resolve().parents[3]

@@ -14,8 +14,6 @@ from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes.assets import thumbnail
 from t2m_pipeline.defs.scenes.partitions import SCENES_PARTITIONS_NAME
 from t2m_pipeline.partition_keys import decode_scene_key
-from t2m_pipeline_tests.migration.legacy_world import migration_db, mp4s, redis_db  # noqa: F401
-from t2m_pipeline_tests.migration.ownership_world import ownership_world  # noqa: F401
 
 
 def tick(sensor, instance, resources, cursor=None) -> dg.SensorResult:
@@ -35,7 +33,7 @@ def resources(ownership_world, migration_db, buckets):
 
 
 def test_audits_keep_migrated_scenes_and_their_thumbnail_backfill_launches_nothing(ownership_world, migration_db, resources):
-    world, (settings, engine) = ownership_world, migration_db
+    world, (_, engine) = ownership_world, migration_db
     with dg.instance_for_test() as instance:
         assert dg.materialize([legacy_redis_data, legacy_sources_catalog], instance=instance, resources=resources).success
         partitions = instance.get_dynamic_partitions(LEGACY_SOURCES_NAME)
