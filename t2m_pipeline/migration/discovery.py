@@ -17,6 +17,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 
 from t2m_pipeline.migration.legacy_paths import UPLOAD_FILE_TYPES, ledger_path
@@ -37,9 +38,9 @@ class Entry:
     size: int | None
     mtime_ns: int | None = None  # the file's modification time: evidence of which job's run wrote it
 
-    @property
+    @cached_property
     def legacy_path(self) -> str:
-        return ledger_path(self.rel)
+        return ledger_path(self.rel)  # asked for many times per file per run: computed once
 
     @property
     def mtime(self) -> datetime | None:

@@ -768,22 +768,33 @@ class FilesMigration:
         rows = in_transaction(
             self.engine,
             lambda conn: conn.execute(
-                text("SELECT to_jsonb(f) AS img FROM file_metadata f WHERE metadata->>'legacy_path' = ANY(:p)"),
+                text("SELECT id, s3_bucket, s3_key, metadata FROM file_metadata WHERE metadata->>'legacy_path' = ANY(:p)"),
                 {"p": list(by_path)},
-            ).scalars().all(),
+            ).all(),
         )
         buckets = self.settings.buckets
-        stale: list[dict] = []
-        current: dict[str, dict] = {str(img["id"]): img for img in rows}
-        for img in rows:
-            plans = by_path[img["metadata"]["legacy_path"]]
+        stale_ids: dict[str, Planned | None] = {}
+        current: dict[str, dict] = {}
+        for row in rows:
+            plans = by_path[row.metadata["legacy_path"]]
             places = {(buckets[p.target.bucket_kind], p.target.key) for p in plans if p.outcome == "migrated"}
-            if (img["s3_bucket"], img["s3_key"]) in places:
+            if (row.s3_bucket, row.s3_key) in places:
+                current[str(row.id)] = {"id": row.id, "metadata": row.metadata}
                 continue
             original = next((p for p in plans if p.copy_source is None), None)
-            keeper = original if original is not None and original.stored else next((p for p in plans if p.stored), None)
-            stale.append({**img, "replaced_by": list(keeper.stored) if keeper else None,
-                          "replaced_by_sha256": keeper.sha256 if keeper else None})
+            stale_ids[str(row.id)] = original if original is not None and original.stored else next((p for p in plans if p.stored), None)
+        stale: list[dict] = []
+        if stale_ids:  # rare (a file that moved): whole rows, for the batch's images
+            images = in_transaction(
+                self.engine,
+                lambda conn: conn.execute(
+                    text("SELECT to_jsonb(f) FROM file_metadata f WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": list(stale_ids)}
+                ).scalars().all(),
+            )
+            for img in images:
+                keeper = stale_ids[str(img["id"])]
+                stale.append({**img, "replaced_by": list(keeper.stored) if keeper else None,
+                              "replaced_by_sha256": keeper.sha256 if keeper else None})
         for img in stale:  # S3 first: a run killed after this finds the rows again, and their versions gone
             try:
                 self.storage.delete_version(img["s3_bucket"], img["s3_key"], img["version_id"])
@@ -822,9 +833,19 @@ class FilesMigration:
                 conn.execute(text("DELETE FROM migration_ledger WHERE legacy_path = ANY(:k)"), {"k": [i["legacy_path"] for i in stale_copies]})
             if stale:
                 conn.execute(text("DELETE FROM file_metadata WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": [str(i["id"]) for i in stale]})
-            for row, desired in updates:
-                conn.execute(text("UPDATE file_metadata SET metadata = CAST(:m AS jsonb) WHERE id = :i"),
-                             {"m": json.dumps(desired), "i": row["id"]})
+            fm_before = []
+            if updates:
+                ids = [str(row["id"]) for row, _ in updates]
+                fm_before = conn.execute(
+                    text("SELECT to_jsonb(f) FROM file_metadata f WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids}
+                ).scalars().all()
+                conn.execute(
+                    text(
+                        "UPDATE file_metadata f SET metadata = CAST(v.m AS jsonb) "
+                        "FROM unnest(CAST(:ids AS uuid[]), CAST(:ms AS text[])) AS v(i, m) WHERE f.id = v.i"
+                    ),
+                    {"ids": ids, "ms": [json.dumps(desired) for _, desired in updates]},
+                )
             before = []
             if ledger_updates:
                 before = conn.execute(
@@ -841,7 +862,7 @@ class FilesMigration:
                 conn, batch_id,
                 ledger_removed=stale_copies,
                 file_metadata_removed=stale,
-                file_metadata_before=[row for row, _ in updates],
+                file_metadata_before=list(fm_before),
                 ledger_before=list(before),
             )
 
