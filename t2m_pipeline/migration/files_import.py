@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -72,7 +73,7 @@ from t2m_pipeline.migration.mapping import (
     map_upload_entry,
 )
 from t2m_pipeline.migration.redis_import import LEGACY_USER_METADATA
-from t2m_pipeline.storage.layout import UnsafeKeyError
+from t2m_pipeline.storage.layout import UnsafeKeyError, combined_video_key
 from t2m_pipeline.storage.errors import ObjectNotFoundError
 from t2m_pipeline.storage.s3 import MIB, ObjectOwner, S3Storage, make_s3_client
 
@@ -217,7 +218,7 @@ def expected_plans(engine: Engine, by_partition: dict[str, list[Entry]]) -> list
 def _link_video_record(target: Target, index: AttributionIndex, folder: str) -> None:
     """The combined video of a job with a `videos:job_{id}` record naming it: the record (width, height, duration,
     file_path...) goes into the row's metadata, `legacy_record` naming its `migration_legacy_records` key."""
-    if target.job_id is None or target.file_type != "video" or target.scene_number is not None or target.key.endswith(".srt"):
+    if target.job_id is None or target.key != combined_video_key(target.user_id, target.job_id):
         return
     record = index.video_record_for(target.job_id, folder)
     if record is not None:
@@ -691,6 +692,9 @@ class FilesMigration:
         if t.legacy_checksum:
             meta["legacy_checksum"] = t.legacy_checksum
             meta["legacy_checksum_match"] = t.legacy_checksum == p.sha256
+        video_hash = (t.metadata.get("legacy_video") or {}).get("file_hash")
+        if isinstance(video_hash, str) and re.fullmatch(r"[0-9a-fA-F]{64}", video_hash):
+            meta["legacy_video_hash_match"] = video_hash.lower() == p.sha256
         if p.flags:
             meta["flags"] = p.flags
             meta["legacy_invalid"] = any(f.startswith("invalid") for f in p.flags)

@@ -131,7 +131,7 @@ def test_legacy_video_records_are_linked_to_their_jobs_combined_videos(ownership
         assert combined.metadata["legacy_record"] == f"videos:job_{job}"
         video = combined.metadata["legacy_video"]
         assert (video["width"], video["height"] > 0, video["file_path"].endswith(f"{world.slugs['a']}_combined.mp4")) == (width, True, True)
-        assert video["file_hash"] == combined.checksum
+        assert video["file_hash"] == combined.checksum and combined.metadata["legacy_video_hash_match"] is True
     with engine.connect() as conn:  # the link is the legacy record's key: a join, not a copy only
         joined = conn.execute(
             text("SELECT count(*) FROM file_metadata f JOIN migration_legacy_records r ON r.source_key = f.metadata->>'legacy_record'")
