@@ -1,7 +1,10 @@
 """Migration assets: legacy Redis -> PostgreSQL, discovery of legacy sources, legacy files -> S3 (a partitioned asset
-a data engineer backfills from the UI, many partitions per run), and the verify check per partition.
+a data engineer backfills from the UI, many partitions per run), the verify check per partition, and the operator's
+requeue of held legacy jobs.
 
-Thin: each asset calls one library function (`t2m_pipeline.migration`) and reports what it did as metadata.
+Thin: each asset calls one library function (`t2m_pipeline.migration`) and reports what it did as metadata. A run of
+`legacy_files` covers many partitions (its backfill policy), yet each partition's materialization and verify result
+are that partition's own (`add_asset_metadata(partition_key=...)`, one `AssetCheckEvaluation` per partition).
 Migrated scenes join the pipeline's graph: their `scenes` partitions are registered and `scene_code` /
 `rendered_video` materializations reported, so `thumbnail` can be backfilled for legacy videos.
 """
