@@ -314,6 +314,7 @@ def test_a_planted_ownership_error_fails_verify_and_a_rerun_puts_it_right(owners
     assert not [v for v in client.list_object_versions(Bucket=row.bucket, Prefix=wrong_key).get("Versions", []) if v["Key"] == wrong_key]
 
 
+@pytest.mark.slow
 def test_control_without_the_reconcile_step_the_unattributed_objects_stay_and_verify_says_so(ownership_world, migration_db, buckets, monkeypatch):
     """What the reconcile step protects against: with it off, files-redis-files leaves every file twice (its first,
     unattributed upload and row beside the attributed ones), which is also a legacy file in two places for verify."""
@@ -330,6 +331,7 @@ def test_control_without_the_reconcile_step_the_unattributed_objects_stay_and_ve
     assert not result["ok"] and sum("a place the evidence does not give it" in p["problem"] for p in result["problems"]) == len(world.files) - 1
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_it_removes_what_moved_is_finished_by_the_next(ownership_world, migration_db, buckets):
     """Killed after deleting the old objects, before deleting their rows: the next run finds the rows again (their
     versions already gone), removes them, and the state is the one an uninterrupted run leaves."""
