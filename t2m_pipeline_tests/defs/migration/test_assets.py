@@ -1,9 +1,11 @@
 """The migration assets run for real (in-process, a real Dagster instance) against Redis, PostgreSQL and moto."""
 
 import datetime as dt
+import json
 
 import dagster as dg
 import pytest
+import redis
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from t2m_pipeline.defs.migration.assets import (
@@ -18,6 +20,7 @@ from t2m_pipeline.defs.migration.resources import LegacySourcesResource
 from t2m_pipeline.defs.migration.schedules import migration_cutover
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENES_PARTITIONS_NAME
+from t2m_pipeline.migration.discovery import partition_entries
 from t2m_pipeline.partition_keys import decode_scene_key
 
 
@@ -79,8 +82,6 @@ def test_redis_discovery_files_backfill_in_one_run_check_and_scene_graph(resourc
         assert sorted(h.partition for h in mine) == sorted(partitions)
         assert {h.status for h in mine} == {AssetCheckExecutionRecordStatus.SUCCEEDED}
         # each partition's materialization shows that partition's files only
-        from t2m_pipeline.migration.discovery import partition_entries
-
         for key in partitions:
             event = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=legacy_files.key, asset_partitions=[key]), limit=1
@@ -119,13 +120,9 @@ def test_redis_discovery_files_backfill_in_one_run_check_and_scene_graph(resourc
         assert len(later) == 1
 
         # the legacy Redis changes a job of a migrated folder: the re-sync names the folder, the next tick re-runs it
-        import json as _json
-
-        import redis as _redis
-
-        r = _redis.Redis.from_url(world.redis_url)
-        record = _json.loads(r.get(f"jobs:{world.jobs['old']}"))
-        r.set(f"jobs:{world.jobs['old']}", _json.dumps({**record, "updated_at": "2024-01-02 00:00:00"}))
+        r = redis.Redis.from_url(world.redis_url)
+        record = json.loads(r.get(f"jobs:{world.jobs['old']}"))
+        r.set(f"jobs:{world.jobs['old']}", json.dumps({**record, "updated_at": "2024-01-02 00:00:00"}))
         resync = dg.materialize([legacy_redis_data], instance=instance, resources=resources)
         named = resync.asset_materializations_for_node("legacy_redis_data")[0].metadata["reattribute_partitions"].value
         assert named == [f"topic/{world.slug_shared}"]
