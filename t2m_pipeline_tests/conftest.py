@@ -119,3 +119,9 @@ def make_user(engine):
         return in_transaction(engine, lambda conn: ensure_user(conn, clerk_id, email)), clerk_id
 
     return make
+
+
+# The legacy worlds' fixtures, defined once for the whole run: a module importing them would define its own
+# session-scoped `redis_db`, and each would claim one of the few Redis databases (5..15) until the run ends.
+from t2m_pipeline_tests.migration.legacy_world import migration_db, mp4s, redis_db, world  # noqa: E402,F401
+from t2m_pipeline_tests.migration.ownership_world import ownership_world  # noqa: E402,F401

@@ -3,6 +3,11 @@
 Removing a dynamic partition keeps its materialization history in the event log; it only stops the set from
 growing without end (and stops anyone launching runs for a deleted job). Keys are decoded with the partition-key
 codec: a key it rejects, or one whose user is not the job's owner, is reported and left in place.
+
+A job migrated from the legacy platform finished long before its partitions joined the graph: its retention is
+counted from the migration (the first `file_metadata` row the files migration wrote for it), not from its legacy
+`completed_at`, so the first audit after the migration never removes what the migration just registered (and the
+thumbnail backfill for migrated scenes still finds its partitions).
 """
 
 from __future__ import annotations
@@ -14,12 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from t2m_pipeline.audits.findings import CheckScope, Finding
 from t2m_pipeline.audits.policy import AuditPolicy
 from t2m_pipeline.db.job_state import TERMINAL
-from t2m_pipeline.db.models import Job
+from t2m_pipeline.db.models import FileMetadata, Job
 from t2m_pipeline.defs.scenes.partitions import JOBS_PARTITIONS_NAME, SCENES_PARTITIONS_NAME
 from t2m_pipeline.partition_keys import PartitionKeyError, decode_job_key, decode_scene_key
 
@@ -60,7 +65,7 @@ def _why_remove(job, expired_before: datetime | None) -> str | None:
         return "job row deleted"
     if job.is_deleted:
         return "job deleted"
-    finished_at = job.completed_at or job.updated_at
+    finished_at = max(t for t in (job.completed_at or job.updated_at, job.migrated_at) if t is not None)
     if expired_before is not None and job.status in TERMINAL and finished_at < expired_before:
         return "retention expired"
     return None
@@ -69,7 +74,15 @@ def _why_remove(job, expired_before: datetime | None) -> str | None:
 def _jobs(engine: Engine, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, Any]:
     if not job_ids:
         return {}
-    query = select(Job.id, Job.user_id, Job.status, Job.is_deleted, Job.completed_at, Job.updated_at).where(Job.id.in_(job_ids))
+    migrated_at = (
+        select(func.min(FileMetadata.created_at))
+        .where(FileMetadata.job_id == Job.id, FileMetadata.extra.has_key("legacy_path"))
+        .scalar_subquery()
+        .label("migrated_at")
+    )
+    query = select(
+        Job.id, Job.user_id, Job.status, Job.is_deleted, Job.completed_at, Job.updated_at, migrated_at
+    ).where(Job.id.in_(job_ids))
     with engine.connect() as conn:
         return {row.id: row for row in conn.execute(query)}
 

@@ -1,7 +1,8 @@
-"""`t2m migrate`: legacy Redis and local files into PostgreSQL and S3, verify, roll back.
+"""`t2m migrate`: legacy Redis and local files into PostgreSQL and S3, verify, roll back, requeue held jobs.
 
-Exit status: 0 on success; 1 when `files` leaves a file `failed` (re-run it) or `verify` finds anything unaccounted
-for or not matching; 2 on a user error (one line on stderr, no stack trace).
+Exit status: 0 on success; 1 when `files` leaves a file `failed` (re-run it), `verify` finds anything unaccounted
+for, not matching or owned by another job than the evidence names, or `requeue --job` names a job it could not
+queue; 2 on a user error (one line on stderr, no stack trace).
 """
 
 from __future__ import annotations
@@ -89,6 +90,13 @@ def redis_command(
     table("Cache and counter keys (counted, not migrated)", ["prefix", "keys"], sorted(report["cache_keys_not_migrated"].items()))
     if report["queue_missing_job_ids"]:
         console.print(f"job_queue names {len(report['queue_missing_job_ids'])} job(s) that do not exist (quarantined).")
+    held = report.get("queue_rows_inserted", 0) + report.get("queue_rows_unlisted_queued_jobs", 0)
+    if held:
+        console.print(f"{held} job(s) queued or processing in the legacy system are held: nothing runs them until "
+                      "`t2m migrate requeue --job ID | --all`.")
+    if report["reattribute_partitions"]:
+        console.print(f"{len(report['reattribute_partitions'])} migrated topic folder(s) have new evidence: run "
+                      "`t2m migrate files` again to put their files where it says (verify fails until then).")
 
 
 @app.command()
@@ -121,7 +129,7 @@ def files(
             bar.update(files_task, completed=done, total=total)
 
         report = FilesMigration(settings, engine, root, workers=workers, progress=progress).run(partition or None)
-    failed = report["outcomes"]["failed"]
+    failed = report["outcomes"]["failed"] + report["copies"]["failed"]
     if json_output:
         emit_json(report)
         raise typer.Exit(1 if failed else 0)
@@ -129,6 +137,9 @@ def files(
         f"Files migration (batch {report['batch_id']})",
         ["outcome", "files"],
         [*sorted(report["outcomes"].items()), ["uploaded", report["uploaded_files"]], ["uploaded bytes", report["uploaded_bytes"]],
+         ["copied for jobs that reused a folder", report["copied_files"]],
+         ["unattributed (the evidence cannot decide)", report["unattributed_files"]],
+         ["moved: objects removed from where they no longer belong", report["moved_objects_removed"] + report["copies_no_longer_due"]],
          ["unchanged (already migrated)", report["unchanged_files"]], ["adopted after an interruption", report["adopted_versions"]],
          ["flagged invalid by legacy rules", report["flagged_invalid"]]],
     )
@@ -185,3 +196,29 @@ def rollback(
     console.print(f"batch {report['batch_id']} ({report['source']}) rolled back: {report['s3_versions_deleted']} S3 versions deleted")
     table("Rows", ["table", "deleted"], sorted(report["rows_deleted"].items()))
     table("Rows restored", ["table", "restored"], sorted(report["rows_restored"].items()))
+
+
+@app.command()
+def requeue(
+    job: list[str] = typer.Option([], "--job", help="A held job to queue (repeatable)."),
+    all_held: bool = typer.Option(False, "--all", help="Queue every held job."),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Queue migrated jobs that were queued or processing in the legacy system (imported `held`): the pipeline
+    renders them. Nothing else ever queues them."""
+    from t2m_pipeline.migration.requeue import RequeueError, requeue_held_jobs
+
+    if bool(job) == all_held:
+        _fail("name the jobs to queue with --job ID (repeatable), or pass --all for every held job")
+    settings = load_settings()
+    try:
+        report = requeue_held_jobs(shared_engine(settings.database_url), None if all_held else job)
+    except RequeueError as exc:
+        _fail(str(exc))
+    if json_output:
+        emit_json(report.as_dict())
+    else:
+        console.print(f"{len(report.requeued)} job(s) queued; the new_jobs sensor launches them.")
+        if report.skipped:
+            table("Not queued", ["job", "why"], [list(s) for s in report.skipped])
+    raise typer.Exit(1 if job and report.skipped else 0)

@@ -1,6 +1,11 @@
 """The job state machine: the one function that changes a job's status, progress and stage.
 
 `transition` locks the job row, checks the move is legal, and updates `jobs` and `job_queue` in one transaction.
+
+`held` is where the legacy migration puts a job that was queued or processing in the legacy system
+(`status_on_import`): nothing launches it (the `new_jobs` sensor takes only `queued` rows) until an operator
+requeues it (`held -> queued`) or cancels it. The legacy system itself keeps seeing the status it wrote
+(`legacy_status`).
 """
 
 from __future__ import annotations
@@ -17,8 +22,14 @@ from sqlalchemy.engine import Connection
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.models import Job, JobQueue
 
+HELD = "held"
+# Legacy statuses of jobs that would run if imported as they are: imported `held` instead.
+HELD_ON_IMPORT = frozenset({"queued", "processing"})
+
 # A status may always "move" to itself (a progress or stage update).
 LEGAL_TRANSITIONS: dict[str, frozenset[str]] = {
+    # held -> queued: an operator requeues a migrated job (`t2m migrate requeue`); held -> cancelled: or drops it.
+    HELD: frozenset({"queued", "cancelled"}),
     "queued": frozenset({"processing", "cancelled"}),
     # processing -> queued: the stuck-job audit's re-queue policy.
     "processing": frozenset({"completed", "failed", "cancelled", "queued"}),
@@ -29,6 +40,20 @@ LEGAL_TRANSITIONS: dict[str, frozenset[str]] = {
     "cancelled": frozenset(),
 }
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
+
+
+def status_on_import(legacy_status: str) -> str:
+    """The status a job migrated from the legacy system starts with: never one that launches a run by itself."""
+    return HELD if legacy_status in HELD_ON_IMPORT else legacy_status
+
+
+def legacy_status(status: str, configuration: dict | None = None) -> str:
+    """The status the legacy system is shown (the cut-over mirror): a held job is what it was there."""
+    if status != HELD:
+        return status
+    legacy = (configuration or {}).get("legacy") if isinstance(configuration, dict) else None
+    recorded = legacy.get("status") if isinstance(legacy, dict) else None
+    return recorded if recorded in HELD_ON_IMPORT else "queued"
 
 
 class IllegalTransitionError(ValueError):

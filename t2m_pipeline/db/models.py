@@ -27,7 +27,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JOB_STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
+# The statuses the legacy platform wrote; `held` is ours: a migrated job that was queued or processing in the legacy
+# system waits, untouched by the `new_jobs` sensor, until an operator requeues it (`db.job_state` owns the rules).
+LEGACY_JOB_STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
+JOB_STATUSES = (*LEGACY_JOB_STATUSES, "held")
 PRIORITIES = ("low", "normal", "high", "urgent")
 JOB_TYPES = ("video_generation", "batch_video_generation", "file_processing")
 
@@ -104,6 +107,12 @@ class FileMetadata(Base):
         Index("ix_file_metadata_job_id", "job_id"),
         Index("ix_file_metadata_user_id", "user_id"),
         CheckConstraint("checksum IS NULL OR checksum ~ '^[0-9a-f]{64}$'", name="ck_file_metadata_checksum"),
+        # Every object the legacy migration wrote for one legacy file (its original and its copies), found by path.
+        Index(
+            "ix_file_metadata_legacy_path",
+            text("(metadata->>'legacy_path')"),
+            postgresql_where=text("metadata ? 'legacy_path'"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()

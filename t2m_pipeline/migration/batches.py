@@ -3,7 +3,10 @@
 `created_rows` is appended to in the same transaction as the writes it describes, so even a killed run leaves an
 exact record for `rollback`. Keys: `users`, `jobs` ([id, updated_at written]), `jobs_before` (row images of jobs it
 updated), `job_queue`, `quarantine`, `legacy_records`, `legacy_records_before`, `ledger`, `ledger_before`,
-`file_metadata`, `s3_versions` ([bucket, key, version_id] it uploaded).
+`file_metadata`, `s3_versions` ([bucket, key, version_id] it uploaded or copied), `file_metadata_before` (images of
+rows whose metadata it refreshed), `file_metadata_removed` (images of the rows, and so the S3 versions, it removed
+when a file moved to another owner, each with `replaced_by` [bucket, key, version_id] of the same bytes), and
+`ledger_removed` (images of the copy rows it deleted when a job no longer gets a copy).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from t2m_pipeline.db.engine import in_transaction
 
 ROW_LISTS = (
     "users", "jobs", "jobs_before", "job_queue", "quarantine", "legacy_records", "legacy_records_before",
-    "ledger", "ledger_before", "file_metadata", "s3_versions",
+    "ledger", "ledger_before", "file_metadata", "s3_versions", "file_metadata_before", "file_metadata_removed",
+    "ledger_removed",
 )
 
 

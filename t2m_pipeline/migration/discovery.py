@@ -16,6 +16,8 @@ import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 
 from t2m_pipeline.migration.legacy_paths import UPLOAD_FILE_TYPES, ledger_path
@@ -34,10 +36,15 @@ class Entry:
     rel: bytes
     kind: str  # file | symlink | special | unreadable
     size: int | None
+    mtime_ns: int | None = None  # the file's modification time: evidence of which job's run wrote it
+
+    @cached_property
+    def legacy_path(self) -> str:
+        return ledger_path(self.rel)  # asked for many times per file per run: computed once
 
     @property
-    def legacy_path(self) -> str:
-        return ledger_path(self.rel)
+    def mtime(self) -> datetime | None:
+        return datetime.fromtimestamp(self.mtime_ns / 1e9, timezone.utc) if self.mtime_ns is not None else None
 
     @property
     def parts(self) -> list[bytes]:
@@ -82,7 +89,7 @@ def _walk(root: bytes, rel: bytes) -> Iterator[Entry]:
         elif stat.S_ISDIR(st.st_mode):
             yield from _walk(root, child_rel)
         elif stat.S_ISREG(st.st_mode):
-            yield Entry(child_rel, "file", st.st_size)
+            yield Entry(child_rel, "file", st.st_size, st.st_mtime_ns)
         else:
             yield Entry(child_rel, "special", None)
 

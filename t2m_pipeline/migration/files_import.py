@@ -12,6 +12,18 @@ How a rerun after kill -9 creates no duplicate objects, versions or rows:
 Versions of one key (scene code `_v1.._vK`, scene video versions) are uploaded by one worker, oldest first, so the
 S3 version history is the legacy history; different keys go in parallel (a thread pool, and an S3 client whose
 connection pool is at least as large), and two chunks are in flight so hashing and recording overlap uploads.
+
+Where a file goes is `attribution`'s decision, made again on every run from the evidence in PostgreSQL, so any order
+and repetition of `migrate redis` and `migrate files` converges on the same state once `files` has run after
+`redis`:
+- a job that reused a folder gets server-side copies (`S3Storage.copy_version`) with ledger rows of their own
+  (`legacy_paths.copy_ledger_path`); keys holding copies are done after the keys holding their sources ("levels"),
+  each key still oldest version first;
+- `_reconcile`, after the uploads: an object of a legacy file that is no longer where the evidence puts it (the
+  `legacy/unattributed/` upload of a run before Redis was migrated, a copy a job no longer gets) is deleted with its
+  row, the ledger row says where the file moved from, and the batch keeps the row images (and the version that
+  holds the same bytes) so `rollback` can put it back; the metadata of rows in place is brought up to date (the
+  candidate jobs, the linked `videos:job_*` record). One query per 5,000 files, no S3 request for files in place.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -34,10 +47,23 @@ from sqlalchemy.engine import Connection
 
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
-from t2m_pipeline.migration.attribution import SYSTEM_CLERK_ID, SYSTEM_USER_METADATA, AttributionIndex, load_index
+from t2m_pipeline.migration.attribution import (
+    SYSTEM_CLERK_ID,
+    SYSTEM_USER_METADATA,
+    Attribution,
+    AttributionIndex,
+    load_index,
+)
 from t2m_pipeline.migration.batches import finish_batch, record_created, start_batch
 from t2m_pipeline.migration.discovery import LOOSE, Entry, all_entries, root_bytes
-from t2m_pipeline.migration.legacy_paths import display_name, is_failed_plan, parse_upload_name
+from t2m_pipeline.migration.legacy_paths import (
+    COPY_MARK,
+    copy_ledger_path,
+    display_name,
+    is_failed_plan,
+    parse_upload_name,
+    split_copy_path,
+)
 from t2m_pipeline.migration.mapping import (
     MIN_VALID_VIDEO_BYTES,
     Skip,
@@ -47,30 +73,50 @@ from t2m_pipeline.migration.mapping import (
     map_upload_entry,
 )
 from t2m_pipeline.migration.redis_import import LEGACY_USER_METADATA
-from t2m_pipeline.storage.layout import UnsafeKeyError
+from t2m_pipeline.storage.layout import UnsafeKeyError, combined_video_key
+from t2m_pipeline.storage.errors import ObjectNotFoundError
 from t2m_pipeline.storage.s3 import MIB, ObjectOwner, S3Storage, make_s3_client
 
 INTENT = "interrupted: upload started, not yet confirmed"
+RECONCILE_PATHS = 5000
+# Kept as they are when a row's metadata is brought up to date: the batch that wrote the row, where it moved from.
+PRESERVED_METADATA = ("migration_batch", "moved_from")
+_UNWRITTEN = object()
 INLINE_LIMIT = 8 * MIB  # files up to this size are read once into memory (hash + body from the same read)
 CHUNK_BYTES = 128 * MIB
 
 
-@dataclass
+@dataclass(eq=False)
 class Planned:
+    """One ledger row's worth of work: a legacy file to its target, or (`copy_source` set) a copy of it for a job."""
+
     entry: Entry
     partition: str
     outcome: str | None = None  # None: to migrate
     reason: str | None = None
     target: Target | None = None
+    attribution: Attribution | None = None
+    copy_source: Planned | None = None  # the original this copy is made from (server-side)
     # filled while migrating
     sha256: str | None = None
     size: int | None = None
     data: bytes | None = None
     flags: list[str] = field(default_factory=list)
     result: dict | None = None
+    stored: tuple[str, str, str | None] | None = None  # (bucket, key, version id) once migrated
+    file_metadata_id: uuid.UUID | None = None
+    written_reason: object = _UNWRITTEN  # the ledger reason this run wrote (unset: the row's is the earlier run's)
 
     @property
     def legacy_path(self) -> str:
+        """The ledger key: the legacy path, or the copy's key for a copy."""
+        if self.copy_source is not None:
+            return copy_ledger_path(self.entry.legacy_path, self.target.job_id)
+        return self.entry.legacy_path
+
+    @property
+    def source_path(self) -> str:
+        """The legacy file's own path (what S3's `original-name` and the row's `legacy_path` name)."""
         return self.entry.legacy_path
 
 
@@ -125,7 +171,16 @@ def plan_entries(
             try:
                 if partition.startswith("topic/"):
                     folder = entry.parts[1].decode("utf-8", "surrogateescape")
-                    plan.target = map_topic_entry(entry, index.for_folder(folder), system_user)
+                    plan.attribution = index.for_file(folder, entry.mtime)
+                    plan.target = map_topic_entry(entry, plan.attribution, system_user)
+                    _link_video_record(plan.target, index, folder)
+                    for job in plan.attribution.copies:
+                        copy = Attribution(job, reason=f"copy for job {job.job_id}: {plan.attribution.reason}")
+                        target = map_topic_entry(entry, copy, system_user)
+                        source = plan.target
+                        target.metadata["copy_of"] = {"job_id": str(source.job_id) if source.job_id else None, "key": source.key}
+                        _link_video_record(target, index, folder)
+                        plans.append(Planned(entry, partition, target=target, attribution=copy, copy_source=plan))
                 elif partition.startswith("uploads/"):
                     plan.target = map_upload_entry(entry, index, users, system_user)
                 else:
@@ -137,13 +192,59 @@ def plan_entries(
     return plans
 
 
-def _existing_ledger(engine: Engine, paths: list[str]) -> dict[str, dict]:
+def _ledger_reason(p: Planned, moved_from=()) -> str | None:
+    """A migrated file's ledger reason: why it went where it is (attribution), its flags, where it moved from."""
+    parts = [p.attribution.reason] if p.attribution is not None and p.attribution.reason else []
+    parts += p.flags
+    parts += [f"moved from s3://{m['bucket']}/{m['key']} (version {m['version_id']})" for m in moved_from]
+    return "; ".join(parts) or None
+
+
+def expected_plans(engine: Engine, by_partition: dict[str, list[Entry]]) -> list[Planned]:
+    """What a files run would do now, read-only (nothing inserted): where the evidence puts every file, for verify."""
+
+    def read(conn: Connection) -> tuple[AttributionIndex, dict[str, uuid.UUID]]:
+        index = load_index(conn)
+        uploads = [e for key, entries in by_partition.items() if key.startswith("uploads/") for e in entries]
+        clerks = sorted(_upload_clerks(uploads, index) | {SYSTEM_CLERK_ID})
+        rows = conn.execute(text("SELECT clerk_user_id, id FROM users WHERE clerk_user_id = ANY(:c)"), {"c": clerks})
+        return index, {r.clerk_user_id: r.id for r in rows}
+
+    index, users = in_transaction(engine, read)
+    system = users.pop(SYSTEM_CLERK_ID, None) or uuid.UUID(int=0)  # no system user: nothing was migrated yet
+    return plan_entries(by_partition, index, users, system)
+
+
+def _link_video_record(target: Target, index: AttributionIndex, folder: str) -> None:
+    """The combined video of a job with a `videos:job_{id}` record naming it: the record (width, height, duration,
+    file_path...) goes into the row's metadata, `legacy_record` naming its `migration_legacy_records` key."""
+    if target.job_id is None or target.key != combined_video_key(target.user_id, target.job_id):
+        return
+    record = index.video_record_for(target.job_id, folder)
+    if record is not None:
+        target.metadata["legacy_record"] = f"videos:job_{target.job_id}"
+        target.metadata["legacy_video"] = record
+
+
+def _existing_ledger(engine: Engine, paths: list[str], partitions: list[str] = ()) -> dict[str, dict]:
+    """Ledger rows by key: those of `paths`, and every copy row of `partitions` (a copy no longer planned is found)."""
+
     def read(conn: Connection) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for i in range(0, len(paths), 10000):
             rows = conn.execute(
                 text("SELECT to_jsonb(l) AS img FROM migration_ledger l WHERE legacy_path = ANY(:p)"),
                 {"p": paths[i : i + 10000]},
+            ).scalars()
+            for img in rows:
+                out[img["legacy_path"]] = img
+        if partitions:
+            rows = conn.execute(
+                text(
+                    "SELECT to_jsonb(l) AS img FROM migration_ledger l "
+                    "WHERE partition_key = ANY(:parts) AND strpos(legacy_path, :mark) > 0"
+                ),
+                {"parts": list(partitions), "mark": COPY_MARK},
             ).scalars()
             for img in rows:
                 out[img["legacy_path"]] = img
@@ -196,6 +297,49 @@ FROM unnest(CAST(:p AS text[]), CAST(:oc AS text[]), CAST(:rs AS text[]), CAST(:
      AS v(p, oc, rs, ver, fm)
 WHERE l.legacy_path = v.p
 """
+
+
+def _levels(groups: dict[tuple[str, str], list[Planned]]) -> list[list[list[Planned]]]:
+    """The groups (each one key's versions) in the order they can run: level 0 holds no copy; a key holding copies
+    runs one level after the highest level among the keys holding their sources. (Sources never depend on their
+    copies: a copy is of a file older than the copying job's completion, written by another job's run.)"""
+    key_of = {id(p): key for key, group in groups.items() for p in group}
+    level: dict[tuple[str, str], int] = {}
+
+    def level_of(key: tuple[str, str], path: frozenset = frozenset()) -> int:
+        if key in level:
+            return level[key]
+        copies = [p for p in groups[key] if p.copy_source is not None]
+        sources = {key_of[id(p.copy_source)] for p in copies if id(p.copy_source) in key_of}
+        if sources & (path | {key}):  # a cycle: conflicting evidence, never seen in a legacy tree; refused
+            for p in copies:
+                p.outcome, p.reason = "failed", "copy not attempted: its source depends on it (conflicting evidence)"
+            level[key] = 0
+        else:
+            level[key] = (1 + max((level_of(s, path | {key}) for s in sources), default=0)) if copies else 0
+        return level[key]
+
+    by_level: dict[int, list[list[Planned]]] = defaultdict(list)
+    for key, group in groups.items():
+        by_level[level_of(key)].append(group)
+    return [by_level[n] for n in sorted(by_level)]
+
+
+def _partition_report(by_partition: dict[str, list[Entry]], plans: list[Planned]) -> dict[str, dict]:
+    """What one run did per partition (a Dagster partition's materialization shows its own files only)."""
+    out = {key: {"files": 0, "migrated": 0, "skipped": 0, "unsafe": 0, "failed": 0, "unattributed": 0, "copies": 0,
+                 "uploaded": 0, "scenes": 0} for key in by_partition}
+    for p in plans:
+        row = out[p.partition]
+        if p.copy_source is not None:
+            row["copies"] += p.outcome == "migrated"
+            row["failed"] += p.outcome == "failed"
+            continue
+        row["files"] += 1
+        row[p.outcome or "failed"] += 1
+        row["unattributed"] += bool(p.outcome == "migrated" and p.attribution and p.attribution.owner is None)
+        row["uploaded"] += bool(p.result and not p.result.get("adopted"))
+    return out
 
 
 def versions_by_key(client, objects: set[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
@@ -271,7 +415,7 @@ class FilesMigration:
         clerks[SYSTEM_CLERK_ID] = SYSTEM_USER_METADATA
         users = in_transaction(self.engine, lambda conn: _ensure_users(conn, clerks, batch_id))
         plans = plan_entries(by_partition, index, users, users[SYSTEM_CLERK_ID])
-        existing = _existing_ledger(self.engine, [p.legacy_path for p in plans])
+        existing = _existing_ledger(self.engine, [p.legacy_path for p in plans], sorted(by_partition))
 
         settled = [p for p in plans if p.outcome is not None]
         self._settle(settled, existing, batch_id)
@@ -286,35 +430,52 @@ class FilesMigration:
         for group in groups.values():
             group.sort(key=lambda p: (p.target.order, p.legacy_path))
         # Two chunks in flight: one hashes / writes its intents / records while the other uploads, so the upload
-        # pool never waits on those steps. Chunks never share a key, so version order is unaffected.
+        # pool never waits on those steps. Chunks never share a key, so version order is unaffected. A level starts
+        # when the one before it is recorded: copies then find their sources in S3.
         with ThreadPoolExecutor(self.workers, thread_name_prefix="migrate") as pool, ThreadPoolExecutor(2) as chunks:
-            inflight: deque[Future] = deque()
-            try:
-                for chunk in self._chunks(list(groups.values())):
-                    inflight.append(chunks.submit(self._migrate_chunk, pool, chunk, existing, batch_id))
-                    if len(inflight) >= 2:
+            for level in _levels(groups):
+                inflight: deque[Future] = deque()
+                try:
+                    for chunk in self._chunks(level):
+                        inflight.append(chunks.submit(self._migrate_chunk, pool, chunk, existing, batch_id))
+                        if len(inflight) >= 2:
+                            inflight.popleft().result()
+                    while inflight:
                         inflight.popleft().result()
-                while inflight:
-                    inflight.popleft().result()
-            finally:
-                for future in inflight:
-                    future.cancel()
+                finally:
+                    for future in inflight:
+                        future.cancel()
+        self.fault("before_reconcile")
+        self._reconcile(plans, existing, batch_id)
 
-        for plan in plans:
+        originals = [p for p in plans if p.copy_source is None]
+        copies = [p for p in plans if p.copy_source is not None]
+        for plan in originals:
             self.counts[f"outcome_{plan.outcome}"] += 1
+        by_partition_report = _partition_report(by_partition, plans)
+        scenes = self.migrated_scenes(sorted(by_partition))
+        for scene in scenes:
+            by_partition_report[scene["partition"]]["scenes"] += 1
         return {
             "batch_id": str(batch_id),
             "legacy_root": os.fsdecode(self.root),
             "partitions": sorted(by_partition),
-            "files": len(plans),
+            "files": len(originals),
             "outcomes": {o: self.counts[f"outcome_{o}"] for o in ("migrated", "skipped", "unsafe", "failed")},
+            "unattributed_files": sum(1 for p in originals if p.outcome == "migrated" and p.attribution and p.attribution.owner is None),
+            "copies": {o: sum(1 for p in copies if p.outcome == o) for o in ("migrated", "failed")},
             "uploaded_files": self.counts["uploaded_files"],
             "uploaded_bytes": self.counts["uploaded_bytes"],
+            "copied_files": self.counts["copied_files"],
             "adopted_versions": self.counts["adopted_versions"],
             "unchanged_files": self.counts["unchanged_files"],
+            "moved_objects_removed": self.counts["moved_objects_removed"],
+            "copies_no_longer_due": self.counts["copies_no_longer_due"],
+            "metadata_refreshed": self.counts["metadata_refreshed"],
             "flagged_invalid": self.counts["flagged_invalid"],
             "checksum_mismatches": self.counts["checksum_mismatches"],
-            "scenes": self.migrated_scenes(sorted(by_partition)),
+            "by_partition": by_partition_report,
+            "scenes": scenes,
         }
 
     def _tick(self, files: int, size: int) -> None:
@@ -350,6 +511,11 @@ class FilesMigration:
     # -- one chunk: hash, intents, uploads, record -----------------------------------------------------------------
 
     def _read(self, plan: Planned) -> None:
+        if plan.copy_source is not None:  # a copy is made from S3, of what its source read
+            source = plan.copy_source
+            if plan.outcome is None:
+                plan.sha256, plan.size, plan.flags = source.sha256, source.size, list(source.flags)
+            return
         path = os.path.join(self.root, plan.entry.rel)
         try:
             # O_NOFOLLOW: a file swapped for a symlink after the walk is refused, not followed
@@ -394,6 +560,7 @@ class FilesMigration:
                 if same_place and old["outcome"] == "migrated" and old["version_id"]:
                     p.outcome = "migrated"
                     p.result = None  # unchanged
+                    p.stored, p.file_metadata_id = (bucket, p.target.key, old["version_id"]), old["file_metadata_id"]
                     with self._lock:
                         self.counts["unchanged_files"] += 1
                     continue
@@ -457,7 +624,7 @@ class FilesMigration:
                 continue
             head = self.storage.client.head_object(Bucket=bucket, Key=p.target.key, VersionId=version_id)
             meta = head.get("Metadata", {})
-            if meta.get("sha256") == p.sha256 and carries_legacy_path(meta, p.legacy_path):
+            if meta.get("sha256") == p.sha256 and carries_legacy_path(meta, p.source_path):
                 claimed.add(version_id)
                 return {"version_id": version_id, "size": head["ContentLength"], "adopted": True}
         return None
@@ -470,19 +637,35 @@ class FilesMigration:
             if failed:
                 p.outcome, p.reason = "failed", f"not attempted: an older version of this key failed ({failed})"
                 continue
+            source = p.copy_source
+            if source is not None and (source.outcome != "migrated" or source.stored is None):
+                p.outcome, p.reason = "failed", "copy not attempted: its original is not migrated (rerun)"
+                failed = "its original is not migrated"
+                continue
             try:
                 where = (bucket, p.target.key)
                 result = self._adoptable(p, bucket, listed.get(where, []), claimed.setdefault(where, set())) if check else None
                 if result is None:
-                    result = self._put(p, bucket)
+                    result = self._put(p, bucket) if source is None else self._copy(p, bucket)
                 p.result, p.outcome = result, "migrated"
+                p.stored = (bucket, p.target.key, result["version_id"])
             except Exception as exc:  # noqa: BLE001 - one file's failure is recorded, never fatal to the run
                 failed = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
-                p.outcome, p.reason = "failed", f"upload failed: {failed}"
+                p.outcome, p.reason = "failed", f"{'copy' if source else 'upload'} failed: {failed}"
             self._tick(1, p.size or 0)
 
+    def _copy(self, p: Planned, bucket: str) -> dict:
+        """A server-side copy of the source's version: the bytes never leave S3."""
+        stored = self.storage.copy_version(
+            p.copy_source.stored, bucket, p.target.key, sha256=p.sha256, size=p.size, owner=self._owner(p),
+            content_type=p.target.content_type, original_name=p.source_path,
+        )
+        with self._lock:
+            self.counts["copied_files"] += 1
+        return {"version_id": stored.version_id, "size": stored.size, "adopted": False}
+
     def _put(self, p: Planned, bucket: str) -> dict:
-        args = dict(owner=self._owner(p), content_type=p.target.content_type, original_name=p.legacy_path)
+        args = dict(owner=self._owner(p), content_type=p.target.content_type, original_name=p.source_path)
         if p.data is not None:
             stored = self.storage.put_bytes(bucket, p.target.key, p.data, **args)
         else:
@@ -497,7 +680,7 @@ class FilesMigration:
     def _metadata(self, p: Planned) -> dict:
         t = p.target
         meta = {
-            "legacy_path": p.legacy_path,
+            "legacy_path": p.source_path,
             "legacy_name": display_name(p.entry.parts[-1]),
             "migration_batch": str(self.batch_id),
             **t.metadata,
@@ -509,6 +692,9 @@ class FilesMigration:
         if t.legacy_checksum:
             meta["legacy_checksum"] = t.legacy_checksum
             meta["legacy_checksum_match"] = t.legacy_checksum == p.sha256
+        video_hash = (t.metadata.get("legacy_video") or {}).get("file_hash")
+        if isinstance(video_hash, str) and re.fullmatch(r"[0-9a-fA-F]{64}", video_hash):
+            meta["legacy_video_hash_match"] = video_hash.lower() == p.sha256
         if p.flags:
             meta["flags"] = p.flags
             meta["legacy_invalid"] = any(f.startswith("invalid") for f in p.flags)
@@ -539,12 +725,15 @@ class FilesMigration:
                 file_metadata=[str(r.id) for r in rows if r.inserted],
                 s3_versions=[[buckets[p.target.bucket_kind], p.target.key, p.result["version_id"]] for p in ok if not p.result["adopted"]],
             )
+        for p in ok:
+            p.file_metadata_id = fm_ids.get((buckets[p.target.bucket_kind], p.target.key, p.result["version_id"]))
+            p.written_reason = _ledger_reason(p)
         finished = [p for p in done if p.outcome in ("migrated", "failed") and (p.result or p.outcome == "failed")]
         if finished:
             params = dict(
                 p=[p.legacy_path for p in finished],
                 oc=[p.outcome for p in finished],
-                rs=[("; ".join(p.flags) or None) if p.outcome == "migrated" else p.reason for p in finished],
+                rs=[_ledger_reason(p) if p.outcome == "migrated" else p.reason for p in finished],
                 ver=[p.result["version_id"] if p.result else None for p in finished],
                 fm=[fm_ids.get((buckets[p.target.bucket_kind], p.target.key, p.result["version_id"])) if p.result else None for p in finished],
                 batch=batch_id,
@@ -556,6 +745,137 @@ class FilesMigration:
                 self.counts["flagged_invalid"] += int(any(f.startswith("invalid") for f in p.flags))
                 self.counts["checksum_mismatches"] += int(any(f.startswith("legacy checksum") for f in p.flags))
 
+    # -- after the uploads: one place per file, metadata up to date ----------------------------------------------
+
+    def _reconcile(self, plans: list[Planned], existing: dict[str, dict], batch_id: uuid.UUID) -> None:
+        """Remove what the migration wrote for a legacy file where the evidence no longer puts it, and bring the rows
+        in place up to date. A file with a failed plan is left alone (its old place stays until its new one exists)."""
+        by_path: dict[str, list[Planned]] = defaultdict(list)
+        for p in plans:
+            by_path[p.source_path].append(p)
+        settled = {path: ps for path, ps in by_path.items() if all(p.outcome in ("migrated", "skipped", "unsafe") for p in ps)}
+        planned_keys = {p.legacy_path for p in plans}
+        stale_copies = [
+            img for key, img in existing.items()
+            if COPY_MARK in key and key not in planned_keys and split_copy_path(key)[0] in settled
+        ]
+        paths = sorted(settled)
+        for i in range(0, len(paths), RECONCILE_PATHS):
+            part = paths[i : i + RECONCILE_PATHS]
+            part_set = set(part)
+            self._reconcile_paths(
+                {path: settled[path] for path in part}, existing,
+                [img for img in stale_copies if split_copy_path(img["legacy_path"])[0] in part_set], batch_id,
+            )
+
+    def _reconcile_paths(self, by_path: dict[str, list[Planned]], existing: dict, stale_copies: list[dict], batch_id) -> None:
+        rows = in_transaction(
+            self.engine,
+            lambda conn: conn.execute(
+                text("SELECT id, s3_bucket, s3_key, metadata FROM file_metadata WHERE metadata->>'legacy_path' = ANY(:p)"),
+                {"p": list(by_path)},
+            ).all(),
+        )
+        buckets = self.settings.buckets
+        stale_ids: dict[str, Planned | None] = {}
+        current: dict[str, dict] = {}
+        for row in rows:
+            plans = by_path[row.metadata["legacy_path"]]
+            places = {(buckets[p.target.bucket_kind], p.target.key) for p in plans if p.outcome == "migrated"}
+            if (row.s3_bucket, row.s3_key) in places:
+                current[str(row.id)] = {"id": row.id, "metadata": row.metadata}
+                continue
+            original = next((p for p in plans if p.copy_source is None), None)
+            stale_ids[str(row.id)] = original if original is not None and original.stored else next((p for p in plans if p.stored), None)
+        stale: list[dict] = []
+        if stale_ids:  # rare (a file that moved): whole rows, for the batch's images
+            images = in_transaction(
+                self.engine,
+                lambda conn: conn.execute(
+                    text("SELECT to_jsonb(f) FROM file_metadata f WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": list(stale_ids)}
+                ).scalars().all(),
+            )
+            for img in images:
+                keeper = stale_ids[str(img["id"])]
+                stale.append({**img, "replaced_by": list(keeper.stored) if keeper else None,
+                              "replaced_by_sha256": keeper.sha256 if keeper else None})
+        for img in stale:  # S3 first: a run killed after this finds the rows again, and their versions gone
+            try:
+                self.storage.delete_version(img["s3_bucket"], img["s3_key"], img["version_id"])
+            except ObjectNotFoundError:
+                pass
+        self.fault("after_stale_deletes")
+
+        updates, ledger_updates = [], []
+        moved: dict[str, list[dict]] = defaultdict(list)
+        for img in stale:
+            if "copy_of" not in img["metadata"]:
+                moved[img["metadata"]["legacy_path"]].append({"bucket": img["s3_bucket"], "key": img["s3_key"],
+                                                             "version_id": img["version_id"], "batch": str(batch_id)})
+        for path, plans in by_path.items():
+            for p in plans:
+                if p.outcome != "migrated" or p.file_metadata_id is None or str(p.file_metadata_id) not in current:
+                    continue
+                row = current[str(p.file_metadata_id)]
+                old = row["metadata"] or {}
+                kept = {k: old[k] for k in PRESERVED_METADATA if k in old}
+                if p.copy_source is None and moved.get(path):
+                    kept["moved_from"] = [*kept.get("moved_from", []), *moved[path]]
+                desired = {**{k: v for k, v in self._metadata(p).items() if k not in PRESERVED_METADATA}, **kept}
+                if desired != old:
+                    updates.append((row, desired))
+                reason = _ledger_reason(p, desired.get("moved_from", ()))
+                ledger_row = existing.get(p.legacy_path)
+                written = p.written_reason if p.written_reason is not _UNWRITTEN else (ledger_row or {}).get("reason")
+                if reason != written:
+                    ledger_updates.append((p.legacy_path, reason))
+        if not (stale or stale_copies or updates or ledger_updates):
+            return
+
+        def work(conn: Connection) -> None:
+            if stale_copies:
+                conn.execute(text("DELETE FROM migration_ledger WHERE legacy_path = ANY(:k)"), {"k": [i["legacy_path"] for i in stale_copies]})
+            if stale:
+                conn.execute(text("DELETE FROM file_metadata WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": [str(i["id"]) for i in stale]})
+            fm_before = []
+            if updates:
+                ids = [str(row["id"]) for row, _ in updates]
+                fm_before = conn.execute(
+                    text("SELECT to_jsonb(f) FROM file_metadata f WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": ids}
+                ).scalars().all()
+                conn.execute(
+                    text(
+                        "UPDATE file_metadata f SET metadata = CAST(v.m AS jsonb) "
+                        "FROM unnest(CAST(:ids AS uuid[]), CAST(:ms AS text[])) AS v(i, m) WHERE f.id = v.i"
+                    ),
+                    {"ids": ids, "ms": [json.dumps(desired) for _, desired in updates]},
+                )
+            before = []
+            if ledger_updates:
+                before = conn.execute(
+                    text("SELECT to_jsonb(l) FROM migration_ledger l WHERE legacy_path = ANY(:k)"), {"k": [k for k, _ in ledger_updates]}
+                ).scalars().all()
+                conn.execute(
+                    text(
+                        "UPDATE migration_ledger l SET reason = v.rs, batch_id = :b, updated_at = now() "
+                        "FROM unnest(CAST(:k AS text[]), CAST(:rs AS text[])) AS v(k, rs) WHERE l.legacy_path = v.k"
+                    ),
+                    {"k": [k for k, _ in ledger_updates], "rs": [r for _, r in ledger_updates], "b": batch_id},
+                )
+            record_created(
+                conn, batch_id,
+                ledger_removed=stale_copies,
+                file_metadata_removed=stale,
+                file_metadata_before=list(fm_before),
+                ledger_before=list(before),
+            )
+
+        in_transaction(self.engine, work)
+        with self._lock:
+            self.counts["moved_objects_removed"] += sum(1 for i in stale if "copy_of" not in i["metadata"])
+            self.counts["copies_no_longer_due"] += sum(1 for i in stale if "copy_of" in i["metadata"])
+            self.counts["metadata_refreshed"] += len(updates)
+
     # -- what joins the asset graph --------------------------------------------------------------------------------
 
     def migrated_scenes(self, partitions: list[str]) -> list[dict]:
@@ -563,12 +883,13 @@ class FilesMigration:
 
 
 def migrated_scenes(engine: Engine, partitions: list[str], batch_id: uuid.UUID | None = None) -> list[dict]:
-    """Scenes of attributed jobs with migrated code or video, each with its newest code and video version."""
+    """Scenes of attributed jobs with migrated code or video (a render-cache hit has a video and no code: a scene
+    all the same), each with its newest code and video version and its legacy partition."""
     rows = in_transaction(
         engine,
         lambda conn: conn.execute(
             text(
-                "SELECT fm.user_id, fm.job_id, (fm.metadata->>'scene_number')::int AS scene, fm.file_type, fm.s3_bucket, "
+                "SELECT l.partition_key, fm.user_id, fm.job_id, (fm.metadata->>'scene_number')::int AS scene, fm.file_type, fm.s3_bucket, "
                 "fm.s3_key, fm.version_id, fm.file_size, fm.checksum, fm.metadata->'version_order' AS ord, "
                 "l.batch_id = :b AS new FROM migration_ledger l JOIN file_metadata fm ON fm.id = l.file_metadata_id "
                 "WHERE l.partition_key = ANY(:parts) AND l.outcome = 'migrated' AND fm.job_id IS NOT NULL "
@@ -581,7 +902,7 @@ def migrated_scenes(engine: Engine, partitions: list[str], batch_id: uuid.UUID |
     for r in rows:
         scene = scenes.setdefault(
             (str(r.user_id), str(r.job_id), r.scene),
-            {"user_id": str(r.user_id), "job_id": str(r.job_id), "scene_number": r.scene, "new": False},
+            {"user_id": str(r.user_id), "job_id": str(r.job_id), "scene_number": r.scene, "partition": r.partition_key, "new": False},
         )
         scene["new"] = scene["new"] or bool(r.new)
         best = scene.get(r.file_type)

@@ -4,6 +4,8 @@ legacy path (raw bytes on disk) is written as text in the ledger.
 Ledger text form: the path relative to the legacy root, `/`-separated, UTF-8; every byte that is not valid UTF-8,
 every control character and `%` itself are written as `%XX`, so the text form is unambiguous and reversible
 (`ledger_path`: except for the rare path whose text form is over 2,000 bytes, which is cut and hashed).
+A server-side copy of a file for another job (attribution's copy rule) has a ledger row of its own, keyed
+`{path}%@copy/{job id}` (`copy_ledger_path`): `%@` is in no path's text form, so it names no other file.
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ def ledger_path(raw: bytes, limit: int = MAX_LEDGER_PATH_BYTES) -> str:
         return text
     head = text.encode()[: limit - 80].decode("utf-8", "ignore")
     return f"{head}%~{hashlib.sha256(raw).hexdigest()}"
+
+
+COPY_MARK = "%@copy/"
+
+
+def copy_ledger_path(legacy_path: str, job_id: object) -> str:
+    """The ledger key of the copy of `legacy_path` made for job `job_id`."""
+    return f"{legacy_path}{COPY_MARK}{job_id}"
+
+
+def split_copy_path(ledger_key: str) -> tuple[str, str | None]:
+    """A ledger key -> (the legacy path, the job id of the copy or None for the file's own row)."""
+    path, mark, job = ledger_key.partition(COPY_MARK)
+    return (path, job) if mark else (ledger_key, None)
 
 
 def path_bytes(text: str) -> bytes:

@@ -76,16 +76,15 @@ def _bucket_for_unattributed(name: str) -> str:
 
 
 def map_topic_entry(entry: Entry, attribution: Attribution, system_user_id: uuid.UUID) -> Target:
-    """A file of `output/{folder}/...` -> its target, or Skip."""
+    """A file of `output/{folder}/...` -> its target under the attribution's owner (`legacy/unattributed/` without
+    one), or Skip. A copy for a job that reused the folder is the same mapping with that job as the owner."""
     parts = entry.parts[2:]  # inside the topic folder
     folder = entry.parts[1].decode("utf-8", "surrogateescape")
     names = [p.decode("utf-8", "surrogateescape") for p in parts]
     name = names[-1]
     _skip_caches(names)
     original = display_name(entry.parts[-1])
-    meta: dict = {"topic_folder": display_name(entry.parts[1])}
-    if attribution.others:
-        meta["other_jobs"] = [str(j.job_id) for j in attribution.others]
+    meta: dict = {"topic_folder": display_name(entry.parts[1]), **attribution.metadata()}
 
     if attribution.owner is None:
         meta["unattributed"] = True
@@ -117,7 +116,10 @@ def map_topic_entry(entry: Entry, attribution: Attribution, system_user_id: uuid
             )
     if names[0] == "media" and len(names) == 5 and names[1] == "videos":
         version = media_version(folder, names[2])
-        if version and names[3] in QUALITY_FOLDERS and names[4] in (f"Scene{version[0]}.mp4", f"Scene{version[0]}.srt"):
+        # A render-cache hit: the cached video copied as `{slug}_scene{N}_v{K}.mp4` (no .srt, no code file): the
+        # scene's video all the same, as the legacy combiner used it.
+        cache_hit = f"{names[2]}.mp4"
+        if version and names[3] in QUALITY_FOLDERS and names[4] in (f"Scene{version[0]}.mp4", f"Scene{version[0]}.srt", cache_hit):
             scene, k = version
             srt = names[4].endswith(".srt")
             return target(

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, text
 
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
+from t2m_pipeline.db.job_state import legacy_status
 from t2m_pipeline.migration.records import BadRecord, legacy_time, parse_time
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def legacy_fields(job_row, clerk_user_id: str | None = None) -> dict:
         raise ValueError("a job row needs an id")
     fields = {
         "id": str(job_id),
-        "status": str(_get(job_row, "status")),
+        "status": legacy_status(str(_get(job_row, "status")), _get(job_row, "configuration")),
         "progress": {
             "percentage": float(progress) if isinstance(progress, (Decimal, int, float)) else float(str(progress)),
             "current_stage": _get(job_row, "current_stage"),

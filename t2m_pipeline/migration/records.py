@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
-from t2m_pipeline.db.models import JOB_STATUSES, JOB_TYPES, PRIORITIES
+from t2m_pipeline.db.job_state import status_on_import
+from t2m_pipeline.db.models import JOB_TYPES, LEGACY_JOB_STATUSES, PRIORITIES
 from t2m_pipeline.migration.legacy_paths import CLERK_ID
 
 _NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
@@ -175,7 +176,7 @@ def _dict_or_none(value, field: str) -> dict | None:
 
 @dataclass(frozen=True)
 class JobRow:
-    """A legacy job as a `jobs` row (plus its owner's Clerk id)."""
+    """A legacy job as a `jobs` row (plus its owner's Clerk id); `status` is already the status on import."""
 
     id: uuid.UUID
     clerk_user_id: str
@@ -232,6 +233,16 @@ def normalise_job(key_id: str, record: dict) -> JobRow:
     legacy.update(
         {f"progress_{k}": progress[k] for k in ("stages_completed", "processing_time_seconds") if k in progress}
     )
+    status = enum(record.get("status"), "status", LEGACY_JOB_STATUSES)
+    started = parse_time(record.get("started_at"), "started_at")
+    completed = parse_time(record.get("completed_at"), "completed_at")
+    # The legacy run as it was, kept apart from the row (whose status may be `held`, see `db.job_state`, and whose
+    # times change once an operator requeues it): the evidence that attributes the legacy files (`attribution`).
+    legacy.update(
+        status=status,
+        **{name: value.isoformat() for name, value in (("started_at", started), ("completed_at", completed),
+                                                        ("updated_at", updated)) if value is not None},
+    )
     configuration = dict(config)
     configuration["legacy"] = {"redis_key": f"jobs:{key_id}", **legacy}
     deleted = record.get("is_deleted", False)
@@ -241,7 +252,7 @@ def normalise_job(key_id: str, record: dict) -> JobRow:
         id=job_id,
         clerk_user_id=clerk_id(record.get("user_id")),
         job_type=enum(record.get("job_type"), "job_type", JOB_TYPES, "video_generation"),
-        status=enum(record.get("status"), "status", JOB_STATUSES),
+        status=status_on_import(status),
         priority=enum(record.get("priority"), "priority", PRIORITIES, "normal"),
         topic=topic,
         description=config.get("context") if isinstance(config.get("context"), str) else config.get("description"),
@@ -252,8 +263,8 @@ def normalise_job(key_id: str, record: dict) -> JobRow:
         metrics=_dict_or_none(record.get("metrics"), "metrics"),
         created_at=created,
         updated_at=updated,
-        started_at=parse_time(record.get("started_at"), "started_at"),
-        completed_at=parse_time(record.get("completed_at"), "completed_at"),
+        started_at=started,
+        completed_at=completed,
         estimated_completion=parse_time(progress.get("estimated_completion"), "progress.estimated_completion"),
         batch_id=uuid_value(record.get("batch_id"), "batch_id"),
         is_deleted=bool(deleted),

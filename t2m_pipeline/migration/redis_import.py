@@ -4,7 +4,10 @@ Writes in batches: jobs are COPYed into a temporary table and upserted with one 
 users, records and quarantine rows are multi-row upserts over `unnest` arrays. Never row by row.
 
 Idempotent: a job is updated only when the legacy `updated_at` is strictly newer than the row's, so a rerun
-changes nothing and a row the new system has touched since (newer `updated_at`) is never overwritten. Users are
+changes nothing and a row the new system has touched since (newer `updated_at`) is never overwritten. A job that was
+queued or processing in the legacy system is imported `held` (nothing runs it until an operator requeues it). The
+report's `reattribute_partitions` are the migrated topic folders whose evidence this run changed: a files run of
+those partitions moves their files where the evidence now says (the cut-over schedule requests it). Users are
 only inserted, never updated. Every insert and every update (with the row's previous image) is recorded in the
 batch's `created_rows` in the same transaction, for `rollback`.
 """
@@ -23,8 +26,11 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
 from t2m_pipeline.db.engine import in_transaction
+from t2m_pipeline.db.job_state import HELD
 from t2m_pipeline.migration.batches import finish_batch, record_created, start_batch
-from t2m_pipeline.migration.legacy_paths import ledger_path, path_text
+from t2m_pipeline.migration.attribution import combined_video_folder
+from t2m_pipeline.migration.discovery import topic_partition
+from t2m_pipeline.migration.legacy_paths import ledger_path, path_text, slugify
 from t2m_pipeline.migration.records import BadRecord, JobRow, clerk_id, decode_job_hash, decode_json, decode_text, normalise_job
 from t2m_pipeline.migration.redis_reader import RawKey, ScanCounts, scan_durable
 
@@ -245,7 +251,9 @@ def _flush(engine: Engine, buf: _Buffers, batch_id: uuid.UUID) -> Counter:
 
 
 def _migrate_queue(engine: Engine, queue: list[bytes], batch_id: uuid.UUID, counts: Counter) -> list[str]:
-    """`job_queue` rows for queued jobs in the legacy list order; duplicates collapsed; missing ids reported."""
+    """`job_queue` rows for held jobs (queued or processing in the legacy system) in the legacy list order, then the
+    held jobs the list does not name; duplicates collapsed; missing ids reported. The rows are `held` like their
+    jobs: nothing runs until an operator requeues them (`migration.requeue`)."""
     ordered: list[uuid.UUID] = []
     seen: set[uuid.UUID] = set()
     bad: dict[tuple[str, str], bytes | None] = {}
@@ -273,33 +281,69 @@ def _migrate_queue(engine: Engine, queue: list[bytes], batch_id: uuid.UUID, coun
         created = conn.execute(
             text(
                 "INSERT INTO job_queue (job_id, priority, status, queue_position, queued_at) "
-                "SELECT j.id, j.priority, 'queued', q.pos, j.created_at "
+                "SELECT j.id, j.priority, j.status, q.pos, j.created_at "
                 "FROM unnest(CAST(:ids AS uuid[]), CAST(:pos AS bigint[])) AS q(id, pos) JOIN jobs j ON j.id = q.id "
-                "WHERE j.status = 'queued' AND NOT j.is_deleted "
+                "WHERE j.status = :held AND NOT j.is_deleted "
                 "ON CONFLICT (job_id) DO NOTHING RETURNING id"
             ),
-            {"ids": listed, "pos": list(range(1, len(listed) + 1))},
+            {"ids": listed, "pos": list(range(1, len(listed) + 1)), "held": HELD},
         ).scalars().all()
         unlisted = conn.execute(
             text(
                 "INSERT INTO job_queue (job_id, priority, status, queue_position, queued_at) "
-                "SELECT j.id, j.priority, 'queued', :n + row_number() OVER (ORDER BY j.created_at, j.id), j.created_at "
-                "FROM jobs j WHERE j.status = 'queued' AND NOT j.is_deleted AND j.configuration ? 'legacy' "
+                "SELECT j.id, j.priority, j.status, :n + row_number() OVER (ORDER BY j.created_at, j.id), j.created_at "
+                "FROM jobs j WHERE j.status = :held AND NOT j.is_deleted AND j.configuration ? 'legacy' "
                 "AND NOT EXISTS (SELECT 1 FROM job_queue q WHERE q.job_id = j.id) "
                 "ON CONFLICT (job_id) DO NOTHING RETURNING id"
             ),
-            {"n": len(listed)},
+            {"n": len(listed), "held": HELD},
         ).scalars().all()
         local["queue_rows_inserted"] += len(created)
         local["queue_rows_unlisted_queued_jobs"] += len(unlisted)
         local["queue_listed_not_queued"] += conn.execute(
-            text("SELECT count(*) FROM jobs WHERE id = ANY(:ids) AND (status <> 'queued' OR is_deleted)"), {"ids": listed}
+            text("SELECT count(*) FROM jobs WHERE id = ANY(:ids) AND (status <> :held OR is_deleted)"), {"ids": listed, "held": HELD}
         ).scalar_one()
         record_created(conn, batch_id, job_queue=[str(i) for i in [*created, *unlisted]])
         counts.update(local)
         return missing
 
     return in_transaction(engine, work)
+
+
+def reattribution_partitions(conn: Connection, batch_id: uuid.UUID) -> list[str]:
+    """Topic partitions already migrated whose evidence this batch changed (a job or a `videos:job_*` record of theirs
+    written): their files go where the evidence now says on the next files run of those partitions."""
+    rows = conn.execute(text("SELECT created_rows FROM migration_batches WHERE id = :b"), {"b": batch_id}).scalar_one() or {}
+    job_ids: set[uuid.UUID] = {uuid.UUID(job_id) for job_id, _ in rows.get("jobs", [])}
+    folders: set[str] = set()
+    for image in rows.get("jobs_before", []):  # a job whose topic changed leaves its old folder too
+        folders.add(slugify((image.get("configuration") or {}).get("topic") or image.get("topic") or ""))
+    for image in rows.get("legacy_records_before", []):
+        if image.get("kind") == "video":
+            folders.add(combined_video_folder((image.get("payload") or {}).get("file_path")) or "")
+    for key in [*rows.get("legacy_records", []), *(i.get("source_key", "") for i in rows.get("legacy_records_before", []))]:
+        if key.startswith("videos:job_"):
+            try:
+                job_ids.add(uuid.UUID(key.removeprefix("videos:job_")))
+            except ValueError:
+                pass
+    if job_ids:
+        for row in conn.execute(
+            text(
+                "SELECT coalesce(j.configuration->>'topic', j.topic) AS topic, r.payload->>'file_path' AS file_path "
+                "FROM jobs j LEFT JOIN migration_legacy_records r ON r.source_key = 'videos:job_' || j.id::text "
+                "WHERE j.id = ANY(:ids) AND j.configuration ? 'legacy'"
+            ),
+            {"ids": list(job_ids)},
+        ):
+            folders.add(slugify(row.topic or ""))
+            folders.add(combined_video_folder(row.file_path) or "")
+    keys = sorted({topic_partition(f.encode("utf-8", "surrogateescape")) for f in folders if f})
+    if not keys:
+        return []
+    return conn.execute(
+        text("SELECT DISTINCT partition_key FROM migration_ledger WHERE partition_key = ANY(:k) ORDER BY 1"), {"k": keys}
+    ).scalars().all()
 
 
 def migrate_redis(
@@ -341,6 +385,7 @@ def migrate_redis(
             pending = None
         counts.update(_flush(engine, buf, batch_id))
         missing = _migrate_queue(engine, queue, batch_id, counts)
+        reattribute = in_transaction(engine, lambda conn: reattribution_partitions(conn, batch_id))
     except BaseException:
         if pending is not None:
             pending.cancel()
@@ -354,6 +399,7 @@ def migrate_redis(
         "cache_keys_not_migrated": dict(scan.cache),
         "other_keys_not_migrated": scan.other,
         "queue_missing_job_ids": missing,
+        "reattribute_partitions": reattribute,
         "quarantined": sum(v for k, v in counts.items() if k.startswith("quarantined_")),
         "seconds": round(time.monotonic() - started, 3),
         **dict(counts),

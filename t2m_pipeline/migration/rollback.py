@@ -1,5 +1,6 @@
 """Undo one migration batch exactly: the S3 versions it wrote, the rows it inserted, the rows it changed (restored
-from the images it recorded), and nothing else.
+from the images it recorded), the objects it removed when a file moved to another owner (made again by a
+server-side copy of the version that holds the same bytes: same content, a new version id), and nothing else.
 
 Refused, with one clear line, when something has changed those rows since (a later batch or the new system): a
 rollback never silently discards newer work. S3 versions go first, then the rows in one transaction, so an
@@ -20,8 +21,9 @@ from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.models import Base
 from t2m_pipeline.migration.files_import import INTENT, carries_legacy_path, versions_by_key
+from t2m_pipeline.migration.legacy_paths import split_copy_path
 from t2m_pipeline.storage.errors import ObjectNotFoundError
-from t2m_pipeline.storage.s3 import S3Storage
+from t2m_pipeline.storage.s3 import ObjectOwner, S3Storage
 
 
 class RollbackError(ValueError):
@@ -48,6 +50,16 @@ def _restore(conn: Connection, table: str, pk: str, images: list[dict]) -> None:
     )
 
 
+def _insert(conn: Connection, table: str, images: list[dict]) -> None:
+    """Put back rows a batch deleted, from their images."""
+    if images:
+        columns = ", ".join(f'"{c.name}"' for c in Base.metadata.tables[table].columns)
+        conn.execute(
+            text(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, CAST(:imgs AS jsonb))"),
+            {"imgs": json.dumps(images, default=str)},
+        )
+
+
 def _orphan_versions(storage: S3Storage, engine: Engine, batch_id: uuid.UUID) -> list[tuple[str, str, str]]:
     """Versions an interrupted run of this batch uploaded but never recorded (its intents)."""
     with engine.connect() as conn:
@@ -69,9 +81,52 @@ def _orphan_versions(storage: S3Storage, engine: Engine, batch_id: uuid.UUID) ->
             if (intent.bucket, intent.key, version_id) in claimed:
                 continue
             meta = storage.head(intent.bucket, intent.key, version_id).get("Metadata", {})
-            if meta.get("sha256") == intent.sha256 and carries_legacy_path(meta, intent.legacy_path):
+            if meta.get("sha256") == intent.sha256 and carries_legacy_path(meta, split_copy_path(intent.legacy_path)[0]):
                 out.append((intent.bucket, intent.key, version_id))
     return out
+
+
+def _recreate_removed(storage: S3Storage, engine: Engine, removed: list[dict]) -> tuple[list[dict], list[str]]:
+    """The objects a batch removed when their files moved, made again from the version holding the same bytes (before
+    that version is itself rolled back). Returns the row images with their new version ids, and what could not be
+    made again (the bytes are gone, or were different). A version left by an interrupted rollback is taken again."""
+    restored, lost = [], []
+    with engine.connect() as conn:
+        claimed = {
+            (r.s3_bucket, r.s3_key, r.version_id)
+            for r in conn.execute(
+                text("SELECT s3_bucket, s3_key, version_id FROM file_metadata WHERE s3_key = ANY(:k)"),
+                {"k": [img["s3_key"] for img in removed]},
+            )
+        }
+    for img in removed:
+        bucket, key, meta = img["s3_bucket"], img["s3_key"], img.get("metadata") or {}
+        source = img.get("replaced_by")
+        if not source or img.get("replaced_by_sha256") != img.get("checksum"):
+            lost.append(f"s3://{bucket}/{key}")
+            continue
+        version_id = None
+        for candidate in versions_by_key(storage.client, {(bucket, key)})[(bucket, key)]:
+            if (bucket, key, candidate) in claimed:
+                continue
+            head = storage.head(bucket, key, candidate).get("Metadata", {})
+            if head.get("sha256") == img["checksum"] and carries_legacy_path(head, meta.get("legacy_path", "")):
+                version_id = candidate
+                break
+        if version_id is None:
+            owner = ObjectOwner(user_id=img["user_id"], file_type=img["file_type"], job_id=img.get("job_id"),
+                                scene_number=meta.get("scene_number"))
+            try:
+                version_id = storage.copy_version(
+                    tuple(source), bucket, key, sha256=img["checksum"], size=img["file_size"], owner=owner,
+                    content_type=img.get("content_type") or "application/octet-stream", original_name=meta.get("legacy_path"),
+                ).version_id
+            except ObjectNotFoundError:
+                lost.append(f"s3://{bucket}/{key}")
+                continue
+        claimed.add((bucket, key, version_id))
+        restored.append({**{k: v for k, v in img.items() if not k.startswith("replaced_by")}, "version_id": version_id})
+    return restored, lost
 
 
 def _check_untouched(conn: Connection, batch_id: uuid.UUID, rows: dict) -> None:
@@ -120,6 +175,9 @@ def rollback_batch(settings: Settings, engine: Engine, batch_id: uuid.UUID | str
         _check_untouched(conn, batch_id, rows)
 
     storage = S3Storage(settings, None)
+    # first what it removed (made again from versions it may itself have written), then what it wrote
+    removed, lost = _recreate_removed(storage, engine, _first_images(rows.get("file_metadata_removed", []), "id"))
+    new_version = {img["id"]: img["version_id"] for img in removed}
     versions = {tuple(v) for v in rows.get("s3_versions", [])} | set(_orphan_versions(storage, engine, batch_id))
     for bucket, key, version in sorted(versions):
         if version is None:
@@ -134,8 +192,14 @@ def rollback_batch(settings: Settings, engine: Engine, batch_id: uuid.UUID | str
     def work(conn: Connection) -> dict:
         ids = lambda name: [uuid.UUID(i) for i in rows.get(name, [])]  # noqa: E731
         conn.execute(text("DELETE FROM migration_ledger WHERE id = ANY(:ids)"), {"ids": ids("ledger")})
-        _restore(conn, "migration_ledger", "id", rows.get("ledger_before", []))
+        _insert(conn, "file_metadata", removed)
+        def remade(images: list[dict]) -> list[dict]:  # ledger images pointing at a row made again: its new version
+            return [{**img, "version_id": new_version.get(img.get("file_metadata_id"), img.get("version_id"))} for img in images]
+
+        _restore(conn, "migration_ledger", "id", remade(rows.get("ledger_before", [])))
+        _insert(conn, "migration_ledger", remade(rows.get("ledger_removed", [])))
         conn.execute(text("DELETE FROM file_metadata WHERE id = ANY(:ids)"), {"ids": ids("file_metadata")})
+        _restore(conn, "file_metadata", "id", rows.get("file_metadata_before", []))
         conn.execute(text("DELETE FROM job_queue WHERE id = ANY(:ids)"), {"ids": ids("job_queue")})
         _restore(conn, "jobs", "id", rows.get("jobs_before", []))
         conn.execute(text("DELETE FROM jobs WHERE id = ANY(:ids)"), {"ids": [uuid.UUID(i) for i in inserted_jobs]})
@@ -160,8 +224,11 @@ def rollback_batch(settings: Settings, engine: Engine, batch_id: uuid.UUID | str
                 "migration_legacy_records": len(rows.get("legacy_records", [])),
                 "users": len(rows.get("users", [])),
             },
+            "objects_made_again": len(removed),
+            "objects_not_restorable": lost,
             "rows_restored": {
-                "migration_ledger": len(_first_images(rows.get("ledger_before", []), "id")),
+                "file_metadata": len(removed) + len(_first_images(rows.get("file_metadata_before", []), "id")),
+                "migration_ledger": len(_first_images(rows.get("ledger_before", []), "id")) + len(rows.get("ledger_removed", [])),
                 "jobs": len(_first_images(rows.get("jobs_before", []), "id")),
                 "migration_legacy_records": len(_first_images(rows.get("legacy_records_before", []), "source_key")),
             },

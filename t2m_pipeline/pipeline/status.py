@@ -25,7 +25,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import Connection
 
 from t2m_pipeline.db.engine import in_transaction
-from t2m_pipeline.db.job_state import JobState, apply_transition
+from t2m_pipeline.db.job_state import HELD, JobState, apply_transition
 from t2m_pipeline.db.models import FileMetadata, Job
 
 STAGES = ("planning", "code_generation", "rendering", "thumbnails", "combining", "completed")
@@ -246,7 +246,7 @@ def step_failed(
 
     def work(conn: Connection) -> JobState | None:
         row = _locked_job(conn, job_id)
-        if row is None or row.status == "cancelled":
+        if row is None or row.status in ("cancelled", HELD):  # a held job is not running: a step on it fails alone
             return None
         objects = job_objects(conn, job_id)
         if not _manages(objects, scene):

@@ -142,8 +142,13 @@ def upload_bucket_kind(file_type: str) -> str:
 
 
 def unattributed_key(slug: str, path_parts: list[str | bytes]) -> str:
-    """`legacy/unattributed/{slug}/{path in the topic folder}`, every segment sanitized."""
+    """`legacy/unattributed/{slug}/{path in the topic folder}`, every segment sanitized. A path too deep for an S3 key
+    becomes `legacy/unattributed/{slug}/long-paths/{hash of the path}-{its name}` (the path itself is in metadata)."""
     if not path_parts:
         raise UnsafeKeyError("an unattributed legacy key needs a path inside the topic folder")
     segments = [sanitize_name(slug)] + [sanitize_name(part) for part in path_parts]
-    return check_key("legacy/unattributed/" + "/".join(segments))
+    key = "legacy/unattributed/" + "/".join(segments)
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raw = b"/".join(p if isinstance(p, bytes) else str(p).encode("utf-8", "surrogateescape") for p in path_parts)
+        key = f"legacy/unattributed/{segments[0]}/long-paths/{hashlib.sha256(raw).hexdigest()[:32]}-{segments[-1][:120]}"
+    return check_key(key)

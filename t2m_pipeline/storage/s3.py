@@ -45,6 +45,7 @@ METADATA_LIMIT_BYTES = 2048
 DEFAULT_URL_SECONDS = 3600
 VIDEO_STREAM_URL_SECONDS = 7200
 MAX_URL_SECONDS = 7 * 24 * 3600
+MAX_COPY_OBJECT_BYTES = 5 * 1024 * MIB  # S3's limit for one CopyObject request
 WRITE_ID_METADATA = "write-id"
 # S3 refuses a request signed more than 15 minutes away from its clock, so every version a write produced is newer
 # than the write's start minus this much (by S3's clock): older versions need not be looked at.
@@ -292,6 +293,54 @@ class S3Storage:
         if len(ours) > 1 and self.remove_retry_duplicates:
             self._delete_versions(bucket, key, [v for v in ours if v != keep])
         return self._record(bucket, key, keep, size, sha_hex, owner, content_type, original_name)
+
+    def copy_version(
+        self,
+        source: tuple[str, str, str | None],
+        bucket: str,
+        key: str,
+        *,
+        sha256: str,
+        size: int,
+        owner: ObjectOwner,
+        content_type: str,
+        original_name: str | None = None,
+    ) -> StoredObject:
+        """A server-side copy of one version (`source` = bucket, key, version id) to `key`, as a new version there.
+
+        The bytes never leave S3; the copy gets its owner's metadata, the platform's encryption and S3's own SHA-256,
+        which must equal `sha256` (the source's), or the copy is deleted and StorageError raised. Retried copies are
+        cleaned up like retried PUTs (`write-id`); above S3's 5 GiB CopyObject limit s3transfer copies in parts.
+        """
+        src_bucket, src_key, src_version = source
+        copy_source = {"Bucket": src_bucket, "Key": src_key, **({"VersionId": src_version} if src_version else {})}
+        started = datetime.now(timezone.utc)
+        write_id = new_write_id()
+        meta = object_metadata(owner, sha256, original_name, started, write_id)
+        args = {"Metadata": meta, "MetadataDirective": "REPLACE", "ContentType": content_type, "ChecksumAlgorithm": "SHA256",
+                **self._encryption_args()}
+        try:
+            if size <= MAX_COPY_OBJECT_BYTES:
+                response = self.client.copy_object(Bucket=bucket, Key=key, CopySource=copy_source, **args)
+                version_id = response.get("VersionId")
+                checksum = response.get("CopyObjectResult", {}).get("ChecksumSHA256")
+                if response.get("ResponseMetadata", {}).get("RetryAttempts", 0) and version_id:
+                    self._remove_retry_duplicates(bucket, key, write_id, size, started, keep=version_id)
+            else:
+                self.client.copy(copy_source, bucket, key, ExtraArgs=args, Config=self.transfer_config)
+                ours = self._versions_of_write(bucket, key, write_id, size, started)
+                if not ours:
+                    raise StorageError(f"s3://{bucket}/{key}: no version of the copy just completed was found", bucket, key)
+                version_id, checksum = ours[-1], None
+                if len(ours) > 1 and self.remove_retry_duplicates:
+                    self._delete_versions(bucket, key, ours[:-1])
+        except (ClientError, BotoCoreError) as exc:
+            raise map_error(exc, bucket, key) from exc
+        if checksum and "-" not in checksum and base64.b64decode(checksum).hex() != sha256:
+            if version_id:
+                self.delete_version(bucket, key, version_id)
+            raise StorageError(f"copy to s3://{bucket}/{key}: S3's SHA-256 differs from the source's", bucket, key)
+        return self._record(bucket, key, version_id, size, sha256, owner, content_type, original_name)
 
     # -- duplicate versions left by retried writes ---------------------------------------------------------------
 

@@ -96,3 +96,26 @@ def test_a_key_whose_user_is_not_the_jobs_owner_is_reported_not_removed(engine, 
     found, _, _ = run(engine, instance)
     assert found[f"partition/jobs/{key}"].check_name == "invalid_partition_key"
     assert instance.has_dynamic_partition("jobs", key)
+
+
+def test_a_migrated_jobs_retention_counts_from_its_migration_not_its_legacy_age(engine, instance):
+    """A legacy job finished in 2024 whose files were migrated today keeps its partitions; one migrated more than the
+    retention period ago loses them; the control, the same legacy age without a migration, loses them too."""
+    migrated, long_ago, never = job(engine), job(engine), job(engine)
+    for user_id, job_id in (migrated, long_ago, never):
+        register(instance, user_id, job_id, scenes=1)
+        transition(engine, job_id, "processing")
+        transition(engine, job_id, "completed")
+    in_transaction(engine, lambda c: c.execute(
+        text("UPDATE jobs SET completed_at = '2024-01-01T10:00:00Z', configuration = configuration || '{\"legacy\": {}}' WHERE id = ANY(:j)"),
+        {"j": [migrated[1], long_ago[1], never[1]]}))
+    for (user_id, job_id), created in ((migrated, "now()"), (long_ago, "now() - interval '400 days'")):
+        in_transaction(engine, lambda c, u=user_id, j=job_id, t=created: c.execute(text(
+            "INSERT INTO file_metadata (user_id, job_id, file_type, s3_bucket, s3_key, metadata, created_at) "
+            f"VALUES (:u, :j, 'video', 'b', :k, '{{\"legacy_path\": \"output/x/x_combined.mp4\"}}', {t})"),
+            {"u": u, "j": j, "k": f"users/{u}/jobs/{j}/videos/combined/output.mp4"}))
+    found, _, _ = run(engine, instance)
+    removed = {s for s, f in found.items() if f.check_name == "partition_retention"}
+    assert removed == {f"partition/{name}/{key}" for user_id, job_id in (long_ago, never)
+                       for name, key in (("jobs", encode_job_key(user_id, job_id)), ("scenes", encode_scene_key(user_id, job_id, 1)))}
+    assert instance.has_dynamic_partition("scenes", encode_scene_key(*migrated, 1))

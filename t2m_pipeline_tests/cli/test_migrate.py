@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import text
 
 from t2m_pipeline.cli import main
-from t2m_pipeline_tests.migration.legacy_world import migration_db, mp4s, redis_db, world  # noqa: F401
 
 
 @pytest.fixture
@@ -40,10 +39,10 @@ def test_redis_files_verify_rerun_and_rollback(cli_env, world, capsys):
     code, out, _ = run_cli(capsys, "migrate", "files", "--legacy-root", str(world.root), "--json")
     assert code == 0 and json.loads(out)["uploaded_bytes"] == 0
     code, out, _ = run_cli(capsys, "migrate", "files", "--legacy-root", str(world.root))  # for people: a table
-    assert code == 0 and "unchanged (already migrated)" in out and "Files migration" in out
+    assert code == 0 and "unchanged (already migrated)" in out and "Files migration" in out and "copied for" in out
 
     code, out, _ = run_cli(capsys, "migrate", "rollback", "--batch", first["batch_id"], "--json")
-    assert code == 0 and json.loads(out)["s3_versions_deleted"] == first["uploaded_files"]
+    assert code == 0 and json.loads(out)["s3_versions_deleted"] == first["uploaded_files"] + first["copied_files"]
     code, out, _ = run_cli(capsys, "migrate", "verify", "--legacy-root", str(world.root))
     assert code == 1 and "not in the ledger" in out  # nothing is accounted for any more
     code, out, _ = run_cli(capsys, "migrate", "verify", "--legacy-root", str(world.root), "--json")
@@ -98,10 +97,11 @@ def test_kill_9_mid_run_then_a_rerun_passes_verify_without_duplicates(cli_env, w
     assert code == 0 and rerun["outcomes"]["failed"] == 0
     # what the killed run had uploaded but not confirmed is adopted, not uploaded again; the rest is uploaded once
     assert rerun["adopted_versions"] > 0
-    assert rerun["adopted_versions"] + rerun["uploaded_files"] == rerun["outcomes"]["migrated"] - migrated
+    done = rerun["adopted_versions"] + rerun["uploaded_files"] + rerun["copied_files"]
+    assert done == rerun["outcomes"]["migrated"] + rerun["copies"]["migrated"] - migrated  # (ledger rows: files and copies)
     code, out, _ = run_cli(capsys, "migrate", "verify", "--legacy-root", str(world.root), "--json")
     result = json.loads(out)
     assert code == 0 and result["ok"], result["problems"]  # every file once; no unrecorded (duplicate) S3 version
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) - count(DISTINCT (s3_bucket, s3_key, version_id)) FROM file_metadata")).scalar_one() == 0
-        assert conn.execute(text("SELECT count(*) FROM migration_ledger")).scalar_one() == result["files_in_tree"]
+        assert conn.execute(text("SELECT count(*) FROM migration_ledger")).scalar_one() == result["files_in_tree"] + result["copies_checked"]

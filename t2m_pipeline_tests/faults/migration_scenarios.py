@@ -30,9 +30,9 @@ from sqlalchemy import Engine, text
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import make_engine
 from devtools.fault_proxy import FaultPlan, FaultProxy
-from t2m_pipeline.migration.legacy_paths import ledger_path, slugify
+from t2m_pipeline.migration.legacy_paths import ledger_path, slugify, split_copy_path
 from t2m_pipeline.storage.s3 import S3Storage, make_s3_client
-from t2m_pipeline_tests.migration.legacy_world import World, _job, build_world, legacy_ts, make_mp4
+from t2m_pipeline_tests.migration.legacy_world import World, _job, build_world, legacy_ts, make_mp4, stamp_folder
 
 MIB = 1024 * 1024
 # Above the files migration's 8 MiB in-memory limit and the 5 MiB multipart threshold set for the CLI below: the
@@ -49,7 +49,9 @@ class MigrationRun:
     max_attempts: int | None
     exit_code: int
     outcomes: dict = field(default_factory=dict)
+    copies: dict = field(default_factory=dict)  # the copies for jobs that reused a folder: outcome -> count
     uploaded_files: int = 0
+    copied_files: int = 0
     adopted_versions: int = 0
     unchanged_files: int = 0
     failed_reasons: list[str] = field(default_factory=list)
@@ -63,7 +65,12 @@ class MigrationRun:
 
     @property
     def failed(self) -> int:
-        return self.outcomes.get("failed", 0)
+        return self.outcomes.get("failed", 0) + self.copies.get("failed", 0)
+
+    @property
+    def migrated(self) -> int:
+        """Ledger rows migrated: the files, and the copies of those a job reused."""
+        return self.outcomes.get("migrated", 0) + self.copies.get("migrated", 0)
 
 
 @dataclass
@@ -129,7 +136,8 @@ def add_generated_topics(world: World, *, topics: int, scenes: int = 3, large_fi
         job_id, clerk = str(uuid.uuid4()), world.clerks[owners[t % len(owners)]]
         topic = f"Generated {world.tag} {t}"
         slug, base, day = slugify(topic), f"output/{slugify(topic)}", 10 + t % 18
-        r.set(f"jobs:{job_id}", json.dumps(_job(job_id, clerk, topic, "completed", legacy_ts(day), legacy_ts(day, 5))))
+        start, end = legacy_ts(day, month=3), legacy_ts(day, month=3, hour=12)  # its run wrote the folder (stamped below)
+        r.set(f"jobs:{job_id}", json.dumps(_job(job_id, clerk, topic, "completed", start, end, started_at=start, completed_at=end)))
         r.sadd(f"user_jobs:{clerk}", job_id)
         outline = "".join(f"<SCENE_{n}>scene {n}</SCENE_{n}>" for n in range(1, scenes + 1))
         write(f"{base}/{slug}_scene_outline.txt", f"<SCENE_OUTLINE>{outline}</SCENE_OUTLINE>".encode(), 0, 1)
@@ -145,6 +153,7 @@ def add_generated_topics(world: World, *, topics: int, scenes: int = 3, large_fi
                 write(f"{base}/media/videos/{slug}_scene{n}_v{k}/480p15/Scene{n}.mp4", b"", 2048, 24 * 1024)
         size = (LARGE_FILE_BYTES, LARGE_FILE_BYTES + 1) if t < large_files else (4096, 64 * 1024)
         write(f"{base}/{slug}_combined.mp4", b"", *size)
+        stamp_folder(world.root, slug, legacy_ts(day, month=3, minute=1), step_s=0.1)
     r.close()
 
 
@@ -239,9 +248,10 @@ def _file_sha(root: Path, rel: bytes) -> str | None:
 def check_migration(settings: Settings, engine: Engine, root: Path, *, client=None) -> list[str]:
     """Ledger, `file_metadata` and S3 (read directly) against the legacy tree; returns the problems found.
 
-    - each file and symlink of the tree has exactly one ledger row, and no row names anything else; none `failed`;
-    - each `migrated` row names a `file_metadata` row (one per legacy path, one per version) with the same object,
-      version and sha256, which is the legacy file's sha256, and that S3 version holds exactly those bytes;
+    - each file and symlink of the tree has exactly one ledger row (and a copy row per job that reused its folder,
+      `legacy_paths.copy_ledger_path`), and no row names anything else; none `failed`;
+    - each `migrated` row names a `file_metadata` row (one per legacy path and owner, one per version) with the same
+      object, version and sha256, which is the legacy file's sha256, and that S3 version holds exactly those bytes;
     - each `file_metadata` row is a migrated row's, and its version holds the legacy file's bytes;
     - every S3 version in the (initially empty) buckets holds the whole bytes of a legacy file migrated to its key
       (no partial or foreign object), no key has a version beyond its legacy files (no identical extra version, no
@@ -255,7 +265,7 @@ def check_migration(settings: Settings, engine: Engine, root: Path, *, client=No
         rows = {r.id: r for r in conn.execute(text("SELECT * FROM file_metadata"))}
     for path in sorted(set(tree) - set(ledger)):
         problems.append(f"{path}: in the tree, not in the ledger")
-    for path in sorted(set(ledger) - set(tree)):
+    for path in sorted(p for p in ledger if split_copy_path(p)[0] not in tree):
         problems.append(f"{path}: in the ledger, not in the tree")
     for path, row in sorted(ledger.items()):
         if row.outcome == "failed":
@@ -277,7 +287,8 @@ def check_migration(settings: Settings, engine: Engine, root: Path, *, client=No
     migrated = {p: r for p, r in ledger.items() if r.outcome == "migrated"}
     expected_by_key: dict[tuple[str, str], Counter] = defaultdict(Counter)
     versions_claimed: Counter = Counter()
-    for path, row in sorted(migrated.items()):
+    for key, row in sorted(migrated.items()):
+        path = split_copy_path(key)[0]
         expected_by_key[(row.bucket, row.key)][row.sha256] += 1
         versions_claimed[(row.bucket, row.key, row.version_id)] += 1
         disk = _file_sha(root, tree[path]) if path in tree else None
@@ -296,14 +307,14 @@ def check_migration(settings: Settings, engine: Engine, root: Path, *, client=No
     for where, n in versions_claimed.items():
         if n > 1:
             problems.append(f"s3://{where[0]}/{where[1]}: version {where[2]} claimed by {n} legacy files")
-    by_legacy_path = Counter((fm.metadata or {}).get("legacy_path") for fm in rows.values())
+    by_legacy_path = Counter(((fm.metadata or {}).get("legacy_path"), fm.job_id) for fm in rows.values())
     claimed_rows = {r.file_metadata_id for r in migrated.values()}
     for fm in rows.values():
         legacy = (fm.metadata or {}).get("legacy_path")
         if fm.id not in claimed_rows:
             problems.append(f"file_metadata {fm.id} ({legacy}): no migrated ledger row names it")
-        if by_legacy_path[legacy] > 1:
-            problems.append(f"{legacy}: {by_legacy_path[legacy]} file_metadata rows")
+        if by_legacy_path[(legacy, fm.job_id)] > 1:
+            problems.append(f"{legacy}: {by_legacy_path[(legacy, fm.job_id)]} file_metadata rows for job {fm.job_id}")
         disk = _file_sha(root, tree[legacy]) if legacy in tree else None
         if disk is None or fm.checksum != disk or version_sha(fm.s3_bucket, fm.s3_key, fm.version_id) != disk:
             problems.append(f"file_metadata {fm.id} ({legacy}): its version does not hold the legacy file's bytes")
@@ -393,7 +404,9 @@ def run_migration_fault_scenario(
                 run.removed_inline = sum(int(n) for n in _REMOVED.findall(stderr))
                 if result:
                     run.outcomes = result.get("outcomes", {})
+                    run.copies = result.get("copies", {})
                     run.uploaded_files = result.get("uploaded_files", 0)
+                    run.copied_files = result.get("copied_files", 0)
                     run.adopted_versions = result.get("adopted_versions", 0)
                     run.unchanged_files = result.get("unchanged_files", 0)
                 run.failed_reasons = _failed_reasons(engine)

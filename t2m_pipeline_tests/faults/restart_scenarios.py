@@ -500,12 +500,12 @@ def _check(report: RunsRestartReport, settings: Settings, engine, world: World, 
             problems.append(f"{legacy_rows} rows for {len(legacy_jobs)} legacy jobs, {jobs_total} jobs rows in all")
         queue_dupes = conn.execute(text("SELECT count(*) - count(DISTINCT job_id) FROM job_queue")).scalar_one()
         queued_legacy = conn.execute(
-            text("SELECT count(*) FROM jobs j WHERE j.id = ANY(:ids) AND j.status = 'queued' AND NOT j.is_deleted "
+            text("SELECT count(*) FROM jobs j WHERE j.id = ANY(:ids) AND j.status = 'held' AND NOT j.is_deleted "
                  "AND NOT EXISTS (SELECT 1 FROM job_queue q WHERE q.job_id = j.id)"),
             {"ids": legacy_jobs},
         ).scalar_one()
         if queue_dupes or queued_legacy:
-            problems.append(f"job_queue: {queue_dupes} duplicate rows, {queued_legacy} queued legacy jobs without a row")
+            problems.append(f"job_queue: {queue_dupes} duplicate rows, {queued_legacy} held legacy jobs without a row")
         ledger = conn.execute(
             text("SELECT count(*) AS n, count(DISTINCT legacy_path) AS paths, count(file_metadata_id) AS fm, "
                  "count(DISTINCT file_metadata_id) AS fm_distinct, count(*) FILTER (WHERE outcome = 'migrated') AS migrated "
@@ -528,10 +528,11 @@ def _check(report: RunsRestartReport, settings: Settings, engine, world: World, 
 
     if report.migration_reports.get("files"):
         files_in_tree = (report.verify or {}).get("files_in_tree")
+        rows_due = (files_in_tree or 0) + (report.verify or {}).get("copies_checked", 0)  # a row per file and per copy
         if not (report.verify_exit_code == 0 and (report.verify or {}).get("ok")):
             problems.append(f"migrate verify failed (exit {report.verify_exit_code}): "
                             f"{[p.get('problem') for p in (report.verify or {}).get('problems', [])][:5]}")
-        if (ledger.n, ledger.paths) != (files_in_tree, files_in_tree):
+        if (ledger.n, ledger.paths) != (rows_due, rows_due):
             problems.append(f"{ledger.n} ledger rows ({ledger.paths} paths) for {files_in_tree} legacy files")
         if ledger.fm != ledger.fm_distinct or ledger.fm != ledger.migrated or legacy_file_rows != ledger.migrated:
             problems.append(f"{ledger.migrated} migrated ledger rows, {ledger.fm} ({ledger.fm_distinct} distinct) "

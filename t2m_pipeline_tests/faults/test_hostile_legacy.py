@@ -36,7 +36,7 @@ from t2m_pipeline.migration.verify import verify_files
 from t2m_pipeline.storage import layout
 from t2m_pipeline.storage.s3 import make_s3_client
 from t2m_pipeline_tests.faults.migration_scenarios import check_migration, tree_entries
-from t2m_pipeline_tests.migration.legacy_world import CLAIM_KEY, _job, legacy_ts, migration_db, redis_db  # noqa: F401
+from t2m_pipeline_tests.migration.legacy_world import CLAIM_KEY, _job, legacy_ts, stamp_folder
 
 EXAMPLES = hsettings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -117,10 +117,12 @@ def symlink(root: Path, rel: bytes, target: bytes) -> bool:
 
 
 def good_world(root: Path, url: str) -> str:
-    """One legacy job (in Redis) and its files next to whatever hostile thing the test adds; returns the job id."""
+    """One legacy job (in Redis) whose run wrote its files, next to whatever hostile thing the test adds (written now:
+    after every run, so the evidence leaves those unattributed); returns the job id."""
     job_id = str(uuid.uuid4())
     client = rdb(url)
-    client.set(f"jobs:{job_id}", json.dumps(_job(job_id, GOOD_CLERK, GOOD_TOPIC, "queued", legacy_ts(3), legacy_ts(3, 1))))
+    start, end = legacy_ts(3), legacy_ts(3, hour=11)
+    client.set(f"jobs:{job_id}", json.dumps(_job(job_id, GOOD_CLERK, GOOD_TOPIC, "completed", start, end, started_at=start, completed_at=end)))
     client.sadd(f"user_jobs:{GOOD_CLERK}", job_id)
     client.rpush("job_queue", job_id)
     upload_id = f"{GOOD_CLERK}_{STAMP}_abcdef12"
@@ -130,6 +132,7 @@ def good_world(root: Path, url: str) -> str:
     client.close()
     for rel, data in good_files().items():
         assert write(root, rel, data)
+    stamp_folder(root, SLUG, legacy_ts(3, minute=5))
     return job_id
 
 
@@ -171,11 +174,9 @@ def check_keys_stay_in_their_prefix(env: Env, job_id: str, tree: dict[str, bytes
         legacy_jobs = conn.execute(
             text("SELECT id, user_id, topic, created_at FROM jobs WHERE configuration ? 'legacy'")
         ).all()
-    owners: dict[bytes, tuple] = {}  # topic folder -> the newest legacy job with that slug (attribution's rule)
+    owners: dict[bytes, tuple] = {}  # topic folder -> a legacy job with that slug (a file goes to it, or is unattributed)
     for j in legacy_jobs:
-        slug = slugify(j.topic).encode()
-        if slug not in owners or (j.created_at, str(j.id)) > (owners[slug].created_at, str(owners[slug].id)):
-            owners[slug] = j
+        owners.setdefault(slugify(j.topic).encode(), j)
     assert str(owners[SLUG.encode()].id) == job_id
     for legacy_path, key in rows:
         assert layout.check_key(key) == key
@@ -184,8 +185,8 @@ def check_keys_stay_in_their_prefix(env: Env, job_id: str, tree: dict[str, bytes
         parts = tree[legacy_path].split(b"/")
         if parts[0] == b"output":
             owner = owners.get(parts[1])
-            allowed = (f"users/{owner.user_id}/jobs/{owner.id}/" if owner
-                       else f"legacy/unattributed/{layout.sanitize_name(parts[1])}/",)
+            allowed = (f"legacy/unattributed/{layout.sanitize_name(parts[1])}/",)
+            allowed += (f"users/{owner.user_id}/jobs/{owner.id}/",) if owner else ()
         else:
             assert parts[:2] == [b"storage", b"uploads"], legacy_path
             allowed = ("legacy/unattributed/storage-uploads/",)
@@ -450,7 +451,8 @@ def test_hostile_redis_records_are_quarantined_and_never_stop_either_migration(e
     assert report["quarantined"] <= len(quarantined)
     # the good records next to them
     good = jobs[f"jobs:{job_id}"]
-    assert (str(good.id), good.status, good.topic) == (job_id, "queued", GOOD_TOPIC) and job_id in queue
+    assert (str(good.id), good.status, good.topic) == (job_id, "completed", GOOD_TOPIC)
+    assert job_id not in queue  # listed in the legacy job_queue, but finished: nothing to queue
     assert {f"user_jobs:{GOOD_CLERK}", f"user_files:{GOOD_CLERK}", f"files:{GOOD_CLERK}_{STAMP}_abcdef12"} <= kept
 
     again = migrate_redis(env.engine, client)  # idempotent on hostile input too

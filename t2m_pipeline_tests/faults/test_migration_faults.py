@@ -14,7 +14,6 @@ import pytest
 
 from devtools.fault_proxy import FaultKind, FaultPlan
 from t2m_pipeline_tests.faults.migration_scenarios import run_migration_fault_scenario
-from t2m_pipeline_tests.migration.legacy_world import migration_db, mp4s, redis_db  # noqa: F401 - fixtures
 
 RATE = 0.2
 SEED = 20  # its first multipart upload gets a 503, a 500 on a part and a lost answer on the completion
@@ -41,7 +40,7 @@ def test_migrate_files_under_mixed_faults_finishes_and_verifies(scenario_setting
     assert run.exit_code == 0 and run.failed == 0, (run.failed_reasons[:5], run.stderr[-2000:])
     assert run.verify_ok, run.verify_problems[:10]
     assert report.problems == []
-    assert report.migrated == run.outcomes["migrated"] == run.uploaded_files and report.migrated > 60
+    assert report.migrated == run.migrated == run.uploaded_files + run.copied_files and report.migrated > 60
     # the faults were there: on single uploads (some landed with the answer lost) and on the multipart upload
     assert report.faults_on({"PutObject"}) >= 5, report.faults_by_operation
     assert report.faults_on({"PutObject"}, LANDING) >= 1, report.faults_by_operation
@@ -63,8 +62,8 @@ def test_with_retries_off_faults_get_through_and_a_rerun_with_retries_finishes(
     assert not control.verify_ok and any("outcome failed" in p for p in control.verify_problems)
     # the rerun (retries on, faults still on) picks up exactly what is left and finishes correctly
     assert rerun.exit_code == 0 and rerun.failed == 0, (rerun.failed_reasons[:5], rerun.stderr[-2000:])
-    assert rerun.unchanged_files == control.outcomes["migrated"]
-    assert rerun.uploaded_files + rerun.adopted_versions == control.failed
+    assert rerun.unchanged_files == control.migrated
+    assert rerun.uploaded_files + rerun.copied_files + rerun.adopted_versions == control.failed
     assert rerun.faults >= 1
     assert rerun.verify_ok, rerun.verify_problems[:10]
     assert report.problems == []

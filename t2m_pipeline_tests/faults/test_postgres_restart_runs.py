@@ -14,7 +14,6 @@ import pytest
 
 from devtools.private_postgres import PrivatePostgres
 from t2m_pipeline_tests.faults.restart_scenarios import run_restart_during_runs
-from t2m_pipeline_tests.migration.legacy_world import mp4s, redis_db, world  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="module")

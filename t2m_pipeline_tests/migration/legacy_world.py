@@ -89,10 +89,33 @@ def _redis(url: str):
     return redis.Redis.from_url(url)
 
 
-def legacy_ts(day: int, micro: int = 0, hour: int = 10) -> str:
+def legacy_ts(day: int, micro: int = 0, hour: int = 10, month: int = 1, minute: int = 0) -> str:
     from datetime import datetime
 
-    return str(datetime(2024, 1, day, hour, 0, 0, micro))
+    return str(datetime(2024, month, day, hour, minute, 0, micro))
+
+
+def stamp_folder(root: Path, folder: str, start: str, step_s: float = 1.0) -> None:
+    """Give every file under `output/{folder}` a modification time inside a legacy run, from `start` (a legacy
+    timestamp, naive UTC) on, one step apart in sorted path order: what the legacy generator's run left on disk."""
+    from datetime import datetime, timezone
+
+    when = datetime.fromisoformat(start.replace(" ", "T")).replace(tzinfo=timezone.utc).timestamp()
+    base = os.path.join(os.fsencode(root), b"output", os.fsencode(folder))
+    for path in sorted(os.path.join(d, f) for d, _, files in os.walk(base) for f in files):
+        if not os.path.islink(path):
+            os.utime(path, (when, when), follow_symlinks=False)
+            when += step_s
+
+
+def video_record(slug: str, created_at: str, data: bytes, **extra) -> str:
+    """A `videos:job_{id}` record naming the folder's combined video, as the legacy app wrote it."""
+    return json.dumps({
+        "filename": f"{slug}_combined.mp4", "file_path": f"/srv/t2m/output/{slug}/{slug}_combined.mp4",
+        "file_size": len(data), "file_hash": hashlib.sha256(data).hexdigest(), "duration_seconds": 1.0,
+        "width": 1280, "height": 720, "format": "mp4", "status": "ready", "thumbnails": [], "subtitle_tracks": [],
+        "created_at": created_at, **extra,
+    })
 
 
 @dataclass
@@ -131,8 +154,10 @@ def _job(job_id, clerk, topic, status, created, updated, **extra) -> dict:
         "priority": "normal",
         "status": status,
         "configuration": {"topic": topic, "context": f"About {topic}", "quality": "low", "use_rag": False},
+        # a job that never left the queue completed no stage (the legacy API had no worker)
         "progress": {"percentage": 100.0 if status == "completed" else 0.0, "current_stage": "done" if status == "completed" else None,
-                     "stages_completed": ["planning"], "estimated_completion": None, "processing_time_seconds": 12.5},
+                     "stages_completed": [] if status.lower().endswith(("queued", "cancelled")) else ["planning"],
+                     "estimated_completion": None, "processing_time_seconds": 12.5},
         "error": None,
         "metrics": {"cpu_usage_percent": 50.0},
         "created_at": created,
@@ -157,9 +182,11 @@ def build_world(root: Path, redis_url: str, mp4s: list[bytes], tag: str | None =
 
     # -- Redis: jobs in both forms and every quirk -------------------------------------------------------------
     topic = f"Pythagorean Theorem {tag}"
-    r.set(f"jobs:{jobs['old']}", json.dumps(_job(jobs["old"], clerks["alice"], topic, "completed", legacy_ts(1), legacy_ts(1, 123456))))
+    # alice's job produced the shared folder (its run: 09:40 to 10:00); bob's, a month later, reused it
+    r.set(f"jobs:{jobs['old']}", json.dumps(_job(jobs["old"], clerks["alice"], topic, "completed", legacy_ts(1, hour=9), legacy_ts(1, 123456),
+                                                 started_at=legacy_ts(1, hour=9, minute=40), completed_at=legacy_ts(1, 123456))))
     newer = _job(jobs["new"], clerks["bob"], topic, "JobStatus.COMPLETED", "2024-02-01T09:00:00", "2024-02-01T09:30:00.500000",
-                 priority="JobPriority.HIGH")
+                 priority="JobPriority.HIGH", started_at="2024-02-01T09:29:00", completed_at="2024-02-01T09:30:00.500000")
     r.hset(f"jobs:{jobs['new']}", mapping={k: json.dumps(v) for k, v in newer.items()})
     r.set(f"jobs:{jobs['queued']}", json.dumps(_job(jobs["queued"], clerks["alice"], f"Fourier Series {tag}", "queued", legacy_ts(3), legacy_ts(3), priority="urgent")))
     r.set(f"jobs:{jobs['deleted']}", json.dumps(_job(jobs["deleted"], clerks["carol"], f"Deleted {tag}", "queued", legacy_ts(4), legacy_ts(5),
@@ -209,8 +236,8 @@ def build_world(root: Path, redis_url: str, mp4s: list[bytes], tag: str | None =
                                            "failed_jobs": 0, "batch_priority": "normal", "created_at": "2024-01-02T08:00:00",
                                            "job_ids": [jobs["old"], jobs["queued"]]}))
     r.sadd(f"user_batches:{clerks['alice']}", batch_id)
-    r.set(f"videos:job_{jobs['old']}", json.dumps({"filename": "x.mp4", "file_path": "/srv/output/x.mp4", "file_size": 10,
-                                                     "status": "ready", "thumbnails": [], "subtitle_tracks": [], "created_at": legacy_ts(1)}))
+    r.set(f"videos:job_{jobs['old']}", video_record(shared, legacy_ts(1), mp4s[3]))
+    r.set(f"videos:job_{jobs['new']}", video_record(shared, "2024-02-01 09:30:00", mp4s[3], width=640, height=360))
     # caches and counters: counted, not migrated
     r.set(f"job_status:{jobs['old']}", "completed")
     r.hset("queue:stats", mapping={"depth": 3})
@@ -262,6 +289,12 @@ def build_world(root: Path, redis_url: str, mp4s: list[bytes], tag: str | None =
     os.symlink(outside, root / out / s / "scene1" / "code" / "link_outside.py")
     os.symlink(root.parent, root / out / s / "linked_dir")
     os.symlink(root.parent, root / out / f"linked_topic_{tag}")
+
+    # scene 3: a render-cache hit (the cached video under its own name, no code file, an empty code/)
+    _write(root, f"{out}/{s}/scene3/{s}_scene3_implementation_plan.txt", b"# Scene 3\nCached")
+    _write(root, f"{out}/{s}/media/videos/{s}_scene3_v1/1080p60/{s}_scene3_v1.mp4", mp4s[1])
+    os.makedirs(os.path.join(os.fsencode(root), f"{out}/{s}/scene3/code".encode()), exist_ok=True)
+    stamp_folder(root, s, legacy_ts(1, hour=9, minute=41))
 
     _write(root, f"{out}/{queued_slug}/scene1/code/{queued_slug}_scene1_v1.py", b"# fourier\n")
     _write(root, f"{out}/{orphan}/scene1/code/{orphan}_scene1_v1.py", b"# orphan\n")

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from t2m_pipeline.migration.discovery import all_entries, discover_sources
 from t2m_pipeline.migration.files_import import migrate_files
-from t2m_pipeline.migration.legacy_paths import path_text
+from t2m_pipeline.migration.legacy_paths import COPY_MARK, path_text, split_copy_path
 from t2m_pipeline.migration.redis_import import migrate_redis
 from t2m_pipeline.migration.rollback import rollback_batch
 from t2m_pipeline.migration.verify import verify_files
@@ -73,7 +73,9 @@ def test_discovery_partitions_and_prefix_trap(world):
 def test_every_file_is_accounted_for_once_with_attribution_keys_and_flags(world, migrated_redis, buckets):
     settings, engine = migrated_redis
     report = migrate_files(settings, engine, world.root, workers=8, chunk_files=7)
-    rows = ledger(engine)
+    everything = ledger(engine)
+    rows = {p: r for p, r in everything.items() if COPY_MARK not in p}
+    copies = {p: r for p, r in everything.items() if COPY_MARK in p}
     on_disk = {e.legacy_path for es in all_entries(world.root).values() for e in es}
     assert set(rows) == on_disk and report["files"] == len(on_disk)  # exactly one row per file (legacy_path is unique)
     assert sum(report["outcomes"].values()) == len(on_disk) and report["outcomes"]["failed"] == 0
@@ -96,15 +98,20 @@ def test_every_file_is_accounted_for_once_with_attribution_keys_and_flags(world,
     assert [p for p in rows if p.startswith("output/.render_cache/")] and all(
         rows[p].outcome == "skipped" for p in rows if p.startswith("output/.render_cache/"))
 
-    # attribution: the most recent job with the slug owns the folder; the other is named
-    user, job = ids(engine, "new", world)
-    _, old_job = ids(engine, "old", world)
+    # attribution: the job whose run wrote the folder (alice's) owns it; bob's, which reused it, gets copies
+    user, job = ids(engine, "old", world)
+    bob, bob_job = ids(engine, "new", world)
     code_key = layout.scene_code_key(user, job, 1)
     fm = file_rows(engine)
     code_rows = [r for r in fm.values() if r.s3_key == code_key]
     assert len(code_rows) == 3 and {r.user_id for r in code_rows} == {user}
-    assert all(r.metadata["other_jobs"] == [str(old_job)] for r in code_rows)
+    assert all(f"produced by job {job}" in r.metadata["attribution"] for r in code_rows)
     assert all(r.metadata["legacy_path"] == rows[r.metadata["legacy_path"]].legacy_path for r in fm.values())
+    shared = {p for p, r in rows.items() if p.startswith(f"output/{s}/") and r.outcome == "migrated"}
+    assert {split_copy_path(p) for p in copies} == {(p, str(bob_job)) for p in shared}  # one copy of each, for bob
+    bob_code = [r for r in fm.values() if r.s3_key == layout.scene_code_key(bob, bob_job, 1)]
+    assert len(bob_code) == 3 and {(r.user_id, r.job_id) for r in bob_code} == {(bob, bob_job)}
+    assert all(r.metadata["copy_of"]["job_id"] == str(job) for r in bob_code)
 
     # keys per the layout table
     key = lambda p: rows[p].key  # noqa: E731
@@ -123,9 +130,13 @@ def test_every_file_is_accounted_for_once_with_attribution_keys_and_flags(world,
     for p in (f"output/{s}/bad%FFname.py", f"output/{s}/ctrl%01char.txt"):
         assert rows[p].outcome == "migrated" and "\x01" not in rows[p].key and "%" not in rows[p].key
 
-    # no job: under legacy/unattributed/{slug}/..., owned by the system user
+    # no job, or only a job that never ran: under legacy/unattributed/{slug}/..., owned by the system user, the
+    # candidate jobs named and the reason in the ledger
     orphan = rows[f"output/{world.slug_orphan}/scene1/code/{world.slug_orphan}_scene1_v1.py"]
     assert orphan.key == f"legacy/unattributed/{world.slug_orphan}/scene1/code/{world.slug_orphan}_scene1_v1.py"
+    never_ran = rows[f"output/{world.slug_queued}/scene1/code/{world.slug_queued}_scene1_v1.py"]
+    assert never_ran.key.startswith(f"legacy/unattributed/{world.slug_queued}/") and "never ran" in never_ran.reason
+    assert [c["job_id"] for c in fm[never_ran.file_metadata_id].metadata["candidate_jobs"]] == [world.jobs["queued"]]
     with engine.connect() as conn:
         owner = conn.execute(text("SELECT u.clerk_user_id, u.metadata FROM file_metadata f JOIN users u ON u.id = f.user_id WHERE f.id = :i"),
                              {"i": orphan.file_metadata_id}).one()
@@ -160,10 +171,20 @@ def test_every_file_is_accounted_for_once_with_attribution_keys_and_flags(world,
         assert base64.b64decode(head["ChecksumSHA256"]).hex() == hashlib.sha256(data).hexdigest() == row.sha256
         assert fm[row.file_metadata_id].checksum == row.sha256
 
-    # migrated scenes with code and video, for the asset graph
+    # migrated scenes with code and video, for the asset graph: both jobs' (bob's are copies), the render-cache hit
+    # (scene 3: a video, no code) among them; nothing for the job that never ran
     scenes = {(s_["job_id"], s_["scene_number"]): s_ for s_ in report["scenes"]}
-    assert set(scenes) == {(str(job), 1), (str(job), 2), (str(job), 10), (world.jobs["queued"], 1)}
+    assert set(scenes) == {(str(j), n) for j in (job, bob_job) for n in (1, 2, 3, 10)}
     assert scenes[(str(job), 1)]["code"]["order"] == [3] and scenes[(str(job), 1)]["video"]["order"] == [2, 0]
+    assert "code" not in scenes[(str(job), 3)] and scenes[(str(job), 3)]["video"]["key"] == layout.scene_video_key(user, job, 3)
+    hit = rows[f"output/{s}/media/videos/{s}_scene3_v1/1080p60/{s}_scene3_v1.mp4"]
+    assert fm[hit.file_metadata_id].file_type == "video" and fm[hit.file_metadata_id].metadata["scene_number"] == 3
+
+    # the legacy video records, linked to their jobs' combined videos
+    combined = fm[rows[f"output/{s}/{s}_combined.mp4"].file_metadata_id]
+    assert combined.metadata["legacy_record"] == f"videos:job_{job}" and combined.metadata["legacy_video"]["width"] == 1280
+    bob_combined = next(r for r in fm.values() if r.s3_key == layout.combined_video_key(bob, bob_job))
+    assert bob_combined.metadata["legacy_record"] == f"videos:job_{bob_job}" and bob_combined.metadata["legacy_video"]["width"] == 640
 
 
 def test_version_history_is_the_legacy_history(world, migrated_redis, buckets):
@@ -199,12 +220,13 @@ def test_rerun_uploads_nothing_and_changes_nothing_then_verify_and_rollback(worl
     after_first = (ledger(engine), file_rows(engine), all_versions(client, buckets))
     second = migrate_files(settings, engine, world.root, workers=8)
     assert (second["uploaded_files"], second["uploaded_bytes"], second["adopted_versions"]) == (0, 0, 0)
-    assert second["unchanged_files"] == first["outcomes"]["migrated"]
+    assert second["unchanged_files"] == first["outcomes"]["migrated"] + first["copies"]["migrated"]  # copies too
     assert (ledger(engine), file_rows(engine), all_versions(client, buckets)) == after_first
 
     good = verify_files(settings, engine, world.root)
     assert good["ok"], good["problems"]
-    assert good["outcomes"] == first["outcomes"] and good["objects_checked"] == first["outcomes"]["migrated"]
+    assert good["outcomes"] == first["outcomes"]
+    assert good["objects_checked"] == first["outcomes"]["migrated"] + first["copies"]["migrated"]
 
     # a second batch migrates a new legacy version: rolled back, exactly the state after the first batch returns
     s = world.slug_shared

@@ -1,7 +1,6 @@
 """The mapping rules on their own (no services): legacy entry -> layout key, or a skip reason."""
 
 import uuid
-from datetime import datetime, timezone
 
 import pytest
 
@@ -11,7 +10,7 @@ from t2m_pipeline.migration.mapping import Skip, map_loose_entry, map_topic_entr
 from t2m_pipeline.storage import layout
 
 USER, JOB, OTHER, SYSTEM = (uuid.uuid4() for _ in range(4))
-OWNED = Attribution(JobRef(JOB, USER, datetime(2024, 2, 1, tzinfo=timezone.utc)), (JobRef(OTHER, USER, datetime(2024, 1, 1, tzinfo=timezone.utc)),))
+OWNED = Attribution(JobRef(JOB, USER), (JobRef(OTHER, USER),), reason="produced by job (test)")
 
 
 def target(rel: str, attribution=OWNED):
@@ -28,9 +27,20 @@ def test_layout_keys_for_every_kind_of_topic_file():
     assert target("output/t/scene3/rag_cache/q.json").key == layout.scene_plan_key(USER, JOB, 3, "rag_cache__q.json")
     other = target("output/t/scene3/notes.txt")
     assert other.metadata["unrecognised"] and other.key == layout.scene_plan_key(USER, JOB, 3, "legacy__notes.txt")
-    assert target("output/t/scene3/code/t_scene3_v2.py").metadata["other_jobs"] == [str(OTHER)]
+    assert target("output/t/scene3/code/t_scene3_v2.py").metadata["attribution"] == "produced by job (test)"
     # Scene1.mp4 in a scene10 folder is not scene 1's video
     assert target("output/t/media/videos/t_scene10_v1/480p15/Scene1.mp4").metadata.get("unrecognised")
+
+
+def test_a_render_cache_hit_is_the_scenes_video():
+    """The cached video copied as {slug}_scene{N}_v{K}.mp4 (no Scene{N}.mp4, no .srt, no code file): scene N's video."""
+    hit = target("output/t/media/videos/t_scene2_v3/1080p60/t_scene2_v3.mp4")
+    assert (hit.key, hit.file_type, hit.scene_number, hit.order, hit.check) == (
+        layout.scene_video_key(USER, JOB, 2), "video", 2, (3, 2), "video")
+    assert not hit.metadata.get("unrecognised")
+    # the name must be the folder's own: another scene's or version's cached name is not this scene's video
+    assert target("output/t/media/videos/t_scene2_v3/1080p60/t_scene2_v2.mp4").metadata.get("unrecognised")
+    assert target("output/t/media/videos/t_scene2_v3/1080p60/t_scene1_v3.mp4").metadata.get("unrecognised")
 
 
 def test_caches_and_markers_are_skipped_with_a_reason():
@@ -47,8 +57,10 @@ def test_caches_and_markers_are_skipped_with_a_reason():
 
 
 def test_unattributed_folders_and_uploads():
-    orphan = target("output/t/scene1/code/t_scene1_v1.py", Attribution(None))
+    why = Attribution(None, reason="unattributed: file time lies within no job's run", candidates=({"job_id": str(OTHER)},))
+    orphan = target("output/t/scene1/code/t_scene1_v1.py", why)
     assert orphan.key == "legacy/unattributed/t/scene1/code/t_scene1_v1.py" and orphan.user_id == SYSTEM
+    assert orphan.metadata["candidate_jobs"] == [{"job_id": str(OTHER)}] and "within no job" in orphan.metadata["attribution"]
     index = AttributionIndex(owner_by_file_id={}, file_records={})
     name = "user_a_20240101_101010_0123abcd.PNG"
     up = map_upload_entry(Entry(f"storage/uploads/image/{name}".encode(), "file", 5), index, {"user_a": USER}, SYSTEM)

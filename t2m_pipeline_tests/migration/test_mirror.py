@@ -59,7 +59,15 @@ def test_json_form_is_updated_in_the_legacy_shape_keeping_other_fields(mirror_se
     assert written["priority"] == "high" and written["configuration"]["context"] == "legacy context"
     assert written["user_id"] == "user_legacy1"
     # what the legacy code (and our importer) reads back
-    assert normalise_job(job_id, written).status == "processing"
+    read_back = normalise_job(job_id, written)
+    assert read_back.configuration["legacy"]["status"] == "processing" and read_back.status == "held"
+
+    # a held row (a migrated job nobody requeued yet) shows the legacy system the status it wrote there
+    held_id = str(uuid.uuid4())
+    r.set(f"jobs:{held_id}", json.dumps({**legacy, "id": held_id}))
+    held = row(held_id, status="held", configuration={"topic": "Waves", "legacy": {"redis_key": "x", "status": "queued"}})
+    assert mirror.mirror_job_status(mirror_settings, held) is True
+    assert json.loads(r.get(f"jobs:{held_id}"))["status"] == "queued"
 
     failed = row(job_id, status="failed", error_info={"stage": "rendering", "message": "manim exited 1", "scene": 2})
     mirror.mirror_job_status(mirror_settings, failed)

@@ -42,7 +42,7 @@ def test_jobs_users_queue_records_and_quarantine(world, migration_db):
 
     old = job(engine, j["old"])
     assert old["status"] == "completed" and old["clerk_user_id"] == world.clerks["alice"]
-    assert old["created_at"] == datetime(2024, 1, 1, 10, tzinfo=timezone.utc)
+    assert old["created_at"] == datetime(2024, 1, 1, 9, tzinfo=timezone.utc)
     assert old["updated_at"] == datetime(2024, 1, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
     assert old["progress_percentage"] == Decimal("100.00") and old["metrics"] == {"cpu_usage_percent": 50.0}
     assert old["configuration"]["topic"].startswith("Pythagorean") and old["configuration"]["legacy"]["redis_key"] == f"jobs:{j['old']}"
@@ -51,7 +51,11 @@ def test_jobs_users_queue_records_and_quarantine(world, migration_db):
     assert (new["status"], new["priority"]) == ("completed", "high")
     assert new["updated_at"] == datetime(2024, 2, 1, 9, 30, 0, 500000, tzinfo=timezone.utc)
     busy = job(engine, j["processing"])  # missing priority and job_type: defaults
-    assert (busy["priority"], busy["job_type"], busy["status"]) == ("normal", "video_generation", "processing")
+    # processing in the legacy system: held here, nothing runs it; the legacy status and times kept for attribution
+    assert (busy["priority"], busy["job_type"], busy["status"]) == ("normal", "video_generation", "held")
+    assert busy["configuration"]["legacy"]["status"] == "processing"
+    assert busy["configuration"]["legacy"]["started_at"] == "2024-01-06T10:00:00.000006+00:00"
+    assert job(engine, j["queued"])["status"] == "held" and old["configuration"]["legacy"]["status"] == "completed"
     assert busy["started_at"] == datetime(2024, 1, 6, 10, 0, 0, 6, tzinfo=timezone.utc)
     deleted = job(engine, j["deleted"])
     assert deleted["is_deleted"] and deleted["deleted_at"] is not None
@@ -60,15 +64,16 @@ def test_jobs_users_queue_records_and_quarantine(world, migration_db):
 
     with engine.connect() as conn:
         users = {r.clerk_user_id: r for r in conn.execute(text("SELECT clerk_user_id, email, metadata FROM users"))}
-        queue = conn.execute(text("SELECT job_id, queue_position, priority FROM job_queue ORDER BY queue_position")).all()
+        queue = conn.execute(text("SELECT job_id, queue_position, priority, status FROM job_queue ORDER BY queue_position")).all()
         quarantined = {r.source_key: r for r in conn.execute(text("SELECT source_key, reason, raw_payload FROM migration_quarantine"))}
         records = {r.source_key: r.kind for r in conn.execute(text("SELECT source_key, kind FROM migration_legacy_records"))}
     # a user per Clerk id found anywhere (erin only appears as a set name); email empty and said so
     assert {world.clerks[n] for n in ("alice", "bob", "carol", "dave", "erin")} <= set(users)
     assert all(u.email == "" and u.metadata["email_unknown"] is True for u in users.values())
-    # queue: legacy order, duplicate collapsed, deleted/finished not queued, the unlisted queued job appended
-    assert [str(q.job_id) for q in queue] == [j["queued"], j["unlisted"]]
-    assert queue[0].queue_position == 1 and queue[0].priority == "urgent"
+    # queue: legacy order, duplicate collapsed, deleted/finished not queued, the unlisted queued job appended; every
+    # row held like its job (the new_jobs sensor takes none of them)
+    assert [str(q.job_id) for q in queue] == [j["queued"], j["processing"], j["unlisted"]]
+    assert queue[0].queue_position == 1 and queue[0].priority == "urgent" and {q.status for q in queue} == {"held"}
     assert report["queue_duplicates_collapsed"] == 1 and report["queue_missing_job_ids"] == [world.missing_queue_id]
     assert f"job_queue:{world.missing_queue_id}" in quarantined and "job_queue[6]" in quarantined
     # every bad record quarantined with its raw payload and a reason
@@ -91,7 +96,7 @@ def test_rerun_changes_nothing_and_newer_rows_are_never_overwritten(world, migra
     migrate_redis(engine, r)
     # the new system moves a job on; the legacy record is older
     with engine.begin() as conn:
-        conn.execute(text("UPDATE jobs SET status = 'processing', updated_at = now() WHERE id = :i"), {"i": world.jobs["queued"]})
+        conn.execute(text("UPDATE jobs SET status = 'queued', updated_at = now() WHERE id = :i"), {"i": world.jobs["queued"]})
     before = snapshot(engine)
     again = migrate_redis(engine, r)
     assert snapshot(engine) == before

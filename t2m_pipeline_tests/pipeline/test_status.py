@@ -134,3 +134,11 @@ def test_stage_seconds_add_up_across_scenes(pipeline_engine):
         status.step_succeeded(pipeline_engine, job_id, stage="rendering", seconds=seconds, scene=1)
     status.step_succeeded(pipeline_engine, job_id, stage="planning", seconds=0.5)
     assert job_row(pipeline_engine, job_id)["metrics"]["stage_seconds"] == {"rendering": 3.75, "planning": 0.5}
+
+
+def test_a_step_failing_on_a_held_job_leaves_it_held(pipeline_engine):
+    """A held legacy job is not running: a job-level step an operator ran on it and that failed changes nothing (held
+    -> failed is no transition; without this the write-back itself would raise)."""
+    _, job_id = insert_job(pipeline_engine, status="held")
+    assert status.step_failed(pipeline_engine, job_id, stage="planning", message="boom") is None
+    assert job_row(pipeline_engine, job_id)["status"] == "held"

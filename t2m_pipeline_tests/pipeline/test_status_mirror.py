@@ -10,7 +10,6 @@ import redis
 from t2m_pipeline.db.jobs import submit_job
 from t2m_pipeline.migration import mirror
 from t2m_pipeline.pipeline.status import step_started
-from t2m_pipeline_tests.migration.legacy_world import redis_db  # noqa: F401  (fixture)
 
 
 @pytest.fixture

@@ -40,6 +40,12 @@ def test_layout_table_rows():
     assert layout.unattributed_key("pythagorean_theorem", ["scene1", "code", "x_v1.py"]) == (
         "legacy/unattributed/pythagorean_theorem/scene1/code/x_v1.py"
     )
+    # a path deeper than an S3 key can be: one segment named by its hash, still under the folder, still unique
+    deep = [f"{'d' * 150}{i}" for i in range(10)] + ["notes.txt"]
+    other = [*deep[:-2], "x", "notes.txt"]
+    key = layout.unattributed_key("pythagorean_theorem", deep)
+    assert key.startswith("legacy/unattributed/pythagorean_theorem/long-paths/") and key.endswith("-notes.txt")
+    assert len(key) <= layout.MAX_KEY_BYTES and key != layout.unattributed_key("pythagorean_theorem", other)
 
 
 def test_upload_bucket_by_type():

@@ -1,15 +1,20 @@
 """Migration assets: legacy Redis -> PostgreSQL, discovery of legacy sources, legacy files -> S3 (a partitioned asset
-a data engineer backfills from the UI, many partitions per run), and the verify check per partition.
+a data engineer backfills from the UI, many partitions per run), the verify check per partition, and the operator's
+requeue of held legacy jobs.
 
-Thin: each asset calls one library function (`t2m_pipeline.migration`) and reports what it did as metadata.
+Thin: each asset calls one library function (`t2m_pipeline.migration`) and reports what it did as metadata. A run of
+`legacy_files` covers many partitions (its backfill policy), yet each partition's materialization and verify result
+are that partition's own (`add_asset_metadata(partition_key=...)`, one `AssetCheckEvaluation` per partition).
 Migrated scenes join the pipeline's graph: their `scenes` partitions are registered and `scene_code` /
 `rendered_video` materializations reported, so `thumbnail` can be backfilled for legacy videos.
 """
 
 
 import time
+from collections.abc import Iterator
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
 from t2m_pipeline.defs.migration.partitions import LEGACY_SOURCES_NAME, check_source_key, legacy_sources
 from t2m_pipeline.defs.migration.resources import LegacySourcesResource
@@ -18,6 +23,7 @@ from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCEN
 from t2m_pipeline.migration.discovery import discover_sources
 from t2m_pipeline.migration.files_import import FilesMigration
 from t2m_pipeline.migration.redis_import import migrate_redis
+from t2m_pipeline.migration.requeue import RequeueError, requeue_held_jobs
 from t2m_pipeline.migration.verify import verify_files
 from t2m_pipeline.partition_keys import encode_scene_key
 
@@ -76,7 +82,50 @@ def legacy_files(
     migration = FilesMigration(storage.get().settings, database.engine, legacy.root(), workers=legacy.workers, progress=progress)
     report = migration.run(keys)
     _join_scene_graph(context, report["scenes"])
-    return dg.MaterializeResult(metadata={**_flat({k: v for k, v in report.items() if k != "scenes"}), "scenes": len(report["scenes"])})
+    # One run covers many partitions (the backfill policy): each partition's materialization shows its own files.
+    for key in keys:
+        context.add_asset_metadata(_flat(report["by_partition"][key]), partition_key=key)
+    context.log.info(
+        f"legacy files batch {report['batch_id']}: {report['files']} files in {len(keys)} partitions, "
+        f"{report['uploaded_files']} uploaded, {report['copied_files']} copied, {report['moved_objects_removed']} moved"
+    )
+    return dg.MaterializeResult(metadata={"batch_id": report["batch_id"], "partitions_in_run": len(keys)})
+
+
+class RequeueConfig(dg.Config):
+    """Which held jobs to queue: the ids, or every held job. Neither: nothing is queued."""
+
+    job_ids: list[str] = []
+    all_held: bool = False
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[legacy_redis_data],
+    description="Operator action: queue migrated jobs that were queued or processing in the legacy system (imported "
+    "`held`), named in the run config (`job_ids`, or `all_held: true`). Nothing else ever queues them.",
+)
+def legacy_jobs_requeued(
+    context: dg.AssetExecutionContext, config: RequeueConfig, database: PostgresResource
+) -> dg.MaterializeResult:
+    if config.job_ids and config.all_held:
+        raise dg.Failure("set job_ids or all_held, not both")
+    if not (config.job_ids or config.all_held):
+        context.log.warning("no job named: nothing queued (set job_ids, or all_held: true, in the run config)")
+        return dg.MaterializeResult(metadata={"requeued": 0, "skipped": 0, "note": "no job named in the run config"})
+    try:
+        report = requeue_held_jobs(database.engine, None if config.all_held else config.job_ids)
+    except RequeueError as exc:
+        raise dg.Failure(str(exc)) from None
+    for job_id, why in report.skipped:
+        context.log.warning(f"job {job_id} not queued: {why}")
+    return dg.MaterializeResult(
+        metadata={
+            "requeued": len(report.requeued),
+            "skipped": len(report.skipped),
+            "jobs": dg.MetadataValue.json(report.as_dict()),
+        }
+    )
 
 
 def _join_scene_graph(context: dg.AssetExecutionContext, scenes: list[dict]) -> None:
@@ -111,27 +160,49 @@ def _join_scene_graph(context: dg.AssetExecutionContext, scenes: list[dict]) -> 
 @dg.asset_check(
     asset=legacy_files,
     partitions_def=legacy_sources,
-    description="Verify per partition: every file in the ledger once; every migrated object exists with its size and sha256.",
+    description="Verify per partition: every file in the ledger once; every migrated object exists with its size and "
+    "sha256, under the user and job the evidence names (and the copies the copy rule gives); no file elsewhere.",
 )
 def legacy_files_verified(
     context: dg.AssetCheckExecutionContext,
     database: PostgresResource,
     storage: S3StorageResource,
     legacy: LegacySourcesResource,
-) -> dg.AssetCheckResult:
+) -> Iterator:
+    """One result per partition, also when the run covers many: Dagster's `AssetCheckResult` takes the step's
+    partition, which a multi-partition run does not have (one unpartitioned result, every partition "skipped"), so
+    each partition's `AssetCheckEvaluation` is yielded with its partition, then the check's (empty) output."""
     keys = [check_source_key(k) for k in context.partition_keys]
     result = verify_files(storage.get().settings, database.engine, legacy.root(), keys, workers=legacy.workers)
-    return dg.AssetCheckResult(
-        passed=result["ok"],
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "files_in_tree": result["files_in_tree"],
-            "ledger_rows": result["ledger_rows"],
-            "objects_checked": result["objects_checked"],
-            "problems": result["problem_count"],
-            **{f"outcome_{k}": v for k, v in result["outcomes"].items()},
-            "first_problems": dg.MetadataValue.json(result["problems"][:20]),
-        },
+    for key in keys:
+        part = result["by_partition"][key]
+        yield dg.AssetCheckEvaluation(
+            asset_key=legacy_files.key,
+            check_name="legacy_files_verified",
+            passed=part["ok"],
+            partition=key,
+            severity=dg.AssetCheckSeverity.ERROR,
+            target_materialization_data=_latest_materialization(context.instance, key),
+            metadata={
+                "files_in_tree": part["files"],
+                "ledger_rows": part["ledger_rows"],
+                "objects_checked": part["objects_checked"],
+                "copies": part["copies"],
+                "unattributed": part["unattributed"],
+                "problems": part["problem_count"],
+                "first_problems": dg.MetadataValue.json(part["problems"][:20]),
+            },
+        )
+    yield dg.Output(None)
+
+
+def _latest_materialization(instance: dg.DagsterInstance, key: str) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """What the UI ties a partition's result to (Dagster fills it for an `AssetCheckResult`; not exported, 1.13 pinned)."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=legacy_files.key, asset_partitions=[key]), limit=1).records
+    if not records:
+        return None
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=records[0].event_log_entry.run_id, storage_id=records[0].storage_id, timestamp=records[0].timestamp
     )
 
 
@@ -146,5 +217,5 @@ def _flat(report: dict) -> dict:
     return out
 
 
-MIGRATION_ASSETS = [legacy_redis_data, legacy_sources_catalog, legacy_files]
+MIGRATION_ASSETS = [legacy_redis_data, legacy_sources_catalog, legacy_files, legacy_jobs_requeued]
 MIGRATION_CHECKS = [legacy_files_verified]

@@ -4,8 +4,10 @@ Stopped by default; one switch (the UI toggle, or `dagster schedule start migrat
 
 Each tick requests (1) a run of `legacy_redis_data` then `legacy_sources_catalog` (the Redis re-sync writes only
 what changed; discovery registers new folders only after that re-sync, so their jobs are already in PostgreSQL),
-and (2) a `legacy_files` run for every registered partition never materialized yet: the ones the previous tick's
-discovery found. Work per tick is bounded; run keys make each request happen once.
+(2) a `legacy_files` run for every registered partition never materialized yet: the ones the previous tick's
+discovery found, and (3) a `legacy_files` run for every migrated topic partition whose evidence the latest re-sync
+changed (its `reattribute_partitions`): the files go where the evidence now says. Work per tick is bounded; run
+keys make each request happen once.
 """
 
 
@@ -56,6 +58,19 @@ def migration_cutover(context: dg.ScheduleEvaluationContext):
             context.log.warning(str(exc))
             continue
         yield dg.RunRequest(run_key=f"legacy-files-{key}", partition_key=key, asset_selection=[legacy_files.key])
+    budget = MAX_NEW_PARTITIONS_PER_TICK - min(len(pending), MAX_NEW_PARTITIONS_PER_TICK)
+    for key, storage_id in _reattribution(context.instance, set(registered), set(pending))[:budget]:
+        yield dg.RunRequest(run_key=f"reattribute-{key}@{storage_id}", partition_key=key, asset_selection=[legacy_files.key])
+
+
+def _reattribution(instance: dg.DagsterInstance, registered: set[str], pending: set[str]) -> list[tuple[str, int]]:
+    """The partitions the latest Redis re-sync named for re-attribution, with that materialization's storage id."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=legacy_redis_data.key), limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return []
+    value = records[0].asset_materialization.metadata.get("reattribute_partitions")
+    keys = value.value if value is not None and isinstance(value.value, list) else []
+    return [(k, records[0].storage_id) for k in keys if k in registered and k not in pending]
 
 
 MIGRATION_JOBS = [legacy_redis_sync_job, legacy_files_job]

@@ -1,9 +1,12 @@
 """The migration assets run for real (in-process, a real Dagster instance) against Redis, PostgreSQL and moto."""
 
 import datetime as dt
+import json
 
 import dagster as dg
 import pytest
+import redis
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from t2m_pipeline.defs.migration.assets import (
     MIGRATION_ASSETS,
@@ -17,8 +20,8 @@ from t2m_pipeline.defs.migration.resources import LegacySourcesResource
 from t2m_pipeline.defs.migration.schedules import migration_cutover
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENES_PARTITIONS_NAME
+from t2m_pipeline.migration.discovery import partition_entries
 from t2m_pipeline.partition_keys import decode_scene_key
-from t2m_pipeline_tests.migration.legacy_world import migration_db, mp4s, redis_db, world  # noqa: F401
 
 
 @pytest.fixture
@@ -71,6 +74,23 @@ def test_redis_discovery_files_backfill_in_one_run_check_and_scene_graph(resourc
         checks = run.get_asset_check_evaluations()
         assert checks and all(c.passed for c in checks), [c.metadata for c in checks]
         assert instance.get_materialized_partitions(legacy_files.key) == set(partitions)
+        # read back through the instance: one check result per partition, each passed (none planned = "skipped"),
+        # and no unpartitioned result beside them
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(legacy_files.key, "legacy_files_verified"), limit=10_000)
+        mine = [h for h in history if h.run_id == run.run_id]
+        assert sorted(h.partition for h in mine) == sorted(partitions)
+        assert {h.status for h in mine} == {AssetCheckExecutionRecordStatus.SUCCEEDED}
+        # each partition's materialization shows that partition's files only
+        for key in partitions:
+            event = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=legacy_files.key, asset_partitions=[key]), limit=1
+            ).records[0].asset_materialization
+            assert event.metadata["files"].value == len(partition_entries(world.root, key)), key
+        shared = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=legacy_files.key, asset_partitions=[f"topic/{world.slug_shared}"]), limit=1
+        ).records[0].asset_materialization.metadata
+        assert shared["copies"].value > 0 and shared["unattributed"].value == 0
         progress = instance.get_run_by_id(run.run_id).tags["t2m/migration_progress"]
         total = progress.split(" files")[0].split("/")
         assert total[0] == total[1]
@@ -98,3 +118,35 @@ def test_redis_discovery_files_backfill_in_one_run_check_and_scene_graph(resourc
         # nothing pending any more: the next tick only re-syncs Redis
         later = list(migration_cutover(dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2025, 1, 1, 13))))
         assert len(later) == 1
+
+        # the legacy Redis changes a job of a migrated folder: the re-sync names the folder, the next tick re-runs it
+        r = redis.Redis.from_url(world.redis_url)
+        record = json.loads(r.get(f"jobs:{world.jobs['old']}"))
+        r.set(f"jobs:{world.jobs['old']}", json.dumps({**record, "updated_at": "2024-01-02 00:00:00"}))
+        resync = dg.materialize([legacy_redis_data], instance=instance, resources=resources)
+        named = resync.asset_materializations_for_node("legacy_redis_data")[0].metadata["reattribute_partitions"].value
+        assert named == [f"topic/{world.slug_shared}"]
+        tick = list(migration_cutover(dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2025, 1, 1, 13, 30))))
+        assert [(r.partition_key, r.run_key.split("@")[0]) for r in tick[1:]] == [(f"topic/{world.slug_shared}", f"reattribute-topic/{world.slug_shared}")]
+
+
+def test_control_an_asset_check_result_in_a_multi_partition_run_leaves_every_partition_skipped():
+    """Why the verify check yields evaluations itself: Dagster's `AssetCheckResult` in a run over several partitions
+    gives one unpartitioned result and leaves each partition's planned execution unresolved (shown "Skipped")."""
+    parts = dg.StaticPartitionsDefinition(["a", "b", "c"])
+
+    @dg.asset(partitions_def=parts, backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=3))
+    def toy(context):
+        return dg.MaterializeResult()
+
+    @dg.asset_check(asset=toy, partitions_def=parts)
+    def toy_check(context):
+        return dg.AssetCheckResult(passed=True)
+
+    with dg.instance_for_test() as instance:
+        run = dg.materialize([toy, toy_check], instance=instance,
+                             tags={"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "c"})
+        history = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(toy.key, "toy_check"), limit=100)
+    by_partition = {h.partition: h.status for h in history if h.run_id == run.run_id}
+    assert by_partition[None] == AssetCheckExecutionRecordStatus.SUCCEEDED
+    assert {by_partition[k] for k in "abc"} == {AssetCheckExecutionRecordStatus.PLANNED}

@@ -1,0 +1,111 @@
+"""Attribution by evidence on its own (pure: evidence in, decision out): who owns a file of a shared topic folder."""
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from t2m_pipeline.migration.attribution import (
+    AttributionIndex,
+    JobRef,
+    LegacyRun,
+    add_run,
+    combined_video_folder,
+    decide,
+)
+
+
+def at(day: int, hour: int = 10, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(2024, 3, day, hour, minute, second, tzinfo=timezone.utc)
+
+
+def job() -> JobRef:
+    return JobRef(uuid.uuid4(), uuid.uuid4())
+
+
+def run(ref, status, start=None, end=None, created=None, **extra) -> LegacyRun:
+    return LegacyRun(ref, status, created or (start or at(1, 0)), start, end if status != "processing" else None,
+                     updated_at=end, **extra)
+
+
+FIRST, SECOND, QUEUED = job(), job(), job()
+
+
+def test_the_run_that_wrote_the_files_owns_them_and_a_later_reuser_gets_copies():
+    runs = [run(FIRST, "completed", at(2, 10), at(2, 11)), run(SECOND, "completed", at(5, 9), at(5, 9, 1))]
+    decision = decide(runs, at(2, 10, 30))
+    assert decision.owner == FIRST and decision.copies == (SECOND,)
+    assert str(FIRST.job_id) in decision.reason and "within its run" in decision.reason
+    # a file the second run wrote itself (its re-combined video) is its own; the first job never saw it
+    own = decide(runs, at(5, 9, 0, 30))
+    assert own.owner == SECOND and own.copies == ()
+
+
+def test_a_queued_resubmission_of_a_completed_topic_gets_nothing():
+    runs = [run(FIRST, "completed", at(2, 10), at(2, 11)), run(QUEUED, "queued", created=at(9))]
+    decision = decide(runs, at(2, 10, 30))
+    assert decision.owner == FIRST and decision.copies == ()
+    # even when it is the only job with the topic: it never ran, so the evidence cannot name an owner
+    alone = decide([run(QUEUED, "queued", created=at(9))], at(2, 10, 30))
+    assert alone.owner is None and alone.copies == () and "never ran" in alone.reason
+    assert alone.candidates[0]["job_id"] == str(QUEUED.job_id) and alone.candidates[0]["ran"] is False
+
+
+def test_two_runs_in_one_folder_each_own_what_they_wrote():
+    failed, rerun = job(), job()
+    runs = [run(failed, "failed", at(2, 10), at(2, 10, 20)), run(rerun, "completed", at(3, 10), at(3, 11))]
+    v1 = decide(runs, at(2, 10, 10))  # the failed run's code, the re-run used it (and completed)
+    v2 = decide(runs, at(3, 10, 30))  # the re-run's new version: the failed job never had it
+    assert (v1.owner, v1.copies) == (failed, (rerun,))
+    assert (v2.owner, v2.copies) == (rerun, ())
+
+
+def test_undecidable_files_are_never_guessed():
+    a, b = job(), job()
+    overlapping = [run(a, "completed", at(2, 10), at(2, 12)), run(b, "completed", at(2, 11), at(2, 13))]
+    both = decide(overlapping, at(2, 11, 30))
+    assert both.owner is None and "several jobs" in both.reason and {c["job_id"] for c in both.candidates} == {str(a.job_id), str(b.job_id)}
+    assert set(both.copies) == {a, b}  # both were served the folder after the file existed
+    # a file older than every run (its producer's record is gone): unattributed, the completed job still gets a copy
+    older = decide([run(a, "completed", at(5), at(5, 11))], at(1))
+    assert older.owner is None and "within no job's run" in older.reason and older.copies == (a,)
+    # a file newer than every run: nobody was served it
+    newer = decide([run(a, "completed", at(5), at(5, 11))], at(20))
+    assert newer.owner is None and newer.copies == ()
+    assert decide([], at(1)).reason.startswith("unattributed: no legacy job")
+    assert decide([run(a, "completed", at(5), at(5, 11))], None).owner is None
+
+
+def test_slack_only_when_no_run_contains_the_time_exactly():
+    a, b = job(), job()
+    edge = [run(a, "completed", at(2, 10), at(2, 11))]
+    assert decide(edge, at(2, 11) + timedelta(seconds=1)).owner == a  # written in the run's last instant
+    assert decide(edge, at(2, 11) + timedelta(seconds=5)).owner is None
+    # back to back: the file inside b's run exactly is b's, though it is within slack of a's end
+    back_to_back = [run(a, "completed", at(2, 10), at(2, 11)), run(b, "completed", at(2, 11, 0, 1), at(2, 12))]
+    assert decide(back_to_back, at(2, 11, 0, 1) + timedelta(milliseconds=500)).owner == b
+
+
+def test_what_counts_as_having_run():
+    crashed = job()
+    processing = run(crashed, "processing", at(2, 10), at(2, 10, 30))  # its run ends at its last update
+    assert processing.ran and decide([processing], at(2, 10, 15)).owner == crashed
+    started = LegacyRun(crashed, "queued", at(1), stages_completed=("planning",), updated_at=at(1, 12))
+    assert started.ran and decide([started], at(1, 11)).owner == crashed
+    cancelled = LegacyRun(crashed, "cancelled", at(1), updated_at=at(1, 12))
+    assert not cancelled.ran and decide([cancelled], at(1, 11)).owner is None
+
+
+def test_video_records_name_the_folder_and_the_job_goes_where_they_say():
+    assert combined_video_folder("/srv/t2m/output/pythagoras/pythagoras_combined.mp4") == "pythagoras"
+    assert combined_video_folder("output\\pythagoras\\pythagoras_combined.mp4") == "pythagoras"
+    assert combined_video_folder("/srv/output/pythagoras/scene1.mp4") is None
+    assert combined_video_folder(None) is None
+    index = AttributionIndex()
+    moved = run(FIRST, "completed", at(2), at(2, 11), video_folder="other_folder", video_record=True)
+    add_run(index, moved, "Pythagoras")
+    add_run(index, run(SECOND, "completed", at(3), at(3, 11)), "Pythagoras")
+    assert [r.job for r in index.runs_for("pythagoras")] == [SECOND]
+    assert [r.job for r in index.runs_for("other_folder")] == [FIRST]
+    # a job served the combined video (its record names it) counts from the record's time when it has no completion
+    served = LegacyRun(FIRST, "failed", at(2), at(2, 10), updated_at=at(2, 11), video_folder="x", video_record=True,
+                       video_created_at=at(2, 11))
+    assert served.served_at == at(2, 11)
