@@ -135,6 +135,9 @@ def urls(
     if requester is None or str(requester) != summary["user_id"]:
         raise NotOwnerError(f"user {user} does not own job {job_id}: no URL issued")
     if not summary["objects"]:
+        if json_output:
+            print("[]")  # a script parses the list: empty, not a sentence
+            return
         error = summary["error_info"] if isinstance(summary["error_info"], dict) else {}
         why = f": {one_line(error.get('message') or error.get('unreadable'))}" if error else ""
         print(f"job {summary['id']} has no objects yet (status {summary['status']}{why})")

@@ -7,9 +7,8 @@ import dagster as dg
 import pytest
 import redis
 from sqlalchemy import text
-from typer.testing import CliRunner
 
-from t2m_pipeline.cli import app
+from t2m_pipeline.cli import main
 from t2m_pipeline.defs.jobs.sensors import new_jobs
 from t2m_pipeline.defs.migration.assets import legacy_jobs_requeued
 from t2m_pipeline.defs.resources import PostgresResource
@@ -75,21 +74,27 @@ def test_a_deleted_job_is_never_requeued_and_bad_requests_are_one_line(world, mi
         requeue_held_jobs(engine, [])
 
 
-def test_cli_requeue_all_then_the_sensor_launches_them(world, migrated, monkeypatch):
+def run_cli(capsys, *args) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out + err
+
+
+def test_cli_requeue_all_then_the_sensor_launches_them(world, migrated, monkeypatch, capsys):
     settings, engine, database = migrated
     monkeypatch.setenv("T2M_DATABASE_URL", settings.database_url)
-    runner = CliRunner()
-    refused = runner.invoke(app, ["migrate", "requeue"])
-    assert refused.exit_code == 2 and "--job ID" in refused.output
-    done = runner.invoke(app, ["migrate", "requeue", "--all", "--json"])
-    assert done.exit_code == 0, done.output
-    requeued = json.loads(done.output)["requeued"]
+    code, output = run_cli(capsys, "migrate", "requeue")
+    assert code == 2 and "--job ID" in output
+    code, output = run_cli(capsys, "migrate", "requeue", "--all", "--json")
+    assert code == 0, output
+    requeued = json.loads(output)["requeued"]
     assert sorted(requeued) == sorted([world.jobs["queued"], world.jobs["processing"], world.jobs["unlisted"]])
     with dg.instance_for_test() as instance:
         launched = tick(database, instance)
     assert sorted(decode_job_key(r.partition_key).job_id for r in launched.run_requests) == sorted(requeued)
-    again = runner.invoke(app, ["migrate", "requeue", "--job", world.jobs["queued"]])
-    assert again.exit_code == 1 and "not held" in again.output  # it is processing now: named, not queued
+    code, output = run_cli(capsys, "migrate", "requeue", "--job", world.jobs["queued"])
+    assert code == 1 and "not held" in output  # it is processing now: named, not queued
 
 
 def test_the_requeue_asset_queues_only_what_its_config_names(world, migrated):
