@@ -24,19 +24,23 @@ from t2m_pipeline.defs.scenes.jobs import combine_job, plan_job, render_scene_jo
 from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE, THUMBNAIL, job_partitions
 from t2m_pipeline.partition_keys import PartitionKeyError, decode_job_key, decode_scene_key, encode_scene_key
 from t2m_pipeline.pipeline import dispatch, status
+from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, fallback_labels, job_labels
 
 SENSOR_INTERVAL_S = 5
 MAX_JOBS_PER_TICK = 100
 MAX_RECORDS_PER_TICK = 200
 MAX_RUNS_PER_TICK = 200
-JOB_ID_TAG = "t2m/job_id"
-USER_ID_TAG = "t2m/user_id"
 WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run that run retries will re-execute
 PARENT_RUN_TAG = "dagster/parent_run_id"
 
 
-def _job_tags(user_id: str, job_id: str) -> dict[str, str]:
-    return {JOB_ID_TAG: str(job_id), USER_ID_TAG: str(user_id)}
+def _run_tags(conn, sensor: str, wanted: list[tuple[str, str, int | None]]) -> list[dict[str, str]]:
+    """Tags for each (user id, job id, scene) a tick launches: ids, topic, user email, scene, and this sensor."""
+    labels = job_labels(conn, [job_id for _, job_id, _ in wanted])
+    return [
+        {**labels.get(str(job_id), fallback_labels(job_id, user_id)).tags(scene), LAUNCHED_BY_TAG: f"sensor {sensor}"}
+        for user_id, job_id, scene in wanted
+    ]
 
 
 # -- new_jobs -----------------------------------------------------------------------------------------------------
@@ -65,9 +69,11 @@ def new_jobs(context: dg.SensorEvaluationContext, database: PostgresResource) ->
         context.log.warning(f"job {job_id} rejected and marked failed: {reason}")
     for job_id, reason in claimed.skipped:
         context.log.warning(f"job {job_id} skipped: {reason}")
+    with database.engine.connect() as conn:
+        tags = _run_tags(conn, "new_jobs", [(job.user_id, job.job_id, None) for job in claimed.launched])
     requests = [
-        dg.RunRequest(run_key=job.run_key, partition_key=job.partition_key, tags=_job_tags(job.user_id, job.job_id))
-        for job in claimed.launched
+        dg.RunRequest(run_key=job.run_key, partition_key=job.partition_key, tags=job_tags)
+        for job, job_tags in zip(claimed.launched, tags, strict=True)
     ]
     keys = [job.partition_key for job in claimed.launched]
     skipped = (skipped + [str(job_id) for job_id, _ in claimed.skipped])[-dispatch.MAX_REMEMBERED_SKIPS :]
@@ -102,12 +108,13 @@ def _after(raw: str | None) -> int:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Each new scene outline launches one render_scene run per scene partition.",
 )
-def scene_runs(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def scene_runs(context: dg.SensorEvaluationContext, database: PostgresResource) -> dg.SensorResult:
     after = _after(context.cursor)
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=SCENE_OUTLINE, after_storage_id=after), limit=MAX_RECORDS_PER_TICK, ascending=True
     ).records
-    requests: list[dg.RunRequest] = []
+    keys: list[tuple[str, str]] = []  # (partition key, run key) of each scene run
+    wanted: list[tuple[str, str, int]] = []  # (user id, job id, scene) of each, for its tags
     for record in records:
         materialization = record.asset_materialization
         try:
@@ -118,13 +125,19 @@ def scene_runs(context: dg.SensorEvaluationContext) -> dg.SensorResult:
             context.log.warning(f"outline materialization {record.storage_id} skipped: {exc}")
             after = record.storage_id
             continue
-        if requests and len(requests) + len(scene_keys) > MAX_RUNS_PER_TICK:
+        if keys and len(keys) + len(scene_keys) > MAX_RUNS_PER_TICK:
             break  # the rest next tick
-        requests += [
-            dg.RunRequest(run_key=f"{key}@{record.storage_id}", partition_key=key, tags=_job_tags(job.user_id, job.job_id))
-            for key in scene_keys
-        ]
+        keys += [(key, f"{key}@{record.storage_id}") for key in scene_keys]
+        wanted += [(job.user_id, job.job_id, n) for n in range(1, len(scene_keys) + 1)]
         after = record.storage_id
+    tags = []
+    if wanted:
+        with database.engine.connect() as conn:
+            tags = _run_tags(conn, "scene_runs", wanted)
+    requests = [
+        dg.RunRequest(run_key=run_key, partition_key=key, tags=run_tags)
+        for (key, run_key), run_tags in zip(keys, tags, strict=True)
+    ]
     return dg.SensorResult(run_requests=requests, cursor=str(after), skip_reason=None if requests else "no new outlines")
 
 
@@ -160,16 +173,21 @@ def combine_ready_jobs(context: dg.SensorEvaluationContext, database: PostgresRe
         after = record.storage_id
     requests = []
     with database.engine.connect() as conn:
+        ready: list[tuple[str, str]] = []  # (job key, run key)
         for job_key, job_id in jobs.items():
             objects = status.job_objects(conn, job_id)
             state = conn.execute(text("SELECT status, error_info FROM jobs WHERE id = :j"), {"j": uuid.UUID(job_id)}).one_or_none()
             if state is None or state.status == "cancelled" or status.failed_scenes(state.error_info):
                 continue
             if objects.scenes_complete():
-                user_id = job_key.split("/")[0]
-                requests.append(
-                    dg.RunRequest(run_key=combine_run_key(job_key, objects), partition_key=job_key, tags=_job_tags(user_id, job_id))
-                )
+                ready.append((job_key, combine_run_key(job_key, objects)))
+        if ready:
+            wanted = [(decode_job_key(k).user_id, decode_job_key(k).job_id, None) for k, _ in ready]
+            tags = _run_tags(conn, "combine_ready_jobs", wanted)
+            requests = [
+                dg.RunRequest(run_key=run_key, partition_key=key, tags=run_tags)
+                for (key, run_key), run_tags in zip(ready, tags, strict=True)
+            ]
     return dg.SensorResult(run_requests=requests, cursor=str(after), skip_reason=None if requests else "no job ready to combine")
 
 

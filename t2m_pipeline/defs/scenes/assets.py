@@ -37,6 +37,7 @@ from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBack
 from t2m_pipeline.partition_keys import decode_job_key, decode_scene_key
 from t2m_pipeline.pipeline import status, steps
 from t2m_pipeline.pipeline.retry import is_transient
+from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, fallback_labels, job_labels, launched_by
 from t2m_pipeline.render.codegen import scene_class_name
 from t2m_pipeline.storage.links import object_url
 from t2m_pipeline.storage.s3 import StoredObject
@@ -63,6 +64,24 @@ def object_metadata(stored: StoredObject) -> dict:
         "version_id": dg.MetadataValue.text(stored.version_id or ""),
         "content_type": dg.MetadataValue.text(stored.content_type),
     }
+
+
+def label_run(context: dg.AssetExecutionContext, p: steps.Pipeline, user_id: str, job_id: str, scene: int | None) -> dict:
+    """Tag the run with the job's topic, user and scene and with who really launched it (a run from the UI or a
+    backfill has none of the sensors' tags; a re-execution carries its parent's), and return the same facts as
+    materialization metadata. Labels are a courtesy: a database error here never fails the step."""
+    try:
+        with p.engine.connect() as conn:
+            labels = job_labels(conn, [job_id]).get(job_id) or fallback_labels(job_id, user_id)
+    except Exception as exc:  # noqa: BLE001 - the step itself reports a database that is really down
+        context.log.warning(f"run labels unavailable: {exc}")
+        labels = fallback_labels(job_id, user_id)
+    current = context.run.tags
+    wanted = {**labels.tags(scene), LAUNCHED_BY_TAG: launched_by(current)}
+    missing = {k: v for k, v in wanted.items() if current.get(k) != v}
+    if missing:
+        context.instance.add_run_tags(context.run_id, missing)
+    return {key: dg.MetadataValue.text(value) for key, value in labels.metadata().items()}
 
 
 def run_step(
@@ -139,12 +158,14 @@ def _write_failure(context, p: steps.Pipeline, job_id: str, stage: str, message:
 def scene_outline(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     key = decode_job_key(context.partition_key)
     p = pipeline_of(database, storage)
+    labels = label_run(context, p, key.user_id, key.job_id, None)
     (outline, stored, scene_keys), seconds = run_step(
         context, p, job_id=key.job_id, scene=None, stage="planning", work=lambda: steps.plan_job(p, key)
     )
     context.instance.add_dynamic_partitions(SCENES_PARTITIONS_NAME, scene_keys)
     return dg.MaterializeResult(
         metadata={
+            **labels,
             **object_metadata(stored),
             "scene_count": dg.MetadataValue.int(outline.scene_count),
             "quality": dg.MetadataValue.text(outline.quality),
@@ -173,6 +194,7 @@ def scene_code(
 ) -> dg.MaterializeResult:
     key = decode_scene_key(context.partition_key)
     p = pipeline_of(database, storage)
+    labels = label_run(context, p, key.user_id, key.job_id, key.scene_number)
     (generated, stored), seconds = run_step(
         context,
         p,
@@ -186,6 +208,7 @@ def scene_code(
     return dg.MaterializeResult(
         check_results=check_results,
         metadata={
+            **labels,
             **object_metadata(stored),
             **extra,
             "generator": dg.MetadataValue.text(generated.generator),
@@ -214,6 +237,7 @@ def rendered_video(
 ) -> dg.MaterializeResult:
     key = decode_scene_key(context.partition_key)
     p = pipeline_of(database, storage)
+    labels = label_run(context, p, key.user_id, key.job_id, key.scene_number)
     backend = render.get(p.storage)
     video, seconds = run_step(
         context, p, job_id=key.job_id, scene=key.scene_number, stage="rendering",
@@ -223,6 +247,7 @@ def rendered_video(
     return dg.MaterializeResult(
         check_results=check_results,
         metadata={
+            **labels,
             **object_metadata(video.stored),
             **extra,
             "duration_s": dg.MetadataValue.float(video.info.duration_s),
@@ -251,6 +276,7 @@ def rendered_video(
 def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     key = decode_scene_key(context.partition_key)
     p = pipeline_of(database, storage)
+    labels = label_run(context, p, key.user_id, key.job_id, key.scene_number)
     (thumb, stored), seconds = run_step(
         context,
         p,
@@ -264,6 +290,7 @@ def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, sto
     return dg.MaterializeResult(
         check_results=check_results,
         metadata={
+            **labels,
             **object_metadata(stored),
             **extra,
             "width": dg.MetadataValue.int(thumb.width),
@@ -288,6 +315,7 @@ def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, sto
 def combined_video(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     key = decode_job_key(context.partition_key)
     p = pipeline_of(database, storage)
+    labels = label_run(context, p, key.user_id, key.job_id, None)
     (info, stored, scene_count), seconds = run_step(
         context, p, job_id=key.job_id, scene=None, stage="combining", work=lambda: steps.combine(p, key)
     )
@@ -296,6 +324,7 @@ def combined_video(context: dg.AssetExecutionContext, database: PostgresResource
     return dg.MaterializeResult(
         check_results=check_results,
         metadata={
+            **labels,
             **object_metadata(stored),
             **extra,
             "duration_s": dg.MetadataValue.float(info.duration_s),

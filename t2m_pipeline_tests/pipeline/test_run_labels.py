@@ -1,0 +1,32 @@
+"""Run labels: one clean line per tag value, and who launched a run read from Dagster's own tags."""
+
+from t2m_pipeline.pipeline.run_labels import MAX_TAG_CHARS, JobLabels, launched_by, one_line
+
+
+def test_a_hostile_topic_becomes_one_short_printable_line():
+    value = one_line("Fourier\nseries\x00 \x1b[31m" + "x" * 500)
+    assert "\n" not in value and "\x00" not in value and "\x1b" not in value
+    assert len(value) == MAX_TAG_CHARS and value.endswith("…") and value.startswith("Fourier series [31m")
+
+
+def test_a_short_topic_is_kept_as_it_is():
+    assert one_line("  Pythagorean   theorem ") == "Pythagorean theorem"
+
+
+def test_who_launched_a_run():
+    parent = "0123456789abcdef"
+    assert launched_by({"dagster/sensor_name": "scene_runs"}) == "sensor scene_runs"
+    # a re-execution from the UI keeps its parent's sensor tag: the UI's own tag wins
+    ui = {"dagster/sensor_name": "scene_runs", "dagster/parent_run_id": parent, "dagster/from_ui": "true"}
+    assert launched_by(ui) == "the UI: re-execution of run 01234567"
+    assert launched_by({"dagster/from_ui": "true"}) == "the UI"
+    retry = {"dagster/sensor_name": "scene_runs", "dagster/parent_run_id": parent, "dagster/retry_number": "1"}
+    assert launched_by(retry) == "automatic retry 1 of run 01234567"
+    assert launched_by({"dagster/backfill": "abcdefgh"}) == "backfill abcdefgh"
+    assert launched_by({}) == "a person (launched directly)"
+
+
+def test_scene_runs_carry_the_scene_and_job_runs_do_not():
+    labels = JobLabels("j", "u", "Topic", "ada@example.com")
+    assert labels.tags(3)["t2m/scene"] == "3" and "t2m/scene" not in labels.tags()
+    assert labels.tags()["t2m/user"] == "ada@example.com" and labels.metadata() == {"topic": "Topic", "user": "ada@example.com"}
