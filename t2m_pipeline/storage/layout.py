@@ -127,6 +127,20 @@ def temp_key(session_id: str, timestamp: datetime, name: str) -> str:
     return check_key(f"temp/{_check_id(session_id, 'session id')}/{stamp}/{sanitize_name(name)}")
 
 
+REPORTS_PREFIX = "reports/"
+
+
+def report_key(kind: str, batch_id: object, name: str) -> str:
+    """`reports/{kind}/{batch_id}/{name}` in the code bucket: a report built from the metadata (a migration batch's
+    CSV). Derived and rebuildable, owned by the platform, not a user: no `file_metadata` row, and the reconcile
+    audit passes the prefix over."""
+    return check_key(f"{REPORTS_PREFIX}{_check_id(kind, 'report kind')}/{canonical_uuid(batch_id, 'batch id')}/{sanitize_name(name)}")
+
+
+def is_report_key(key: str) -> bool:
+    return key.startswith(REPORTS_PREFIX)
+
+
 def upload_key(user_id: object, file_id: str, ext: str) -> str:
     ext = ext.lower()
     if ext and not _SAFE_EXT.fullmatch(ext):

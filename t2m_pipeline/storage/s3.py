@@ -38,6 +38,7 @@ from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.files import FileRecord, find_file, record_file
 from t2m_pipeline.db.models import FileMetadata
 from t2m_pipeline.storage.errors import NotOwnerError, ObjectNotFoundError, StorageError, map_error
+from t2m_pipeline.storage.layout import is_report_key
 
 MIB = 1024 * 1024
 MULTIPART_CHUNK_BYTES = 8 * MIB
@@ -551,6 +552,24 @@ class S3Storage:
             self.client.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
         except (ClientError, BotoCoreError) as exc:
             raise map_error(exc, bucket, key) from exc
+
+    # -- reports (the code bucket's reports/ prefix): derived from the metadata, no file_metadata row --------------
+
+    def put_report(self, key: str, data: bytes, *, content_type: str = "text/csv") -> StoredObject:
+        """A platform report (`layout.report_key`): checksummed and encrypted like every write; its rows are the
+        ledger's, so it records none of its own."""
+        bucket = self.settings.bucket("code")
+        if not is_report_key(key):
+            raise StorageError(f"reports go under reports/ of the code bucket, not s3://{bucket}/{key}", bucket, key)
+        digest = hashlib.sha256(data).digest()
+        try:
+            response = self.client.put_object(
+                Bucket=bucket, Key=key, Body=data, ContentType=content_type, ContentLength=len(data),
+                ChecksumAlgorithm="SHA256", ChecksumSHA256=base64.b64encode(digest).decode(), **self._encryption_args(),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise map_error(exc, bucket, key) from exc
+        return StoredObject(bucket, key, response.get("VersionId"), len(data), digest.hex(), content_type)
 
     # -- scratch (the temp bucket): staging for renders, no file_metadata rows -------------------------------------
 

@@ -182,3 +182,15 @@ def test_merge_pairs_every_key_of_either_side_exactly_once(s3_keys, row_keys):
 def test_a_stream_out_of_order_stops_the_audit_instead_of_inventing_findings():
     with pytest.raises(ListingOrderError, match="not in key order"):
         list(merge_by_key(iter([_v("b"), _v("a")]), iter([])))
+
+
+def test_a_platform_report_is_no_orphan_and_anything_else_unrecorded_is(env):
+    code = env.settings.bucket("code")
+    report = env.storage.put_report(layout.report_key("migration", "00000000-0000-4000-8000-000000000001", "files.csv"), b"a,b\n")
+    # the control: the same bytes under a key outside reports/, written around the storage layer, are an orphan
+    stray_version = raw_put(env, code, "users/stray/report.csv", b"a,b\n")
+    found, _, _ = audit(env)
+    assert object_subject(code, report.key, report.version_id) not in found
+    assert found[object_subject(code, "users/stray/report.csv", stray_version)].check_name == "orphan_object"
+    with pytest.raises(Exception, match="reports go under reports/"):
+        env.storage.put_report("users/x/files.csv", b"")

@@ -21,6 +21,8 @@ from t2m_pipeline.audits.runner import (
 )
 from t2m_pipeline.audits.stuck_jobs import ORPHAN_QUEUE, QUEUE_MISMATCH, STUCK
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
+from t2m_pipeline.defs.tables import table_metadata
+from t2m_pipeline.reports import findings_table
 
 AUDIT_GROUP = "audits"
 DEFAULTS = AuditPolicy()
@@ -71,6 +73,7 @@ def _metadata(report: AuditReport) -> dict[str, Any]:
     }
     if summary.get("by_check"):
         meta["by_check"] = dg.MetadataValue.json(summary["by_check"])
+        meta["findings"] = table_metadata(findings_table(summary["by_check"]))
     if summary.get("sample"):
         rows = ["| check | severity | subject | fixed |", "|---|---|---|---|"]
         rows += [f"| {f['check']} | {f['severity']} | `{f['subject']}` | {f['fixed']} |" for f in summary["sample"]]

@@ -19,6 +19,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetC
 from t2m_pipeline.defs.migration.partitions import LEGACY_SOURCES_NAME, check_source_key, legacy_sources
 from t2m_pipeline.defs.migration.resources import LegacySourcesResource
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
+from t2m_pipeline.defs.tables import table_metadata
 from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENES_PARTITIONS_NAME
 from t2m_pipeline.migration.discovery import discover_sources
 from t2m_pipeline.migration.files_import import FilesMigration
@@ -26,6 +27,9 @@ from t2m_pipeline.migration.redis_import import migrate_redis
 from t2m_pipeline.migration.requeue import RequeueError, requeue_held_jobs
 from t2m_pipeline.migration.verify import verify_files
 from t2m_pipeline.partition_keys import encode_scene_key
+from t2m_pipeline.reports import migration_files, problems_table, summarize, to_csv
+from t2m_pipeline.storage.layout import report_key
+from t2m_pipeline.storage.links import object_url
 
 GROUP = "migration"
 MAX_PARTITIONS_PER_RUN = 50
@@ -79,17 +83,30 @@ def legacy_files(
             context.instance.add_run_tags(context.run_id, {"t2m/migration_progress": done})
             context.log.info(f"legacy files: {done}")
 
-    migration = FilesMigration(storage.get().settings, database.engine, legacy.root(), workers=legacy.workers, progress=progress)
+    store = storage.get()
+    migration = FilesMigration(store.settings, database.engine, legacy.root(), workers=legacy.workers, progress=progress)
     report = migration.run(keys)
     _join_scene_graph(context, report["scenes"])
+    with database.engine.connect() as conn:
+        files = migration_files(conn, report["batch_id"])
+    csv = store.put_report(report_key("migration", report["batch_id"], "files.csv"), to_csv(files))
+    csv_link = {
+        "report_csv": dg.MetadataValue.url(object_url(store.settings, csv.bucket, csv.key)),
+        "report_s3_uri": dg.MetadataValue.path(csv.uri),
+    }
     # One run covers many partitions (the backfill policy): each partition's materialization shows its own files.
     for key in keys:
-        context.add_asset_metadata(_flat(report["by_partition"][key]), partition_key=key)
+        mine = files[files["partition"] == key]
+        context.add_asset_metadata(
+            {**_flat(report["by_partition"][key]), "summary": table_metadata(summarize(mine)), **csv_link}, partition_key=key
+        )
     context.log.info(
         f"legacy files batch {report['batch_id']}: {report['files']} files in {len(keys)} partitions, "
         f"{report['uploaded_files']} uploaded, {report['copied_files']} copied, {report['moved_objects_removed']} moved"
     )
-    return dg.MaterializeResult(metadata={"batch_id": report["batch_id"], "partitions_in_run": len(keys)})
+    return dg.MaterializeResult(
+        metadata={"batch_id": report["batch_id"], "partitions_in_run": len(keys), "summary": table_metadata(summarize(files)), **csv_link}
+    )
 
 
 class RequeueConfig(dg.Config):
@@ -191,6 +208,7 @@ def legacy_files_verified(
                 "unattributed": part["unattributed"],
                 "problems": part["problem_count"],
                 "first_problems": dg.MetadataValue.json(part["problems"][:20]),
+                "problems_by_kind": table_metadata(problems_table(part["problems"])),
             },
         )
     yield dg.Output(None)

@@ -72,6 +72,9 @@ def test_audit_assets_find_drift_fail_their_checks_and_pass_after_the_fix(own_ac
         assert drift == {videos: {"versioning": {"declared": "Enabled", "live": "Suspended"}}}
         assert not checks["no_unrecorded_objects"].passed
         assert checks["no_unrecorded_objects"].metadata["unrecorded_versions"].value == 1
+        # the findings as a table per check and severity (the orphan among them)
+        findings = {(r.data["check"], r.data["severity"]): r.data["findings"] for r in meta["storage_reconciliation"]["findings"].value.records}
+        assert findings[("orphan_object", "WARNING")] >= 1
         assert checks["no_missing_or_mismatched_objects"].passed
         assert checks["temp_expiry_enforced"].passed
         assert checks["no_stuck_jobs"].passed  # the stuck job was fixed (failed) by policy

@@ -1,11 +1,14 @@
 """The migration assets run for real (in-process, a real Dagster instance) against Redis, PostgreSQL and moto."""
 
 import datetime as dt
+import io
 import json
 
 import dagster as dg
+import pandas as pd
 import pytest
 import redis
+from sqlalchemy import text
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from t2m_pipeline.defs.migration.assets import (
@@ -22,6 +25,7 @@ from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENES_PARTITIONS_NAME
 from t2m_pipeline.migration.discovery import partition_entries
 from t2m_pipeline.partition_keys import decode_scene_key
+from t2m_pipeline.storage.s3 import S3Storage
 
 
 @pytest.fixture
@@ -91,6 +95,19 @@ def test_redis_discovery_files_backfill_in_one_run_check_and_scene_graph(resourc
             dg.AssetRecordsFilter(asset_key=legacy_files.key, asset_partitions=[f"topic/{world.slug_shared}"]), limit=1
         ).records[0].asset_materialization.metadata
         assert shared["copies"].value > 0 and shared["unattributed"].value == 0
+        # its summary table: per topic, user and outcome, the owner and the reusing job's user both named
+        summary = shared["summary"].value
+        assert {c.name for c in summary.schema.columns} == {"topic", "user", "outcome", "files", "bytes"}
+        assert sum(r.data["files"] for r in summary.records) == shared["files"].value + shared["copies"].value
+        assert len({r.data["user"] for r in summary.records if r.data["outcome"] == "migrated"}) >= 2
+        # the batch's CSV in S3, linked from the materialization: one line per ledger row of the batch
+        bucket, _, key = shared["report_s3_uri"].value.removeprefix("s3://").partition("/")
+        batch_id = key.split("/")[2]
+        assert key == f"reports/migration/{batch_id}/files.csv" and shared["report_csv"].value.endswith(key)
+        csv = pd.read_csv(io.BytesIO(S3Storage(settings).get_bytes(bucket, key)), keep_default_na=False)
+        with engine.connect() as conn:
+            ledger_rows = conn.execute(text("SELECT count(*) FROM migration_ledger WHERE batch_id = :b"), {"b": batch_id}).scalar()
+        assert len(csv) == ledger_rows > 0 and set(csv["partition"]) == set(partitions) - {p for p in partitions if not partition_entries(world.root, p)}
         progress = instance.get_run_by_id(run.run_id).tags["t2m/migration_progress"]
         total = progress.split(" files")[0].split("/")
         assert total[0] == total[1]
