@@ -21,25 +21,27 @@ from sqlalchemy.engine import Connection
 
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.models import Job, JobQueue
+from t2m_pipeline.vocabulary import JobStatus
 
-HELD = "held"
+Q, P, C, F, X, HELD = (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.COMPLETED, JobStatus.FAILED,
+                       JobStatus.CANCELLED, JobStatus.HELD)
 # Legacy statuses of jobs that would run if imported as they are: imported `held` instead.
-HELD_ON_IMPORT = frozenset({"queued", "processing"})
+HELD_ON_IMPORT = frozenset({Q, P})
 
 # A status may always "move" to itself (a progress or stage update).
 LEGAL_TRANSITIONS: dict[str, frozenset[str]] = {
     # held -> queued: an operator requeues a migrated job (`t2m migrate requeue`); held -> cancelled: or drops it.
-    HELD: frozenset({"queued", "cancelled"}),
-    "queued": frozenset({"processing", "cancelled"}),
+    HELD: frozenset({Q, X}),
+    Q: frozenset({P, X}),
     # processing -> queued: the stuck-job audit's re-queue policy.
-    "processing": frozenset({"completed", "failed", "cancelled", "queued"}),
+    P: frozenset({C, F, X, Q}),
     # failed -> processing: a data engineer re-runs the failed partition; failed -> queued: a resubmission.
-    "failed": frozenset({"processing", "queued", "cancelled"}),
+    F: frozenset({P, Q, X}),
     # completed -> processing: re-materializing a partition of a finished job (say, a backfilled thumbnail).
-    "completed": frozenset({"processing"}),
-    "cancelled": frozenset(),
+    C: frozenset({P}),
+    X: frozenset(),
 }
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+TERMINAL = frozenset({C, F, X})
 
 
 def status_on_import(legacy_status: str) -> str:
@@ -53,7 +55,7 @@ def legacy_status(status: str, configuration: dict | None = None) -> str:
         return status
     legacy = (configuration or {}).get("legacy") if isinstance(configuration, dict) else None
     recorded = legacy.get("status") if isinstance(legacy, dict) else None
-    return recorded if recorded in HELD_ON_IMPORT else "queued"
+    return recorded if recorded in HELD_ON_IMPORT else Q
 
 
 class IllegalTransitionError(ValueError):
@@ -121,7 +123,7 @@ def apply_transition(
     if metrics is not None:
         values["metrics"] = _merge(row.metrics, metrics)
     if target != current:
-        if target == "processing":
+        if target == P:
             values["completed_at"] = None
             values["error_info"] = None
             if row.started_at is None:
@@ -130,10 +132,10 @@ def apply_transition(
         elif target in TERMINAL:
             values["completed_at"] = now
             queue_values["completed_at"] = now
-        elif target == "queued":
+        elif target == Q:
             values.update(started_at=None, completed_at=None, progress_percentage=Decimal("0"))
             queue_values.update(processing_started_at=None, completed_at=None, queued_at=now)
-    if target == "completed":
+    if target == C:
         values.setdefault("progress_percentage", Decimal("100"))
         values["error_info"] = None
     if error_info is not None:

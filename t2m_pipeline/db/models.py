@@ -27,16 +27,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# The statuses the legacy platform wrote; `held` is ours: a migrated job that was queued or processing in the legacy
-# system waits, untouched by the `new_jobs` sensor, until an operator requeues it (`db.job_state` owns the rules).
-LEGACY_JOB_STATUSES = ("queued", "processing", "completed", "failed", "cancelled")
-JOB_STATUSES = (*LEGACY_JOB_STATUSES, "held")
-PRIORITIES = ("low", "normal", "high", "urgent")
-JOB_TYPES = ("video_generation", "batch_video_generation", "file_processing")
+from t2m_pipeline.vocabulary import JobStatus, JobType, Priority, priority_order_sql, sql_list
+
+# The vocabulary is `t2m_pipeline.vocabulary`'s; the constraints below hold the database to it.
+JOB_STATUSES = tuple(JobStatus)
+PRIORITIES = tuple(Priority)
+JOB_TYPES = tuple(JobType)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+    return f"{column} IN ({sql_list(values)})"
 
 
 class Base(DeclarativeBase):
@@ -140,9 +140,7 @@ class JobQueue(Base):
         CheckConstraint(_in("priority", PRIORITIES), name="ck_job_queue_priority"),
         Index(
             "ix_job_queue_dispatch",
-            text(
-                "(CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END)"
-            ),
+            text(priority_order_sql("priority")),
             "queue_position",
             "queued_at",
             postgresql_where=text("status = 'queued'"),

@@ -76,6 +76,7 @@ from t2m_pipeline.migration.redis_import import LEGACY_USER_METADATA
 from t2m_pipeline.storage.layout import UnsafeKeyError, combined_video_key
 from t2m_pipeline.storage.errors import ObjectNotFoundError
 from t2m_pipeline.storage.s3 import MIB, ObjectOwner, S3Storage, make_s3_client
+from t2m_pipeline.vocabulary import FileType
 
 INTENT = "interrupted: upload started, not yet confirmed"
 RECONCILE_PATHS = 5000
@@ -893,9 +894,9 @@ def migrated_scenes(engine: Engine, partitions: list[str], batch_id: uuid.UUID |
                 "fm.s3_key, fm.version_id, fm.file_size, fm.checksum, fm.metadata->'version_order' AS ord, "
                 "l.batch_id = :b AS new FROM migration_ledger l JOIN file_metadata fm ON fm.id = l.file_metadata_id "
                 "WHERE l.partition_key = ANY(:parts) AND l.outcome = 'migrated' AND fm.job_id IS NOT NULL "
-                "AND fm.file_type IN ('code', 'video') AND fm.metadata ? 'scene_number'"
+                "AND fm.file_type IN (:code, :video) AND fm.metadata ? 'scene_number'"
             ),
-            {"parts": partitions, "b": batch_id},
+            {"parts": partitions, "b": batch_id, "code": FileType.SCENE_CODE, "video": FileType.SCENE_VIDEO},
         ).all(),
     )
     scenes: dict[tuple, dict] = {}
@@ -905,10 +906,11 @@ def migrated_scenes(engine: Engine, partitions: list[str], batch_id: uuid.UUID |
             {"user_id": str(r.user_id), "job_id": str(r.job_id), "scene_number": r.scene, "partition": r.partition_key, "new": False},
         )
         scene["new"] = scene["new"] or bool(r.new)
-        best = scene.get(r.file_type)
+        part = "code" if r.file_type == FileType.SCENE_CODE else "video"
+        best = scene.get(part)
         order = list(r.ord or [])
         if best is None or order > best["order"]:
-            scene[r.file_type] = {
+            scene[part] = {
                 "bucket": r.s3_bucket, "key": r.s3_key, "version_id": r.version_id, "size": r.file_size,
                 "sha256": r.checksum, "order": order,
             }

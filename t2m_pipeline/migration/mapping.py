@@ -23,6 +23,7 @@ from t2m_pipeline.migration.legacy_paths import (
     scene_folder_number,
 )
 from t2m_pipeline.storage import layout
+from t2m_pipeline.vocabulary import FileType
 
 MIN_VALID_VIDEO_BYTES = 1024
 UNATTRIBUTED_UPLOADS = "storage-uploads"  # cannot collide with a topic slug: slugs never contain '-'
@@ -92,7 +93,7 @@ def map_topic_entry(entry: Entry, attribution: Attribution, system_user_id: uuid
             _bucket_for_unattributed(name),
             layout.unattributed_key(entry.parts[1], parts),
             system_user_id,
-            "legacy_unattributed",
+            FileType.LEGACY_UNATTRIBUTED,
             content_type_for(name),
             original,
             check=_check_for(names),
@@ -107,11 +108,11 @@ def map_topic_entry(entry: Entry, attribution: Attribution, system_user_id: uuid
 
     if len(names) == 1:
         if name == f"{folder}_scene_outline.txt":
-            return target("code", layout.job_plan_key(user, job, parts[-1]), "plan")
+            return target("code", layout.job_plan_key(user, job, parts[-1]), FileType.JOB_PLAN)
         if name in (f"{folder}_combined.mp4", f"{folder}_combined.srt"):
             srt = name.endswith(".srt")
             return target(
-                "videos", layout.combined_video_key(user, job, subtitles=srt), "subtitles" if srt else "video",
+                "videos", layout.combined_video_key(user, job, subtitles=srt), FileType.SUBTITLES if srt else FileType.COMBINED_VIDEO,
                 check=None if srt else "video",
             )
     if names[0] == "media" and len(names) == 5 and names[1] == "videos":
@@ -123,29 +124,29 @@ def map_topic_entry(entry: Entry, attribution: Attribution, system_user_id: uuid
             scene, k = version
             srt = names[4].endswith(".srt")
             return target(
-                "videos", layout.scene_video_key(user, job, scene, subtitles=srt), "subtitles" if srt else "video",
+                "videos", layout.scene_video_key(user, job, scene, subtitles=srt), FileType.SUBTITLES if srt else FileType.SCENE_VIDEO,
                 scene=scene, order=(k, QUALITY_FOLDERS.index(names[3])), check=None if srt else "video",
             )
     scene = scene_folder_number(names[0])
     if scene is not None and len(names) >= 2:
         if len(names) == 2 and name == f"{folder}_scene{scene}_implementation_plan.txt":
-            return target("code", layout.scene_plan_key(user, job, scene, parts[-1]), "plan", scene=scene, check="plan")
+            return target("code", layout.scene_plan_key(user, job, scene, parts[-1]), FileType.SCENE_PLAN, scene=scene, check="plan")
         if len(names) == 3 and names[1] == "subplans":
-            return target("code", layout.scene_plan_key(user, job, scene, parts[-1]), "plan", scene=scene, check="plan")
+            return target("code", layout.scene_plan_key(user, job, scene, parts[-1]), FileType.SCENE_PLAN, scene=scene, check="plan")
         if len(names) == 3 and names[1] == "rag_cache":  # kept beside the scene's plans
-            return target("code", layout.scene_plan_key(user, job, scene, b"rag_cache__" + parts[-1]), "rag_cache", scene=scene)
+            return target("code", layout.scene_plan_key(user, job, scene, b"rag_cache__" + parts[-1]), FileType.RAG_CACHE, scene=scene)
         if len(names) == 3 and names[1] == "code":
             k = code_version(folder, scene, name)
             if k is not None:
-                return target("code", layout.scene_code_key(user, job, scene), "code", scene=scene, order=(k,))
+                return target("code", layout.scene_code_key(user, job, scene), FileType.SCENE_CODE, scene=scene, order=(k,))
             if is_scene_log(folder, scene, name):
-                return target("code", layout.scene_log_key(user, job, scene, parts[-1]), "log", scene=scene)
+                return target("code", layout.scene_log_key(user, job, scene, parts[-1]), FileType.RENDER_LOG, scene=scene)
         # Anything else inside a scene folder: kept with the scene's plans, flagged, its path in the name.
         meta["unrecognised"] = True
         inner = b"legacy__" + b"__".join(parts[1:])
-        return target("code", layout.scene_plan_key(user, job, scene, inner), "legacy_other", scene=scene)
+        return target("code", layout.scene_plan_key(user, job, scene, inner), FileType.LEGACY_OTHER, scene=scene)
     meta["unrecognised"] = True
-    return target("code", layout.job_plan_key(user, job, b"legacy__" + b"__".join(parts)), "legacy_other")
+    return target("code", layout.job_plan_key(user, job, b"legacy__" + b"__".join(parts)), FileType.LEGACY_OTHER)
 
 
 def _skip_caches(names: list[str]) -> None:
@@ -220,5 +221,5 @@ def map_upload_entry(entry: Entry, index, users: dict[str, uuid.UUID], system_us
         user = system_user_id
     # The type folder's name is only trusted when it is a known type: it becomes `file_metadata.file_type` (50
     # characters) and the object's `file-type` S3 metadata (ASCII only). Any other folder name stays in metadata.
-    known_type = file_type if file_type in layout.UPLOAD_BUCKET_BY_TYPE else "legacy_other"
+    known_type = file_type if file_type in layout.UPLOAD_BUCKET_BY_TYPE else FileType.LEGACY_OTHER
     return Target(kind, key, user, known_type, ctype, original, legacy_checksum=checksum, metadata=meta)

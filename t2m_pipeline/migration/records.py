@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 from t2m_pipeline.db.job_state import status_on_import
-from t2m_pipeline.db.models import JOB_TYPES, LEGACY_JOB_STATUSES, PRIORITIES
+from t2m_pipeline.db.models import JOB_TYPES, PRIORITIES
+from t2m_pipeline.vocabulary import LEGACY_JOB_STATUSES
 from t2m_pipeline.migration.legacy_paths import CLERK_ID
 
 _NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?$")

@@ -27,23 +27,21 @@ from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.job_state import IllegalTransitionError, JobNotFoundError
 from t2m_pipeline.partition_keys import PartitionKeyError, encode_job_key
 from t2m_pipeline.pipeline import status
+from t2m_pipeline.vocabulary import PIPELINE_JOB_TYPES, JobStatus, priority_order_sql, sql_list
 from t2m_pipeline.render.outline import MAX_CONFIGURATION_BYTES, JobSpecError, decode_configuration, job_spec_from_row
 
 log = logging.getLogger(__name__)
 
-PIPELINE_JOB_TYPES = ("video_generation", "batch_video_generation")
 DEFAULT_BATCH = 100
 
 # The ORDER BY must be the index's expression, verbatim, for PostgreSQL to walk ix_job_queue_dispatch.
-DISPATCH_ORDER = (
-    "(CASE q.priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END), q.queue_position, q.queued_at"
-)
+DISPATCH_ORDER = f"{priority_order_sql('q.priority')}, q.queue_position, q.queued_at"
 QUEUED_JOBS_SQL = text(
     f"""
     SELECT q.job_id
     FROM job_queue q JOIN jobs j ON j.id = q.job_id
-    WHERE q.status = 'queued' AND j.status = 'queued' AND NOT j.is_deleted
-      AND j.job_type IN ('video_generation', 'batch_video_generation')
+    WHERE q.status = '{JobStatus.QUEUED}' AND j.status = '{JobStatus.QUEUED}' AND NOT j.is_deleted
+      AND j.job_type IN ({sql_list(PIPELINE_JOB_TYPES)})
       AND NOT (q.job_id = ANY(CAST(:exclude AS uuid[])))
     ORDER BY {DISPATCH_ORDER}
     LIMIT :limit

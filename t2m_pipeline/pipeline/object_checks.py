@@ -23,6 +23,7 @@ from sqlalchemy import Engine, select, text
 
 from t2m_pipeline.db.models import FileMetadata
 from t2m_pipeline.storage.s3 import S3Storage, StoredObject, sha256_file
+from t2m_pipeline.vocabulary import FileType
 
 ERROR, WARN = "ERROR", "WARN"
 PREVIEW_WIDTHS = (240, 192, 160, 128, 96)  # the largest that fits PREVIEW_BUDGET wins
@@ -163,9 +164,9 @@ def scene_durations(engine: Engine, job_id: str) -> list[float]:
         rows = conn.execute(
             text(
                 "SELECT DISTINCT ON (s3_key) (metadata->>'duration_s')::float FROM file_metadata "
-                "WHERE job_id = :j AND file_type = 'scene_video' ORDER BY s3_key, created_at DESC"
+                "WHERE job_id = :j AND file_type = :scene_video ORDER BY s3_key, created_at DESC"
             ),
-            {"j": uuid.UUID(job_id)},
+            {"j": uuid.UUID(job_id), "scene_video": FileType.SCENE_VIDEO},
         ).scalars()
         return [float(d) for d in rows if d is not None]
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,16 +24,12 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.engine import Connection
 
 from t2m_pipeline.db.engine import in_transaction
-from t2m_pipeline.db.job_state import HELD, JobState, apply_transition
+from t2m_pipeline.db.job_state import JobState, apply_transition
 from t2m_pipeline.db.models import FileMetadata, Job
+from t2m_pipeline.vocabulary import FileType, JobStatus, Stage, scene_numbers
 
-STAGES = ("planning", "code_generation", "rendering", "thumbnails", "combining", "completed")
 PLANNING_SHARE, SCENES_SHARE = 10.0, 80.0
 
-_SCENE_OBJECT = re.compile(r"/(code|videos|thumbnails)/scene_(\d{3})/(scene\.py|output\.mp4|thumbnail\.jpg)$")
-_COMBINED = re.compile(r"/videos/combined/output\.mp4$")
-_OUTLINE = re.compile(r"/code/plans/scene_outline\.json$")
-_KIND = {("code", "scene.py"): "code", ("videos", "output.mp4"): "video", ("thumbnails", "thumbnail.jpg"): "thumbnail"}
 
 
 @dataclass
@@ -56,30 +51,32 @@ class JobObjects:
     def scenes_complete(self) -> bool:
         """Every scene of the outline has a video and a thumbnail."""
         n = self.scene_count
-        return bool(n) and all(s in self.video and s in self.thumbnail for s in range(1, n + 1))
+        return bool(n) and all(s in self.video and s in self.thumbnail for s in scene_numbers(n))
+
+
+_KIND_OF_TYPE = {FileType.SCENE_CODE: "code", FileType.SCENE_VIDEO: "video", FileType.THUMBNAIL: "thumbnail"}
 
 
 def job_objects(conn: Connection, job_id: uuid.UUID | str) -> JobObjects:
+    """Read from the rows: each carries its file type and, for a scene's object, `metadata.scene_number`."""
     rows = conn.execute(
-        select(FileMetadata.s3_key, FileMetadata.version_id, FileMetadata.file_size, FileMetadata.extra.label("extra"))
+        select(FileMetadata.file_type, FileMetadata.version_id, FileMetadata.file_size, FileMetadata.extra.label("extra"))
         .where(FileMetadata.job_id == uuid.UUID(str(job_id)))
         .order_by(FileMetadata.created_at)
     ).all()
     objects = JobObjects()
     for row in rows:
         objects.bytes_written += row.file_size or 0
-        match = _SCENE_OBJECT.search(row.s3_key)
-        if match:
-            kind = _KIND.get((match.group(1), match.group(3)))
-            if kind:
-                number = int(match.group(2))
-                getattr(objects, kind).add(number)
-                if kind == "video":
-                    objects.video_versions[number] = row.version_id  # rows come oldest first: the newest wins
-        elif _COMBINED.search(row.s3_key):
+        extra = row.extra if isinstance(row.extra, dict) else {}
+        kind, number = _KIND_OF_TYPE.get(row.file_type), extra.get("scene_number")
+        if kind and isinstance(number, int) and number > 0:
+            getattr(objects, kind).add(number)
+            if kind == "video":
+                objects.video_versions[number] = row.version_id  # rows come oldest first: the newest wins
+        elif row.file_type == FileType.COMBINED_VIDEO:
             objects.combined = True
-        elif _OUTLINE.search(row.s3_key):
-            count = (row.extra or {}).get("scene_count")
+        elif row.file_type == FileType.SCENE_OUTLINE:
+            count = extra.get("scene_count")
             if isinstance(count, int) and count > 0:
                 objects.scene_count = count
     return objects
@@ -99,15 +96,15 @@ def stage_of(objects: JobObjects) -> str:
     """The stage the job is in: the earliest kind of scene object some scene still lacks."""
     n = objects.expected_scenes
     if not n:
-        return "planning"
-    scenes = set(range(1, n + 1))
+        return Stage.PLANNING
+    scenes = set(scene_numbers(n))
     if not scenes <= objects.code:
-        return "code_generation"
+        return Stage.CODE_GENERATION
     if not scenes <= objects.video:
-        return "rendering"
+        return Stage.RENDERING
     if not scenes <= objects.thumbnail:
-        return "thumbnails"
-    return "combining"
+        return Stage.THUMBNAILS
+    return Stage.COMBINING
 
 
 def _locked_job(conn: Connection, job_id: uuid.UUID | str):
@@ -131,14 +128,14 @@ def _added_seconds(metrics: Any, stage: str, seconds: float) -> dict:
 
 def launch(conn: Connection, job_id: uuid.UUID | str) -> JobState:
     """The sensor launched the job's first run: queued -> processing, stage planning."""
-    return apply_transition(conn, job_id, "processing", stage="planning", progress=0, allow_same=False)
+    return apply_transition(conn, job_id, JobStatus.PROCESSING, stage=Stage.PLANNING, progress=0, allow_same=False)
 
 
 def reject(conn: Connection, job_id: uuid.UUID | str, message: str) -> JobState:
     """A queued job whose row cannot be run (hostile or malformed content): queued -> processing -> failed."""
-    apply_transition(conn, job_id, "processing", stage="planning", progress=0)
+    apply_transition(conn, job_id, JobStatus.PROCESSING, stage=Stage.PLANNING, progress=0)
     return apply_transition(
-        conn, job_id, "failed", error_info={"stage": "planning", "scene": None, "message": message, "log_key": None, "failed_scenes": []}
+        conn, job_id, JobStatus.FAILED, error_info={"stage": Stage.PLANNING, "scene": None, "message": message, "log_key": None, "failed_scenes": []}
     )
 
 
@@ -187,14 +184,14 @@ def step_started(engine: Engine, job_id: uuid.UUID | str, scene: int | None, *, 
         row = _locked_job(conn, job_id)
         if row is None or not _manages(job_objects(conn, job_id), scene):
             return None
-        if row.status == "queued" and reopens:
-            return apply_transition(conn, job_id, "processing")
-        if row.status == "completed" and reopens:
-            return apply_transition(conn, job_id, "processing")
-        if row.status == "failed" and _ours(row.error_info):
+        if row.status == JobStatus.QUEUED and reopens:
+            return apply_transition(conn, job_id, JobStatus.PROCESSING)
+        if row.status == JobStatus.COMPLETED and reopens:
+            return apply_transition(conn, job_id, JobStatus.PROCESSING)
+        if row.status == JobStatus.FAILED and _ours(row.error_info):
             failed = failed_scenes(row.error_info)
             if failed <= ({scene} if scene else set()) and (reopens or scene in failed):
-                return apply_transition(conn, job_id, "processing")
+                return apply_transition(conn, job_id, JobStatus.PROCESSING)
         return None
 
     return in_transaction(engine, work)
@@ -214,13 +211,13 @@ def step_succeeded(engine: Engine, job_id: uuid.UUID | str, *, stage: str, secon
         progress = {"stage": stage_of(objects), "progress": progress_of(objects)}
         if not _manages(objects, scene):
             return apply_transition(conn, job_id, metrics=metrics)
-        if row.status == "processing":
+        if row.status == JobStatus.PROCESSING:
             return apply_transition(conn, job_id, metrics=metrics, **progress)
-        if row.status == "failed" and _ours(row.error_info):
+        if row.status == JobStatus.FAILED and _ours(row.error_info):
             failed = failed_scenes(row.error_info)
             remaining = failed - ({scene} if scene else set())
             if not remaining and scene in failed:
-                return apply_transition(conn, job_id, "processing", metrics=metrics, **progress)
+                return apply_transition(conn, job_id, JobStatus.PROCESSING, metrics=metrics, **progress)
             error_info = {**row.error_info, "failed_scenes": sorted(remaining)}
             return apply_transition(conn, job_id, metrics=metrics, error_info=error_info, progress=progress["progress"])
         return apply_transition(conn, job_id, metrics=metrics)  # completed, queued, cancelled, another's failure
@@ -246,19 +243,19 @@ def step_failed(
 
     def work(conn: Connection) -> JobState | None:
         row = _locked_job(conn, job_id)
-        if row is None or row.status in ("cancelled", HELD):  # a held job is not running: a step on it fails alone
+        if row is None or row.status in (JobStatus.CANCELLED, JobStatus.HELD):  # a held job is not running: a step on it fails alone
             return None
         objects = job_objects(conn, job_id)
         if not _manages(objects, scene):
             return None
         already = failed_scenes(row.error_info) if _ours(row.error_info) else set()
-        if only_if_unrecorded and row.status == "failed" and (scene in already if scene else True):
+        if only_if_unrecorded and row.status == JobStatus.FAILED and (scene in already if scene else True):
             return None
-        if row.status in ("queued", "completed"):
-            apply_transition(conn, job_id, "processing")
+        if row.status in (JobStatus.QUEUED, JobStatus.COMPLETED):
+            apply_transition(conn, job_id, JobStatus.PROCESSING)
         scenes = already | ({scene} if scene else set())
         error_info = {"stage": stage, "scene": scene, "message": message[:2000], "log_key": log_key, "failed_scenes": sorted(scenes)}
-        return apply_transition(conn, job_id, "failed", stage=stage, error_info=error_info, metrics={"bytes_written": objects.bytes_written})
+        return apply_transition(conn, job_id, JobStatus.FAILED, stage=stage, error_info=error_info, metrics={"bytes_written": objects.bytes_written})
 
     return in_transaction(engine, work)
 
@@ -273,11 +270,11 @@ def job_completed(engine: Engine, job_id: uuid.UUID | str) -> JobState | None:
             return None
         objects = job_objects(conn, job_id)
         metrics = {"bytes_written": objects.bytes_written}
-        if row.status == "cancelled" or (row.status == "failed" and failed_scenes(row.error_info)):
+        if row.status == JobStatus.CANCELLED or (row.status == JobStatus.FAILED and failed_scenes(row.error_info)):
             return apply_transition(conn, job_id, metrics=metrics)
-        if row.status != "processing":
-            apply_transition(conn, job_id, "processing")
-        return apply_transition(conn, job_id, "completed", stage="completed", progress=100, metrics=metrics)
+        if row.status != JobStatus.PROCESSING:
+            apply_transition(conn, job_id, JobStatus.PROCESSING)
+        return apply_transition(conn, job_id, JobStatus.COMPLETED, stage=Stage.COMPLETED, progress=100, metrics=metrics)
 
     return in_transaction(engine, work)
 

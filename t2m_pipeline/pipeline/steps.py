@@ -32,16 +32,9 @@ from t2m_pipeline.render.media import MediaError, Thumbnail, VideoInfo, concat_v
 from t2m_pipeline.render.outline import JobSpecError, SceneOutline, job_spec_from_row, plan_outline
 from t2m_pipeline.storage import layout
 from t2m_pipeline.storage.s3 import ObjectOwner, S3Storage, StoredObject
+from t2m_pipeline.vocabulary import FileType, Stage, scene_numbers
 
 OUTLINE_NAME = "scene_outline.json"
-FILE_TYPES = {
-    "outline": "scene_outline",
-    "code": "scene_code",
-    "video": "scene_video",
-    "thumbnail": "thumbnail",
-    "combined": "combined_video",
-    "log": "render_log",
-}
 
 
 class StepFailed(RuntimeError):
@@ -73,7 +66,7 @@ def _stamp() -> str:
 def store_log(p: Pipeline, key: SceneKey, name: str, content: str) -> str:
     """A failure's log in the code bucket at `.../code/scene_NNN/logs/{name}-{time}.log`; returns its key."""
     log_key = layout.scene_log_key(key.user_id, key.job_id, key.scene_number, f"{name}-{_stamp()}.log")
-    owner = ObjectOwner(key.user_id, FILE_TYPES["log"], job_id=key.job_id, scene_number=key.scene_number)
+    owner = ObjectOwner(key.user_id, FileType.RENDER_LOG, job_id=key.job_id, scene_number=key.scene_number)
     p.storage.put_bytes(p.bucket("code"), log_key, content.encode("utf-8", "replace"), owner=owner, content_type="text/plain; charset=utf-8")
     return log_key
 
@@ -87,7 +80,7 @@ def load_job_row(engine: Engine, job_id: str):
             text("SELECT user_id, topic, description, configuration FROM jobs WHERE id = :j"), {"j": uuid.UUID(job_id)}
         ).one_or_none()
     if row is None:
-        raise StepFailed("planning", f"job {job_id} does not exist")
+        raise StepFailed(Stage.PLANNING, f"job {job_id} does not exist")
     return row
 
 
@@ -95,12 +88,12 @@ def plan_job(p: Pipeline, key: JobKey) -> tuple[SceneOutline, StoredObject, list
     """The job's outline, stored as JSON; returns it, its object and the scene partition keys."""
     row = load_job_row(p.engine, key.job_id)
     if str(row.user_id) != key.user_id:
-        raise StepFailed("planning", f"partition {key.encode()} names user {key.user_id}, the job belongs to {row.user_id}")
+        raise StepFailed(Stage.PLANNING, f"partition {key.encode()} names user {key.user_id}, the job belongs to {row.user_id}")
     try:
         outline = plan_outline(job_spec_from_row(row.topic, row.description, row.configuration))
     except JobSpecError as exc:
-        raise StepFailed("planning", f"job row cannot be planned: {exc}") from exc
-    owner = ObjectOwner(key.user_id, FILE_TYPES["outline"], job_id=key.job_id, extra={"scene_count": outline.scene_count})
+        raise StepFailed(Stage.PLANNING, f"job row cannot be planned: {exc}") from exc
+    owner = ObjectOwner(key.user_id, FileType.SCENE_OUTLINE, job_id=key.job_id, extra={"scene_count": outline.scene_count})
     stored = p.storage.put_bytes(
         p.bucket("code"),
         layout.job_plan_key(key.user_id, key.job_id, OUTLINE_NAME),
@@ -108,7 +101,7 @@ def plan_job(p: Pipeline, key: JobKey) -> tuple[SceneOutline, StoredObject, list
         owner=owner,
         content_type="application/json",
     )
-    scene_keys = [encode_scene_key(key.user_id, key.job_id, n) for n in range(1, outline.scene_count + 1)]
+    scene_keys = [encode_scene_key(key.user_id, key.job_id, n) for n in scene_numbers(outline.scene_count)]
     return outline, stored, scene_keys
 
 
@@ -125,19 +118,19 @@ def generate_code(p: Pipeline, key: SceneKey, generator: CodeGenerator) -> tuple
     try:
         scene = outline.scene(key.scene_number)
     except KeyError as exc:
-        raise StepFailed("code_generation", str(exc.args[0]), scene=key.scene_number) from exc
+        raise StepFailed(Stage.CODE_GENERATION, str(exc.args[0]), scene=key.scene_number) from exc
     try:
         generated = generator.generate(outline, scene)
     except GeneratedCodeError as exc:
         log_key = store_log(p, key, "codegen", f"{generator.name} generator produced code that fails the check:\n{exc}\n")
-        raise StepFailed("code_generation", f"generated code rejected: {exc}", scene=key.scene_number, log_key=log_key) from exc
+        raise StepFailed(Stage.CODE_GENERATION, f"generated code rejected: {exc}", scene=key.scene_number, log_key=log_key) from exc
     except CodeGenerationError as exc:
         if exc.transient:
             raise
         log_key = store_log(p, key, "codegen", f"{generator.name} generator failed:\n{exc}\n")
-        raise StepFailed("code_generation", f"code generation failed: {exc}", scene=key.scene_number, log_key=log_key) from exc
+        raise StepFailed(Stage.CODE_GENERATION, f"code generation failed: {exc}", scene=key.scene_number, log_key=log_key) from exc
     owner = ObjectOwner(
-        key.user_id, FILE_TYPES["code"], job_id=key.job_id, scene_number=key.scene_number, extra={"generator": generated.generator}
+        key.user_id, FileType.SCENE_CODE, job_id=key.job_id, scene_number=key.scene_number, extra={"generator": generated.generator}
     )
     stored = p.storage.put_bytes(
         p.bucket("code"),
@@ -174,7 +167,7 @@ def render_video(
         check_scene_code(code, class_name)
     except GeneratedCodeError as exc:
         log_key = store_log(p, key, "render", f"stored code at {code_key} fails the check: {exc}\n")
-        raise StepFailed("rendering", f"stored code rejected: {exc}", scene=key.scene_number, log_key=log_key) from exc
+        raise StepFailed(Stage.RENDERING, f"stored code rejected: {exc}", scene=key.scene_number, log_key=log_key) from exc
     quality = quality or load_outline(p, key.job).quality
     request = RenderRequest(code, class_name, quality, float(timeout_s or p.settings.render_timeout_s), label=key.encode())
     header = f"scene: {key.encode()}\ncode: s3://{p.bucket('code')}/{code_key}\nquality: {quality}\n"
@@ -182,7 +175,7 @@ def render_video(
         with backend.render(context, request) as output:
             output.raise_for_failure()
             owner = ObjectOwner(
-                key.user_id, FILE_TYPES["video"], job_id=key.job_id, scene_number=key.scene_number,
+                key.user_id, FileType.SCENE_VIDEO, job_id=key.job_id, scene_number=key.scene_number,
                 extra={"duration_s": output.info.duration_s, "resolution": output.info.resolution, "quality": quality, "render_backend": output.backend},
             )
             stored = p.storage.put_file(
@@ -196,10 +189,10 @@ def render_video(
             return RenderedVideo(stored, output.info, output.seconds, quality, output.backend, usage)
     except RenderError as exc:
         log_key = store_log(p, key, "render", f"{exc}\n{header}{exc.log}")
-        raise StepFailed("rendering", str(exc), scene=key.scene_number, log_key=log_key) from exc
+        raise StepFailed(Stage.RENDERING, str(exc), scene=key.scene_number, log_key=log_key) from exc
     except SandboxUnavailableError as exc:
         log_key = store_log(p, key, "render", f"{exc}\n{header}")
-        raise StepFailed("rendering", str(exc), scene=key.scene_number, log_key=log_key) from exc
+        raise StepFailed(Stage.RENDERING, str(exc), scene=key.scene_number, log_key=log_key) from exc
 
 
 # -- thumbnail ----------------------------------------------------------------------------------------------------
@@ -214,9 +207,9 @@ def make_thumbnail(p: Pipeline, key: SceneKey) -> tuple[Thumbnail, StoredObject]
             thumb = extract_thumbnail(path)
         except MediaError as exc:
             log_key = store_log(p, key, "thumbnail", f"{exc}\nvideo: s3://{p.bucket('videos')}/{video_key}\n")
-            raise StepFailed("thumbnails", str(exc), scene=key.scene_number, log_key=log_key) from exc
+            raise StepFailed(Stage.THUMBNAILS, str(exc), scene=key.scene_number, log_key=log_key) from exc
     owner = ObjectOwner(
-        key.user_id, FILE_TYPES["thumbnail"], job_id=key.job_id, scene_number=key.scene_number,
+        key.user_id, FileType.THUMBNAIL, job_id=key.job_id, scene_number=key.scene_number,
         extra={"width": thumb.width, "height": thumb.height, "at_seconds": thumb.at_seconds},
     )
     stored = p.storage.put_bytes(
@@ -237,7 +230,7 @@ def combine(p: Pipeline, key: JobKey) -> tuple[VideoInfo, StoredObject, int]:
     outline = load_outline(p, key)
     with tempfile.TemporaryDirectory(prefix="t2m-combine-") as tmp:
         paths = []
-        for number in range(1, outline.scene_count + 1):
+        for number in scene_numbers(outline.scene_count):
             path = Path(tmp) / f"scene_{number:03d}.mp4"
             p.storage.download_file(p.bucket("videos"), layout.scene_video_key(key.user_id, key.job_id, number), path)
             paths.append(path)
@@ -245,9 +238,9 @@ def combine(p: Pipeline, key: JobKey) -> tuple[VideoInfo, StoredObject, int]:
         try:
             info = concat_videos(paths, out)
         except MediaError as exc:
-            raise StepFailed("combining", str(exc)) from exc
+            raise StepFailed(Stage.COMBINING, str(exc)) from exc
         owner = ObjectOwner(
-            key.user_id, FILE_TYPES["combined"], job_id=key.job_id,
+            key.user_id, FileType.COMBINED_VIDEO, job_id=key.job_id,
             extra={"duration_s": info.duration_s, "resolution": info.resolution, "scenes": outline.scene_count},
         )
         stored = p.storage.put_file(

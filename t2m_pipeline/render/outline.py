@@ -15,6 +15,8 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from t2m_pipeline.vocabulary import scene_numbers
+
 QUALITIES = ("low", "medium", "high", "ultra")
 MIN_PLANNED_SCENES, MAX_PLANNED_SCENES = 3, 7  # the planner's own choice when the job does not say
 MAX_SCENES = 20  # what `configuration.scene_count` may ask for
@@ -207,7 +209,7 @@ class SceneOutline:
             outline = cls(str(data["topic"]), str(data["context"]), str(data["quality"]), scenes)
         except (ValueError, KeyError, TypeError) as exc:
             raise JobSpecError(f"stored scene outline is malformed: {exc}") from exc
-        if [s.number for s in scenes] != list(range(1, len(scenes) + 1)):
+        if [s.number for s in scenes] != list(scene_numbers(len(scenes))):
             raise JobSpecError("stored scene outline is malformed: scenes are not numbered 1..N")
         return outline
 
@@ -237,7 +239,7 @@ def plan_outline(spec: JobSpec) -> SceneOutline:
         f"A picture of {spec.topic}",
     ]
     scenes = []
-    for number in range(1, count + 1):
+    for number in scene_numbers(count):
         scene_seed = _digest(spec.topic, spec.context, str(number))
         if number == 1:
             title = f"{spec.topic}"

@@ -1,3 +1,4 @@
+import json
 import uuid
 
 import pytest
@@ -61,3 +62,38 @@ def test_constraints_refuse_bad_status_priority_and_checksum(engine, make_user):
             text("INSERT INTO file_metadata (user_id, file_type, s3_bucket, s3_key, checksum) VALUES (:u, 'x', 'b', 'k', 'nothex')"),
             {"u": user_id},
         )
+
+
+def test_migrated_rows_take_the_one_file_type_vocabulary_and_uploads_keep_theirs(scratch_url):
+    migrate.upgrade(scratch_url, "0005_migration_attribution")
+    engine = create_engine(scratch_url)
+    old = [  # (file_type, scene_number or None, job row?, migrated?) -> expected after the upgrade
+        ("code", 1, True, True, "scene_code"), ("log", 1, True, True, "render_log"),
+        ("video", 2, True, True, "scene_video"), ("video", None, True, True, "combined_video"),
+        ("plan", 3, True, True, "scene_plan"), ("plan", None, True, True, "job_plan"),
+        ("video", None, False, True, "video"),  # a migrated upload: its own type stays
+        ("code", 1, True, False, "code"),  # not written by the migration: untouched
+    ]
+    with engine.begin() as conn:
+        user = conn.execute(text("INSERT INTO users (clerk_user_id) VALUES ('user_ft') RETURNING id")).scalar_one()
+        job = conn.execute(text("INSERT INTO jobs (user_id, topic) VALUES (:u, 't') RETURNING id"), {"u": user}).scalar_one()
+        for i, (file_type, scene, with_job, migrated, _) in enumerate(old):
+            meta = {**({"scene_number": scene} if scene else {}), **({"legacy_path": f"output/t/{i}"} if migrated else {})}
+            conn.execute(
+                text("INSERT INTO file_metadata (user_id, job_id, file_type, s3_bucket, s3_key, metadata) "
+                     "VALUES (:u, :j, :t, 'b', :k, CAST(:m AS jsonb))"),
+                {"u": user, "j": job if with_job else None, "t": file_type, "k": f"k{i}", "m": json.dumps(meta)},
+            )
+    engine.dispose()
+    migrate.upgrade(scratch_url)
+    engine = create_engine(scratch_url)
+    with engine.connect() as conn:
+        got = dict(conn.execute(text("SELECT s3_key, file_type FROM file_metadata")).all())
+    assert [got[f"k{i}"] for i in range(len(old))] == [row[-1] for row in old]
+    engine.dispose()
+    migrate.downgrade(scratch_url, "0005_migration_attribution")
+    engine = create_engine(scratch_url)
+    with engine.connect() as conn:
+        back = dict(conn.execute(text("SELECT s3_key, file_type FROM file_metadata")).all())
+    assert [back[f"k{i}"] for i in range(len(old))] == [row[0] for row in old]
+    engine.dispose()

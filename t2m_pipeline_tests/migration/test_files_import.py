@@ -178,7 +178,7 @@ def test_every_file_is_accounted_for_once_with_attribution_keys_and_flags(world,
     assert scenes[(str(job), 1)]["code"]["order"] == [3] and scenes[(str(job), 1)]["video"]["order"] == [2, 0]
     assert "code" not in scenes[(str(job), 3)] and scenes[(str(job), 3)]["video"]["key"] == layout.scene_video_key(user, job, 3)
     hit = rows[f"output/{s}/media/videos/{s}_scene3_v1/1080p60/{s}_scene3_v1.mp4"]
-    assert fm[hit.file_metadata_id].file_type == "video" and fm[hit.file_metadata_id].metadata["scene_number"] == 3
+    assert fm[hit.file_metadata_id].file_type == "scene_video" and fm[hit.file_metadata_id].metadata["scene_number"] == 3
 
     # the legacy video records, linked to their jobs' combined videos
     combined = fm[rows[f"output/{s}/{s}_combined.mp4"].file_metadata_id]

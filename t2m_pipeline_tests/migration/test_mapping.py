@@ -36,7 +36,7 @@ def test_a_render_cache_hit_is_the_scenes_video():
     """The cached video copied as {slug}_scene{N}_v{K}.mp4 (no Scene{N}.mp4, no .srt, no code file): scene N's video."""
     hit = target("output/t/media/videos/t_scene2_v3/1080p60/t_scene2_v3.mp4")
     assert (hit.key, hit.file_type, hit.scene_number, hit.order, hit.check) == (
-        layout.scene_video_key(USER, JOB, 2), "video", 2, (3, 2), "video")
+        layout.scene_video_key(USER, JOB, 2), "scene_video", 2, (3, 2), "video")
     assert not hit.metadata.get("unrecognised")
     # the name must be the folder's own: another scene's or version's cached name is not this scene's video
     assert target("output/t/media/videos/t_scene2_v3/1080p60/t_scene2_v2.mp4").metadata.get("unrecognised")

@@ -99,7 +99,7 @@ def test_the_run_that_produced_a_file_owns_it_reusers_get_copies_never_run_jobs_
     assert set(bodies) == {b"# b scene 1 v1\n", b"# b scene 1 v2\n"}
     assert bodies[b"# b scene 1 v1\n"] <= bodies[b"# b scene 1 v2\n"]  # (moto keeps milliseconds: equal at most)
     assert client.get_object(Bucket=buckets["code"], Key=key)["Body"].read() == b"# b scene 1 v2\n"  # the newest is current
-    assert [r.s3_key for r in rows_of(engine, b1) if r.file_type == "code"] == [layout.scene_code_key(dave, b1, 1)]
+    assert [r.s3_key for r in rows_of(engine, b1) if r.file_type == "scene_code"] == [layout.scene_code_key(dave, b1, 1)]
 
     # no job names the lonely folder: unattributed, the reason in the ledger
     lonely = ledger(engine)[world.files["c_code"]]

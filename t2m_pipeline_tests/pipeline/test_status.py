@@ -7,6 +7,7 @@ from t2m_pipeline.db.job_state import transition
 from t2m_pipeline.pipeline import status
 from t2m_pipeline.pipeline.status import JobObjects, progress_of, stage_of
 from t2m_pipeline.storage import layout
+from t2m_pipeline.vocabulary import FileType
 from t2m_pipeline_tests.defs.scenes.support import insert_job, job_row
 
 SHA = "0" * 64
@@ -24,10 +25,15 @@ def planned_job(engine, scenes=2):
     return user_id, job_id
 
 
+KINDS = {"code": (layout.scene_code_key, FileType.SCENE_CODE), "video": (layout.scene_video_key, FileType.SCENE_VIDEO),
+         "thumbnail": (layout.thumbnail_key, FileType.THUMBNAIL)}
+
+
 def scene_done(engine, user_id, job_id, n, kinds=("code", "video", "thumbnail")):
-    keys = {"code": layout.scene_code_key, "video": layout.scene_video_key, "thumbnail": layout.thumbnail_key}
+    """Rows as the storage layer writes them: the file type and `metadata.scene_number`."""
     for kind in kinds:
-        record(engine, user_id, job_id, keys[kind](user_id, job_id, n), kind)
+        key, file_type = KINDS[kind]
+        record(engine, user_id, job_id, key(user_id, job_id, n), file_type, {"scene_number": n})
 
 
 @pytest.mark.parametrize(
@@ -50,11 +56,15 @@ def test_objects_are_read_from_file_metadata(pipeline_engine):
     user_id, job_id = planned_job(pipeline_engine, scenes=2)
     scene_done(pipeline_engine, user_id, job_id, 1)
     scene_done(pipeline_engine, user_id, job_id, 2, kinds=("code",))
-    record(pipeline_engine, user_id, job_id, layout.scene_video_key(user_id, job_id, 1), "video", version="v2", size=99)
+    record(pipeline_engine, user_id, job_id, layout.scene_video_key(user_id, job_id, 1), FileType.SCENE_VIDEO,
+           {"scene_number": 1}, version="v2", size=99)
+    # the row says what an object is, not its key: a log at a video's key is a log, a video at any key a video
+    record(pipeline_engine, user_id, job_id, layout.scene_video_key(user_id, job_id, 2), FileType.RENDER_LOG, {"scene_number": 2}, size=1)
+    record(pipeline_engine, user_id, job_id, "users/elsewhere/v.mp4", FileType.SCENE_VIDEO, {"scene_number": 2}, version="v7", size=1)
     with pipeline_engine.connect() as conn:
         objects = status.job_objects(conn, job_id)
-    assert (objects.scene_count, objects.code, objects.video, objects.thumbnail) == (2, {1, 2}, {1}, {1})
-    assert objects.video_versions == {1: "v2"} and objects.bytes_written == 10 * 5 + 99
+    assert (objects.scene_count, objects.code, objects.video, objects.thumbnail) == (2, {1, 2}, {1, 2}, {1})
+    assert objects.video_versions == {1: "v2", 2: "v7"} and objects.bytes_written == 10 * 5 + 99 + 2
     assert not objects.scenes_complete()
 
 

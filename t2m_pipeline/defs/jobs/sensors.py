@@ -25,6 +25,7 @@ from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE, THUMBNAIL, job_pa
 from t2m_pipeline.partition_keys import PartitionKeyError, decode_job_key, decode_scene_key, encode_scene_key
 from t2m_pipeline.pipeline import dispatch, status
 from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, fallback_labels, job_labels
+from t2m_pipeline.vocabulary import STAGE_OF_ASSET, JobStatus, Stage, scene_numbers
 
 SENSOR_INTERVAL_S = 5
 MAX_JOBS_PER_TICK = 100
@@ -120,7 +121,7 @@ def scene_runs(context: dg.SensorEvaluationContext, database: PostgresResource) 
         try:
             job = decode_job_key(materialization.partition if materialization else None)
             count = materialization.metadata["scene_count"].value
-            scene_keys = [encode_scene_key(job.user_id, job.job_id, n) for n in range(1, int(count) + 1)]
+            scene_keys = [encode_scene_key(job.user_id, job.job_id, n) for n in scene_numbers(count)]
         except (PartitionKeyError, KeyError, TypeError, ValueError) as exc:
             context.log.warning(f"outline materialization {record.storage_id} skipped: {exc}")
             after = record.storage_id
@@ -128,7 +129,7 @@ def scene_runs(context: dg.SensorEvaluationContext, database: PostgresResource) 
         if keys and len(keys) + len(scene_keys) > MAX_RUNS_PER_TICK:
             break  # the rest next tick
         keys += [(key, f"{key}@{record.storage_id}") for key in scene_keys]
-        wanted += [(job.user_id, job.job_id, n) for n in range(1, len(scene_keys) + 1)]
+        wanted += [(job.user_id, job.job_id, n) for n in scene_numbers(len(scene_keys))]
         after = record.storage_id
     tags = []
     if wanted:
@@ -177,7 +178,7 @@ def combine_ready_jobs(context: dg.SensorEvaluationContext, database: PostgresRe
         for job_key, job_id in jobs.items():
             objects = status.job_objects(conn, job_id)
             state = conn.execute(text("SELECT status, error_info FROM jobs WHERE id = :j"), {"j": uuid.UUID(job_id)}).one_or_none()
-            if state is None or state.status == "cancelled" or status.failed_scenes(state.error_info):
+            if state is None or state.status == JobStatus.CANCELLED or status.failed_scenes(state.error_info):
                 continue
             if objects.scenes_complete():
                 ready.append((job_key, combine_run_key(job_key, objects)))
@@ -193,14 +194,7 @@ def combine_ready_jobs(context: dg.SensorEvaluationContext, database: PostgresRe
 
 # -- failure write-back -------------------------------------------------------------------------------------------
 
-STAGE_OF_STEP = {
-    "scene_outline": "planning",
-    "scene_code": "code_generation",
-    "rendered_video": "rendering",
-    "thumbnail": "thumbnails",
-    "combined_video": "combining",
-}
-STAGE_OF_JOB = {plan_job.name: "planning", render_scene_job.name: "rendering", combine_job.name: "combining"}
+STAGE_OF_JOB = {plan_job.name: Stage.PLANNING, render_scene_job.name: Stage.RENDERING, combine_job.name: Stage.COMBINING}
 
 
 def failed_partition(partition: str | None) -> tuple[str, int | None] | None:
@@ -237,14 +231,14 @@ def pipeline_run_failures(context: dg.RunFailureSensorContext, database: Postgre
     if _retried(context.instance, run.run_id):
         return  # run retries re-execute it (a crashed worker): the retry's own outcome is written back
     step_keys = [event.step_key for event in context.get_step_failure_events()]
-    stages = [STAGE_OF_STEP[key] for key in step_keys if key in STAGE_OF_STEP]
+    stages = [STAGE_OF_ASSET[key] for key in step_keys if key in STAGE_OF_ASSET]
     if step_keys and not stages:
         return  # another domain's run
     target = failed_partition(run.tags.get("dagster/partition"))
     if target is None:
         return
     job_id, scene = target
-    stage = stages[0] if stages else STAGE_OF_JOB.get(run.job_name, "rendering" if scene else "planning")
+    stage = stages[0] if stages else STAGE_OF_JOB.get(run.job_name, Stage.RENDERING if scene else Stage.PLANNING)
     message = f"run {run.run_id} failed: {context.failure_event.message or 'no message'}"
     state = status.step_failed(database.engine, job_id, stage=stage, message=message, scene=scene, only_if_unrecorded=True)
     if state is not None:

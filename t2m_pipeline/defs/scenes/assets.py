@@ -37,6 +37,7 @@ from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBack
 from t2m_pipeline.partition_keys import decode_job_key, decode_scene_key
 from t2m_pipeline.pipeline import status, steps
 from t2m_pipeline.pipeline.retry import is_transient
+from t2m_pipeline.vocabulary import Stage
 from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, fallback_labels, job_labels, launched_by
 from t2m_pipeline.render.codegen import scene_class_name
 from t2m_pipeline.storage.links import object_url
@@ -160,7 +161,7 @@ def scene_outline(context: dg.AssetExecutionContext, database: PostgresResource,
     p = pipeline_of(database, storage)
     labels = label_run(context, p, key.user_id, key.job_id, None)
     (outline, stored, scene_keys), seconds = run_step(
-        context, p, job_id=key.job_id, scene=None, stage="planning", work=lambda: steps.plan_job(p, key)
+        context, p, job_id=key.job_id, scene=None, stage=Stage.PLANNING, work=lambda: steps.plan_job(p, key)
     )
     context.instance.add_dynamic_partitions(SCENES_PARTITIONS_NAME, scene_keys)
     return dg.MaterializeResult(
@@ -200,7 +201,7 @@ def scene_code(
         p,
         job_id=key.job_id,
         scene=key.scene_number,
-        stage="code_generation",
+        stage=Stage.CODE_GENERATION,
         work=lambda: steps.generate_code(p, key, code_generator.get()),
     )
     preview = generated.code if len(generated.code) <= MAX_CODE_PREVIEW else generated.code[:MAX_CODE_PREVIEW] + "\n# ..."
@@ -240,7 +241,7 @@ def rendered_video(
     labels = label_run(context, p, key.user_id, key.job_id, key.scene_number)
     backend = render.get(p.storage)
     video, seconds = run_step(
-        context, p, job_id=key.job_id, scene=key.scene_number, stage="rendering",
+        context, p, job_id=key.job_id, scene=key.scene_number, stage=Stage.RENDERING,
         work=lambda: steps.render_video(p, key, backend, context),
     )
     check_results, extra = checks.verify_rendered_video(p, video.stored, video.quality)
@@ -282,7 +283,7 @@ def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, sto
         p,
         job_id=key.job_id,
         scene=key.scene_number,
-        stage="thumbnails",
+        stage=Stage.THUMBNAILS,
         work=lambda: steps.make_thumbnail(p, key),
         reopens=False,  # a thumbnail alone (say, backfilled for a migrated video) does not re-open a job
     )
@@ -317,7 +318,7 @@ def combined_video(context: dg.AssetExecutionContext, database: PostgresResource
     p = pipeline_of(database, storage)
     labels = label_run(context, p, key.user_id, key.job_id, None)
     (info, stored, scene_count), seconds = run_step(
-        context, p, job_id=key.job_id, scene=None, stage="combining", work=lambda: steps.combine(p, key)
+        context, p, job_id=key.job_id, scene=None, stage=Stage.COMBINING, work=lambda: steps.combine(p, key)
     )
     state = status.job_completed(p.engine, key.job_id)
     check_results, extra = checks.verify_combined_video(p, stored, key, scene_count)

@@ -227,15 +227,17 @@ def test_combine_sensor_requests_only_complete_healthy_jobs(instance, resources,
     from t2m_pipeline.partition_keys import encode_scene_key
     from t2m_pipeline.pipeline import status
     from t2m_pipeline.storage import layout
+    from t2m_pipeline.vocabulary import FileType
 
     def planned_with_one_scene_done():
         user_id, job_id = insert_job(pipeline_engine)
         transition(pipeline_engine, job_id, "processing")
-        keys = [(layout.job_plan_key(user_id, job_id, "scene_outline.json"), {"scene_count": 1}),
-                (layout.scene_video_key(user_id, job_id, 1), {}), (layout.thumbnail_key(user_id, job_id, 1), {})]
+        keys = [(layout.job_plan_key(user_id, job_id, "scene_outline.json"), FileType.SCENE_OUTLINE, {"scene_count": 1}),
+                (layout.scene_video_key(user_id, job_id, 1), FileType.SCENE_VIDEO, {"scene_number": 1}),
+                (layout.thumbnail_key(user_id, job_id, 1), FileType.THUMBNAIL, {"scene_number": 1})]
         with pipeline_engine.begin() as conn:
-            for key, extra in keys:
-                record_file(conn, FileRecord(user_id, "x", "b", key, "v1", 1, "0" * 64, "x/y", job_id=job_id, extra=extra))
+            for key, file_type, extra in keys:
+                record_file(conn, FileRecord(user_id, file_type, "b", key, "v1", 1, "0" * 64, "x/y", job_id=job_id, extra=extra))
         instance.report_runless_asset_event(dg.AssetMaterialization("thumbnail", partition=encode_scene_key(user_id, job_id, 1)))
         return user_id, job_id
 
