@@ -1,10 +1,10 @@
-"""The code location: every domain's definitions merged, with the shared resources.
-
-Domains are imported as modules, not their `defs` objects: Dagster refuses a module with more than one
-Definitions object at module scope.
+"""The code location: every definition under `t2m_pipeline/defs/`, found by Dagster itself (`load_from_defs_folder`
+walks the folder; each module's assets, checks, jobs, sensors and schedules, and each domain's `@dg.definitions`
+resources). A new module in a domain folder is part of the location without being listed anywhere.
 """
 
 import warnings
+from pathlib import Path
 
 import dagster as dg
 
@@ -13,16 +13,4 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning, message=r"Parameter `backfill_policy` of function `asset`")
 warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=r"Specifying a partitions_def on an AssetCheckSpec")
 
-from t2m_pipeline.defs.audits import definitions as audits  # noqa: E402
-from t2m_pipeline.defs.jobs import definitions as jobs  # noqa: E402
-from t2m_pipeline.defs.migration import definitions as migration  # noqa: E402
-from t2m_pipeline.defs.resources import default_resources  # noqa: E402
-from t2m_pipeline.defs.scenes import definitions as scenes  # noqa: E402
-
-defs = dg.Definitions.merge(
-    dg.Definitions(resources=default_resources()),
-    scenes.defs,
-    jobs.defs,
-    migration.defs,
-    audits.defs,
-)
+defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

@@ -46,3 +46,8 @@ def default_resources() -> dict:
         "database": database,
         "storage": S3StorageResource(database=database),
     }
+
+
+@dg.definitions
+def shared_resources() -> dg.Definitions:
+    return dg.Definitions(resources=default_resources())

@@ -101,7 +101,7 @@ def test_the_settings_the_module_hands_dagster_are_the_backends_settings():
 
 def test_the_production_image_carries_the_render_entrypoint():
     dockerfile = (REPO / "infra" / "dagster" / "Dockerfile").read_text()
-    assert "COPY t2m_pipeline ./t2m_pipeline" in dockerfile and "pip install --no-cache-dir ." in dockerfile
+    assert "COPY t2m_pipeline ./t2m_pipeline" in dockerfile and "pip install --no-cache-dir -e ." in dockerfile
     assert f"install -d -o 10001 -g 10001 {INSIDE_WORK}" in dockerfile and f'VOLUME ["{INSIDE_WORK}"]' in dockerfile
     assert "python -I -u -m t2m_pipeline.render.entrypoint" in dockerfile
     assert entrypoint.__name__ == "t2m_pipeline.render.entrypoint"

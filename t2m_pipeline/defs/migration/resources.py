@@ -38,3 +38,8 @@ def default_legacy_resources() -> dict:
             redis_url=dg.EnvVar("T2M_REDIS_URL") if os.environ.get("T2M_REDIS_URL") else None,
         )
     }
+
+
+@dg.definitions
+def legacy_resources() -> dg.Definitions:
+    return dg.Definitions(resources=default_legacy_resources())

@@ -25,3 +25,8 @@ class RenderBackendResource(dg.ConfigurableResource):
 
     def get(self, storage: S3Storage) -> RenderBackend:
         return make_render_backend(load_settings(), storage)
+
+
+@dg.definitions
+def scene_resources() -> dg.Definitions:
+    return dg.Definitions(resources={"code_generator": CodeGeneratorResource(), "render": RenderBackendResource()})

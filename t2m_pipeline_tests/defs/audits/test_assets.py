@@ -11,7 +11,8 @@ from t2m_pipeline.config import load_settings
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.job_state import transition
 from t2m_pipeline.db.jobs import submit_job
-from t2m_pipeline.defs.audits.definitions import defs as audit_defs
+from t2m_pipeline.defs.audits.assets import AUDIT_ASSETS
+from t2m_pipeline.defs.audits.schedules import storage_audit, storage_audit_job
 from t2m_pipeline.defs.resources import default_resources
 from t2m_pipeline.partition_keys import encode_job_key
 from t2m_pipeline.storage.bootstrap import bootstrap_bucket
@@ -40,7 +41,7 @@ def own_account(service_env, monkeypatch):
 
 
 def run_audits(instance):
-    defs = dg.Definitions.merge(dg.Definitions(resources=default_resources()), audit_defs)
+    defs = dg.Definitions(assets=AUDIT_ASSETS, jobs=[storage_audit_job], schedules=[storage_audit], resources=default_resources())
     result = defs.resolve_job_def("storage_audit_job").execute_in_process(instance=instance, run_config=RUN_CONFIG)
     assert result.success
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -122,6 +123,6 @@ def test_lifecycle_drift_alone_fails_its_check_as_a_warning_like_its_finding(own
 
 
 def test_every_audit_check_says_what_it_checks():
-    specs = [spec for a in audit_defs.assets for spec in a.check_specs]
+    specs = [spec for a in AUDIT_ASSETS for spec in a.check_specs]
     assert len(specs) == 7
     assert all(spec.description and len(spec.description) > 40 for spec in specs)
