@@ -16,6 +16,11 @@ _SCENE = re.compile(r"^[0-9]{3}$")
 MAX_SCENE = 999
 
 
+# The names of the two dynamic partition sets these keys belong to (the Dagster layer declares them with these).
+JOBS_PARTITIONS_NAME = "jobs"
+SCENES_PARTITIONS_NAME = "scenes"
+
+
 class PartitionKeyError(ValueError):
     """A partition key, or a component of one, is malformed."""
 

@@ -25,8 +25,13 @@ from t2m_pipeline.audits.findings import CheckScope, Finding
 from t2m_pipeline.audits.policy import AuditPolicy
 from t2m_pipeline.db.job_state import TERMINAL
 from t2m_pipeline.db.models import FileMetadata, Job
-from t2m_pipeline.defs.scenes.partitions import JOBS_PARTITIONS_NAME, SCENES_PARTITIONS_NAME
-from t2m_pipeline.partition_keys import PartitionKeyError, decode_job_key, decode_scene_key
+from t2m_pipeline.partition_keys import (
+    JOBS_PARTITIONS_NAME,
+    SCENES_PARTITIONS_NAME,
+    PartitionKeyError,
+    decode_job_key,
+    decode_scene_key,
+)
 
 REMOVED = "partition_retention"
 INVALID = "invalid_partition_key"

@@ -457,7 +457,7 @@ def test_dagster_yaml_is_a_valid_instance_config(dagster_env):
     assert config["run_launcher"]["module"] == "dagster_aws.ecs"
     assert config["run_launcher"]["class"] == "EcsRunLauncher"
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    assert config["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert config["concurrency"]["runs"]["tag_concurrency_limits"] and config["concurrency"]["pools"]["default_limit"]
     assert config["run_monitoring"]["enabled"] is True
     assert config["run_retries"]["enabled"] is True
     assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"

@@ -2,8 +2,7 @@
 
 import dagster as dg
 
-JOBS_PARTITIONS_NAME = "jobs"
-SCENES_PARTITIONS_NAME = "scenes"
+from t2m_pipeline.partition_keys import JOBS_PARTITIONS_NAME, SCENES_PARTITIONS_NAME
 
 job_partitions = dg.DynamicPartitionsDefinition(name=JOBS_PARTITIONS_NAME)
 scene_partitions = dg.DynamicPartitionsDefinition(name=SCENES_PARTITIONS_NAME)
