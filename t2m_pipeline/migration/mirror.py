@@ -24,10 +24,11 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, text
 
-from t2m_pipeline.config import Settings
+from t2m_pipeline.config import Settings, load_settings
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.job_state import legacy_status
 from t2m_pipeline.migration.records import BadRecord, legacy_time, parse_time
+from t2m_pipeline.pipeline.status import after_status_write
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 10_000
@@ -300,3 +301,12 @@ def resync_jobs(
 def _held_back(cursor: str, now: datetime) -> str:
     since = datetime.fromisoformat(cursor.partition("|")[0])
     return cursor if since <= now - RESYNC_LAG else resync_cursor(now - RESYNC_LAG)
+
+
+@after_status_write
+def mirror_status_write(state) -> None:
+    """Every pipeline status write, mirrored into the legacy Redis while `T2M_LEGACY_REDIS_MIRROR=1` (the cut-over
+    window); `mirror_job_status` never raises and queues a failed write for the resync sensor."""
+    settings = load_settings()
+    if settings.legacy_redis_mirror:
+        mirror_job_status(settings, state)

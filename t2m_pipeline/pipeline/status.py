@@ -18,6 +18,7 @@ import functools
 import logging
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, select, text
@@ -150,32 +151,34 @@ def _manages(objects: JobObjects, scene: int | None) -> bool:
     return scene is None or objects.scene_count is not None
 
 
-def _mirrored(step):
-    """After a status write commits, mirror it into the legacy Redis during the cut-over window.
+StatusListener = Callable[[JobState], None]
+_listeners: list[StatusListener] = []
 
-    Only when `T2M_LEGACY_REDIS_MIRROR=1`; `mirror_job_status` never raises and queues a failed write for retry, so
-    an unavailable Redis never blocks or fails a run.
-    """
 
+def after_status_write(listener: StatusListener) -> StatusListener:
+    """Call `listener` with the job's state after each status write commits (the cut-over's legacy mirror registers
+    itself here, so this module knows nothing of it). A listener's error is logged, never raised into the step."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+    return listener
+
+
+def _announced(step):
     @functools.wraps(step)
     def wrapper(*args, **kwargs):
         state = step(*args, **kwargs)
         if state is not None:
-            try:
-                from t2m_pipeline.config import load_settings
-                from t2m_pipeline.migration.mirror import mirror_job_status
-
-                settings = load_settings()
-                if settings.legacy_redis_mirror:
-                    mirror_job_status(settings, state)
-            except Exception as exc:  # noqa: BLE001 - the legacy mirror must never fail a step
-                logging.getLogger(__name__).warning("legacy mirror skipped: %s", type(exc).__name__)
+            for listener in list(_listeners):
+                try:
+                    listener(state)
+                except Exception as exc:  # noqa: BLE001 - a listener (the legacy mirror) must never fail a step
+                    logging.getLogger(__name__).warning("status listener %s failed: %s", listener.__name__, type(exc).__name__)
         return state
 
     return wrapper
 
 
-@_mirrored
+@_announced
 def step_started(engine: Engine, job_id: uuid.UUID | str, scene: int | None, *, reopens: bool = True) -> JobState | None:
     """A step begins. A finished job re-opens (a re-run, unless `reopens` is False); a failed job re-opens
     when this step re-runs its only failed part (the failed scene, or a job-level step when no scene failed)."""
@@ -197,7 +200,7 @@ def step_started(engine: Engine, job_id: uuid.UUID | str, scene: int | None, *, 
     return in_transaction(engine, work)
 
 
-@_mirrored
+@_announced
 def step_succeeded(engine: Engine, job_id: uuid.UUID | str, *, stage: str, seconds: float, scene: int | None = None) -> JobState | None:
     """A step finished: its seconds are added to `metrics.stage_seconds`; progress, stage and bytes recomputed.
     A failed scene that now succeeded leaves `failed_scenes`; when none is left the job is processing again."""
@@ -225,7 +228,7 @@ def step_succeeded(engine: Engine, job_id: uuid.UUID | str, *, stage: str, secon
     return in_transaction(engine, work)
 
 
-@_mirrored
+@_announced
 def step_failed(
     engine: Engine,
     job_id: uuid.UUID | str,
@@ -260,7 +263,7 @@ def step_failed(
     return in_transaction(engine, work)
 
 
-@_mirrored
+@_announced
 def job_completed(engine: Engine, job_id: uuid.UUID | str) -> JobState | None:
     """The combined video is stored: the job completes, unless a scene failed meanwhile (then it stays failed)."""
 

@@ -1,0 +1,70 @@
+"""The import rules of docs/architecture.md, read from every module's imports."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "t2m_pipeline"
+
+ALLOWED = {
+    "vocabulary": set(),
+    "partition_keys": set(),
+    "config": set(),
+    "storage": {"vocabulary", "partition_keys", "config", "db", "storage"},
+    "db": {"vocabulary", "partition_keys", "config", "storage", "db", "render.outline"},
+    "render": {"vocabulary", "partition_keys", "config", "storage", "db", "render"},
+    "pipeline": {"vocabulary", "partition_keys", "config", "storage", "db", "render", "pipeline"},
+    "migration": {"vocabulary", "partition_keys", "config", "storage", "db", "render", "migration", "pipeline"},
+    "audits": {"vocabulary", "partition_keys", "config", "storage", "db", "audits"},
+    "reports": set(),
+    "cli": {"vocabulary", "partition_keys", "config", "storage", "db", "render", "pipeline", "migration", "audits", "reports", "cli"},
+}
+
+
+def imports_of(path: Path) -> set[tuple[str, str]]:
+    """`t2m_pipeline.x[.y]` modules a file imports, as (`x`, `x.y`)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+        names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        for name in names:
+            if name.startswith("t2m_pipeline."):
+                parts = name.split(".")[1:]
+                found.add((parts[0], ".".join(parts[:2])))
+    return found
+
+
+def layer_of(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0].removesuffix(".py")
+
+
+def test_every_library_module_imports_only_the_layers_below_it():
+    bad = []
+    for path in PACKAGE.rglob("*.py"):
+        layer = layer_of(path)
+        if layer in ("defs", "definitions", "__init__") or "migrations" in path.parts:
+            continue
+        allowed = ALLOWED[layer] | {layer}
+        for top, name in imports_of(path):
+            if top not in allowed and name not in allowed:
+                bad.append(f"{path.relative_to(PACKAGE)} imports t2m_pipeline.{name}")
+    assert not bad, "\n".join(sorted(set(bad)))
+
+
+def test_nothing_outside_the_dagster_layer_imports_it():
+    bad = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if layer_of(path) not in ("defs", "definitions") and {"defs", "definitions"} & {top for top, _ in imports_of(path)}
+    ]
+    assert not bad
+
+
+def test_the_package_never_imports_tests_devtools_or_scripts():
+    bad = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            bad += [f"{path}: {n}" for n in names if n.split(".")[0] in ("t2m_pipeline_tests", "devtools", "scripts", "benchmarks")]
+    assert not bad
