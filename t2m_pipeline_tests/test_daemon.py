@@ -83,9 +83,11 @@ def test_daemon_completes_a_job_inserted_with_plain_sql(service_env, buckets, se
             time.sleep(1)
         row = job_row(engine, job_id)
         assert row["status"] == "completed", f"job {row['status']} ({row['error_info']}); daemon log:\n{log_path.read_text()[-5000:]}"
+        assert daemon.poll() is None, "the daemon exited while the job ran"  # it did the work, and is still serving
     finally:
         stop_process_group(daemon)
-    assert daemon.returncode is not None
+    with pytest.raises(ProcessLookupError):
+        os.killpg(daemon.pid, 0)  # nothing of its process group (code server, run workers) is left behind
     assert float(row["progress_percentage"]) == 100.0 and row["current_stage"] == "completed"
     assert "planning" in seen_stages or "code_generation" in seen_stages
     kinds = sorted(r["file_type"] for r in file_rows(engine, job_id))

@@ -18,6 +18,7 @@ SCRIPT = REPO / "infra" / "scripts" / "checkov.sh"
 SKIP = re.compile(r"#\s*checkov:skip=([A-Z0-9_]+)(?::(.*))?$")
 
 
+@pytest.mark.slow  # installs checkov into its own venv from the package registry on the first run: not offline
 @pytest.mark.timeout(1200)
 def test_checkov_reports_no_failed_checks():
     result = subprocess.run(
