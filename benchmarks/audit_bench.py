@@ -63,7 +63,7 @@ def populate(settings, engine, objects: int) -> dict[str, int]:
 
     from t2m_pipeline.audits.reconcile import reconciled_buckets
     from t2m_pipeline.db.engine import in_transaction
-    from t2m_pipeline.db.jobs import ensure_user
+    from t2m_pipeline.db.users import ensure_user
     from t2m_pipeline.storage import layout
     from t2m_pipeline.storage.bootstrap import bootstrap_bucket
     from t2m_pipeline.storage.bucket_settings import declared_buckets

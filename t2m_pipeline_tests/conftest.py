@@ -112,7 +112,7 @@ def storage(settings, engine, buckets):
 def make_user(engine):
     """Create a user row; returns (users.id, clerk id)."""
     from t2m_pipeline.db.engine import in_transaction
-    from t2m_pipeline.db.jobs import ensure_user
+    from t2m_pipeline.db.users import ensure_user
 
     def make(clerk_id: str | None = None, email: str = "someone@example.com"):
         clerk_id = clerk_id or f"user_{uuid.uuid4().hex[:16]}"

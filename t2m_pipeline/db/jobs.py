@@ -11,21 +11,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from t2m_pipeline.db.engine import in_transaction
-from t2m_pipeline.db.models import PRIORITIES, FileMetadata, Job, JobQueue, User
+from t2m_pipeline.db.models import PRIORITIES, FileMetadata, Job, JobQueue
+from t2m_pipeline.db.users import ensure_user
 from t2m_pipeline.render.outline import MAX_CONFIGURATION_BYTES, JobSpecError, decode_bounded_json
 
 QUALITIES = ("low", "medium", "high", "ultra")
-
-
-def ensure_user(conn: Connection, clerk_user_id: str, email: str = "", extra: dict | None = None) -> uuid.UUID:
-    """The user's id, creating the row when new (concurrent callers get the same row)."""
-    stmt = (
-        insert(User)
-        .values(clerk_user_id=clerk_user_id, email=email, extra=extra)
-        .on_conflict_do_nothing(index_elements=[User.clerk_user_id])
-    )
-    conn.execute(stmt)
-    return conn.execute(select(User.id).where(User.clerk_user_id == clerk_user_id)).scalar_one()
 
 
 def submit_job(

@@ -47,6 +47,7 @@ from sqlalchemy.engine import Connection
 
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
+from t2m_pipeline.db.users import NewUser, ensure_users
 from t2m_pipeline.migration.attribution import (
     SYSTEM_CLERK_ID,
     SYSTEM_USER_METADATA,
@@ -122,21 +123,10 @@ class Planned:
 
 
 def _ensure_users(conn: Connection, clerks: dict[str, dict], batch_id: uuid.UUID) -> dict[str, uuid.UUID]:
-    """Users by Clerk id (inserted when new, never updated); returns clerk -> users.id."""
-    if not clerks:
-        return {}
-    ids = sorted(clerks)
-    created = conn.execute(
-        text(
-            "INSERT INTO users (clerk_user_id, email, metadata) "
-            "SELECT c, '', CAST(m AS jsonb) FROM unnest(CAST(:ids AS text[]), CAST(:meta AS text[])) AS t(c, m) "
-            "ON CONFLICT (clerk_user_id) DO NOTHING RETURNING id"
-        ),
-        {"ids": ids, "meta": [json.dumps(clerks[c]) for c in ids]},
-    ).scalars().all()
-    record_created(conn, batch_id, users=[str(i) for i in created])
-    rows = conn.execute(text("SELECT clerk_user_id, id FROM users WHERE clerk_user_id = ANY(:ids)"), {"ids": ids})
-    return {r.clerk_user_id: r.id for r in rows}
+    """Users by Clerk id (inserted when new, never updated), recorded in the batch; returns clerk -> users.id."""
+    users = ensure_users(conn, {clerk: NewUser(metadata=meta) for clerk, meta in clerks.items()})
+    record_created(conn, batch_id, users=[str(i) for i in users.created])
+    return users.ids
 
 
 def _upload_clerks(entries: list[Entry], index: AttributionIndex) -> set[str]:

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
 from t2m_pipeline.db.engine import in_transaction
+from t2m_pipeline.db.users import NewUser, ensure_users
 from t2m_pipeline.db.job_state import HELD
 from t2m_pipeline.migration.batches import finish_batch, record_created, start_batch
 from t2m_pipeline.migration.attribution import combined_video_folder
@@ -133,18 +134,9 @@ def _absorb(raw: RawKey, buf: _Buffers, queue: list) -> None:
 
 
 def _ensure_users(conn: Connection, clerks: set[str], batch_id: uuid.UUID) -> int:
-    if not clerks:
-        return 0
-    created = conn.execute(
-        text(
-            "INSERT INTO users (clerk_user_id, email, metadata) "
-            "SELECT c, '', CAST(:meta AS jsonb) FROM unnest(CAST(:ids AS text[])) AS c "
-            "ON CONFLICT (clerk_user_id) DO NOTHING RETURNING id"
-        ),
-        {"ids": sorted(clerks), "meta": json.dumps(LEGACY_USER_METADATA)},
-    ).scalars().all()
-    record_created(conn, batch_id, users=[str(i) for i in created])
-    return len(created)
+    users = ensure_users(conn, {clerk: NewUser(metadata=LEGACY_USER_METADATA) for clerk in clerks})
+    record_created(conn, batch_id, users=[str(i) for i in users.created])
+    return len(users.created)
 
 
 def _copy_value(column: str, value):

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, select, text
 
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
-from t2m_pipeline.db.jobs import ensure_user
+from t2m_pipeline.db.users import ensure_user
 from t2m_pipeline.db.models import FileMetadata
 from devtools.fault_proxy import FaultKind, FaultPlan, FaultProxy
 from t2m_pipeline.storage import layout

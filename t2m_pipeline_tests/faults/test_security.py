@@ -24,7 +24,7 @@ EXAMPLES = hsettings(max_examples=150, deadline=None, suppress_health_check=[Hea
 def world(settings, engine, buckets):
     """Three users' objects; one key whose newer version was recorded for another user (a mis-attributed write)."""
     from t2m_pipeline.db.engine import in_transaction
-    from t2m_pipeline.db.jobs import ensure_user
+    from t2m_pipeline.db.users import ensure_user
 
     storage = S3Storage(settings, engine)
     users = [in_transaction(engine, lambda c: ensure_user(c, f"user_sec_{uuid.uuid4().hex[:12]}")) for _ in range(3)]
