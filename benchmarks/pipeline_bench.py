@@ -174,8 +174,11 @@ def bench_scene_overhead(scenes: int) -> dict:
         for request in tick.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         assert defs.resolve_job_def("plan_job").execute_in_process(instance=instance, partition_key=tick.run_requests[0].partition_key, run_config=QUIET).success
-        with dg.build_sensor_context(instance=instance) as context:
-            requests = scene_runs(context).run_requests
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            scenes_tick = scene_runs(context)
+        for request in scenes_tick.dynamic_partitions_requests:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        requests = scenes_tick.run_requests
         storage = S3Storage(settings, engine)
         render_job = defs.resolve_job_def("render_scene")
         # Warm-up: imports, font caches and the first connection are paid once, by neither side.

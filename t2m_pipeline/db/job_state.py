@@ -144,7 +144,7 @@ def apply_transition(
         update(Job).where(Job.id == job_id).values(**values).returning(Job.progress_percentage, Job.current_stage)
     ).one()
     conn.execute(update(JobQueue).where(JobQueue.job_id == job_id).values(**queue_values))
-    return JobState(job_id, target, updated.progress_percentage, updated.current_stage, now)
+    return JobState(job_id, str(target), updated.progress_percentage, updated.current_stage, now)  # plain text, as read back
 
 
 def transition(engine: Engine, job_id: uuid.UUID | str, to_status: str | None = None, **changes: Any) -> JobState:

@@ -42,7 +42,7 @@ class StepFailed(RuntimeError):
 
     def __init__(self, stage: str, message: str, *, scene: int | None = None, log_key: str | None = None):
         super().__init__(message)
-        self.stage = stage
+        self.stage = str(stage)  # plain text: it goes into Dagster metadata, which serializes no foreign enum
         self.scene = scene
         self.log_key = log_key
 

@@ -1,7 +1,8 @@
 """Sensors that run the pipeline with nobody clicking, and write failures back.
 
 - `new_jobs`: queued job rows -> job partitions + a `plan_job` run each (run_key per queueing), jobs -> processing.
-- `scene_runs`: each new `scene_outline` materialization -> a `render_scene` run per scene partition it registered.
+- `scene_runs`: each new `scene_outline` materialization -> its scenes registered as `scenes` partitions and a
+  `render_scene` run per scene.
 - `combine_ready_jobs`: each new `thumbnail` materialization -> when every scene of its job has a video and a
   thumbnail, a `combine_scenes` run keyed by the scene videos' versions (same videos, same key: one run).
 - `pipeline_run_failures`: a failed run whose failure the step could not write back (a crash, a lost worker)
@@ -21,7 +22,7 @@ from sqlalchemy import text
 
 from t2m_pipeline.defs.resources import PostgresResource
 from t2m_pipeline.defs.scenes.jobs import combine_job, plan_job, render_scene_job
-from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE, THUMBNAIL, job_partitions
+from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE, THUMBNAIL, job_partitions, scene_partitions
 from t2m_pipeline.partition_keys import PartitionKeyError, decode_job_key, decode_scene_key, encode_scene_key
 from t2m_pipeline.pipeline import dispatch, status
 from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, fallback_labels, job_labels
@@ -139,7 +140,14 @@ def scene_runs(context: dg.SensorEvaluationContext, database: PostgresResource) 
         dg.RunRequest(run_key=run_key, partition_key=key, tags=run_tags)
         for (key, run_key), run_tags in zip(keys, tags, strict=True)
     ]
-    return dg.SensorResult(run_requests=requests, cursor=str(after), skip_reason=None if requests else "no new outlines")
+    # The scenes become partitions here, in the same tick that launches them (adding a known key changes nothing).
+    partition_keys = list(dict.fromkeys(key for key, _ in keys))
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[scene_partitions.build_add_request(partition_keys)] if partition_keys else [],
+        cursor=str(after),
+        skip_reason=None if requests else "no new outlines",
+    )
 
 
 # -- combine_ready_jobs -------------------------------------------------------------------------------------------

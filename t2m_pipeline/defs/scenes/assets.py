@@ -28,7 +28,6 @@ from t2m_pipeline.defs.scenes.partitions import (
     RENDERED_VIDEO,
     SCENE_CODE,
     SCENE_OUTLINE,
-    SCENES_PARTITIONS_NAME,
     THUMBNAIL,
     job_partitions,
     scene_partitions,
@@ -153,17 +152,16 @@ def _write_failure(context, p: steps.Pipeline, job_id: str, stage: str, message:
     retry_policy=RETRY_POLICY,
     group_name=GROUP,
     kinds={"s3", "json"},
-    description="The job's scene plan (3 to 7 scenes, or configuration.scene_count) in the code bucket; "
-    "registers the job's scene partitions.",
+    description="The job's scene plan (3 to 7 scenes, or configuration.scene_count) in the code bucket. The "
+    "scene_runs sensor registers its scenes as `scenes` partitions ({user}/{job}/NNN) and launches them.",
 )
 def scene_outline(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     key = decode_job_key(context.partition_key)
     p = pipeline_of(database, storage)
     labels = label_run(context, p, key.user_id, key.job_id, None)
-    (outline, stored, scene_keys), seconds = run_step(
+    (outline, stored, _), seconds = run_step(
         context, p, job_id=key.job_id, scene=None, stage=Stage.PLANNING, work=lambda: steps.plan_job(p, key)
     )
-    context.instance.add_dynamic_partitions(SCENES_PARTITIONS_NAME, scene_keys)
     return dg.MaterializeResult(
         metadata={
             **labels,
@@ -180,11 +178,13 @@ def scene_outline(context: dg.AssetExecutionContext, database: PostgresResource,
 @dg.asset(
     key=SCENE_CODE,
     partitions_def=scene_partitions,
-    deps=[dg.AssetDep(SCENE_OUTLINE, partition_mapping=dg.AllPartitionMapping())],
     retry_policy=RETRY_POLICY,
     group_name=GROUP,
     kinds={"s3", "python"},
-    description="A scene's manim source from the code generator, checked before it is stored.",
+    description="A scene's manim source from the code generator, checked before it is stored. Reads the "
+    "scene_outline of its job ({user}/{job}/NNN reads {user}/{job}): Dagster cannot map one dynamic partition set "
+    "onto another, so the graph draws no edge rather than a false one; the scene_runs sensor launches it after "
+    "the outline.",
     check_specs=checks.check_specs(SCENE_CODE, scene_partitions),
 )
 def scene_code(
@@ -306,11 +306,13 @@ def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, sto
 @dg.asset(
     key=COMBINED_VIDEO,
     partitions_def=job_partitions,
-    deps=[dg.AssetDep(RENDERED_VIDEO, partition_mapping=dg.AllPartitionMapping())],
     retry_policy=RETRY_POLICY,
     group_name=GROUP,
     kinds={"s3", "mp4"},
-    description="All scene videos of the job concatenated in order; completes the job.",
+    description="All scene videos of the job concatenated in order; completes the job. Reads the rendered_video "
+    "of each of its scenes ({user}/{job} reads {user}/{job}/001...): no edge in the graph (Dagster cannot map the "
+    "scene partitions onto the job's), the combine_ready_jobs sensor launches it when every scene has a video "
+    "and a thumbnail.",
     check_specs=checks.check_specs(COMBINED_VIDEO, job_partitions),
 )
 def combined_video(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:

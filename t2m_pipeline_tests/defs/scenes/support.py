@@ -122,8 +122,11 @@ def pipeline_defs(resources: dict) -> dg.Definitions:
 
 
 def sensor_result(sensor, instance, resources, cursor=None) -> dg.SensorResult:
+    """One tick, and what the daemon does with its dynamic partition requests."""
     with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
-        return sensor(context)
+        result = sensor(context)
+    apply_partition_requests(instance, result)
+    return result
 
 
 def apply_partition_requests(instance, result: dg.SensorResult) -> None:

@@ -70,15 +70,17 @@ def test_a_job_row_becomes_every_object_of_the_layout_and_a_completed_job(instan
     apply_partition_requests(instance, tick)
     assert instance.get_dynamic_partitions("jobs") == [request.partition_key]
 
-    # Planning: the outline, the scene partitions, 10 %.
+    # Planning: the outline, 10 %.
     assert run_requested(defs, instance, "plan_job", request).success
     scene_keys = [encode_scene_key(user_id, job_id, n) for n in (1, 2)]
-    assert sorted(instance.get_dynamic_partitions("scenes")) == scene_keys
     job = job_row(pipeline_engine, job_id)
     assert (job["status"], job["current_stage"], float(job["progress_percentage"])) == ("processing", "code_generation", 10.0)
 
-    # One render_scene run per scene, launched by the outline's materialization.
+    # The outline's materialization: its scenes become partitions and get one render_scene run each, in one tick.
+    assert instance.get_dynamic_partitions("scenes") == []
     scenes_tick = sensor_result(scene_runs, instance, resources)
+    assert [k for r in scenes_tick.dynamic_partitions_requests for k in r.partition_keys] == scene_keys
+    assert sorted(instance.get_dynamic_partitions("scenes")) == scene_keys
     assert sorted(r.partition_key for r in scenes_tick.run_requests) == scene_keys
     assert run_requested(defs, instance, "render_scene", scenes_tick.run_requests[0]).success
     assert float(job_row(pipeline_engine, job_id)["progress_percentage"]) == 50.0  # 10 + 80 * 3/6
