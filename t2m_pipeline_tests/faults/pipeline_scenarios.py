@@ -163,7 +163,16 @@ def resync_tick(instance, resources, cursor):
     from t2m_pipeline.defs.migration.sensors import legacy_mirror_resync
 
     with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
-        return legacy_mirror_resync(context), context.cursor
+        result = legacy_mirror_resync(context)
+        return result, (result.cursor if isinstance(result, dg.SensorResult) else context.cursor)
+
+
+def rows_written(result) -> int:
+    """What a resync tick wrote: its materialization's count (a skipped tick wrote nothing)."""
+    if not isinstance(result, dg.SensorResult):
+        return 0
+    (event,) = result.asset_events
+    return event.metadata["written"].value
 
 
 def run_redis_outage_scenario(settings, resources: dict, *, jobs: int = 1, scenes: int = 2) -> RedisOutageReport:
@@ -206,7 +215,7 @@ def run_redis_outage_scenario(settings, resources: dict, *, jobs: int = 1, scene
             cursor = down_cursor
             while True:  # ticks until one is not full (the sensor's batch bounds each tick)
                 result, cursor = resync_tick(instance, resources, cursor)
-                written = int(result.skip_message.split(" ", 1)[0])
+                written = rows_written(result)
                 report.mirrored += written
                 if written < RESYNC_BATCH:
                     break

@@ -73,7 +73,8 @@ def test_a_legacy_record_newer_than_the_row_is_left_alone(legacy_redis, instance
     newer = {"id": str(job_id), "status": "cancelled", "updated_at": "2999-01-01 00:00:00", "progress": {"percentage": 0}}
     redis.Redis.from_url(legacy_redis.url(0)).set(f"jobs:{job_id}", json.dumps(newer))
     result, _ = resync_tick(instance, resources, cursor)
-    assert result.skip_message.startswith("0 job row(s) mirrored, 1 newer in the legacy Redis kept")
+    (event,) = result.asset_events  # a tick that decided something is a materialization of the mirror, not a skip
+    assert (event.metadata["written"].value, event.metadata["kept_newer"].value) == (0, 1)
     assert legacy_record(legacy_redis, job_id) == newer
 
 
@@ -85,7 +86,8 @@ def test_a_row_that_cannot_be_written_in_the_legacy_shape_holds_back_no_other(le
                      {"e": json.dumps({"retry_count": "three"}), "j": bad})
     _, good = insert_job(pipeline_engine)
     result, _ = resync_tick(instance, resources, cursor)
-    assert result.skip_message.startswith("1 job row(s) mirrored, 0 newer in the legacy Redis kept, 1 skipped")
+    (event,) = result.asset_events
+    assert event.description.startswith("1 job row(s) mirrored, 0 newer in the legacy Redis kept, 1 skipped")
     assert legacy_record(legacy_redis, good)["status"] == "queued" and legacy_record(legacy_redis, bad) is None
 
 

@@ -15,6 +15,16 @@ from t2m_pipeline.migration.mirror import resync_jobs
 
 RESYNC_INTERVAL_S = 60
 
+# What the sensor keeps current: an external asset, so each tick that wrote rows shows as its materialization (with
+# the counts) instead of a "skipped" tick, and the UI has a history of the mirror.
+LEGACY_REDIS_JOBS = dg.AssetSpec(
+    "legacy_redis_jobs",
+    group_name="migration",
+    kinds={"redis"},
+    description="The legacy Redis `jobs:{id}` records during the cut-over, kept current from PostgreSQL by the "
+    "legacy_mirror_resync sensor (each tick that writes is a materialization with its counts).",
+)
+
 
 @dg.sensor(
     name="legacy_mirror_resync",
@@ -27,11 +37,23 @@ def legacy_mirror_resync(context: dg.SensorEvaluationContext, database: Postgres
     if not (settings.legacy_redis_mirror and settings.redis_url):
         return dg.SkipReason("the legacy mirror is off (T2M_LEGACY_REDIS_MIRROR, T2M_REDIS_URL)")
     result = resync_jobs(settings, database.engine, context.cursor)
-    context.update_cursor(result.cursor)
     if result.error:
         context.log.warning(f"legacy Redis write failed, retried next tick: {result.error}")
-        return dg.SkipReason(f"{result.summary()}, then the legacy Redis failed: {result.error}")
-    return dg.SkipReason(result.summary())
-
-
-MIGRATION_SENSORS = [legacy_mirror_resync]
+    if not (result.written or result.kept_newer or result.skipped or result.error):
+        context.update_cursor(result.cursor)
+        return dg.SkipReason("no job row changed")
+    return dg.SensorResult(
+        cursor=result.cursor,
+        asset_events=[
+            dg.AssetMaterialization(
+                LEGACY_REDIS_JOBS.key,
+                description=result.summary() + (f", then the legacy Redis failed: {result.error}" if result.error else ""),
+                metadata={
+                    "written": result.written,
+                    "kept_newer": result.kept_newer,
+                    "skipped": result.skipped,
+                    "error": result.error or "",
+                },
+            )
+        ],
+    )
