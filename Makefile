@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install test test-fast checkov clean bench-audit dev demo bench-pipeline bench-migration bench-latency bench-render bench-cli e2e
+.PHONY: install test test-fast test-service checkov clean bench-audit dev demo bench-pipeline bench-migration bench-latency bench-render bench-cli e2e
 
 install: $(VENV)/.installed
 
@@ -16,8 +16,13 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(PYTEST) -q
 
+# The unit tier: no service, no network, about a minute (tiers: pyproject.toml's markers, t2m_pipeline_tests/conftest.py).
 test-fast: install
-	$(PYTEST) -q -m "not slow"
+	$(PYTEST) -q -m "unit and not slow"
+
+# The service tier without the slow tests: real PostgreSQL, S3 and Redis, a few minutes.
+test-service: install
+	$(PYTEST) -q -m "service and not slow"
 
 clean:
 	rm -rf .pytest_cache .hypothesis build *.egg-info

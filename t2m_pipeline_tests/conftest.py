@@ -14,6 +14,18 @@ import pytest
 
 from devtools.local_s3 import start_local_s3
 
+# A test that reaches any of these fixtures (directly or through others) needs a service on this machine.
+SERVICE_FIXTURES = frozenset({"service_env", "redis_db"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test gets its tier: e2e where marked, service when it reaches a service fixture, unit otherwise."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            continue
+        item.add_marker(pytest.mark.service if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) else pytest.mark.unit)
+
+
 ADMIN_URL = os.environ.get("T2M_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
@@ -36,6 +48,14 @@ def daemon_databases(prefix: str):
         engine.dispose()
         drop_database(metadata_url)
         drop_database(dagster_url)
+
+
+@pytest.fixture
+def fake_aws_credentials(monkeypatch):
+    """Credentials for a local endpoint, for a unit test that runs without `service_env` having set them."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -52,6 +52,7 @@ def throwaway_databases(service_env):
         yield databases
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_daemon_completes_a_job_inserted_with_plain_sql(service_env, buckets, settings, throwaway_databases, tmp_path):
     engine, metadata_url, dagster_url = throwaway_databases

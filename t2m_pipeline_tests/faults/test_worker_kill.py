@@ -25,6 +25,7 @@ def killed_workers(service_env, buckets, settings, tmp_path_factory):
         return run_worker_kill_scenario(engine, settings, metadata_url, dagster_url, service_env, workdir)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_the_killed_run_is_failed_as_a_crash_and_retried_from_failure(killed_workers):
     job = killed_workers.job(retried=True)
@@ -40,6 +41,7 @@ def test_the_killed_run_is_failed_as_a_crash_and_retried_from_failure(killed_wor
     assert job.slot_held_at_end is False  # its render slot, held by a dead worker, given back by run monitoring
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_the_job_completes_with_every_object_and_the_audit_has_nothing_to_do(killed_workers):
     job = killed_workers.job(retried=True)
@@ -49,6 +51,7 @@ def test_the_job_completes_with_every_object_and_the_audit_has_nothing_to_do(kil
     assert job.stuck_action is None and job.status_after_audit == "completed"
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_a_late_failure_write_back_of_the_retried_run_leaves_the_job_completed(killed_workers):
     job = killed_workers.job(retried=True)
@@ -58,6 +61,7 @@ def test_a_late_failure_write_back_of_the_retried_run_leaves_the_job_completed(k
     assert job.queue_status == "completed"
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_control_a_killed_run_not_retried_stays_dead_and_only_the_audit_ends_its_processing_row(killed_workers):
     """Retries off for the run (dagster/max_retries=0): the same kill, the same wait (until the retried job had

@@ -54,7 +54,7 @@ def test_drift_is_reported_setting_by_setting(staging):
     assert diff_bucket_settings(spec, read_bucket_settings(client, spec.name)) == {}
 
 
-def test_plain_moto_would_lock_the_bucket_with_the_tls_policy_which_is_why_local_s3_patches_it():
+def test_plain_moto_would_lock_the_bucket_with_the_tls_policy_which_is_why_local_s3_patches_it(fake_aws_credentials):
     """The reason for devtools.local_s3: unpatched moto applies the TLS Deny to every request."""
     from botocore.exceptions import ClientError
     from moto.server import ThreadedMotoServer

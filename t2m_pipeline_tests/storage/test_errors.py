@@ -39,7 +39,7 @@ def test_access_denied_by_bucket_policy(settings):
     assert bucket in str(err.value) and "secret.txt" in str(err.value)
 
 
-def test_unreachable_endpoint():
+def test_unreachable_endpoint(fake_aws_credentials):
     settings = load_settings({"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "T2M_S3_MAX_ATTEMPTS": "1"})
     with pytest.raises(errors.EndpointUnreachableError, match="dev-t2m-code"):
         S3Storage(settings).get_bytes(settings.bucket("code"), "k")

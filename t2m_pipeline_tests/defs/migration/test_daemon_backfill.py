@@ -51,6 +51,7 @@ def sensor_ticks(instance, name: str) -> list:
     return []
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_on_the_daemon_redis_launches_nothing_a_backfill_checks_each_partition_and_requeue_launches(
     service_env, buckets, ownership_world, tmp_path, monkeypatch
