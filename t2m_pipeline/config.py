@@ -26,6 +26,8 @@ DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/t2m"
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
+REDIS_URL = re.compile(r"^rediss?://\S+$")  # the legacy Redis (t2m_pipeline.migration.legacy_redis connects)
+REDIS_URL_FORM = "redis://host:port/db"
 _DB_URL = re.compile(r"^postgresql(\+psycopg|\+psycopg2)?://\S+$")
 _URL_PASSWORD = re.compile(r"([^\s/:@]+):[^\s@]+@")  # user:password@, with or without a scheme
 _KEYWORD_PASSWORD = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\S+)")
@@ -199,7 +201,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_url=_matching(
             env, "T2M_DATABASE_URL", DEFAULT_DATABASE_URL, _DB_URL, "postgresql+psycopg://user@host:port/database"
         ),
-        redis_url=_matching(env, "T2M_REDIS_URL", None, re.compile(r"^rediss?://\S+$"), "redis://host:port/db"),
+        redis_url=_matching(env, "T2M_REDIS_URL", None, REDIS_URL, REDIS_URL_FORM),
         sse_algorithm=sse,
         kms_key_id=kms_key,
         noncurrent_version_days=_positive_int(env, "T2M_NONCURRENT_VERSION_DAYS", 90, 36500),

@@ -8,6 +8,7 @@ from t2m_pipeline.cli.output import emit_json, table
 from t2m_pipeline.config import Settings, load_settings
 from t2m_pipeline.db.engine import health_check, make_engine, safe_url
 from t2m_pipeline.db.migrate import head_revision
+from t2m_pipeline.migration.legacy_redis import legacy_redis_client
 from t2m_pipeline.storage.bootstrap import diff_bucket_settings, read_bucket_settings
 from t2m_pipeline.storage.bucket_settings import declared_buckets
 from t2m_pipeline.storage.errors import StorageError
@@ -43,7 +44,7 @@ def run_checks(settings: Settings) -> list[dict]:
         import redis
 
         try:
-            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3).ping()
+            legacy_redis_client(settings.redis_url, "probe").ping()
             results.append({"check": "redis", "ok": True, "detail": "reachable"})
         except redis.RedisError as exc:
             results.append({"check": "redis", "ok": False, "detail": f"{type(exc).__name__}: {exc}"})

@@ -25,11 +25,11 @@ from rich.progress import (
 )
 
 from t2m_pipeline.cli.output import console, emit_json, table
-from t2m_pipeline.config import load_settings
+from t2m_pipeline.config import REDIS_URL, load_settings
+from t2m_pipeline.migration.legacy_redis import legacy_redis_client
 from t2m_pipeline.db.engine import shared_engine
 
 app = typer.Typer(help="Migrate the legacy platform's data.", no_args_is_help=True)
-_REDIS_URL = re.compile(r"^rediss?://\S+$")
 
 
 def _fail(message: str) -> None:
@@ -67,9 +67,9 @@ def redis_command(
     url = redis_url or settings.redis_url
     if not url:
         _fail("no legacy Redis: pass --redis-url redis://host:port/db or set T2M_REDIS_URL")
-    if not _REDIS_URL.match(url):
+    if not REDIS_URL.match(url):
         _fail(f"--redis-url {_safe_redis_url(url)!r} is invalid: expected redis://host:port/db")
-    client = redis.Redis.from_url(url, decode_responses=False, socket_timeout=30, socket_connect_timeout=5)
+    client = legacy_redis_client(url, "bulk")
     try:
         client.ping()
     except redis.RedisError as exc:

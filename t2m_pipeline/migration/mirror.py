@@ -27,6 +27,7 @@ from sqlalchemy import Engine, text
 from t2m_pipeline.config import Settings, load_settings
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.job_state import legacy_status
+from t2m_pipeline.migration.legacy_redis import legacy_redis_client
 from t2m_pipeline.migration.records import BadRecord, legacy_time, parse_time
 from t2m_pipeline.pipeline.status import after_status_write
 
@@ -90,11 +91,9 @@ def legacy_fields(job_row, clerk_user_id: str | None = None) -> dict:
 
 
 def _client(url: str):
-    import redis
-
     client = _clients.get(url)
     if client is None:
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, decode_responses=False)
+        client = legacy_redis_client(url, "mirror")
         _clients[url] = client
     return client
 

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from t2m_pipeline.config import load_settings
+from t2m_pipeline.migration.legacy_redis import legacy_redis_client
 
 
 class LegacySourcesResource(dg.ConfigurableResource):
@@ -23,12 +24,10 @@ class LegacySourcesResource(dg.ConfigurableResource):
         return root
 
     def redis(self):
-        import redis
-
         url = self.redis_url or load_settings().redis_url
         if not url:
             raise dg.Failure("T2M_REDIS_URL is not set: expected redis://host:port/db of the legacy Redis")
-        return redis.Redis.from_url(url, decode_responses=False, socket_timeout=30)
+        return legacy_redis_client(url, "bulk")
 
 
 def default_legacy_resources() -> dict:
