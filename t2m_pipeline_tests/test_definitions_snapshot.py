@@ -27,7 +27,9 @@ def test_a_renamed_asset_fails_the_snapshot():
             asset = asset.with_attributes(asset_key_replacements={dg.AssetKey("thumbnail"): dg.AssetKey("thumbnail_v2")})
         renamed.append(asset)
     # jobs that select the old key would not even resolve: compare what the assets alone say
-    changed = dg.Definitions(assets=renamed, resources=defs.resources)
     recorded = json.loads(SNAPSHOT.read_text())["assets"]
-    got = snapshot(changed)["assets"]
+    # A live instance for the new repository's load context: an instance another test left open (its context var
+    # outlives it) must not decide this test.
+    with dg.instance_for_test():
+        got = snapshot(dg.Definitions(assets=renamed, resources=defs.resources))["assets"]
     assert got != recorded and "thumbnail_v2" in got and "thumbnail" not in got
