@@ -58,7 +58,7 @@ def bench_sensor(jobs: int, ticks: int) -> dict:
     from sqlalchemy import text
 
     from t2m_pipeline.db.engine import drop_database, make_engine, shared_engine
-    from t2m_pipeline.defs.jobs import sensors
+    from t2m_pipeline.defs.scenes import sensors
     from t2m_pipeline.defs.resources import PostgresResource
     from t2m_pipeline.pipeline.dispatch import QUEUED_JOBS_SQL
 
@@ -141,7 +141,7 @@ def bench_scene_overhead(scenes: int) -> dict:
     os.environ["T2M_DATABASE_URL"] = url
     from t2m_pipeline.config import load_settings
     from t2m_pipeline.db.engine import drop_database, make_engine, shared_engine
-    from t2m_pipeline.defs.jobs.sensors import new_jobs, scene_runs
+    from t2m_pipeline.defs.scenes.sensors import new_jobs, scene_runs
     from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
     from t2m_pipeline.defs.scenes.assets import SCENE_ASSETS
     from t2m_pipeline.defs.scenes.jobs import PIPELINE_JOBS

@@ -80,7 +80,7 @@ def main(plan_path: str) -> None:
         os.environ.update({"T2M_CODE_GENERATOR": "openai", "T2M_LLM_BASE_URL": llm.base_url, "T2M_LLM_MODEL": "standin"})
         database = PostgresResource(database_url=plan["db_url"])
         cursors: dict[str, str | None] = {"new_jobs": None, "scene_runs": None}
-        from t2m_pipeline.defs.jobs.sensors import new_jobs, scene_runs
+        from t2m_pipeline.defs.scenes.sensors import new_jobs, scene_runs
 
         for job in plan["jobs"]:
             resources = {

@@ -143,7 +143,7 @@ def test_arbitrary_configuration_json_is_launched_or_rejected_and_stalls_nothing
                                                                                 configuration, topic):
     import dagster as dg
 
-    from t2m_pipeline.defs.jobs.sensors import new_jobs
+    from t2m_pipeline.defs.scenes.sensors import new_jobs
     from t2m_pipeline.defs.resources import PostgresResource
 
     url, engine = sensor_database

@@ -9,7 +9,7 @@ import redis
 from sqlalchemy import text
 
 from t2m_pipeline.cli import main
-from t2m_pipeline.defs.jobs.sensors import new_jobs
+from t2m_pipeline.defs.scenes.sensors import new_jobs
 from t2m_pipeline.defs.migration.assets import legacy_jobs_requeued
 from t2m_pipeline.defs.resources import PostgresResource
 from t2m_pipeline.migration.redis_import import migrate_redis

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import dagster as dg
 import pytest
 
-from t2m_pipeline.defs.jobs.sensors import new_jobs, scene_runs
+from t2m_pipeline.defs.scenes.sensors import new_jobs, scene_runs
 from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO
 from t2m_pipeline.defs.scenes.resources import RenderBackendResource
 from t2m_pipeline.render.ecs import MAX_OVERRIDES_CHARS, EcsRenderBackend, OverridesTooLargeError, _LaunchGuard

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 
 from t2m_pipeline.defs.audits.assets import partition_retention, stuck_jobs_audit
-from t2m_pipeline.defs.jobs.sensors import combine_ready_jobs, new_jobs
+from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs
 from t2m_pipeline.defs.migration.assets import MIGRATION_ASSETS, legacy_files, legacy_redis_data, legacy_sources_catalog
 from t2m_pipeline.defs.migration.partitions import LEGACY_SOURCES_NAME
 from t2m_pipeline.defs.migration.resources import LegacySourcesResource

@@ -114,7 +114,7 @@ def file_rows(engine, job_id):
 
 
 def pipeline_defs(resources: dict) -> dg.Definitions:
-    from t2m_pipeline.defs.jobs.sensors import PIPELINE_SENSORS
+    from t2m_pipeline.defs.scenes.sensors import PIPELINE_SENSORS
     from t2m_pipeline.defs.scenes.assets import SCENE_ASSETS
     from t2m_pipeline.defs.scenes.jobs import PIPELINE_JOBS
 
@@ -145,7 +145,7 @@ def run_requested(defs: dg.Definitions, instance, job_name: str, request: dg.Run
 
 def drive_job(defs, instance, resources):
     """What the daemon would do for one job: each sensor's requests run in process. Stops at the first failed run."""
-    from t2m_pipeline.defs.jobs.sensors import combine_ready_jobs, new_jobs, scene_runs
+    from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs, scene_runs
 
     outcomes = []
     tick = sensor_result(new_jobs, instance, resources)

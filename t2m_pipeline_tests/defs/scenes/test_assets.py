@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from t2m_pipeline.defs.jobs.sensors import combine_ready_jobs, new_jobs, pipeline_run_failures, scene_runs
+from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs, pipeline_run_failures, scene_runs
 from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENE_OUTLINE, THUMBNAIL
 from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource
 from t2m_pipeline.partition_keys import encode_job_key, encode_scene_key

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 from PIL import Image
 
-from t2m_pipeline.defs.jobs.sensors import combine_ready_jobs, new_jobs, scene_runs
+from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs, scene_runs
 from t2m_pipeline.defs.scenes.checks import CHECKS, DESCRIPTIONS
 from t2m_pipeline.defs.scenes.partitions import COMBINED_VIDEO, RENDERED_VIDEO, SCENE_CODE, THUMBNAIL
 from t2m_pipeline.partition_keys import encode_scene_key

@@ -4,7 +4,7 @@ show the topic and user."""
 
 import dagster as dg
 
-from t2m_pipeline.defs.jobs.sensors import new_jobs, scene_runs
+from t2m_pipeline.defs.scenes.sensors import new_jobs, scene_runs
 from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE
 from t2m_pipeline.partition_keys import encode_job_key
 from t2m_pipeline_tests.defs.scenes.support import (

@@ -8,8 +8,8 @@ import dagster as dg
 from sqlalchemy import text
 
 from t2m_pipeline.db.job_state import transition
-from t2m_pipeline.defs.jobs import sensors
-from t2m_pipeline.defs.jobs.sensors import combine_ready_jobs, new_jobs, pipeline_run_failures, scene_runs
+from t2m_pipeline.defs.scenes import sensors
+from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs, pipeline_run_failures, scene_runs
 from t2m_pipeline.partition_keys import decode_job_key, encode_job_key
 from t2m_pipeline.pipeline.dispatch import QUEUED_JOBS_SQL
 from t2m_pipeline_tests.defs.scenes.support import (
