@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import heapq
 import itertools
 from collections import Counter
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from t2m_pipeline.config import Settings
 from t2m_pipeline.db.models import FileMetadata
 from t2m_pipeline.storage.errors import map_error
 from t2m_pipeline.storage.layout import is_report_key
+from t2m_pipeline.storage.versions import iter_versions
 
 MISSING = "missing_object"
 ORPHAN = "orphan_object"
@@ -122,13 +122,9 @@ def _s3_version(entry: dict, delete_marker: bool) -> S3Version:
 
 def iter_s3_versions(client: Any, bucket: str, page_size: int = 1000) -> Iterator[S3Version]:
     """Every version and delete marker of the bucket in key order, one page in memory at a time."""
-    paginator = client.get_paginator("list_object_versions")
     try:
-        for page in paginator.paginate(Bucket=bucket, PaginationConfig={"PageSize": page_size}):
-            versions = (_s3_version(v, delete_marker=False) for v in page.get("Versions", ()))
-            markers = (_s3_version(m, delete_marker=True) for m in page.get("DeleteMarkers", ()))
-            # A page splits one key-ordered sequence into two lists; merging them restores it.
-            yield from heapq.merge(versions, markers, key=lambda v: v.key)
+        for entry in iter_versions(client, bucket, page_size=page_size, delete_markers=True):
+            yield _s3_version(entry, delete_marker=entry["IsDeleteMarker"])
     except (ClientError, BotoCoreError) as exc:
         raise map_error(exc, bucket) from exc
 

@@ -77,6 +77,7 @@ from t2m_pipeline.migration.redis_import import LEGACY_USER_METADATA
 from t2m_pipeline.storage.layout import UnsafeKeyError, combined_video_key
 from t2m_pipeline.storage.errors import ObjectNotFoundError
 from t2m_pipeline.storage.s3 import MIB, ObjectOwner, S3Storage, make_s3_client
+from t2m_pipeline.storage.versions import version_ids_by_key
 from t2m_pipeline.vocabulary import FileType
 
 INTENT = "interrupted: upload started, not yet confirmed"
@@ -333,20 +334,6 @@ def _partition_report(by_partition: dict[str, list[Entry]], plans: list[Planned]
     return out
 
 
-def versions_by_key(client, objects: set[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
-    """Version ids of each (bucket, key), listed once per folder rather than once per key (fewer, larger listings)."""
-    folders: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for bucket, key in objects:
-        folders[(bucket, key.rsplit("/", 1)[0] + "/")].add(key)
-    out: dict[tuple[str, str], list[str]] = {obj: [] for obj in objects}
-    for (bucket, folder), keys in folders.items():
-        for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=folder):
-            for version in page.get("Versions", []):
-                if version["Key"] in keys:
-                    out[(bucket, version["Key"])].append(version["VersionId"])
-    return out
-
-
 def carries_legacy_path(meta: dict, legacy_path: str) -> bool:
     """Does an S3 version's metadata name this legacy path? (`original-name` is the quoted path, maybe shortened.)"""
     name = meta.get("original-name", "")
@@ -576,7 +563,7 @@ class FilesMigration:
         if work:
             checks = [p for todo in work for p, check in todo if check]
             claimed = self._claimed_versions(checks)
-            listed = versions_by_key(self.storage.client, {(buckets[p.target.bucket_kind], p.target.key) for p in checks}) if checks else {}
+            listed = version_ids_by_key(self.storage.client, {(buckets[p.target.bucket_kind], p.target.key) for p in checks}) if checks else {}
             list(pool.map(lambda todo: self._upload_group(todo, claimed, listed), work))
         self.fault("after_uploads")
         done = [p for todo in work for p, _ in todo]

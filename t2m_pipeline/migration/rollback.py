@@ -20,7 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.models import Base
-from t2m_pipeline.migration.files_import import INTENT, carries_legacy_path, versions_by_key
+from t2m_pipeline.migration.files_import import INTENT, carries_legacy_path
+from t2m_pipeline.storage.versions import version_ids_by_key
 from t2m_pipeline.migration.legacy_paths import split_copy_path
 from t2m_pipeline.storage.errors import ObjectNotFoundError
 from t2m_pipeline.storage.s3 import ObjectOwner, S3Storage
@@ -74,7 +75,7 @@ def _orphan_versions(storage: S3Storage, engine: Engine, batch_id: uuid.UUID) ->
                 {"k": [i.key for i in intents]},
             )
         }
-    listed = versions_by_key(storage.client, {(i.bucket, i.key) for i in intents})
+    listed = version_ids_by_key(storage.client, {(i.bucket, i.key) for i in intents})
     out = []
     for intent in intents:
         for version_id in listed[(intent.bucket, intent.key)]:
@@ -106,7 +107,7 @@ def _recreate_removed(storage: S3Storage, engine: Engine, removed: list[dict]) -
             lost.append(f"s3://{bucket}/{key}")
             continue
         version_id = None
-        for candidate in versions_by_key(storage.client, {(bucket, key)})[(bucket, key)]:
+        for candidate in version_ids_by_key(storage.client, {(bucket, key)})[(bucket, key)]:
             if (bucket, key, candidate) in claimed:
                 continue
             head = storage.head(bucket, key, candidate).get("Metadata", {})

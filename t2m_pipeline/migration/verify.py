@@ -28,7 +28,8 @@ from sqlalchemy import Engine, text
 
 from t2m_pipeline.config import Settings
 from t2m_pipeline.migration.discovery import all_entries, root_bytes
-from t2m_pipeline.migration.files_import import Planned, expected_plans, versions_by_key
+from t2m_pipeline.migration.files_import import Planned, expected_plans
+from t2m_pipeline.storage.versions import version_ids_by_key
 from t2m_pipeline.migration.legacy_paths import COPY_MARK, split_copy_path
 from t2m_pipeline.storage.s3 import MIB, make_s3_client
 
@@ -224,7 +225,7 @@ def _unrecorded_versions(engine: Engine, client, objects: set[tuple[str, str]]) 
     """Versions at migrated keys that no `file_metadata` row records (what an interrupted run could duplicate)."""
     if not objects:
         return []
-    listed = versions_by_key(client, objects)
+    listed = version_ids_by_key(client, objects)
     with engine.connect() as conn:
         rows = conn.execute(
             text(

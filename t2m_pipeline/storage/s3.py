@@ -39,6 +39,7 @@ from t2m_pipeline.db.files import FileRecord, find_file, record_file
 from t2m_pipeline.db.models import FileMetadata
 from t2m_pipeline.storage.errors import NotOwnerError, ObjectNotFoundError, StorageError, map_error
 from t2m_pipeline.storage.layout import is_report_key
+from t2m_pipeline.storage.versions import key_versions
 
 MIB = 1024 * 1024
 MULTIPART_CHUNK_BYTES = 8 * MIB
@@ -347,15 +348,10 @@ class S3Storage:
 
     def _key_versions(self, bucket: str, key: str, since: datetime | None = None, size: int | None = None) -> list[dict]:
         """Versions (not delete markers) of exactly `key`, optionally only those of `size` modified since `since`."""
-        found = []
-        for page in self.client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
-            for version in page.get("Versions", []):
-                if version["Key"] != key or (size is not None and version["Size"] != size):
-                    continue
-                if since is not None and version["LastModified"] < since:
-                    continue
-                found.append(version)
-        return found
+        return [
+            v for v in key_versions(self.client, bucket, key)
+            if (size is None or v["Size"] == size) and (since is None or v["LastModified"] >= since)
+        ]
 
     def _user_metadata(self, bucket: str, key: str, version_id: str) -> dict[str, str]:
         return self.client.head_object(Bucket=bucket, Key=key, VersionId=version_id).get("Metadata", {})
