@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from t2m_pipeline.db.models import FileMetadata
 
@@ -28,33 +28,56 @@ class FileRecord:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RecordedRow:
+    id: uuid.UUID
+    bucket: str
+    key: str
+    version_id: str | None
+    inserted: bool  # False: the version had a row already, now refreshed
+
+
+# The one statement that writes `file_metadata`: the storage layer's writes (one row) and the migration's (a chunk of
+# rows) alike. A version recorded again refreshes what describes it; its owner, job and type never change.
+_RECORD_FILES = text(
+    """
+    INSERT INTO file_metadata (user_id, job_id, file_type, original_filename, s3_bucket, s3_key, file_size,
+                               content_type, version_id, checksum, metadata)
+    SELECT u, j, ft, ofn, b, k, sz, ct, v, cs, CAST(m AS jsonb)
+    FROM unnest(CAST(:u AS uuid[]), CAST(:j AS uuid[]), CAST(:ft AS text[]), CAST(:ofn AS text[]), CAST(:b AS text[]),
+                CAST(:k AS text[]), CAST(:sz AS bigint[]), CAST(:ct AS text[]), CAST(:v AS text[]),
+                CAST(:cs AS text[]), CAST(:m AS text[])) AS t(u, j, ft, ofn, b, k, sz, ct, v, cs, m)
+    ON CONFLICT ON CONSTRAINT uq_file_metadata_object_version DO UPDATE SET
+        file_size = EXCLUDED.file_size, checksum = EXCLUDED.checksum, content_type = EXCLUDED.content_type,
+        metadata = EXCLUDED.metadata, original_filename = EXCLUDED.original_filename
+    RETURNING id, s3_bucket, s3_key, version_id, (xmax = 0) AS inserted
+    """
+)
+
+
+def record_files(conn: Connection, records: list[FileRecord]) -> list[RecordedRow]:
+    """Insert or refresh the rows of these object versions (one statement); returns each row written."""
+    if not records:
+        return []
+    columns = {
+        "u": [str(r.user_id) for r in records],
+        "j": [str(r.job_id) if r.job_id else None for r in records],
+        "ft": [str(r.file_type) for r in records],
+        "ofn": [r.original_filename for r in records],
+        "b": [r.bucket for r in records],
+        "k": [r.key for r in records],
+        "sz": [r.size for r in records],
+        "ct": [r.content_type for r in records],
+        "v": [r.version_id for r in records],
+        "cs": [r.sha256 for r in records],
+        "m": [json.dumps(r.extra) if r.extra else None for r in records],
+    }
+    return [RecordedRow(row.id, row.s3_bucket, row.s3_key, row.version_id, row.inserted) for row in conn.execute(_RECORD_FILES, columns)]
+
+
 def record_file(conn: Connection, record: FileRecord) -> uuid.UUID:
     """Insert or refresh the row of one object version; returns its id."""
-    values = dict(
-        user_id=uuid.UUID(str(record.user_id)),
-        job_id=uuid.UUID(str(record.job_id)) if record.job_id else None,
-        file_type=record.file_type,
-        original_filename=record.original_filename,
-        s3_bucket=record.bucket,
-        s3_key=record.key,
-        file_size=record.size,
-        content_type=record.content_type,
-        version_id=record.version_id,
-        checksum=record.sha256,
-        extra=record.extra or None,
-    )
-    stmt = insert(FileMetadata).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        constraint="uq_file_metadata_object_version",
-        set_={
-            "file_size": stmt.excluded.file_size,
-            "checksum": stmt.excluded.checksum,
-            "content_type": stmt.excluded.content_type,
-            "metadata": stmt.excluded.metadata,
-            "original_filename": stmt.excluded.original_filename,
-        },
-    ).returning(FileMetadata.id)
-    return conn.execute(stmt).scalar_one()
+    return record_files(conn, [record])[0].id
 
 
 def find_file(conn: Connection, bucket: str, key: str, version_id: str | None = None) -> FileMetadata | None:

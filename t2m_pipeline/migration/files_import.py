@@ -47,6 +47,7 @@ from sqlalchemy.engine import Connection
 
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
+from t2m_pipeline.db.files import FileRecord, record_files
 from t2m_pipeline.db.users import NewUser, ensure_users
 from t2m_pipeline.migration.attribution import (
     SYSTEM_CLERK_ID,
@@ -272,16 +273,6 @@ def _write_ledger(conn: Connection, batch_id: uuid.UUID, rows: list[dict], exist
     )
 
 
-_FILE_METADATA_INSERT = """
-INSERT INTO file_metadata (user_id, job_id, file_type, original_filename, s3_bucket, s3_key, file_size, content_type,
-                           version_id, checksum, metadata)
-SELECT u, j, ft, ofn, b, k, sz, ct, v, cs, m::jsonb
-FROM unnest(CAST(:u AS uuid[]), CAST(:j AS uuid[]), CAST(:ft AS text[]), CAST(:ofn AS text[]), CAST(:b AS text[]),
-            CAST(:k AS text[]), CAST(:sz AS bigint[]), CAST(:ct AS text[]), CAST(:v AS text[]), CAST(:cs AS text[]),
-            CAST(:m AS text[])) AS t(u, j, ft, ofn, b, k, sz, ct, v, cs, m)
-ON CONFLICT ON CONSTRAINT uq_file_metadata_object_version DO UPDATE SET metadata = EXCLUDED.metadata
-RETURNING id, s3_bucket, s3_key, version_id, (xmax = 0) AS inserted
-"""
 _LEDGER_FINISH = """
 UPDATE migration_ledger l SET outcome = v.oc, reason = v.rs, version_id = v.ver, file_metadata_id = v.fm,
     batch_id = :batch, updated_at = now()
@@ -683,21 +674,17 @@ class FilesMigration:
         buckets = self.settings.buckets
         fm_ids: dict[tuple[str, str, str | None], uuid.UUID] = {}
         if ok:
-            cols = dict(
-                u=[p.target.user_id for p in ok],
-                j=[p.target.job_id for p in ok],
-                ft=[p.target.file_type for p in ok],
-                ofn=[p.target.original_filename[:1024] for p in ok],
-                b=[buckets[p.target.bucket_kind] for p in ok],
-                k=[p.target.key for p in ok],
-                sz=[p.size for p in ok],
-                ct=[p.target.content_type for p in ok],
-                v=[p.result["version_id"] for p in ok],
-                cs=[p.sha256 for p in ok],
-                m=[json.dumps(self._metadata(p)) for p in ok],
-            )
-            rows = conn.execute(text(_FILE_METADATA_INSERT), cols).all()
-            fm_ids = {(r.s3_bucket, r.s3_key, r.version_id): r.id for r in rows}
+            records = [
+                FileRecord(
+                    user_id=p.target.user_id, job_id=p.target.job_id, file_type=p.target.file_type,
+                    original_filename=p.target.original_filename[:1024], bucket=buckets[p.target.bucket_kind],
+                    key=p.target.key, size=p.size, content_type=p.target.content_type,
+                    version_id=p.result["version_id"], sha256=p.sha256, extra=self._metadata(p),
+                )
+                for p in ok
+            ]
+            rows = record_files(conn, records)  # the one statement every file_metadata row goes through
+            fm_ids = {(r.bucket, r.key, r.version_id): r.id for r in rows}
             record_created(
                 conn, batch_id,
                 file_metadata=[str(r.id) for r in rows if r.inserted],
