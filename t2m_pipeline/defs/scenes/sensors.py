@@ -103,18 +103,24 @@ def _after(raw: str | None) -> int:
         return 0
 
 
+def _new_materializations(context: dg.SensorEvaluationContext, asset_key: dg.AssetKey) -> tuple[int, list]:
+    """(the cursor, the asset's materialization records after it, oldest first, at most MAX_RECORDS_PER_TICK)."""
+    after = _after(context.cursor)
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=after), limit=MAX_RECORDS_PER_TICK, ascending=True
+    ).records
+    return after, list(records)
+
+
 @dg.sensor(
     name="scene_runs",
     job=render_scene_job,
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Each new scene outline launches one render_scene run per scene partition.",
+    description="Each new scene outline registers its scenes as partitions and launches one render_scene run each.",
 )
 def scene_runs(context: dg.SensorEvaluationContext, database: PostgresResource) -> dg.SensorResult:
-    after = _after(context.cursor)
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=SCENE_OUTLINE, after_storage_id=after), limit=MAX_RECORDS_PER_TICK, ascending=True
-    ).records
+    after, records = _new_materializations(context, SCENE_OUTLINE)
     keys: list[tuple[str, str]] = []  # (partition key, run key) of each scene run
     wanted: list[tuple[str, str, int]] = []  # (user id, job id, scene) of each, for its tags
     for record in records:
@@ -167,10 +173,7 @@ def combine_run_key(job_key: str, objects: status.JobObjects) -> str:
     description="When every scene of a job has a video and a thumbnail, combine the scenes.",
 )
 def combine_ready_jobs(context: dg.SensorEvaluationContext, database: PostgresResource) -> dg.SensorResult:
-    after = _after(context.cursor)
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=THUMBNAIL, after_storage_id=after), limit=MAX_RECORDS_PER_TICK, ascending=True
-    ).records
+    after, records = _new_materializations(context, THUMBNAIL)
     jobs: dict[str, str] = {}
     for record in records:
         materialization = record.asset_materialization

@@ -23,6 +23,16 @@ from t2m_pipeline_tests.defs.scenes.support import (
 )
 
 
+def failure_sensor_sees(result, instance, resources) -> None:
+    """The run-failure sensor evaluated on a failed run, as the daemon would."""
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    with dg.build_run_status_sensor_context(
+        sensor_name="pipeline_run_failures", dagster_event=failure, dagster_instance=instance,
+        dagster_run=result.dagster_run, resources=resources,
+    ) as context:
+        pipeline_run_failures(context.for_run_failure())
+
+
 def launched_jobs(result):
     return [decode_job_key(r.partition_key).job_id for r in result.run_requests]
 
@@ -191,12 +201,7 @@ def test_run_failure_sensor_fails_the_job_when_the_step_could_not(instance, reso
     crash_job = dg.GraphDefinition(name="plan_job", node_defs=[crash]).to_job(name="plan_job")
     result = crash_job.execute_in_process(instance=instance, tags={"dagster/partition": key}, raise_on_error=False)
     assert not result.success and job_row(pipeline_engine, job_id)["status"] == "processing"
-    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    with dg.build_run_status_sensor_context(
-        sensor_name="pipeline_run_failures", dagster_event=failure, dagster_instance=instance,
-        dagster_run=result.dagster_run, resources=resources,
-    ) as context:
-        pipeline_run_failures(context.for_run_failure())
+    failure_sensor_sees(result, instance, resources)
     row = job_row(pipeline_engine, job_id)
     assert row["status"] == "failed" and row["error_info"]["stage"] == "planning"
     assert result.run_id in row["error_info"]["message"] and row["error_info"]["log_key"] is None
@@ -213,12 +218,7 @@ def test_run_failure_sensor_ignores_other_domains_runs(instance, resources, pipe
     result = dg.GraphDefinition(name="legacy", node_defs=[other]).to_job(name="legacy").execute_in_process(
         instance=instance, tags={"dagster/partition": encode_job_key(user_id, job_id)}, raise_on_error=False
     )
-    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    with dg.build_run_status_sensor_context(
-        sensor_name="pipeline_run_failures", dagster_event=failure, dagster_instance=instance,
-        dagster_run=result.dagster_run, resources=resources,
-    ) as context:
-        pipeline_run_failures(context.for_run_failure())
+    failure_sensor_sees(result, instance, resources)
     assert job_row(pipeline_engine, job_id)["status"] == "processing"
 
 
