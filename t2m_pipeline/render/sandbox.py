@@ -516,6 +516,9 @@ def bwrap_args(
                 args += ["--ro-bind", f"/{name}", f"/{name}"]
         for path in SYSTEM_READ_ONLY[1:]:
             args += ["--ro-bind-try", path, path]
+        # The fresh /tmp before the interpreter's binds: a venv under the host's /tmp (a checkout in /tmp) is bound
+        # into it instead of being hidden by it.
+        args += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
         for where, outside in staged.items():
             args += ["--ro-bind", outside, where]
     else:
@@ -531,8 +534,6 @@ def bwrap_args(
     else:
         args += ["--dev-bind", "/proc", "/proc"]
     args += ["--dev", "/dev"]
-    if "filesystem" in protections:
-        args += ["--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
     args += ["--bind", str(slot.work), slot.inside(INSIDE_WORK, protections)]
     for path, fd in data_fds.items():
         args += ["--ro-bind-data", str(fd), slot.inside(path, protections)]

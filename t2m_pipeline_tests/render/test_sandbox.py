@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -457,3 +458,39 @@ def test_status_reports_what_this_machine_gives():
     mode, _ = sandbox.cgroup_support()
     assert status.limits_mode == mode
     assert Path(status.bwrap).name == "bwrap"
+
+
+TMP_INTERPRETER = """
+    import json, os
+    print(json.dumps({"seen": open(MARKER).read() if os.path.exists(MARKER) else None}), flush=True)
+"""
+
+
+@pytest.fixture
+def interpreter_dir_under_tmp(monkeypatch):
+    """A directory of the interpreter's (what a checkout's .venv in /tmp is) under the host's /tmp."""
+    path = Path(tempfile.mkdtemp(prefix="t2m-venv-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    marker = path / "marker"
+    marker.write_text("interpreter files\n")
+    os.chmod(marker, 0o644)
+    real = sandbox.python_paths
+    monkeypatch.setattr(sandbox, "python_paths", lambda: sorted({*real(), str(path)}, key=len))
+    yield marker
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_an_interpreter_under_the_hosts_tmp_is_seen_over_the_fresh_tmp(interpreter_dir_under_tmp):
+    code = TMP_INTERPRETER.replace("MARKER", repr(str(interpreter_dir_under_tmp)))
+    result, report, _ = run_probe(code)
+    assert result.returncode == 0, result.stderr_tail
+    assert report["seen"] == "interpreter files\n"
+
+
+def test_control_a_fresh_tmp_mounted_after_the_interpreter_hides_it(interpreter_dir_under_tmp, monkeypatch):
+    real = sandbox.bwrap_args
+    monkeypatch.setattr(sandbox, "bwrap_args", lambda *a, **k: [*real(*a, **k), "--tmpfs", "/tmp"])  # the old order
+    code = TMP_INTERPRETER.replace("MARKER", repr(str(interpreter_dir_under_tmp)))
+    result, report, _ = run_probe(code)
+    assert result.returncode == 0, result.stderr_tail
+    assert report["seen"] is None
