@@ -26,8 +26,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
 from t2m_pipeline.db.engine import in_transaction
-from t2m_pipeline.db.users import NewUser, ensure_users
 from t2m_pipeline.db.job_state import HELD
+from t2m_pipeline.db.users import NewUser, ensure_users
 from t2m_pipeline.migration.batches import finish_batch, record_created, start_batch
 from t2m_pipeline.migration.attribution import combined_video_folder
 from t2m_pipeline.migration.discovery import topic_partition

@@ -27,8 +27,8 @@ from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.job_state import IllegalTransitionError, JobNotFoundError
 from t2m_pipeline.partition_keys import PartitionKeyError, encode_job_key
 from t2m_pipeline.pipeline import status
-from t2m_pipeline.vocabulary import PIPELINE_JOB_TYPES, JobStatus, priority_order_sql, sql_list
 from t2m_pipeline.render.outline import MAX_CONFIGURATION_BYTES, JobSpecError, decode_configuration, job_spec_from_row
+from t2m_pipeline.vocabulary import PIPELINE_JOB_TYPES, JobStatus, priority_order_sql, sql_list
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from t2m_pipeline.config import Settings
-from t2m_pipeline.partition_keys import JobKey, SceneKey, encode_scene_key
+from t2m_pipeline.partition_keys import JobKey, SceneKey
 from t2m_pipeline.render.codegen import (
     CodeGenerationError,
     CodeGenerator,
@@ -28,7 +28,7 @@ from t2m_pipeline.render.codegen import (
     scene_class_name,
 )
 from t2m_pipeline.render.backends import RenderBackend, RenderError, RenderRequest, SandboxUnavailableError
-from t2m_pipeline.render.media import MediaError, Thumbnail, VideoInfo, concat_videos, extract_thumbnail, probe_video
+from t2m_pipeline.render.media import MediaError, Thumbnail, VideoInfo, concat_videos, extract_thumbnail
 from t2m_pipeline.render.outline import JobSpecError, SceneOutline, job_spec_from_row, plan_outline
 from t2m_pipeline.storage import layout
 from t2m_pipeline.storage.s3 import ObjectOwner, S3Storage, StoredObject
@@ -84,8 +84,9 @@ def load_job_row(engine: Engine, job_id: str):
     return row
 
 
-def plan_job(p: Pipeline, key: JobKey) -> tuple[SceneOutline, StoredObject, list[str]]:
-    """The job's outline, stored as JSON; returns it, its object and the scene partition keys."""
+def plan_job(p: Pipeline, key: JobKey) -> tuple[SceneOutline, StoredObject]:
+    """The job's outline, stored as JSON; returns it and its object (the scene_runs sensor makes its scenes
+    partitions)."""
     row = load_job_row(p.engine, key.job_id)
     if str(row.user_id) != key.user_id:
         raise StepFailed(Stage.PLANNING, f"partition {key.encode()} names user {key.user_id}, the job belongs to {row.user_id}")
@@ -101,8 +102,7 @@ def plan_job(p: Pipeline, key: JobKey) -> tuple[SceneOutline, StoredObject, list
         owner=owner,
         content_type="application/json",
     )
-    scene_keys = [encode_scene_key(key.user_id, key.job_id, n) for n in scene_numbers(outline.scene_count)]
-    return outline, stored, scene_keys
+    return outline, stored
 
 
 def load_outline(p: Pipeline, key: JobKey) -> SceneOutline:

@@ -19,8 +19,8 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetC
 from t2m_pipeline.defs.migration.partitions import LEGACY_SOURCES_NAME, check_source_key, legacy_sources
 from t2m_pipeline.defs.migration.resources import LegacySourcesResource
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
-from t2m_pipeline.defs.tables import table_metadata
 from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENES_PARTITIONS_NAME
+from t2m_pipeline.defs.tables import table_metadata
 from t2m_pipeline.migration.discovery import discover_sources
 from t2m_pipeline.migration.files_import import FilesMigration
 from t2m_pipeline.migration.redis_import import migrate_redis

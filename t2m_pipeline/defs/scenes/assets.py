@@ -36,11 +36,11 @@ from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBack
 from t2m_pipeline.partition_keys import decode_job_key, decode_scene_key
 from t2m_pipeline.pipeline import status, steps
 from t2m_pipeline.pipeline.retry import is_transient
-from t2m_pipeline.vocabulary import Stage
 from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, fallback_labels, job_labels, launched_by
 from t2m_pipeline.render.codegen import scene_class_name
 from t2m_pipeline.storage.links import object_url
 from t2m_pipeline.storage.s3 import StoredObject
+from t2m_pipeline.vocabulary import Stage
 
 T = TypeVar("T")
 
@@ -159,7 +159,7 @@ def scene_outline(context: dg.AssetExecutionContext, database: PostgresResource,
     key = decode_job_key(context.partition_key)
     p = pipeline_of(database, storage)
     labels = label_run(context, p, key.user_id, key.job_id, None)
-    (outline, stored, _), seconds = run_step(
+    (outline, stored), seconds = run_step(
         context, p, job_id=key.job_id, scene=None, stage=Stage.PLANNING, work=lambda: steps.plan_job(p, key)
     )
     return dg.MaterializeResult(
