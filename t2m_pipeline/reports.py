@@ -113,7 +113,18 @@ def findings_table(by_check: dict[str, dict[str, int]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["check", "severity", "findings"])
 
 
-def to_csv(frame: pd.DataFrame) -> bytes:
+# A cell a spreadsheet would run as a formula (legacy file names and topics are anyone's text): OWASP's CSV injection.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value):
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
+def to_csv(frame: pd.DataFrame, *, neutralize_formulas: bool = True) -> bytes:
+    """The frame as UTF-8 CSV; text cells that would start a formula get a leading `'` (off only for the control)."""
+    if neutralize_formulas:
+        frame = frame.apply(lambda column: column.map(_inert) if pd.api.types.is_string_dtype(column) else column)
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False)
     return buffer.getvalue().encode("utf-8")

