@@ -403,7 +403,9 @@ def test_nothing_lands_on_the_host_in_postgresql_or_in_s3_and_no_datagram_leaves
     assert report["sql"] != "created" and report["s3_put"] != "written"  # (a datagram to its own loopback goes nowhere)
     writes = attack_report(scene_log(world, "protected", "writes"))["found"]
     assert writes["remount /"] == -1 and writes["remount " + sys.prefix] == -1
-    assert not [k for k, v in writes.items() if v == "written" and k != "host_tmp"]  # /tmp inside is the sandbox's own
+    # /tmp inside is the sandbox's own (so is a checkout under the host's /tmp): host_markers above looked outside
+    inside_own_tmp = {"host_tmp"} | ({"repo"} if str(REPO).startswith("/tmp/") else set())
+    assert not [k for k, v in writes.items() if v == "written" and k not in inside_own_tmp]
 
 
 def test_the_benign_scene_of_the_hostile_job_still_renders_with_its_thumbnail(world):
@@ -477,11 +479,18 @@ def test_control_capabilities_root_inside_remounts_and_writes_into_the_checkout(
     assert host_markers(world, "capabilities"), "the control expected the write in the checkout's venv, on the host"
 
 
+def others_can_reach(path) -> bool:
+    """Whether every directory above `path` lets others through (what the sandbox's unprivileged uid needs)."""
+    parents = [p for p in Path(path).resolve().parents if str(p) != "/"]
+    return all(os.stat(p).st_mode & 0o001 for p in parents) and bool(os.stat(path).st_mode & 0o001)
+
+
 def test_control_filesystem_the_whole_host_visible_leaks_files(world):
     found = leaks(world, "filesystem")
     assert world["plant"]("dagster-home") in found and world["plant"]("aws-credentials") in found
     report = attack_report(scene_log(world, "filesystem", "secrets"))["found"]
-    assert "bucket_name" in report["repo"] or "Environment" in report["repo"]
+    # the checkout leaks too, unless a parent of it is closed to others (mktemp -d is 0700): no view can show it then
+    assert "bucket_name" in report["repo"] or "Environment" in report["repo"] or not others_can_reach(REPO)
 
 
 def test_control_environment_the_worker_environment_leaks(world):

@@ -492,5 +492,6 @@ def test_control_a_fresh_tmp_mounted_after_the_interpreter_hides_it(interpreter_
     monkeypatch.setattr(sandbox, "bwrap_args", lambda *a, **k: [*real(*a, **k), "--tmpfs", "/tmp"])  # the old order
     code = TMP_INTERPRETER.replace("MARKER", repr(str(interpreter_dir_under_tmp)))
     result, report, _ = run_probe(code)
-    assert result.returncode == 0, result.stderr_tail
-    assert report["seen"] is None
+    assert report.get("seen") is None
+    # in a checkout under /tmp the old order hides the interpreter itself: the render cannot even start
+    assert result.returncode == 0 or "No such file" in result.stderr_tail, result.stderr_tail
