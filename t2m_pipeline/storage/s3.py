@@ -363,8 +363,7 @@ class S3Storage:
         """Version ids of `key` carrying `write_id`, the current version last, otherwise oldest first."""
         candidates = self._key_versions(bucket, key, since=started - RETRY_DUPLICATE_WINDOW, size=size)
         ours = [v for v in candidates if self._write_id_of(bucket, key, v["VersionId"]) == write_id]
-        ours.sort(key=lambda v: (bool(v.get("IsLatest")), v["LastModified"]))
-        return [v["VersionId"] for v in ours]
+        return [v["VersionId"] for v in reversed(ours)]  # S3 lists a key's versions newest first
 
     def _delete_versions(self, bucket: str, key: str, version_ids: list[str]) -> list[str]:
         """Delete each version on its own; returns those deleted (a failure is logged and the rest go on)."""
@@ -403,8 +402,8 @@ class S3Storage:
 
         1. Versions sharing one `write-id` (a retried or late-landing request of one write): those recorded are kept
            and the others taken at once; if none is recorded and all are older than `grace`, the oldest that is not
-           the current version is kept (a late-landing twin must not stay on top of a newer write; listings give
-           LastModified in whole seconds, so `IsLatest` decides first).
+           the current version is kept (a late-landing twin must not stay on top of a newer write). Order is S3's
+           listing order (newest first), never LastModified, which listings give in whole seconds.
         2. (With an engine.) A version with a `write-id` and no row, older than `grace`, not the current version,
            whose bytes (S3's own SHA-256, else read and hashed: user metadata can lie) equal a recorded version's of
            the same key: the only landed copy of a write that failed in this layer (its answers lost on every
@@ -444,8 +443,7 @@ class S3Storage:
             if not kept:
                 if any(v["LastModified"] > settled for v in group):
                     continue  # maybe a write in progress: its own cleanup decides
-                group.sort(key=lambda v: (bool(v.get("IsLatest")), v["LastModified"]))
-                kept = group[:1]
+                kept = group[-1:]  # the oldest (S3 lists a key's versions newest first; the current one is never it)
             extra += [v["VersionId"] for v in group if v not in kept]
         recorded_content = {content for content in rows.values() if content[0]}
         for group in by_write.values():

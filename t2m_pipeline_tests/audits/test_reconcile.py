@@ -1,5 +1,4 @@
 import hashlib
-import time
 from dataclasses import replace
 from datetime import datetime, timezone
 
@@ -39,7 +38,6 @@ def audit(env, policy=POLICY):
 
 
 def raw_put(env, bucket, key, data: bytes, sha256: str | None = None):
-    time.sleep(0.01)  # moto orders versions by millisecond timestamps
     meta = {"sha256": sha256} if sha256 else {}
     return env.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=meta).get("VersionId")
 
@@ -126,7 +124,6 @@ def test_keys_are_merged_in_byte_order_across_page_and_fetch_boundaries(env):
     for name in names:
         key = layout.job_plan_key(env.user_id, "00000000-0000-4000-8000-000000000001", name)
         for n in range(3):
-            time.sleep(0.002)
             env.storage.put_bytes(code, key, f"{name}-{n}".encode(), owner=env.owner(), content_type="text/plain")
     raw_put(env, code, layout.job_plan_key(env.user_id, "00000000-0000-4000-8000-000000000001", "a-c"), b"orphan")
     small = replace(POLICY, list_page_size=2, db_fetch_size=2)

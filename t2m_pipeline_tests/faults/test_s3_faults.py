@@ -147,11 +147,9 @@ def test_the_sweep_removes_the_landed_copy_of_a_failed_write_once_it_is_old_enou
     def landed_copy(body: bytes) -> str:  # the failed write: its own write-id, metadata as the storage layer writes it
         meta = {**object_metadata(owner, hashlib.sha256(body).hexdigest(), None, datetime.now(timezone.utc)),
                 WRITE_ID_METADATA: uuid.uuid4().hex}
-        time.sleep(0.01)  # moto orders versions by millisecond timestamps
         return storage.client.put_object(Bucket=bucket, Key=key, Body=body, Metadata=meta)["VersionId"]
 
     def put(body: bytes):
-        time.sleep(0.01)
         return storage.put_bytes(bucket, key, body, owner=owner, content_type="text/x-python")
 
     failed_first = landed_copy(b"print(1)")
