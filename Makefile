@@ -68,4 +68,4 @@ bench-migration: install
 
 # Fault scenarios at their larger size; writes RELIABILITY.md.
 reliability: install
-	$(PY) scripts/reliability.py
+	$(PY) -m t2m_pipeline_tests.faults.reliability_report

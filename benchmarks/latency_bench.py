@@ -37,7 +37,6 @@ Run: `python benchmarks/latency_bench.py --write` (= `make bench-latency`); `--q
 from __future__ import annotations
 
 import argparse
-import bisect
 import json
 import os
 import re
@@ -99,8 +98,7 @@ def running_stack(workdir: Path):
     """S3, both databases, buckets, the daemon on the project's dagster.yaml; everything torn down afterwards."""
     from dagster import DagsterInstance
 
-    from t2m_pipeline_tests.conftest import daemon_databases
-    from t2m_pipeline_tests.test_daemon import stop_process_group
+    from devtools.dagster_daemon import daemon_databases, stop_process_group
 
     s3 = start_s3(workdir)
     aws = {"AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",

@@ -16,6 +16,7 @@ Run: `python benchmarks/pipeline_bench.py --write` (= `make bench-pipeline`); wr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -142,10 +143,9 @@ def bench_scene_overhead(scenes: int) -> dict:
     from t2m_pipeline.config import load_settings
     from t2m_pipeline.db.engine import drop_database, make_engine, shared_engine
     from t2m_pipeline.defs.scenes.sensors import new_jobs, scene_runs
-    from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
     from t2m_pipeline.defs.scenes.assets import SCENE_ASSETS
     from t2m_pipeline.defs.scenes.jobs import PIPELINE_JOBS
-    from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
+    from t2m_pipeline.defs.scenes.resources import pipeline_resources_for
     from t2m_pipeline.db.jobs import submit_job
     from t2m_pipeline.partition_keys import decode_scene_key
     from t2m_pipeline.pipeline.steps import Pipeline, load_outline
@@ -163,8 +163,7 @@ def bench_scene_overhead(scenes: int) -> dict:
     engine = make_engine(url)
     rows = []
     try:
-        database = PostgresResource(database_url=url)
-        resources = {"database": database, "storage": S3StorageResource(database=database), "code_generator": CodeGeneratorResource(), "render": RenderBackendResource()}
+        resources = pipeline_resources_for(dataclasses.replace(settings, database_url=url))
         defs = dg.Definitions(assets=SCENE_ASSETS, jobs=PIPELINE_JOBS, resources=resources)
         instance = dg.DagsterInstance.ephemeral()
         submit_job(engine, clerk_user_id="user_bench", email="b@example.com", topic="Benchmark of the pipeline",

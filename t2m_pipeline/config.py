@@ -79,7 +79,12 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, maximum: int 
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
+    return parse_flag(name, env.get(name, ""))
+
+
+def parse_flag(name: str, raw: str) -> bool:
+    """A 1|0 switch; anything else is a ConfigError naming `name`."""
+    raw = raw.strip().lower()
     if raw in ("", "0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
@@ -135,6 +140,38 @@ class Settings:
     def dagster_storage_url(self) -> str:
         """Dagster's own storage speaks psycopg2 (a bare postgresql:// maps to psycopg 3 in SQLAlchemy 2.1)."""
         return re.sub(r"^postgresql(\+psycopg2?)?://", "postgresql+psycopg2://", self.database_url)
+
+
+# Each setting's environment variable. `load_settings` reads these names; the Dagster resources bind their typed
+# fields to them (`dg.EnvVar`), so the UI shows which variable a value came from. A test holds the two together.
+SETTING_VARIABLES: dict[str, str] = {
+    "env": "T2M_ENV",
+    "region": "AWS_REGION",
+    "account_id": "AWS_ACCOUNT_ID",
+    "endpoint_url": "AWS_ENDPOINT_URL",
+    "database_url": "T2M_DATABASE_URL",
+    "redis_url": "T2M_REDIS_URL",
+    "sse_algorithm": "T2M_SSE_ALGORITHM",
+    "kms_key_id": "T2M_KMS_KEY_ID",
+    "noncurrent_version_days": "T2M_NONCURRENT_VERSION_DAYS",
+    "multipart_threshold_mib": "T2M_MULTIPART_THRESHOLD_MIB",
+    "s3_max_attempts": "T2M_S3_MAX_ATTEMPTS",
+    "s3_read_timeout_s": "T2M_S3_READ_TIMEOUT_S",
+    "s3_max_pool_connections": "T2M_S3_MAX_POOL_CONNECTIONS",
+    "code_generator": "T2M_CODE_GENERATOR",
+    "llm_base_url": "T2M_LLM_BASE_URL",
+    "llm_model": "T2M_LLM_MODEL",
+    "llm_api_key": "T2M_LLM_API_KEY",
+    "legacy_redis_mirror": "T2M_LEGACY_REDIS_MIRROR",
+    "render_timeout_s": "T2M_RENDER_TIMEOUT_S",
+    "render_sandbox": "T2M_RENDER_SANDBOX",
+    "render_backend": "T2M_RENDER_BACKEND",
+    "render_cluster": "T2M_RENDER_CLUSTER",
+    "render_task_definition": "T2M_RENDER_TASK_DEFINITION",
+    "render_container": "T2M_RENDER_CONTAINER",
+    "render_subnets": "T2M_RENDER_SUBNETS",
+    "render_security_groups": "T2M_RENDER_SECURITY_GROUPS",
+}
 
 
 def bucket_name(env: str, kind: str, region: str, account_id: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from contextlib import contextmanager
 
 import pytest
 
@@ -26,28 +25,7 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.service if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())) else pytest.mark.unit)
 
 
-ADMIN_URL = os.environ.get("T2M_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
-@contextmanager
-def daemon_databases(prefix: str):
-    """A metadata database and a Dagster storage database of their own, for a daemon or scenario whose sensors claim
-    every queued job they see: (engine, metadata URL, psycopg2 URL for Dagster). Dropped afterwards."""
-    from t2m_pipeline.db.engine import drop_database, ensure_database, make_engine
-    from t2m_pipeline.db.migrate import upgrade
-
-    suffix = uuid.uuid4().hex[:10]
-    base = ADMIN_URL.rsplit("/", 1)[0]
-    metadata_url, dagster_url = f"{base}/{prefix}_meta_{suffix}", f"{base}/{prefix}_dagster_{suffix}"
-    upgrade(metadata_url)
-    ensure_database(dagster_url)
-    engine = make_engine(metadata_url)
-    try:
-        yield engine, metadata_url, dagster_url.replace("postgresql+psycopg://", "postgresql+psycopg2://")
-    finally:
-        engine.dispose()
-        drop_database(metadata_url)
-        drop_database(dagster_url)
+from devtools.dagster_daemon import ADMIN_URL  # noqa: E402 - one name for the admin database
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ SQL completes with nobody doing anything else (sensors, queued run coordinator, 
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -12,37 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from t2m_pipeline_tests.conftest import daemon_databases
+from devtools.dagster_daemon import daemon_databases, stop_process_group
+
 from t2m_pipeline_tests.defs.scenes.support import file_rows, insert_job, job_row
 
 REPO = Path(__file__).resolve().parents[1]
 DEADLINE_S = 240
-
-
-def stop_process_group(proc: subprocess.Popen, timeout: float = 30, grace: float = 10) -> None:
-    """SIGTERM to the daemon's process group (it shuts its code server down), SIGKILL if it lingers. The code server
-    outlives a SIGTERM while it has a run in progress (it waits for it), and cannot finish once the test's databases
-    are gone: whatever is left of the group after `grace` seconds is killed."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break  # the whole group is gone
-        time.sleep(0.2)
-    else:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if proc.poll() is None:
-        proc.wait(10)
 
 
 @pytest.fixture

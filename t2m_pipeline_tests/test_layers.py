@@ -68,3 +68,15 @@ def test_the_package_never_imports_tests_devtools_or_scripts():
             names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
             bad += [f"{path}: {n}" for n in names if n.split(".")[0] in ("t2m_pipeline_tests", "devtools", "scripts", "benchmarks")]
     assert not bad
+
+
+def test_scripts_benchmarks_and_devtools_never_import_the_tests():
+    repo = PACKAGE.parent
+    bad = []
+    for folder in ("scripts", "benchmarks", "devtools"):
+        for path in (repo / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+                names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                bad += [f"{path.relative_to(repo)}: {n}" for n in names if n.split(".")[0] == "t2m_pipeline_tests"]
+    assert not bad, "\n".join(bad)

@@ -24,7 +24,7 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, text
 
-from t2m_pipeline.config import Settings, load_settings
+from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.job_state import legacy_status
 from t2m_pipeline.migration.legacy_redis import legacy_redis_client
@@ -302,10 +302,21 @@ def _held_back(cursor: str, now: datetime) -> str:
     return cursor if since <= now - RESYNC_LAG else resync_cursor(now - RESYNC_LAG)
 
 
+_enabled: Settings | None = None  # set by the process's configuration: the Dagster resource or the CLI
+
+
+def enable_mirror(settings: Settings) -> None:
+    """Mirror this process's status writes into the legacy Redis when `settings` turn the mirror on (the cut-over
+    window), and stop when they do not. The Dagster layer calls it from its `legacy_mirror` resource, the CLI from
+    its settings, so both follow the same switch."""
+    global _enabled
+    _enabled = settings if settings.legacy_redis_mirror and settings.redis_url else None
+
+
 @after_status_write
 def mirror_status_write(state) -> None:
-    """Every pipeline status write, mirrored into the legacy Redis while `T2M_LEGACY_REDIS_MIRROR=1` (the cut-over
-    window); `mirror_job_status` never raises and queues a failed write for the resync sensor."""
-    settings = load_settings()
-    if settings.legacy_redis_mirror:
+    """Every pipeline status write, mirrored while `enable_mirror` has turned the mirror on; `mirror_job_status`
+    never raises and queues a failed write for the resync sensor."""
+    settings = _enabled
+    if settings is not None:
         mirror_job_status(settings, state)

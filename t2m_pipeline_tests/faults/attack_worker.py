@@ -11,6 +11,7 @@ test resource below, never through a setting.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
+from t2m_pipeline.config import load_settings
+from t2m_pipeline.defs.resources import resources_for
 from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
 from t2m_pipeline.render.backends import LocalSandboxBackend
 from t2m_pipeline.render.intake import MAX_LOG_BYTES
@@ -78,15 +80,16 @@ def main(plan_path: str) -> None:
     results = {"jobs": {}, "events": []}
     with StandinLLM(answer) as llm, dg.instance_for_test() as instance:
         os.environ.update({"T2M_CODE_GENERATOR": "openai", "T2M_LLM_BASE_URL": llm.base_url, "T2M_LLM_MODEL": "standin"})
-        database = PostgresResource(database_url=plan["db_url"])
+        # The language model's endpoint is the deployment's (environment), never a resource field; the rest is built
+        # from the settings, on the plan's database.
+        shared = resources_for(dataclasses.replace(load_settings(), database_url=plan["db_url"]))
         cursors: dict[str, str | None] = {"new_jobs": None, "scene_runs": None}
         from t2m_pipeline.defs.scenes.sensors import new_jobs, scene_runs
 
         for job in plan["jobs"]:
             resources = {
-                "database": database,
-                "storage": S3StorageResource(database=database),
-                "code_generator": CodeGeneratorResource(generator="openai"),
+                **shared,
+                "code_generator": CodeGeneratorResource(code_generator="openai"),
                 "render": ControlRender(
                     protections_off=job.get("off", []),
                     checked_intake=job.get("checked_intake", True),
@@ -98,7 +101,7 @@ def main(plan_path: str) -> None:
             defs = pipeline_defs(resources)
             started = time.monotonic()
             user_id, job_id = insert_job(
-                database.engine, topic=topic_of(job["name"]), description="Hostile.",
+                shared["database"].engine, topic=topic_of(job["name"]), description="Hostile.",
                 configuration={"scene_count": len(job["attacks"]), "quality": "low"},
             )
             tick = sensor_result(new_jobs, instance, resources, cursors["new_jobs"])

@@ -1,4 +1,4 @@
-"""`t2m migrate files` under injected S3 faults, shared by the tests (small) and `scripts/reliability.py` (larger).
+"""`t2m migrate files` under injected S3 faults, shared by the tests (small) and `make reliability` (`t2m_pipeline_tests/faults/reliability_report.py`) (larger).
 
 The scenario builds a legacy world (`legacy_world.build_world`: every quirk of legacy-system.md, Redis records
 included, plus generated topic folders for size and multipart-sized videos), migrates its Redis into PostgreSQL

@@ -1,5 +1,5 @@
 """Pipeline jobs end to end under S3 faults, as a plain function: `test_pipeline_faults.py` runs it small,
-`scripts/reliability.py` larger.
+`make reliability` (`t2m_pipeline_tests/faults/reliability_report.py`) larger.
 
 Each job is inserted with plain SQL and driven the way the daemon would (`new_jobs` -> plan_job, `scene_runs` ->
 render_scene per scene, `combine_ready_jobs` -> combine_scenes, in process), with the pipeline's S3
@@ -12,16 +12,16 @@ its newest row's (`stale_latest` lists those that are not).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import dagster as dg
 
 from t2m_pipeline.db.engine import make_engine
+from t2m_pipeline.defs.scenes.resources import pipeline_resources_for
 from devtools.fault_proxy import FaultPlan, FaultProxy
 from t2m_pipeline.storage.s3 import S3Storage, make_s3_client
 from t2m_pipeline_tests.defs.scenes.support import (
@@ -63,34 +63,18 @@ def _error_chain(event) -> str:
     return " <- ".join(messages)
 
 
-@contextmanager
-def _environment(**values: str | None):
-    saved = {name: os.environ.get(name) for name in values}
-    try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 def run_pipeline_fault_scenario(
-    settings, resources: dict, plan: FaultPlan, *, jobs: int = 1, scenes: int = 2, s3_max_attempts: int | None = None
+    settings, plan: FaultPlan, *, jobs: int = 1, scenes: int = 2, s3_max_attempts: int | None = None
 ) -> PipelineFaultReport:
-    """`settings` name the moto server (buckets bootstrapped); `resources` the pipeline's, on an emptied database."""
-    engine = make_engine(resources["database"].database_url)
+    """`settings` name the moto server (buckets bootstrapped) and the pipeline's emptied database; the pipeline's
+    resources are built from them with the endpoint moved to the fault proxy."""
+    engine = make_engine(settings.database_url)
     report = PipelineFaultReport(jobs, scenes)
     started = time.monotonic()
-    attempts = str(s3_max_attempts) if s3_max_attempts else os.environ.get("T2M_S3_MAX_ATTEMPTS")
     made: list[tuple[str, str]] = []
-    with FaultProxy(settings.endpoint_url, plan) as proxy, _environment(AWS_ENDPOINT_URL=proxy.url, T2M_S3_MAX_ATTEMPTS=attempts):
+    with FaultProxy(settings.endpoint_url, plan) as proxy:
+        faulty = dataclasses.replace(settings, endpoint_url=proxy.url, s3_max_attempts=s3_max_attempts or settings.s3_max_attempts)
+        resources = pipeline_resources_for(faulty)
         with dg.instance_for_test() as instance:
             defs = pipeline_defs(resources)
             for _ in range(jobs):
@@ -175,7 +159,7 @@ def rows_written(result) -> int:
     return event.metadata["written"].value
 
 
-def run_redis_outage_scenario(settings, resources: dict, *, jobs: int = 1, scenes: int = 2) -> RedisOutageReport:
+def run_redis_outage_scenario(settings, *, jobs: int = 1, scenes: int = 2) -> RedisOutageReport:
     """Pipeline jobs run with the legacy mirror on and its Redis stopped; then Redis comes back (empty) and the
     `legacy_mirror_resync` sensor ticks. The run workers' in-process retry queue is dropped first, as it is when
     their processes end. S3 is `settings`' endpoint, without faults."""
@@ -187,14 +171,14 @@ def run_redis_outage_scenario(settings, resources: dict, *, jobs: int = 1, scene
     from t2m_pipeline.migration import mirror
     from t2m_pipeline.migration.mirror import RESYNC_BATCH
 
-    engine = make_engine(resources["database"].database_url)
+    engine = make_engine(settings.database_url)
     report = RedisOutageReport(jobs, scenes)
     started = time.monotonic()
     mirror._pending.clear()
     mirror._clients.clear()
     made = []
-    mirror_on = {"T2M_LEGACY_REDIS_MIRROR": "1", "AWS_ENDPOINT_URL": settings.endpoint_url}
-    with PrivateRedis() as server, _environment(**mirror_on, T2M_REDIS_URL=server.url(0)):
+    with PrivateRedis() as server:
+        resources = pipeline_resources_for(dataclasses.replace(settings, legacy_redis_mirror=True, redis_url=server.url(0)))
         with dg.instance_for_test() as instance:
             _, cursor = resync_tick(instance, resources, None)
             server.stop()
@@ -228,6 +212,7 @@ def run_redis_outage_scenario(settings, resources: dict, *, jobs: int = 1, scene
                 report.records_right += (record.get("status"), (record.get("progress") or {}).get("percentage")) == (
                     job["status"], float(job["progress_percentage"])
                 )
+    mirror.enable_mirror(dataclasses.replace(settings, legacy_redis_mirror=False))  # this process's next runs: off
     mirror._clients.clear()
     engine.dispose()
     report.seconds = time.monotonic() - started

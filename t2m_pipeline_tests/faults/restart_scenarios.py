@@ -1,5 +1,5 @@
 """PostgreSQL restarts while a legacy migration and a pipeline job run: shared by
-`test_postgres_restart_runs.py` (small) and `scripts/reliability.py` (bigger).
+`test_postgres_restart_runs.py` (small) and `make reliability` (`t2m_pipeline_tests/faults/reliability_report.py`) (bigger).
 
 What runs, at once, against a private cluster (`PrivatePostgres`) and a moto server:
 - the migration, as real CLI processes: `t2m migrate redis`, then `t2m migrate files` over a legacy tree
@@ -30,6 +30,7 @@ objects' total.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -55,9 +56,8 @@ from t2m_pipeline.db import engine as db_engine
 from t2m_pipeline.db.engine import shared_engine
 from t2m_pipeline.db.migrate import upgrade
 from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs, scene_runs
-from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes.partitions import COMBINED_VIDEO, RENDERED_VIDEO, SCENE_CODE, SCENE_OUTLINE, THUMBNAIL
-from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
+from t2m_pipeline.defs.scenes.resources import pipeline_resources_for
 from t2m_pipeline.storage.s3 import make_s3_client
 from t2m_pipeline_tests.defs.scenes.support import (
     apply_partition_requests,
@@ -150,20 +150,6 @@ def _poll(condition: Callable[[], bool], until: float, interval: float = 0.05) -
             return True
         time.sleep(interval)
     return condition()
-
-
-@contextmanager
-def _env(**values: str):
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextmanager
@@ -348,8 +334,7 @@ def run_restart_during_runs(
     )
     job_partition = f"{user_id}/{job_id}"
     env = _migration_env(settings, database_url)
-    database = PostgresResource(database_url=database_url)
-    resources = {"database": database, "storage": S3StorageResource(database=database), "code_generator": CodeGeneratorResource(), "render": RenderBackendResource()}
+    resources = pipeline_resources_for(dataclasses.replace(settings, database_url=database_url))
 
     pipeline_done, migration_done = threading.Event(), threading.Event()
     coordinator_errors: list[str] = []
@@ -445,8 +430,7 @@ def run_restart_during_runs(
     migration = threading.Thread(target=migrate, name="restart-migration", daemon=True)
     coordinator = threading.Thread(target=coordinate, name="restart-coordinator", daemon=True)
     try:
-        endpoint = {"AWS_ENDPOINT_URL": settings.endpoint_url} if settings.endpoint_url else {}
-        with _env(**endpoint), _db_retry_window(retry_seconds), dg.instance_for_test() as instance:
+        with _db_retry_window(retry_seconds), dg.instance_for_test() as instance:
             migration.start()
             coordinator.start()
             try:

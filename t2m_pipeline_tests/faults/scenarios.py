@@ -1,4 +1,4 @@
-"""Fault scenarios shared by the tests (small sizes) and `scripts/reliability.py` (large sizes, RELIABILITY.md).
+"""Fault scenarios shared by the tests (small sizes) and `make reliability` (`t2m_pipeline_tests/faults/reliability_report.py`) (large sizes, RELIABILITY.md).
 
 A scenario writes through `S3Storage` behind a `FaultProxy`, then checks the result against an oracle that talks to
 the moto server directly (no faults): every recorded version exists and holds the intended bytes, every visible

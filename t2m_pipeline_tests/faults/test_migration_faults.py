@@ -5,7 +5,7 @@ accounted for once, and no extra version after the duplicate sweep. With retries
 faults get through (failed files, a failing verify); a rerun with retries on, still under faults, then finishes the
 migration correctly (resumable under faults).
 
-Sizes here are small; `run_migration_fault_scenario` runs the same at a larger size for `scripts/reliability.py`.
+Sizes here are small; `run_migration_fault_scenario` runs the same at a larger size for `make reliability` (`t2m_pipeline_tests/faults/reliability_report.py`).
 """
 
 import dataclasses

@@ -8,14 +8,16 @@ With retries off, a write that fails in the storage layer after its request land
 retry, leaves an unrecorded version with its own write-id: once old enough, `remove_duplicate_versions` removes it
 when it holds a recorded version's bytes (a re-render with other bytes is an orphan the objects audit reports).
 
-The pipeline reads its settings from the environment (`S3StorageResource`), so the tests point `AWS_ENDPOINT_URL` at
-the proxy in front of this module's private moto server (`fault_settings`).
+The pipeline's resources are built from `fault_settings` (this module's private moto server) with the endpoint moved
+to the proxy in front of it.
 """
+
+import dataclasses
 
 import pytest
 
 from devtools.fault_proxy import FaultKind, FaultPlan
-from t2m_pipeline_tests.defs.scenes.support import pipeline_db_url, pipeline_engine, resources  # noqa: F401 - fixtures
+from t2m_pipeline_tests.defs.scenes.support import pipeline_db_url, pipeline_engine  # noqa: F401 - fixtures
 from t2m_pipeline_tests.faults.pipeline_scenarios import run_pipeline_fault_scenario
 
 RATE = 0.2
@@ -28,9 +30,14 @@ def mixed_plan() -> FaultPlan:
     return FaultPlan(rate=RATE, kinds=tuple(FaultKind), seed=SEED, delay_seconds=HELD_SECONDS)
 
 
+@pytest.fixture
+def pipeline_settings(fault_settings, pipeline_db_url, pipeline_engine):  # noqa: F811 - the engine empties the tables
+    return dataclasses.replace(fault_settings, database_url=pipeline_db_url)
+
+
 @pytest.mark.slow
-def test_a_job_completes_under_mixed_s3_faults_and_every_row_points_at_its_bytes(fault_settings, resources):
-    report = run_pipeline_fault_scenario(fault_settings, resources, mixed_plan(), scenes=SCENES)
+def test_a_job_completes_under_mixed_s3_faults_and_every_row_points_at_its_bytes(pipeline_settings):
+    report = run_pipeline_fault_scenario(pipeline_settings, mixed_plan(), scenes=SCENES)
 
     # the faults were there, on writes and on other operations
     injected = report.proxy["injected"]
@@ -45,8 +52,8 @@ def test_a_job_completes_under_mixed_s3_faults_and_every_row_points_at_its_bytes
 
 
 @pytest.mark.slow
-def test_with_s3_retries_off_the_same_faults_get_through(fault_settings, resources):
-    report = run_pipeline_fault_scenario(fault_settings, resources, mixed_plan(), scenes=SCENES, s3_max_attempts=1)
+def test_with_s3_retries_off_the_same_faults_get_through(pipeline_settings):
+    report = run_pipeline_fault_scenario(pipeline_settings, mixed_plan(), scenes=SCENES, s3_max_attempts=1)
 
     assert report.proxy["injected_total"] >= 1
     # the fault reached the steps: a step attempt failed on S3 (then Dagster's retry or the job's failure)

@@ -1,12 +1,11 @@
 """Uploads through S3Storage under 20% injected S3 faults (each kind, and mixed) finish correctly; with the
 protection off, the same faults get through.
 
-Sizes here are small; `scripts/reliability.py` runs the same scenarios larger and writes RELIABILITY.md.
+Sizes here are small; `make reliability` (`t2m_pipeline_tests/faults/reliability_report.py`) runs the same scenarios larger and writes RELIABILITY.md.
 """
 
 import hashlib
 import os
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 

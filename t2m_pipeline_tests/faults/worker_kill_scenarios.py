@@ -43,9 +43,8 @@ from t2m_pipeline.defs.scenes.sensors import WILL_RETRY_TAG
 from t2m_pipeline.audits.stuck_jobs import JobAuditStats, job_findings
 from t2m_pipeline.config import Settings
 from t2m_pipeline.storage.s3 import make_s3_client
-from t2m_pipeline_tests.conftest import daemon_databases
+from devtools.dagster_daemon import daemon_databases, stop_process_group
 from t2m_pipeline_tests.defs.scenes.support import file_rows, insert_job, job_row
-from t2m_pipeline_tests.test_daemon import stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_ID_TAG = "t2m/job_id"

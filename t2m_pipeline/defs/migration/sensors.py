@@ -9,7 +9,6 @@ delays the mirror and loses nothing. It does nothing unless `T2M_LEGACY_REDIS_MI
 
 import dagster as dg
 
-from t2m_pipeline.config import load_settings
 from t2m_pipeline.defs.resources import PostgresResource
 from t2m_pipeline.migration.mirror import resync_jobs
 
@@ -33,10 +32,9 @@ LEGACY_REDIS_JOBS = dg.AssetSpec(
     description="Cut-over: job rows changed since the last tick are mirrored into the legacy Redis (when the mirror is on).",
 )
 def legacy_mirror_resync(context: dg.SensorEvaluationContext, database: PostgresResource):
-    settings = load_settings()
-    if not (settings.legacy_redis_mirror and settings.redis_url):
+    if not (database.legacy_mirror and database.legacy_mirror.enabled):
         return dg.SkipReason("the legacy mirror is off (T2M_LEGACY_REDIS_MIRROR, T2M_REDIS_URL)")
-    result = resync_jobs(settings, database.engine, context.cursor)
+    result = resync_jobs(database.legacy_mirror.settings(), database.engine, context.cursor)
     if result.error:
         context.log.warning(f"legacy Redis write failed, retried next tick: {result.error}")
     if not (result.written or result.kept_newer or result.skipped or result.error):

@@ -242,9 +242,9 @@ def rendered_video(
     backend = render.get(p.storage)
     video, seconds = run_step(
         context, p, job_id=key.job_id, scene=key.scene_number, stage=Stage.RENDERING,
-        work=lambda: steps.render_video(p, key, backend, context),
+        work=lambda: steps.render_video(p, key, backend, context, timeout_s=render.timeout_s),
     )
-    check_results, extra = checks.verify_rendered_video(p, video.stored, video.quality)
+    check_results, extra = checks.verify_rendered_video(p, video.stored, video.quality, max_duration_s=render.timeout_s)
     return dg.MaterializeResult(
         check_results=check_results,
         metadata={

@@ -90,9 +90,9 @@ def verify_scene_code(p: Pipeline, stored: StoredObject, class_name: str):
     return verify(SCENE_CODE, p, stored, lambda path: (oc.code_checks(path, class_name), {}))
 
 
-def verify_rendered_video(p: Pipeline, stored: StoredObject, quality: str):
+def verify_rendered_video(p: Pipeline, stored: StoredObject, quality: str, *, max_duration_s: float):
     def judge(path):
-        outcomes = oc.video_checks(path, quality=quality, max_duration_s=p.settings.render_timeout_s)
+        outcomes = oc.video_checks(path, quality=quality, max_duration_s=max_duration_s)
         return outcomes, preview_metadata(oc.video_preview(path))
 
     return verify(RENDERED_VIDEO, p, stored, judge)

@@ -1,32 +1,48 @@
-"""The scenes domain's resources: the code generator (`template` or `openai` from T2M_CODE_GENERATOR, or named in
-run config) and the render backend (T2M_RENDER_BACKEND, T2M_RENDER_SANDBOX; never run config: where generated code
-runs is not something a run may choose)."""
+"""The scenes domain's resources: the code generator and the render backend.
 
+Two groups of settings are deliberately *not* resource fields, because the launchpad can override any resource field
+in a run's config: where generated code runs (the sandbox, the ECS backend, its subnets and security groups) and the
+language model's endpoint with its API key (a run that could point the key at another URL could hand it out). They
+come from the deployment's environment through the settings class, read when the resource is used; a run chooses
+only which generator writes the code.
+"""
 
 import dagster as dg
 
-from t2m_pipeline.config import load_settings
+from t2m_pipeline.config import Settings, load_settings
+from t2m_pipeline.defs.resources import SettingsResource, resources_for
 from t2m_pipeline.render.backends import RenderBackend, make_render_backend
 from t2m_pipeline.render.codegen import CodeGenerator, make_code_generator
 from t2m_pipeline.storage.s3 import S3Storage
 
 
-class CodeGeneratorResource(dg.ConfigurableResource):
-    """Which generator writes scene code; unset means the T2M_CODE_GENERATOR setting."""
+class CodeGeneratorResource(SettingsResource):
+    """Which generator writes scene code (`template` or `openai`; unset: the settings' default)."""
 
-    generator: str | None = None
+    code_generator: str | None = None
 
     def get(self) -> CodeGenerator:
-        return make_code_generator(load_settings(), self.generator)
+        return make_code_generator(load_settings(), self.code_generator)
 
 
 class RenderBackendResource(dg.ConfigurableResource):
-    """Where generated scene code is rendered: the local sandbox, or one ECS task per render."""
+    """Where generated scene code is rendered: the local sandbox, or one ECS task per render (the deployment's
+    choice, never a run's: no fields)."""
 
     def get(self, storage: S3Storage) -> RenderBackend:
         return make_render_backend(load_settings(), storage)
 
+    @property
+    def timeout_s(self) -> int:
+        """How long one render may take (T2M_RENDER_TIMEOUT_S), also the longest video a render can make."""
+        return load_settings().render_timeout_s
+
+
+def pipeline_resources_for(settings: Settings) -> dict:
+    """Every resource a scene pipeline run needs, for a settings object (a script's or a test's)."""
+    return {**resources_for(settings), "code_generator": CodeGeneratorResource.from_settings(settings), "render": RenderBackendResource()}
+
 
 @dg.definitions
 def scene_resources() -> dg.Definitions:
-    return dg.Definitions(resources={"code_generator": CodeGeneratorResource(), "render": RenderBackendResource()})
+    return dg.Definitions(resources={"code_generator": CodeGeneratorResource.from_environment(), "render": RenderBackendResource()})

@@ -21,7 +21,7 @@ from t2m_pipeline.defs.migration.assets import (
 from t2m_pipeline.defs.migration.partitions import LEGACY_SOURCES_NAME, LegacySourceKeyError, check_source_key
 from t2m_pipeline.defs.migration.resources import LegacySourcesResource
 from t2m_pipeline.defs.migration.schedules import migration_cutover
-from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
+from t2m_pipeline.defs.resources import resources_for
 from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENES_PARTITIONS_NAME
 from t2m_pipeline.migration.discovery import partition_entries
 from t2m_pipeline.partition_keys import decode_scene_key
@@ -31,10 +31,8 @@ from t2m_pipeline.storage.s3 import S3Storage
 @pytest.fixture
 def resources(world, migration_db, buckets):
     settings, engine = migration_db
-    database = PostgresResource(database_url=settings.database_url)
     return {
-        "database": database,
-        "storage": S3StorageResource(database=database),
+        **resources_for(settings),
         "legacy": LegacySourcesResource(legacy_root=str(world.root), redis_url=world.redis_url, workers=8),
     }
 

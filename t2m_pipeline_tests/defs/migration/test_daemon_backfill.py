@@ -26,8 +26,7 @@ from sqlalchemy import text
 from t2m_pipeline.migration.discovery import discover_sources, partition_entries
 from t2m_pipeline.migration.redis_import import migrate_redis
 from t2m_pipeline.migration.requeue import requeue_held_jobs
-from t2m_pipeline_tests.conftest import daemon_databases
-from t2m_pipeline_tests.test_daemon import stop_process_group
+from devtools.dagster_daemon import daemon_databases, stop_process_group
 
 REPO = Path(__file__).resolve().parents[3]
 DEADLINE_S = 300

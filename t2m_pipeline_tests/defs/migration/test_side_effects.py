@@ -10,7 +10,7 @@ from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs
 from t2m_pipeline.defs.migration.assets import MIGRATION_ASSETS, legacy_files, legacy_redis_data, legacy_sources_catalog
 from t2m_pipeline.defs.migration.partitions import LEGACY_SOURCES_NAME
 from t2m_pipeline.defs.migration.resources import LegacySourcesResource
-from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
+from t2m_pipeline.defs.resources import resources_for
 from t2m_pipeline.defs.scenes.assets import thumbnail
 from t2m_pipeline.defs.scenes.partitions import SCENES_PARTITIONS_NAME
 from t2m_pipeline.partition_keys import decode_scene_key
@@ -24,10 +24,8 @@ def tick(sensor, instance, resources, cursor=None) -> dg.SensorResult:
 @pytest.fixture
 def resources(ownership_world, migration_db, buckets):
     settings, engine = migration_db
-    database = PostgresResource(database_url=settings.database_url)
     return {
-        "database": database,
-        "storage": S3StorageResource(database=database),
+        **resources_for(settings),
         "legacy": LegacySourcesResource(legacy_root=str(ownership_world.root), redis_url=ownership_world.redis_url, workers=4),
     }
 

@@ -7,6 +7,7 @@ test) instead of the session's, where other tests leave queued jobs behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 
@@ -44,12 +45,12 @@ def pipeline_engine(pipeline_db_url):
 
 
 @pytest.fixture
-def resources(pipeline_db_url, pipeline_engine, buckets):
-    from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
-    from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
+def resources(settings, pipeline_db_url, pipeline_engine, buckets):
+    """The pipeline's resources, built from the session's settings on this module's database (as a script would:
+    nothing is redirected through the environment)."""
+    from t2m_pipeline.defs.scenes.resources import pipeline_resources_for
 
-    database = PostgresResource(database_url=pipeline_db_url)
-    return {"database": database, "storage": S3StorageResource(database=database), "code_generator": CodeGeneratorResource(), "render": RenderBackendResource()}
+    return pipeline_resources_for(dataclasses.replace(settings, database_url=pipeline_db_url))
 
 
 @pytest.fixture

@@ -272,18 +272,19 @@ def test_scene_partition_keys_come_from_the_codec_only(instance, resources, pipe
 
 
 def test_the_openai_generator_plugs_in_through_settings(instance, resources, pipeline_engine, settings, storage, monkeypatch):
-    """T2M_CODE_GENERATOR=openai: scene code comes from an OpenAI-compatible endpoint (a stub on loopback), is
+    """The openai generator: scene code comes from an OpenAI-compatible endpoint (a stub on loopback), is
     checked, stored and rendered like any other."""
     from t2m_pipeline_tests.render.llm_standin import StandinLLM
     from t2m_pipeline_tests.render.test_codegen import GOOD_ANSWER
 
     user_id, job_id = insert_job(pipeline_engine, configuration={"scene_count": 1})
+    resources = {**resources, "code_generator": CodeGeneratorResource(code_generator="openai")}
     tick = sensor_result(new_jobs, instance, resources)
     apply_partition_requests(instance, tick)
     defs = pipeline_defs(resources)
     assert run_requested(defs, instance, "plan_job", tick.run_requests[0]).success
     with StandinLLM(lambda request: GOOD_ANSWER.format(name="Scene001")) as stub:
-        monkeypatch.setenv("T2M_CODE_GENERATOR", "openai")
+        # the endpoint is the deployment's (its environment), never a run's
         monkeypatch.setenv("T2M_LLM_BASE_URL", stub.base_url)
         monkeypatch.setenv("T2M_LLM_MODEL", "stub-model")
         (request,) = sensor_result(scene_runs, instance, resources).run_requests

@@ -1,8 +1,9 @@
 """Run the fault scenarios at a size larger than `make test` does and write the results tables of RELIABILITY.md.
+It lives with the tests because it runs their scenarios (`make reliability`; scripts never import the tests).
 
-    .venv/bin/python scripts/reliability.py                 # every group, full size; rewrites each group's table
-    .venv/bin/python scripts/reliability.py --only pipeline # one group; the other tables stay as they are
-    .venv/bin/python scripts/reliability.py --keys 30 --multiparts 2 --restarts 1 --jobs 1 --output /tmp/r.md  # a quick look
+    .venv/bin/python -m t2m_pipeline_tests.faults.reliability_report                  # every group, full size
+    .venv/bin/python -m t2m_pipeline_tests.faults.reliability_report --only pipeline  # one group; other tables stay
+    .venv/bin/python -m t2m_pipeline_tests.faults.reliability_report --keys 30 --multiparts 2 --restarts 1 --jobs 1 --output /tmp/r.md
 
 Needs what the tests need: the shared PostgreSQL at T2M_TEST_ADMIN_URL (default postgresql+psycopg://postgres@
 127.0.0.1:5432/postgres) for a throwaway metadata database, PostgreSQL server binaries for the private restart
@@ -25,8 +26,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
 from sqlalchemy import text as sa_text  # noqa: E402
 
@@ -226,13 +226,10 @@ def restart_during_runs_rows(args, settings, cluster, work: Path) -> list[str]:
 def pipeline_rows(args, settings, db_url: str) -> list[str]:
     """Pipeline jobs end to end (sensors -> runs in process, real manim) under mixed S3 faults, and with the legacy
     mirror's Redis down."""
-    from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
-    from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
     from t2m_pipeline_tests.faults.pipeline_scenarios import run_pipeline_fault_scenario, run_redis_outage_scenario
 
     rows: list[str] = []
-    database = PostgresResource(database_url=db_url)
-    resources = {"database": database, "storage": S3StorageResource(database=database), "code_generator": CodeGeneratorResource(), "render": RenderBackendResource()}
+    pipeline_settings = dataclasses.replace(settings, database_url=db_url)
     engine = make_engine(db_url)
     in_transaction(engine, lambda c: c.execute(sa_text("TRUNCATE users, jobs, job_queue, file_metadata CASCADE")))
     engine.dispose()
@@ -240,7 +237,7 @@ def pipeline_rows(args, settings, db_url: str) -> list[str]:
     trials = f"{args.jobs} job(s) x {args.scenes} scenes"
     fresh_buckets(settings)
     try:
-        r = run_pipeline_fault_scenario(settings, resources, plan, jobs=args.jobs, scenes=args.scenes)
+        r = run_pipeline_fault_scenario(pipeline_settings, plan, jobs=args.jobs, scenes=args.scenes)
         ok = r.completed == args.jobs and not r.step_troubles and not r.problems and not r.stale_latest
         outcome = (
             f"{r.completed}/{r.jobs} jobs completed, {r.runs} runs, 0 step attempts failed; {r.proxy['injected_total']} "
@@ -255,7 +252,7 @@ def pipeline_rows(args, settings, db_url: str) -> list[str]:
         emit(rows, failed_row("mixed, pipeline jobs", f"{args.rate:.0%}", exc))
     fresh_buckets(settings)
     try:
-        c = run_pipeline_fault_scenario(settings, resources, plan, jobs=1, scenes=args.scenes, s3_max_attempts=1)
+        c = run_pipeline_fault_scenario(pipeline_settings, plan, jobs=1, scenes=args.scenes, s3_max_attempts=1)
         got_through = bool(c.step_troubles) or c.completed == 0
         emit(rows, f"| mixed, pipeline jobs, control | {args.rate:.0%} | 1 job x {args.scenes} scenes | retries off "
                    f"(`T2M_S3_MAX_ATTEMPTS=1`): {len(c.step_troubles)} step attempts failed, {c.completed}/1 completed "
@@ -267,7 +264,7 @@ def pipeline_rows(args, settings, db_url: str) -> list[str]:
         emit(rows, failed_row("mixed, pipeline jobs, control", f"{args.rate:.0%}", exc))
     fresh_buckets(settings)
     try:
-        o = run_redis_outage_scenario(settings, resources, jobs=args.jobs, scenes=args.scenes)
+        o = run_redis_outage_scenario(pipeline_settings, jobs=args.jobs, scenes=args.scenes)
         ok = (o.completed, o.runs_failed, o.steps_failed, o.records_right) == (o.jobs, 0, 0, o.jobs) and o.cursor_held
         outcome = (
             f"{o.completed}/{o.jobs} jobs completed with Redis down ({o.run_seconds:.0f} s), 0 steps failed; "
