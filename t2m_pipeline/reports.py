@@ -11,9 +11,13 @@ from __future__ import annotations
 import io
 import uuid
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:  # pandas is imported where a report is built: every run worker loads this module, few build one
+    import pandas as pd
 
 UNATTRIBUTED = "(unattributed)"
 NO_TOPIC = "(none)"
@@ -45,6 +49,8 @@ def _topic(partition_key: str | None, job_topic: str | None) -> str:
 
 def migration_files(conn: Connection, batch_id: uuid.UUID | str) -> pd.DataFrame:
     """Every file (and copy) a migration batch recorded, one row each."""
+    import pandas as pd
+
     rows = conn.execute(_BATCH_FILES_SQL, {"batch_id": str(batch_id)}).mappings().all()
     frame = pd.DataFrame(
         [
@@ -68,6 +74,8 @@ def migration_files(conn: Connection, batch_id: uuid.UUID | str) -> pd.DataFrame
 
 def summarize(files: pd.DataFrame) -> pd.DataFrame:
     """Files and bytes per topic, user and outcome: the table a person reads first."""
+    import pandas as pd
+
     if files.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     grouped = files.groupby(["topic", "user", "outcome"], sort=True).agg(
@@ -78,6 +86,8 @@ def summarize(files: pd.DataFrame) -> pd.DataFrame:
 
 def verify_table(result: dict) -> pd.DataFrame:
     """A verify result per partition: counts and whether it passed."""
+    import pandas as pd
+
     rows = [
         {
             "partition": key,
@@ -97,6 +107,8 @@ def verify_table(result: dict) -> pd.DataFrame:
 
 def problems_table(problems: list[dict]) -> pd.DataFrame:
     """Verify problems counted by what is wrong (the list itself is bounded; the counts are not)."""
+    import pandas as pd
+
     frame = pd.DataFrame(problems, columns=["legacy_path", "partition", "problem"])
     if frame.empty:
         return pd.DataFrame(columns=["problem", "files"])
@@ -105,6 +117,8 @@ def problems_table(problems: list[dict]) -> pd.DataFrame:
 
 def findings_table(by_check: dict[str, dict[str, int]]) -> pd.DataFrame:
     """An audit's findings per check and severity."""
+    import pandas as pd
+
     rows = [
         {"check": check, "severity": severity, "findings": count}
         for check, severities in sorted(by_check.items())
@@ -123,6 +137,8 @@ def _inert(value):
 
 def to_csv(frame: pd.DataFrame, *, neutralize_formulas: bool = True) -> bytes:
     """The frame as UTF-8 CSV; text cells that would start a formula get a leading `'` (off only for the control)."""
+    import pandas as pd
+
     if neutralize_formulas:
         frame = frame.apply(lambda column: column.map(_inert) if pd.api.types.is_string_dtype(column) else column)
     buffer = io.StringIO()

@@ -1,7 +1,13 @@
 """pandas frames as Dagster table metadata: the UI renders them as sortable tables."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import dagster as dg
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_TABLE_ROWS = 200  # the UI shows a table inline; the CSV report has every row
 

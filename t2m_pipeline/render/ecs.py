@@ -32,12 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import WaiterError
+from dagster._core.pipes.client import PipesParams
+from dagster_aws.pipes import PipesCloudWatchMessageReader  # only this backend pays for dagster_aws (0.5 s of imports)
 
 from t2m_pipeline.config import Settings
 from t2m_pipeline.render import entrypoint
 from t2m_pipeline.render.backends import STARTUP_GRACE_S, RenderOutput, RenderRequest, check_request, conclude, render_extras
 from t2m_pipeline.render.intake import MAX_LOG_BYTES, MAX_VIDEO_BYTES
-from t2m_pipeline.render.messages import BoundedCloudWatchMessageReader
+from t2m_pipeline.render.messages import MAX_CHANNEL_BYTES, MAX_MESSAGE_BYTES, GuardedHandler, MessageStats, parse_line
 from t2m_pipeline.storage import layout
 from t2m_pipeline.storage.errors import StorageError
 from t2m_pipeline.storage.s3 import S3Storage
@@ -45,6 +47,41 @@ from t2m_pipeline.storage.s3 import S3Storage
 MAX_OVERRIDES_CHARS = 8192  # ECS refuses containerOverrides larger than this
 TASK_START_S = 300.0  # Fargate provisioning and image pull, on top of the render's own time
 STAGING_PREFIX = "render-"
+
+
+class BoundedCloudWatchMessageReader(PipesCloudWatchMessageReader):
+    """The ECS backend's channel: the render task's stdout in CloudWatch Logs, read through the guard, at most
+    MAX_CHANNEL_BYTES, polled every second. The task's other output is not forwarded into the worker's logs: the
+    render log comes back as an object, size-capped."""
+
+    def __init__(self, client=None, **kwargs):
+        super().__init__(client=client, **kwargs)
+        self.interval = 1
+        self.stats = MessageStats()
+        self.read_bytes = 0
+
+    @contextmanager
+    def read_messages(self, handler) -> Iterator[PipesParams]:
+        with super().read_messages(GuardedHandler(handler, self.stats)) as params:
+            yield params
+
+    @property
+    def expected_writer_count(self) -> int:
+        return 1
+
+    def add_log_reader(self, log_reader) -> None:  # no forwarding of the task's raw output
+        return None
+
+    def download_messages(self, cursor, params):
+        if self.read_bytes >= MAX_CHANNEL_BYTES:
+            return None
+        result = super().download_messages(cursor, params)
+        if result is None:
+            return None
+        cursor, chunk = result
+        lines = [line for line in chunk.split("\n") if len(line) <= MAX_MESSAGE_BYTES]
+        self.read_bytes += len(chunk)
+        return cursor, "\n".join(line for line in lines if parse_line(line) is not None)
 
 
 class OverridesTooLargeError(ValueError):

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dagster._core.pipes.client import PipesMessageReader, PipesParams
-from dagster_aws.pipes import PipesCloudWatchMessageReader
 from dagster_pipes import PIPES_PROTOCOL_VERSION, PIPES_PROTOCOL_VERSION_FIELD, PipesDefaultMessageWriter
 
 MAX_MESSAGES = 400
@@ -194,38 +193,3 @@ class SandboxStdioMessageReader(PipesMessageReader):
 
     def no_messages_debug_text(self) -> str:
         return "Attempted to read messages from the render sandbox's stdout."
-
-
-class BoundedCloudWatchMessageReader(PipesCloudWatchMessageReader):
-    """The ECS backend's channel: the render task's stdout in CloudWatch Logs, read through the guard, at most
-    MAX_CHANNEL_BYTES, polled every second. The task's other output is not forwarded into the worker's logs: the
-    render log comes back as an object, size-capped."""
-
-    def __init__(self, client=None, **kwargs):
-        super().__init__(client=client, **kwargs)
-        self.interval = 1
-        self.stats = MessageStats()
-        self.read_bytes = 0
-
-    @contextmanager
-    def read_messages(self, handler) -> Iterator[PipesParams]:
-        with super().read_messages(GuardedHandler(handler, self.stats)) as params:
-            yield params
-
-    @property
-    def expected_writer_count(self) -> int:
-        return 1
-
-    def add_log_reader(self, log_reader) -> None:  # no forwarding of the task's raw output
-        return None
-
-    def download_messages(self, cursor, params):
-        if self.read_bytes >= MAX_CHANNEL_BYTES:
-            return None
-        result = super().download_messages(cursor, params)
-        if result is None:
-            return None
-        cursor, chunk = result
-        lines = [line for line in chunk.split("\n") if len(line) <= MAX_MESSAGE_BYTES]
-        self.read_bytes += len(chunk)
-        return cursor, "\n".join(line for line in lines if parse_line(line) is not None)

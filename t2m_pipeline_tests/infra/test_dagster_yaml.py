@@ -45,6 +45,7 @@ def test_retries_monitoring_and_the_coordinator_agree():
         assert config["run_coordinator"]["module"] == "dagster._core.run_coordinator"
         assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
         assert "max_concurrent_runs" not in (config["run_coordinator"].get("config") or {})  # one place: concurrency
+    assert LOCAL["run_coordinator"]["config"]["dequeue_interval_seconds"] == PRODUCTION["run_coordinator"]["config"]["dequeue_interval_seconds"]
 
 
 def test_every_limited_tag_is_one_the_code_sets():
