@@ -19,11 +19,7 @@ def upgrade(
 ) -> None:
     """Create the database when missing, then apply migrations up to REVISION."""
     url = load_settings().database_url
-    current = migrate.upgrade(url, revision)
-    if json_output:
-        emit_json({"database": safe_url(url), "revision": current})
-    else:
-        print(f"{safe_url(url)} at revision {current}")
+    _print_revision(url, migrate.upgrade(url, revision), json_output)
 
 
 @app.command()
@@ -33,7 +29,10 @@ def downgrade(
 ) -> None:
     """Revert migrations down to REVISION."""
     url = load_settings().database_url
-    current = migrate.downgrade(url, revision)
+    _print_revision(url, migrate.downgrade(url, revision), json_output)
+
+
+def _print_revision(url: str, current: str | None, json_output: bool) -> None:
     if json_output:
         emit_json({"database": safe_url(url), "revision": current})
     else:
