@@ -180,7 +180,7 @@ def wait_completed(stack: Stack, job_ids: list[uuid.UUID], timeout: float, loads
 def bare_renders(stack: Stack, user_id, job_id, scenes: int) -> list[float]:
     """Each scene's generated code, fetched from the code bucket, rendered by hand one after another: seconds each."""
     from t2m_pipeline.render.codegen import scene_class_name
-    from t2m_pipeline.render.manim_runner import manim_command
+    from t2m_pipeline.render.entrypoint import manim_command
     from t2m_pipeline.storage import layout
 
     seconds = []
