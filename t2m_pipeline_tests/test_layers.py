@@ -101,6 +101,7 @@ def test_every_first_party_name_the_scripts_and_benchmarks_import_exists():
                     missing += [
                         f"{path.relative_to(repo)}: {node.module}.{a.name}"
                         for a in node.names
-                        if not hasattr(module, a.name) and importlib.util.find_spec(f"{node.module}.{a.name}") is None
+                        if not hasattr(module, a.name)
+                        and not (hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{a.name}"))
                     ]
     assert not missing, "\n".join(missing)
