@@ -448,7 +448,8 @@ class S3Storage:
         in flight (S3 refuses requests signed 15 minutes ago) and any writer between its PUT and its row, so a write
         in progress (whose own cleanup is choosing which of its versions to keep) is never touched.
 
-        1. Versions sharing one `write-id` (a retried or late-landing request of one write): those recorded are kept
+        1. Versions sharing one `write-id` (a retried or late-landing request of one write: the rule of
+           `versions_of_write`, for every write id of the key in one pass over its metadata): those recorded are kept
            and the others taken at once; if none is recorded and all are older than `grace`, the oldest that is not
            the current version is kept (a late-landing twin must not stay on top of a newer write). Order is S3's
            listing order (newest first), never LastModified, which listings give in whole seconds.
