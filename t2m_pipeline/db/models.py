@@ -222,6 +222,8 @@ class MigrationLedger(Base):
         UUID(as_uuid=True), ForeignKey("file_metadata.id", ondelete="SET NULL")
     )
     batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("migration_batches.id", ondelete="SET NULL"))
+    # The write id (S3 `write-id`) the upload under this row's intent carries: the version it names is this file's.
+    write_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

@@ -2,13 +2,16 @@
 
 How a rerun after kill -9 creates no duplicate objects, versions or rows:
 1. A file is uploaded only after its ledger row has been committed as an *intent*: outcome `failed`, reason
-   `INTENT`, with the sha256 and the target key (write-ahead). A file with no ledger row was never uploaded.
+   `INTENT`, with the sha256, the target key and a write id (write-ahead). The upload carries that write id in its
+   S3 user metadata (`write-id`). A file with no ledger row was never uploaded.
 2. After the upload, one transaction records the `file_metadata` row and turns the ledger row `migrated` with the
    version id. `file_metadata` is unique per (bucket, key, version) and the ledger per legacy path.
-3. A rerun skips files whose ledger row is `migrated` with the same sha256 and key (0 bytes uploaded). For a row
-   left as an intent (or `failed` with the same sha256), it first lists the key's versions and adopts one that no
-   `file_metadata` row claims and whose S3 metadata carries the same sha256 and the same legacy path (S3's
-   `original-name` metadata holds the legacy path); only when there is none does it upload.
+3. A rerun skips files whose ledger row is `migrated` with the same sha256 and key (0 bytes uploaded). A row left
+   as an intent (or `failed`) with the same sha256 and key is the same write, resumed: its write id is kept, and the
+   rerun adopts a version of the key that no `file_metadata` row claims and that carries that write id
+   (`S3Storage.versions_of_write`, the one rule for "this version was produced by this write"); only when there is
+   none does it upload, under the same write id. Another version with the same bytes and legacy path is another
+   write's (a file migrated twice, a hand copy), never adopted (`_adoptable`).
 Versions of one key (scene code `_v1.._vK`, scene video versions) are uploaded by one worker, oldest first, so the
 S3 version history is the legacy history; different keys go in parallel (a thread pool, and an S3 client whose
 connection pool is at least as large), and two chunks are in flight so hashing and recording overlap uploads.
@@ -40,7 +43,6 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
@@ -77,7 +79,7 @@ from t2m_pipeline.migration.mapping import (
 from t2m_pipeline.migration.redis_import import LEGACY_USER_METADATA
 from t2m_pipeline.storage.layout import UnsafeKeyError, combined_video_key
 from t2m_pipeline.storage.errors import ObjectNotFoundError
-from t2m_pipeline.storage.s3 import MIB, ObjectOwner, S3Storage, make_s3_client
+from t2m_pipeline.storage.s3 import MIB, ObjectOwner, S3Storage, make_s3_client, new_write_id
 from t2m_pipeline.storage.versions import version_ids_by_key
 from t2m_pipeline.vocabulary import FileType
 
@@ -108,6 +110,7 @@ class Planned:
     flags: list[str] = field(default_factory=list)
     result: dict | None = None
     stored: tuple[str, str, str | None] | None = None  # (bucket, key, version id) once migrated
+    write_id: str | None = None  # the ledger intent's, carried by the upload or copy (S3 `write-id`)
     file_metadata_id: uuid.UUID | None = None
     written_reason: object = _UNWRITTEN  # the ledger reason this run wrote (unset: the row's is the earlier run's)
 
@@ -248,23 +251,25 @@ def _existing_ledger(engine: Engine, paths: list[str], partitions: list[str] = (
 
 _LEDGER_UPSERT = """
 INSERT INTO migration_ledger (legacy_path, partition_key, size, sha256, outcome, reason, bucket, key, version_id,
-                              file_metadata_id, batch_id)
-SELECT p, pk, sz, sha, oc, rs, b, k, NULL, NULL, :batch
+                              file_metadata_id, batch_id, write_id)
+SELECT p, pk, sz, sha, oc, rs, b, k, NULL, NULL, :batch, w
 FROM unnest(CAST(:p AS text[]), CAST(:pk AS text[]), CAST(:sz AS bigint[]), CAST(:sha AS text[]),
-            CAST(:oc AS text[]), CAST(:rs AS text[]), CAST(:b AS text[]), CAST(:k AS text[]))
-     AS t(p, pk, sz, sha, oc, rs, b, k)
+            CAST(:oc AS text[]), CAST(:rs AS text[]), CAST(:b AS text[]), CAST(:k AS text[]), CAST(:w AS text[]))
+     AS t(p, pk, sz, sha, oc, rs, b, k, w)
 ON CONFLICT (legacy_path) DO UPDATE SET partition_key = EXCLUDED.partition_key, size = EXCLUDED.size,
     sha256 = EXCLUDED.sha256, outcome = EXCLUDED.outcome, reason = EXCLUDED.reason, bucket = EXCLUDED.bucket,
-    key = EXCLUDED.key, version_id = NULL, file_metadata_id = NULL, batch_id = EXCLUDED.batch_id, updated_at = now()
+    key = EXCLUDED.key, version_id = NULL, file_metadata_id = NULL, batch_id = EXCLUDED.batch_id,
+    write_id = EXCLUDED.write_id, updated_at = now()
 RETURNING id, legacy_path, (xmax = 0) AS inserted
 """
 
 
 def _write_ledger(conn: Connection, batch_id: uuid.UUID, rows: list[dict], existing: dict[str, dict]) -> None:
-    """Insert or overwrite ledger rows (outcome, reason, sha...), recording inserts and previous images."""
+    """Insert or overwrite ledger rows (outcome, reason, sha..., the intent's write id `w`, else none), recording
+    inserts and previous images."""
     if not rows:
         return
-    cols = {c: [r[c] for r in rows] for c in ("p", "pk", "sz", "sha", "oc", "rs", "b", "k")}
+    cols = {c: [r.get(c) for r in rows] for c in ("p", "pk", "sz", "sha", "oc", "rs", "b", "k", "w")}
     written = conn.execute(text(_LEDGER_UPSERT), {**cols, "batch": batch_id}).all()
     record_created(
         conn, batch_id,
@@ -280,6 +285,24 @@ FROM unnest(CAST(:p AS text[]), CAST(:oc AS text[]), CAST(:rs AS text[]), CAST(:
      AS v(p, oc, rs, ver, fm)
 WHERE l.legacy_path = v.p
 """
+
+
+def _resumed_write(old: dict | None, same_place: bool) -> str | None:
+    """The write id an earlier run's unfinished intent for this very write holds (same file, same bytes, same key;
+    left `failed`: killed, or failed with its answer maybe lost), so this run adopts what that write produced, or
+    writes again under it; None: a new write, with a new write id.
+
+    Kept, not replaced, so a run killed again before it records anything leaves the same write id for the next one
+    (a fresh id would make the first run's upload unrecognisable). An intent written before the ledger had write ids
+    has none: the file is uploaded again under a new one. That is safe: nothing is lost (the legacy file is the
+    source, and the row records the new version); the older upload, if it landed, is an unrecorded version with the
+    recorded one's bytes, which the sweep (`S3Storage.remove_duplicate_versions`) removes and the objects audit
+    reports until then. Recognising it by its sha256 and legacy path instead would take any such version, whoever
+    wrote it, so there is no such fallback.
+    """
+    if same_place and old["outcome"] == "failed" and old.get("write_id"):
+        return old["write_id"]
+    return None
 
 
 def _levels(groups: dict[tuple[str, str], list[Planned]]) -> list[list[list[Planned]]]:
@@ -323,12 +346,6 @@ def _partition_report(by_partition: dict[str, list[Entry]], plans: list[Planned]
         row["unattributed"] += bool(p.outcome == "migrated" and p.attribution and p.attribution.owner is None)
         row["uploaded"] += bool(p.result and not p.result.get("adopted"))
     return out
-
-
-def carries_legacy_path(meta: dict, legacy_path: str) -> bool:
-    """Does an S3 version's metadata name this legacy path? (`original-name` is the quoted path, maybe shortened.)"""
-    name = meta.get("original-name", "")
-    return bool(name) and quote(legacy_path, safe="").startswith(name) and len(name) >= min(64, len(quote(legacy_path, safe="")))
 
 
 class FilesMigration:
@@ -533,9 +550,12 @@ class FilesMigration:
                     with self._lock:
                         self.counts["unchanged_files"] += 1
                     continue
-                todo.append((p, same_place and old["outcome"] == "failed"))
+                resumed = _resumed_write(old, same_place)
+                p.write_id = resumed or new_write_id()
+                todo.append((p, resumed is not None))
                 intents.append(
-                    dict(p=p.legacy_path, pk=p.partition, sz=p.size, sha=p.sha256, oc="failed", rs=INTENT, b=bucket, k=p.target.key)
+                    dict(p=p.legacy_path, pk=p.partition, sz=p.size, sha=p.sha256, oc="failed", rs=INTENT, b=bucket,
+                         k=p.target.key, w=p.write_id)
                 )
             if todo:
                 work.append(todo)
@@ -587,15 +607,23 @@ class FilesMigration:
         return ObjectOwner(user_id=t.user_id, file_type=t.file_type, job_id=t.job_id, scene_number=t.scene_number)
 
     def _adoptable(self, p: Planned, bucket: str, versions: list[str], claimed: set[str]) -> dict | None:
-        """A version of the key uploaded by an interrupted run for this very file (same sha256 and legacy path)."""
-        for version_id in versions:
-            if version_id in claimed:
+        """The version an interrupted run's write of this very file produced: one no row claims, carrying the
+        intent's write id (`S3Storage.versions_of_write`; the newest if a retried request left several). `versions`
+        are the key's as listed (newest first).
+
+        Its bytes are also checked against the intent (the version's `sha256` must be the file's): a write can have
+        produced other bytes (a big file that changed while it was uploaded fails that write, and a kill may come
+        before that failure is written down; the file may then change back). That is a check of content, not a second
+        way to recognise the write: a version with the same bytes and legacy path under another write id is not
+        adopted, and the file is uploaded again.
+        """
+        unclaimed = [v for v in versions if v not in claimed]
+        for version_id in reversed(self.storage.versions_of_write(bucket, p.target.key, p.write_id, listed=unclaimed)):
+            head = self.storage.head(bucket, p.target.key, version_id)
+            if head.get("Metadata", {}).get("sha256") != p.sha256:
                 continue
-            head = self.storage.client.head_object(Bucket=bucket, Key=p.target.key, VersionId=version_id)
-            meta = head.get("Metadata", {})
-            if meta.get("sha256") == p.sha256 and carries_legacy_path(meta, p.source_path):
-                claimed.add(version_id)
-                return {"version_id": version_id, "size": head["ContentLength"], "adopted": True}
+            claimed.add(version_id)
+            return {"version_id": version_id, "size": head["ContentLength"], "adopted": True}
         return None
 
     def _upload_group(self, todo: list[tuple[Planned, bool]], claimed: dict, listed: dict) -> None:
@@ -627,14 +655,14 @@ class FilesMigration:
         """A server-side copy of the source's version: the bytes never leave S3."""
         stored = self.storage.copy_version(
             p.copy_source.stored, bucket, p.target.key, sha256=p.sha256, size=p.size, owner=self._owner(p),
-            content_type=p.target.content_type, original_name=p.source_path,
+            content_type=p.target.content_type, original_name=p.source_path, write_id=p.write_id,
         )
         with self._lock:
             self.counts["copied_files"] += 1
         return {"version_id": stored.version_id, "size": stored.size, "adopted": False}
 
     def _put(self, p: Planned, bucket: str) -> dict:
-        args = dict(owner=self._owner(p), content_type=p.target.content_type, original_name=p.source_path)
+        args = dict(owner=self._owner(p), content_type=p.target.content_type, original_name=p.source_path, write_id=p.write_id)
         if p.data is not None:
             stored = self.storage.put_bytes(bucket, p.target.key, p.data, **args)
         else:

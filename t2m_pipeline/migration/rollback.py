@@ -20,10 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.models import Base
-from t2m_pipeline.migration.files_import import INTENT, carries_legacy_path
-from t2m_pipeline.storage.versions import version_ids_by_key
-from t2m_pipeline.migration.legacy_paths import split_copy_path
+from t2m_pipeline.migration.files_import import INTENT
 from t2m_pipeline.storage.errors import ObjectNotFoundError
+from t2m_pipeline.storage.versions import version_ids_by_key
 from t2m_pipeline.storage.s3 import ObjectOwner, S3Storage
 
 
@@ -62,10 +61,17 @@ def _insert(conn: Connection, table: str, images: list[dict]) -> None:
 
 
 def _orphan_versions(storage: S3Storage, engine: Engine, batch_id: uuid.UUID) -> list[tuple[str, str, str]]:
-    """Versions an interrupted run of this batch uploaded but never recorded (its intents)."""
+    """Versions an interrupted run of this batch uploaded but never recorded: those no row claims that carry the
+    write id of one of its intents (`S3Storage.versions_of_write`, the rule the rerun's adoption uses too). A version
+    with the same bytes and legacy path under another write id is another write's and stays. An intent written before
+    the ledger had write ids names no write: what it uploaded (if anything landed) is left, unrecorded, for the
+    objects audit to report."""
     with engine.connect() as conn:
         intents = conn.execute(
-            text("SELECT legacy_path, sha256, bucket, key FROM migration_ledger WHERE batch_id = :b AND outcome = 'failed' AND reason = :r"),
+            text(
+                "SELECT bucket, key, write_id FROM migration_ledger "
+                "WHERE batch_id = :b AND outcome = 'failed' AND reason = :r AND write_id IS NOT NULL"
+            ),
             {"b": batch_id, "r": INTENT},
         ).all()
         claimed = {
@@ -78,19 +84,34 @@ def _orphan_versions(storage: S3Storage, engine: Engine, batch_id: uuid.UUID) ->
     listed = version_ids_by_key(storage.client, {(i.bucket, i.key) for i in intents})
     out = []
     for intent in intents:
-        for version_id in listed[(intent.bucket, intent.key)]:
-            if (intent.bucket, intent.key, version_id) in claimed:
-                continue
-            meta = storage.head(intent.bucket, intent.key, version_id).get("Metadata", {})
-            if meta.get("sha256") == intent.sha256 and carries_legacy_path(meta, split_copy_path(intent.legacy_path)[0]):
-                out.append((intent.bucket, intent.key, version_id))
+        unclaimed = [v for v in listed[(intent.bucket, intent.key)] if (intent.bucket, intent.key, v) not in claimed]
+        out += [(intent.bucket, intent.key, v) for v in storage.versions_of_write(intent.bucket, intent.key, intent.write_id, listed=unclaimed)]
     return out
 
 
-def _recreate_removed(storage: S3Storage, engine: Engine, removed: list[dict]) -> tuple[list[dict], list[str]]:
+def recreate_write_id(batch_id: uuid.UUID, row_id: uuid.UUID | str) -> str:
+    """The write id of the copy that makes a removed row's object again when `batch_id` is rolled back: derived, not
+    drawn, so a rerun of an interrupted rollback knows the write its first run made. A batch is rolled back once,
+    and a row is removed at most once per batch, so it names one logical write."""
+    return uuid.uuid5(batch_id, f"recreate/{row_id}").hex
+
+
+def _recreate_removed(
+    storage: S3Storage, engine: Engine, batch_id: uuid.UUID, removed: list[dict]
+) -> tuple[list[dict], list[str]]:
     """The objects a batch removed when their files moved, made again from the version holding the same bytes (before
     that version is itself rolled back). Returns the row images with their new version ids, and what could not be
-    made again (the bytes are gone, or were different). A version left by an interrupted rollback is taken again."""
+    made again (the bytes are gone, or were different). A version left by an interrupted rollback is taken again.
+
+    Two questions are asked here, answered by two rules. "Does the replacement hold the removed row's bytes" is one of
+    content: the batch's images (`replaced_by_sha256` against the row's `checksum`), then `S3Storage.copy_version`,
+    which checks S3's own SHA-256 of the copy. "Is this version the copy an interrupted run of this rollback made" is
+    "was this version produced by this write", so like every such question it is answered by the write id
+    (`recreate_write_id`, carried by the copy), not by the version's sha256 and legacy path metadata: any other
+    unclaimed version with those bytes and that name (an unrecorded upload of the file, a hand copy) is another
+    write's and is not taken. A rollback interrupted before copies carried these write ids, run again now, does not recognise its
+    copies: it copies again while the source is there, else reports the object not restorable (its bytes are in the
+    earlier copy, which the objects audit reports)."""
     restored, lost = [], []
     with engine.connect() as conn:
         claimed = {
@@ -106,14 +127,10 @@ def _recreate_removed(storage: S3Storage, engine: Engine, removed: list[dict]) -
         if not source or img.get("replaced_by_sha256") != img.get("checksum"):
             lost.append(f"s3://{bucket}/{key}")
             continue
-        version_id = None
-        for candidate in version_ids_by_key(storage.client, {(bucket, key)})[(bucket, key)]:
-            if (bucket, key, candidate) in claimed:
-                continue
-            head = storage.head(bucket, key, candidate).get("Metadata", {})
-            if head.get("sha256") == img["checksum"] and carries_legacy_path(head, meta.get("legacy_path", "")):
-                version_id = candidate
-                break
+        write_id = recreate_write_id(batch_id, img["id"])
+        unclaimed = [v for v in version_ids_by_key(storage.client, {(bucket, key)})[(bucket, key)] if (bucket, key, v) not in claimed]
+        made = storage.versions_of_write(bucket, key, write_id, listed=unclaimed)
+        version_id = made[-1] if made else None  # the newest, as the storage layer keeps of a write's versions
         if version_id is None:
             owner = ObjectOwner(user_id=img["user_id"], file_type=img["file_type"], job_id=img.get("job_id"),
                                 scene_number=meta.get("scene_number"))
@@ -121,6 +138,7 @@ def _recreate_removed(storage: S3Storage, engine: Engine, removed: list[dict]) -
                 version_id = storage.copy_version(
                     tuple(source), bucket, key, sha256=img["checksum"], size=img["file_size"], owner=owner,
                     content_type=img.get("content_type") or "application/octet-stream", original_name=meta.get("legacy_path"),
+                    write_id=write_id,
                 ).version_id
             except ObjectNotFoundError:
                 lost.append(f"s3://{bucket}/{key}")
@@ -177,7 +195,7 @@ def rollback_batch(settings: Settings, engine: Engine, batch_id: uuid.UUID | str
 
     storage = S3Storage(settings, None)
     # first what it removed (made again from versions it may itself have written), then what it wrote
-    removed, lost = _recreate_removed(storage, engine, _first_images(rows.get("file_metadata_removed", []), "id"))
+    removed, lost = _recreate_removed(storage, engine, batch_id, _first_images(rows.get("file_metadata_removed", []), "id"))
     new_version = {img["id"]: img["version_id"] for img in removed}
     versions = {tuple(v) for v in rows.get("s3_versions", [])} | set(_orphan_versions(storage, engine, batch_id))
     for bucket, key, version in sorted(versions):

@@ -3,11 +3,16 @@
 Every write sends a SHA-256 checksum (S3 rejects a body that does not match), applies server-side encryption,
 attaches user metadata, and, when the storage has an engine, records the version's `file_metadata` row.
 
+Which versions a write produced: those carrying its `write-id` (user metadata), and only those
+(`S3Storage.versions_of_write`, the one place this is decided). Each logical write carries a unique write id: a fresh
+one, or the caller's (`write_id=`) when the caller must find the write's version again after a crash (the files
+migration keeps it in its ledger intent, a rollback derives it from the batch).
+
 Retried writes (RELIABILITY.md): a write whose answer was lost (connection reset, read timeout) and was then retried
-may have landed twice, leaving an identical extra version. Each logical write carries a unique `write-id` in its
-user metadata; after a write that needed retries (and after every multipart upload) the versions of the key that
-carry this write's `write-id`, other than the one kept, are found and removed. A request that lands after its retry
-(stalled past the client's timeout) can only be found later: `remove_duplicate_versions` is that sweep.
+may have landed twice, leaving an identical extra version. After a write that needed retries (and after every
+multipart upload) the versions of the key that carry this write's `write-id`, other than the one kept, are found and
+removed. A request that lands after its retry (stalled past the client's timeout) can only be found later:
+`remove_duplicate_versions` is that sweep.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -49,6 +55,7 @@ VIDEO_STREAM_URL_SECONDS = 7200
 MAX_URL_SECONDS = 7 * 24 * 3600
 MAX_COPY_OBJECT_BYTES = 5 * 1024 * MIB  # S3's limit for one CopyObject request
 WRITE_ID_METADATA = "write-id"
+WRITE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # S3 refuses a request signed more than 15 minutes away from its clock, so every version a write produced is newer
 # than the write's start minus this much (by S3's clock): older versions need not be looked at.
 RETRY_DUPLICATE_WINDOW = timedelta(minutes=15)
@@ -104,6 +111,16 @@ class StoredObject:
 def new_write_id() -> str:
     """A token naming one logical write, shared by all its retried requests (and nothing else)."""
     return uuid.uuid4().hex
+
+
+def checked_write_id(write_id: str | None) -> str:
+    """The write id a write carries: the caller's (one it keeps, to find the write's version after a crash: the
+    migration's ledger, a rollback's rerun), else a fresh one. ASCII letters, digits, `.`, `_`, `-`, at most 64."""
+    if write_id is None:
+        return new_write_id()
+    if not isinstance(write_id, str) or not WRITE_ID_PATTERN.fullmatch(write_id):
+        raise ValueError(f"write id {write_id!r}: expected 1 to 64 ASCII letters, digits, '.', '_' or '-'")
+    return write_id
 
 
 def object_metadata(
@@ -200,9 +217,10 @@ class S3Storage:
         owner: ObjectOwner,
         content_type: str,
         original_name: str | None = None,
+        write_id: str | None = None,
     ) -> StoredObject:
         digest = hashlib.sha256(data).digest()
-        return self._put_single(bucket, key, data, digest, len(data), owner, content_type, original_name)
+        return self._put_single(bucket, key, data, digest, len(data), owner, content_type, original_name, write_id)
 
     def put_file(
         self,
@@ -213,13 +231,14 @@ class S3Storage:
         owner: ObjectOwner,
         content_type: str,
         original_name: str | None = None,
+        write_id: str | None = None,
     ) -> StoredObject:
         path = Path(path)
         sha_hex, size = sha256_file(path)
         if size < self.transfer_config.multipart_threshold:
             with open(path, "rb") as fh:
-                return self._put_single(bucket, key, fh, bytes.fromhex(sha_hex), size, owner, content_type, original_name)
-        return self._put_multipart(bucket, key, path, sha_hex, size, owner, content_type, original_name)
+                return self._put_single(bucket, key, fh, bytes.fromhex(sha_hex), size, owner, content_type, original_name, write_id)
+        return self._put_multipart(bucket, key, path, sha_hex, size, owner, content_type, original_name, write_id)
 
     def put_stream(
         self,
@@ -230,6 +249,7 @@ class S3Storage:
         owner: ObjectOwner,
         content_type: str,
         original_name: str | None = None,
+        write_id: str | None = None,
     ) -> StoredObject:
         """A stream of unknown length: spooled (hashing as it goes) so a retried request can resend the body."""
         with tempfile.SpooledTemporaryFile(max_size=self.transfer_config.multipart_threshold) as spool:
@@ -238,14 +258,16 @@ class S3Storage:
             spool.seek(0)
             sha_hex = reader.digest.hexdigest()
             if reader.size < self.transfer_config.multipart_threshold:
-                return self._put_single(bucket, key, spool, bytes.fromhex(sha_hex), reader.size, owner, content_type, original_name)
+                return self._put_single(
+                    bucket, key, spool, bytes.fromhex(sha_hex), reader.size, owner, content_type, original_name, write_id
+                )
             spool.rollover()  # type: ignore[attr-defined]
-            return self._put_multipart(bucket, key, spool, sha_hex, reader.size, owner, content_type, original_name)
+            return self._put_multipart(bucket, key, spool, sha_hex, reader.size, owner, content_type, original_name, write_id)
 
-    def _put_single(self, bucket, key, body, digest: bytes, size: int, owner, content_type, original_name) -> StoredObject:
+    def _put_single(self, bucket, key, body, digest: bytes, size: int, owner, content_type, original_name, write_id) -> StoredObject:
         sha_hex = digest.hex()
         started = datetime.now(timezone.utc)
-        write_id = new_write_id()
+        write_id = checked_write_id(write_id)
         meta = object_metadata(owner, sha_hex, original_name, started, write_id)
         try:
             response = self.client.put_object(
@@ -267,13 +289,13 @@ class S3Storage:
             self._remove_retry_duplicates(bucket, key, write_id, size, started, keep=version_id)
         return self._record(bucket, key, version_id, size, sha_hex, owner, content_type, original_name)
 
-    def _put_multipart(self, bucket, key, source, sha_hex: str, size: int, owner, content_type, original_name) -> StoredObject:
+    def _put_multipart(self, bucket, key, source, sha_hex: str, size: int, owner, content_type, original_name, write_id) -> StoredObject:
         """Above the threshold: s3transfer's multipart upload, each part checksummed with SHA-256 by S3.
 
         s3transfer does not return the version it created: it is found by its `write-id`.
         """
         started = datetime.now(timezone.utc)
-        write_id = new_write_id()
+        write_id = checked_write_id(write_id)
         meta = object_metadata(owner, sha_hex, original_name, started, write_id)
         extra = {"ContentType": content_type, "Metadata": meta, "ChecksumAlgorithm": "SHA256", **self._encryption_args()}
         try:
@@ -281,7 +303,7 @@ class S3Storage:
                 self.client.upload_file(str(source), bucket, key, ExtraArgs=extra, Config=self.transfer_config)
             else:
                 self.client.upload_fileobj(source, bucket, key, ExtraArgs=extra, Config=self.transfer_config)
-            ours = self._versions_of_write(bucket, key, write_id, size, started)
+            ours = self.versions_of_write(bucket, key, write_id, size=size, since=started - RETRY_DUPLICATE_WINDOW)
         except (ClientError, BotoCoreError) as exc:
             raise map_error(exc, bucket, key) from exc
         except S3UploadFailedError as exc:
@@ -307,17 +329,19 @@ class S3Storage:
         owner: ObjectOwner,
         content_type: str,
         original_name: str | None = None,
+        write_id: str | None = None,
     ) -> StoredObject:
         """A server-side copy of one version (`source` = bucket, key, version id) to `key`, as a new version there.
 
         The bytes never leave S3; the copy gets its owner's metadata, the platform's encryption and S3's own SHA-256,
         which must equal `sha256` (the source's), or the copy is deleted and StorageError raised. Retried copies are
-        cleaned up like retried PUTs (`write-id`); above S3's 5 GiB CopyObject limit s3transfer copies in parts.
+        cleaned up like retried PUTs (`write-id`: `write_id`, else a fresh one); above S3's 5 GiB CopyObject limit
+        s3transfer copies in parts.
         """
         src_bucket, src_key, src_version = source
         copy_source = {"Bucket": src_bucket, "Key": src_key, **({"VersionId": src_version} if src_version else {})}
         started = datetime.now(timezone.utc)
-        write_id = new_write_id()
+        write_id = checked_write_id(write_id)
         meta = object_metadata(owner, sha256, original_name, started, write_id)
         args = {"Metadata": meta, "MetadataDirective": "REPLACE", "ContentType": content_type, "ChecksumAlgorithm": "SHA256",
                 **self._encryption_args()}
@@ -330,7 +354,7 @@ class S3Storage:
                     self._remove_retry_duplicates(bucket, key, write_id, size, started, keep=version_id)
             else:
                 self.client.copy(copy_source, bucket, key, ExtraArgs=args, Config=self.transfer_config)
-                ours = self._versions_of_write(bucket, key, write_id, size, started)
+                ours = self.versions_of_write(bucket, key, write_id, size=size, since=started - RETRY_DUPLICATE_WINDOW)
                 if not ours:
                     raise StorageError(f"s3://{bucket}/{key}: no version of the copy just completed was found", bucket, key)
                 version_id, checksum = ours[-1], None
@@ -359,11 +383,35 @@ class S3Storage:
     def _write_id_of(self, bucket: str, key: str, version_id: str) -> str | None:
         return self._user_metadata(bucket, key, version_id).get(WRITE_ID_METADATA)
 
-    def _versions_of_write(self, bucket: str, key: str, write_id: str, size: int, started: datetime) -> list[str]:
-        """Version ids of `key` carrying `write_id`, the current version last, otherwise oldest first."""
-        candidates = self._key_versions(bucket, key, since=started - RETRY_DUPLICATE_WINDOW, size=size)
-        ours = [v for v in candidates if self._write_id_of(bucket, key, v["VersionId"]) == write_id]
-        return [v["VersionId"] for v in reversed(ours)]  # S3 lists a key's versions newest first
+    def versions_of_write(
+        self,
+        bucket: str,
+        key: str,
+        write_id: str,
+        *,
+        size: int | None = None,
+        since: datetime | None = None,
+        listed: Iterable[str] | None = None,
+    ) -> list[str]:
+        """Which versions of `bucket`/`key` carry write id `write_id`: the one rule for "this version was produced by
+        this write" (its retried requests, a multipart completion, the migration's upload under a ledger intent, a
+        rollback's copy). Neither the bytes nor the names decide it: two writes of the same file are two writes.
+
+        Version ids, oldest first, the current version last (S3 lists a key's versions newest first; LastModified,
+        whole seconds in listings, never orders them). `size` and `since` narrow what is read with HEAD (a write's
+        versions have its size and are newer than its start less `RETRY_DUPLICATE_WINDOW`). `listed`: the key's
+        version ids as S3 listed them (newest first) when the caller has them already (`versions.version_ids_by_key`
+        lists a folder at a time), then only those are looked at and `size` / `since` cannot apply.
+        """
+        if listed is not None and (size is not None or since is not None):
+            raise TypeError("versions_of_write: `size` and `since` narrow a listing made here, not one given as `listed`")
+        try:
+            if listed is None:
+                listed = [v["VersionId"] for v in self._key_versions(bucket, key, since=since, size=size)]
+            ours = [v for v in listed if self._write_id_of(bucket, key, v) == write_id]
+        except (ClientError, BotoCoreError) as exc:
+            raise map_error(exc, bucket, key) from exc
+        return ours[::-1]
 
     def _delete_versions(self, bucket: str, key: str, version_ids: list[str]) -> list[str]:
         """Delete each version on its own; returns those deleted (a failure is logged and the rest go on)."""
@@ -386,7 +434,7 @@ class S3Storage:
         if not self.remove_retry_duplicates:
             return
         try:
-            ours = self._versions_of_write(bucket, key, write_id, size, started)
+            ours = self.versions_of_write(bucket, key, write_id, size=size, since=started - RETRY_DUPLICATE_WINDOW)
             self._delete_versions(bucket, key, [v for v in ours if v != keep])
         except (ClientError, BotoCoreError, StorageError) as exc:
             # The write itself succeeded and is what gets recorded; the sweep finds what is left.
@@ -400,7 +448,8 @@ class S3Storage:
         in flight (S3 refuses requests signed 15 minutes ago) and any writer between its PUT and its row, so a write
         in progress (whose own cleanup is choosing which of its versions to keep) is never touched.
 
-        1. Versions sharing one `write-id` (a retried or late-landing request of one write): those recorded are kept
+        1. Versions sharing one `write-id` (a retried or late-landing request of one write: the rule of
+           `versions_of_write`, for every write id of the key in one pass over its metadata): those recorded are kept
            and the others taken at once; if none is recorded and all are older than `grace`, the oldest that is not
            the current version is kept (a late-landing twin must not stay on top of a newer write). Order is S3's
            listing order (newest first), never LastModified, which listings give in whole seconds.

@@ -288,8 +288,8 @@ def migration_rows(args, settings, db_url_for, work: Path) -> list[str]:
 
     rows: list[str] = []
     plan = FaultPlan(rate=args.rate, kinds=tuple(FaultKind), seed=args.seed, delay_seconds=1.0)
-    protection = ("botocore retries + `write-id` cleanup; the ledger's write-ahead intent, adoption by sha256 and "
-                  "legacy path, resumable idempotent runs")
+    protection = ("botocore retries + `write-id` cleanup; the ledger's write-ahead intent with its write id, adoption "
+                  "of the version carrying it, resumable idempotent runs")
     with PrivateRedis() as redis_server:
         for control in (False, True):
             name = "mixed (all six kinds, held 1 s), `t2m migrate files`" + (", control then rerun" if control else "")

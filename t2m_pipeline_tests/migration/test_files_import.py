@@ -4,6 +4,7 @@ flags, idempotence, an interrupted run, verify and rollback."""
 import base64
 import hashlib
 import os
+from collections import Counter
 
 import pytest
 import redis
@@ -16,7 +17,7 @@ from t2m_pipeline.migration.redis_import import migrate_redis
 from t2m_pipeline.migration.rollback import rollback_batch
 from t2m_pipeline.migration.verify import verify_files
 from t2m_pipeline.storage import layout
-from t2m_pipeline.storage.s3 import make_s3_client
+from t2m_pipeline.storage.s3 import WRITE_ID_METADATA, S3Storage, make_s3_client, new_write_id
 
 
 @pytest.fixture
@@ -307,3 +308,163 @@ def test_rolling_back_a_killed_batch_removes_its_unrecorded_uploads_too(world, m
     undone = rollback_batch(settings, engine, migration.batch_id)
     assert undone["s3_versions_deleted"] > 0
     assert (ledger(engine), file_rows(engine), all_versions(client, buckets)) == before
+
+
+def crash_after_uploads(chunk: int):
+    """A fault that stops the run (like a kill: nothing after it runs) once `chunk` chunks have uploaded."""
+    seen = []
+
+    def fault(stage):
+        if stage == "after_uploads":
+            seen.append(stage)
+            if len(seen) == chunk:
+                raise KeyboardInterrupt
+
+    return fault
+
+
+def landed_intents(settings, engine) -> tuple[dict, dict]:
+    """The ledger's intents ({legacy path: row}, each naming a write id) and, of those whose upload landed, the
+    version carrying the intent's write id ({legacy path: version id})."""
+    from t2m_pipeline.migration.files_import import INTENT
+
+    storage = S3Storage(settings, None)
+    intents = {path: r for path, r in ledger(engine).items() if r.outcome == "failed" and r.reason == INTENT}
+    assert intents and all(r.write_id for r in intents.values())
+    found = {path: storage.versions_of_write(r.bucket, r.key, r.write_id) for path, r in intents.items()}
+    assert all(len(v) <= 1 for v in found.values())  # one upload per write
+    return intents, {path: v[0] for path, v in found.items() if v}
+
+
+def plant_twin(client, row, version_id: str) -> str:
+    """Another write of the same file: the bytes and S3 metadata (sha256, original-name = legacy path...) of
+    `version_id`, under another write id, as a new version of the same key. Returns its version id."""
+    head = client.head_object(Bucket=row.bucket, Key=row.key, VersionId=version_id)
+    body = client.get_object(Bucket=row.bucket, Key=row.key, VersionId=version_id)["Body"].read()
+    assert head["Metadata"]["sha256"] == row.sha256 == hashlib.sha256(body).hexdigest()
+    assert head["Metadata"][WRITE_ID_METADATA] == row.write_id
+    meta = {**head["Metadata"], WRITE_ID_METADATA: new_write_id()}
+    return client.put_object(Bucket=row.bucket, Key=row.key, Body=body, Metadata=meta, ContentType=head["ContentType"])["VersionId"]
+
+
+def test_a_rerun_adopts_the_version_carrying_the_intents_write_id_and_never_a_twin_of_the_same_file(world, migrated_redis, buckets):
+    """The rule, with its control. A killed run left intents whose uploads landed. For one of them the landed version
+    is replaced by a twin: the same bytes, the same S3 metadata (sha256, legacy path as `original-name`), another
+    write id. The rerun adopts every version carrying its intent's write id, does not adopt the twin (a rule by
+    sha256 and legacy path would), and uploads that file again, under the intent's write id."""
+    from t2m_pipeline.migration.files_import import FilesMigration
+
+    settings, engine = migrated_redis
+    client, storage = make_s3_client(settings), S3Storage(settings, None)
+    with pytest.raises(KeyboardInterrupt):
+        FilesMigration(settings, engine, world.root, workers=4, chunk_files=10, fault=crash_after_uploads(2)).run()
+    intents, landed = landed_intents(settings, engine)
+    assert len(landed) >= 2
+    per_key = Counter((r.bucket, r.key) for r in ledger(engine).values())
+    # a key holding this file alone: uploading it again cannot reorder a key's version history
+    control = next(p for p in sorted(landed) if per_key[(intents[p].bucket, intents[p].key)] == 1)
+    c = intents[control]
+    twin = plant_twin(client, c, landed[control])
+    client.delete_object(Bucket=c.bucket, Key=c.key, VersionId=landed.pop(control))
+
+    rerun = migrate_files(settings, engine, world.root, workers=4)
+    after = ledger(engine)
+    assert rerun["adopted_versions"] == len(landed)
+    for path, version_id in landed.items():
+        assert (after[path].outcome, after[path].version_id, after[path].write_id) == ("migrated", version_id, intents[path].write_id)
+    assert after[control].outcome == "migrated" and after[control].version_id != twin
+    assert after[control].write_id == c.write_id  # the same write, resumed: uploaded again under its write id
+    assert storage.versions_of_write(c.bucket, c.key, c.write_id) == [after[control].version_id]
+    assert client.get_object(Bucket=c.bucket, Key=c.key)["VersionId"] == after[control].version_id
+    # the twin is left as it was, unrecorded: verify names it and nothing else
+    result = verify_files(settings, engine, world.root)
+    assert [p["problem"] for p in result["problems"]] == [f"unrecorded S3 version {twin} of s3://{c.bucket}/{c.key}"]
+    client.delete_object(Bucket=c.bucket, Key=c.key, VersionId=twin)
+    result = verify_files(settings, engine, world.root)
+    assert result["ok"], result["problems"]
+
+
+def test_a_run_killed_twice_still_adopts_what_the_first_one_uploaded(world, migrated_redis, buckets):
+    """kill -9 safety across reruns: the second run rewrites its intents and is killed before it uploads; the intents
+    keep their write ids (the same writes, resumed), so the third run adopts the first run's uploads instead of
+    uploading them again (with a fresh write id per run, it would upload them all again and leave duplicates)."""
+    from t2m_pipeline.migration.files_import import FilesMigration
+
+    settings, engine = migrated_redis
+    with pytest.raises(KeyboardInterrupt):
+        FilesMigration(settings, engine, world.root, workers=4, chunk_files=10, fault=crash_after_uploads(2)).run()
+    intents, landed = landed_intents(settings, engine)
+    assert landed
+
+    def killed_after_intents(stage):
+        if stage == "after_intents":
+            raise KeyboardInterrupt
+
+    second = FilesMigration(settings, engine, world.root, workers=4, fault=killed_after_intents)
+    with pytest.raises(KeyboardInterrupt):
+        second.run()
+    rewritten = ledger(engine)
+    again = [p for p in landed if rewritten[p].batch_id == second.batch_id]
+    assert again  # the second run did write these intents again ...
+    assert all(rewritten[p].write_id == intents[p].write_id for p in landed)  # ... under the same write ids
+
+    third = migrate_files(settings, engine, world.root, workers=4)
+    assert third["adopted_versions"] == len(landed)
+    after = ledger(engine)
+    assert {p: after[p].version_id for p in landed} == landed
+    result = verify_files(settings, engine, world.root)
+    assert result["ok"], result["problems"]  # includes: no unrecorded (duplicate) S3 version at any migrated key
+
+
+def test_rolling_back_a_killed_batch_removes_what_its_intents_wrote_and_not_a_twin_of_another_write(world, migrated_redis, buckets):
+    """Rollback's orphan search by the same rule, with its control: a twin of one landed upload (same bytes, same
+    sha256 and legacy path metadata, another write id) is not this batch's write and stays; all else is undone."""
+    from t2m_pipeline.migration.files_import import FilesMigration
+
+    settings, engine = migrated_redis
+    client = make_s3_client(settings)
+    before = (ledger(engine), file_rows(engine), all_versions(client, buckets))
+    migration = FilesMigration(settings, engine, world.root, workers=4, chunk_files=10, fault=crash_after_uploads(2))
+    with pytest.raises(KeyboardInterrupt):
+        migration.run()
+    intents, landed = landed_intents(settings, engine)
+    control = sorted(landed)[0]
+    c = intents[control]
+    twin = plant_twin(client, c, landed[control])
+
+    undone = rollback_batch(settings, engine, migration.batch_id)
+    assert undone["s3_versions_deleted"] >= len(landed)
+    left = all_versions(client, buckets)
+    assert not {(intents[p].bucket, intents[p].key, v) for p, v in landed.items()} & left  # every landed upload removed
+    assert (ledger(engine), file_rows(engine), left) == (before[0], before[1], before[2] | {(c.bucket, c.key, twin)})
+
+
+def test_an_intent_without_a_write_id_adopts_nothing_the_file_is_uploaded_again_and_nothing_is_lost(world, migrated_redis, buckets):
+    """Intents written before the ledger had write ids name no write: the rerun adopts none of what the killed run
+    uploaded (no fallback to sha256 and legacy path), uploads those files again under new write ids, and verify's
+    only complaint is the earlier uploads, unrecorded; each is the recorded version's twin, which the sweep takes."""
+    from datetime import timedelta
+
+    from t2m_pipeline.migration.files_import import FilesMigration
+
+    settings, engine = migrated_redis
+    with pytest.raises(KeyboardInterrupt):
+        FilesMigration(settings, engine, world.root, workers=4, chunk_files=10, fault=crash_after_uploads(2)).run()
+    intents, landed = landed_intents(settings, engine)
+    assert landed
+    with engine.begin() as conn:  # as a ledger from before revision 0007 has them
+        conn.execute(text("UPDATE migration_ledger SET write_id = NULL WHERE outcome = 'failed'"))
+
+    rerun = migrate_files(settings, engine, world.root, workers=4)
+    assert rerun["adopted_versions"] == 0
+    after = ledger(engine)
+    for path, version_id in landed.items():
+        row = after[path]
+        assert row.outcome == "migrated" and row.version_id != version_id and row.sha256 == intents[path].sha256
+        assert row.write_id and row.write_id != intents[path].write_id
+    result = verify_files(settings, engine, world.root)
+    left = {(intents[p].bucket, intents[p].key, v) for p, v in landed.items()}
+    assert sorted(p["problem"] for p in result["problems"]) == sorted(f"unrecorded S3 version {v} of s3://{b}/{k}" for b, k, v in left)
+    sweep = S3Storage(settings, engine)
+    for bucket, key, version_id in left:
+        assert version_id in sweep.duplicate_versions(bucket, key, grace=timedelta(0))

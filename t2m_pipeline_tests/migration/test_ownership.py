@@ -276,6 +276,66 @@ def test_files_then_redis_is_stale_until_files_runs_again_and_rollback_restores_
         assert conn.execute(text("SELECT count(*) FROM file_metadata WHERE job_id IS NOT NULL")).scalar_one() == 0
 
 
+@pytest.mark.slow
+def test_a_rollback_interrupted_after_its_copies_takes_them_again_by_their_write_id_and_not_a_twin(
+    ownership_world, migration_db, buckets, monkeypatch
+):
+    """Rolling back a batch that moved objects makes them again (server-side copies of the versions that replaced
+    them), deletes the batch's versions (those sources), then writes the rows. Killed before the rows, a rerun must
+    take the copies the first run made, their sources being gone: it finds each by the write id its copy carries
+    (`recreate_write_id`). The control: beside one copy, a newer twin with the same bytes and the same metadata
+    (sha256, legacy path) under another write id, which a rule by sha256 and legacy path would take first."""
+    from t2m_pipeline.migration import rollback
+    from t2m_pipeline.storage.s3 import WRITE_ID_METADATA, S3Storage, new_write_id
+
+    world, (settings, engine) = ownership_world, migration_db
+    step(world, settings, engine, "files")
+    before = end_state(world, settings, engine)
+    step(world, settings, engine, "redis")
+    batch_id = uuid.UUID(step(world, settings, engine, "files")["batch_id"])
+
+    def killed(engine, work):
+        raise KeyboardInterrupt  # after the S3 steps, before the rows' transaction
+
+    monkeypatch.setattr(rollback, "in_transaction", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rollback_batch(settings, engine, batch_id)
+    monkeypatch.undo()
+
+    client, storage = make_s3_client(settings), S3Storage(settings, None)
+    with engine.connect() as conn:
+        created = conn.execute(text("SELECT created_rows FROM migration_batches WHERE id = :b"), {"b": batch_id}).scalar_one()
+    removed = list({img["id"]: img for img in created["file_metadata_removed"]}.values())
+    assert len(removed) == len(world.files) - 1
+    copies = {}
+    for img in removed:
+        made = storage.versions_of_write(img["s3_bucket"], img["s3_key"], rollback.recreate_write_id(batch_id, img["id"]))
+        assert len(made) == 1 and img["replaced_by"][2] not in {  # one copy each, and its source is gone
+            v["VersionId"] for v in client.list_object_versions(Bucket=img["replaced_by"][0], Prefix=img["replaced_by"][1]).get("Versions", [])
+        }
+        copies[img["id"]] = made[0]
+    control = removed[0]
+    bucket, key = control["s3_bucket"], control["s3_key"]
+    head = client.head_object(Bucket=bucket, Key=key, VersionId=copies[control["id"]])
+    body = client.get_object(Bucket=bucket, Key=key, VersionId=copies[control["id"]])["Body"].read()
+    assert head["Metadata"]["sha256"] == control["checksum"]
+    twin = client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=head["ContentType"],
+                             Metadata={**head["Metadata"], WRITE_ID_METADATA: new_write_id()})["VersionId"]
+
+    undone = rollback_batch(settings, engine, batch_id)
+    assert undone["objects_made_again"] == len(removed) and undone["objects_not_restorable"] == []
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT id, version_id FROM file_metadata WHERE id = ANY(:i)"),
+                                 {"i": [uuid.UUID(img["id"]) for img in removed]}).all())
+    assert {str(i): v for i, v in rows.items()} == copies  # the first run's copies, the control's too, not its twin
+    for img in removed:  # and no second copy of anything
+        listed = {v["VersionId"] for v in client.list_object_versions(Bucket=img["s3_bucket"], Prefix=img["s3_key"]).get("Versions", [])
+                  if v["Key"] == img["s3_key"]}
+        assert listed == {copies[img["id"]]} | ({twin} if img is control else set())
+    client.delete_object(Bucket=bucket, Key=key, VersionId=twin)
+    assert end_state(world, settings, engine) == before
+
+
 def test_a_planted_ownership_error_fails_verify_and_a_rerun_puts_it_right(ownership_world, migration_db, buckets, monkeypatch, capsys):
     world, (settings, engine) = ownership_world, migration_db
     monkeypatch.setenv("T2M_DATABASE_URL", settings.database_url)

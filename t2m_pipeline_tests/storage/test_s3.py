@@ -138,3 +138,45 @@ def test_the_client_waits_as_long_as_configured_for_an_answer(service_env):
     configured = load_settings({**service_env, "T2M_S3_READ_TIMEOUT_S": "7"})
     assert make_s3_client(configured).meta.config.read_timeout == 7
     assert make_s3_client(configured, read_timeout=2.5).meta.config.read_timeout == 2.5
+
+
+def test_the_versions_of_a_write_are_those_carrying_its_write_id_and_nothing_else(storage, buckets, make_user, tmp_path):
+    """The caller chooses the write id; `versions_of_write` finds exactly the versions carrying it, oldest first and
+    the current one last. The control: a version with the same bytes and the same original name written under
+    another write id is not the write's (a rule by sha256 and name would take it)."""
+    from t2m_pipeline.storage.s3 import WRITE_ID_METADATA, new_write_id
+    from t2m_pipeline.storage.versions import key_versions
+
+    user_id, _ = make_user()
+    bucket, key = buckets["code"], layout.scene_code_key(user_id, uuid.uuid4(), 1)
+    owner = ObjectOwner(user_id, "code", scene_number=1)
+    args = dict(owner=owner, content_type="text/x-python", original_name="output/t/scene1/code/t_scene1_v1.py")
+    ours, other = new_write_id(), new_write_id()
+    first = storage.put_bytes(bucket, key, b"print(1)", write_id=ours, **args)
+    twin = storage.put_bytes(bucket, key, b"print(1)", write_id=other, **args)  # same bytes, same name: another write
+    path = tmp_path / "again.py"
+    path.write_bytes(b"print(1)")
+    second = storage.put_file(bucket, key, path, write_id=ours, **args)  # the same write once more (a rerun)
+    fresh = storage.put_bytes(bucket, key, b"print(1)", **args)  # no write id given: a fresh one
+
+    assert storage.head(bucket, key, first.version_id)["Metadata"][WRITE_ID_METADATA] == ours
+    assert storage.head(bucket, key, fresh.version_id)["Metadata"][WRITE_ID_METADATA] not in (ours, other)
+    assert storage.versions_of_write(bucket, key, ours) == [first.version_id, second.version_id]
+    assert storage.versions_of_write(bucket, key, other) == [twin.version_id]
+    assert storage.versions_of_write(bucket, key, new_write_id()) == []
+    assert storage.versions_of_write(bucket, key, ours, size=len(b"print(2)") + 1) == []  # size narrows
+    # what the caller listed already (S3's order, newest first) is all that is looked at
+    listed = [v["VersionId"] for v in key_versions(storage.client, bucket, key)]
+    assert listed == [fresh.version_id, second.version_id, twin.version_id, first.version_id]
+    assert storage.versions_of_write(bucket, key, ours, listed=listed) == [first.version_id, second.version_id]
+    assert storage.versions_of_write(bucket, key, ours, listed=[v for v in listed if v != first.version_id]) == [second.version_id]
+    # a copy carries the write id it is given too
+    copy_key = layout.scene_code_key(user_id, uuid.uuid4(), 1)
+    copied = storage.copy_version((bucket, key, first.version_id), bucket, copy_key, sha256=first.sha256, size=first.size,
+                                  write_id=ours, **args)
+    assert storage.versions_of_write(bucket, copy_key, ours) == [copied.version_id]
+    with pytest.raises(TypeError):
+        storage.versions_of_write(bucket, key, ours, listed=listed, size=8)
+    for bad in ("", "has space", "x" * 65, "é"):
+        with pytest.raises(ValueError):
+            storage.put_bytes(bucket, key, b"print(1)", write_id=bad, **args)
