@@ -10,10 +10,13 @@ from t2m_pipeline.defs.audits.checks import AUDIT_CHECKS, PARTITION_KEY_CHECKS
 from t2m_pipeline.defs.audits.maintenance import MAINTENANCE_JOBS, settle_stuck_jobs
 from t2m_pipeline.defs.audits.schedules import MAINTENANCE_SCHEDULES
 from t2m_pipeline.defs.audits.sensors import CHECKS_AFTER
+from t2m_pipeline.defs.migration.requeue import legacy_jobs_requeue_job
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 
-# The asset keys maintenance had while it was modelled as assets (issue 12): "Materialize" on them deleted or re-queued.
-MAINTENANCE_ASSET_NAMES = {"temp_bucket_cleanup", "partition_retention", "stuck_jobs_audit", "storage_reconciliation"}
+# The asset keys maintenance (and the operator's requeue) had while modelled as assets (issue 12): "Materialize" on
+# them deleted or re-queued.
+MAINTENANCE_ASSET_NAMES = {"temp_bucket_cleanup", "partition_retention", "stuck_jobs_audit", "storage_reconciliation", "legacy_jobs_requeued"}
+ACTION_JOBS = [*MAINTENANCE_JOBS, legacy_jobs_requeue_job]
 # What each check judges, by asset key.
 CHECK_TARGETS = {
     "bucket_settings_as_declared": {"s3_buckets"},
@@ -36,7 +39,7 @@ def defs():
 def maintenance_assets(defs: dg.Definitions) -> set[str]:
     """Assets a "Materialize" could launch whose name is a maintenance action's, or whose op runs one."""
     graph = defs.resolve_asset_graph()
-    maintenance_ops = {node.name for job in MAINTENANCE_JOBS for node in job.graph.node_dict.values()}
+    maintenance_ops = {node.name for job in ACTION_JOBS for node in job.graph.node_dict.values()}
     found = set()
     for key in dg.AssetSelection.all().resolve(graph):
         node = graph.get(key)
@@ -50,6 +53,8 @@ def test_no_asset_is_a_maintenance_action(defs):
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert not keys & MAINTENANCE_ASSET_NAMES
     assert maintenance_assets(defs) == set()
+    for job in ACTION_JOBS:  # each is an op job of the code location
+        assert not defs.resolve_job_def(job.name).asset_layer.selected_asset_keys
 
 
 def test_the_control_a_maintenance_asset_is_found():
