@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from t2m_pipeline.defs.audits.checks import PARTITION_KEY_CHECKS
+from t2m_pipeline.defs.scenes.checks import CHECKS
 from t2m_pipeline.defs.scenes.partitions import (
     COMBINED_VIDEO,
     RENDERED_VIDEO,
@@ -25,9 +25,10 @@ MAX_RUNTIME_TAG = "dagster/max_runtime"  # seconds; enforced by run monitoring (
 
 
 def pipeline_selection(*keys: dg.AssetKey) -> dg.AssetSelection:
-    """The assets with their checks, but not the partition-key checks on them: those judge a whole partition set,
-    not a run's partition, and run with the audits (defs/audits/checks.py)."""
-    return dg.AssetSelection.assets(*keys) - dg.AssetSelection.checks(*PARTITION_KEY_CHECKS)
+    """The assets with the checks they report as they materialize (checks.py), and no other: a check another domain
+    puts on them (the audits' partition-key checks judge a whole partition set) never runs in a partition's run."""
+    own = [dg.AssetCheckKey(key, name) for key in keys for name in CHECKS.get(key, ())]
+    return dg.AssetSelection.assets(*keys).without_checks() | dg.AssetSelection.checks(*own)
 
 
 plan_job = dg.define_asset_job(
