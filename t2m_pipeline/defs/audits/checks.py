@@ -18,7 +18,15 @@ from typing import Any
 import dagster as dg
 
 from t2m_pipeline.audits.findings import Finding, open_counts
-from t2m_pipeline.audits.reconcile import CHANGED, ORPHAN, ReconcileStats, existing_buckets, object_subject, reconcile_scope, reconciled_buckets
+from t2m_pipeline.audits.reconcile import (
+    CHANGED,
+    ORPHAN,
+    ReconcileStats,
+    existing_buckets,
+    object_subject,
+    reconcile_scope,
+    reconciled_buckets,
+)
 from t2m_pipeline.audits.retention import RetentionStats, invalid_partition_keys
 from t2m_pipeline.audits.runner import AuditReport, audit_buckets
 from t2m_pipeline.audits.stuck_jobs import ORPHAN_QUEUE, QUEUE_MISMATCH, STUCK, job_problems
@@ -54,7 +62,11 @@ def bucket_settings_as_declared(database: PostgresResource, storage: S3StorageRe
     report = audit_buckets(s3.settings, database.engine, s3.client)
     drift, unreadable = report.extra["drift"], report.extra["unreadable"]
     passed = not drift and not unreadable
-    metadata: dict[str, Any] = {"buckets": report.stats["buckets"], "drifted_buckets": len(drift), "unreadable_buckets": len(unreadable)}
+    metadata: dict[str, Any] = {
+        "buckets": report.stats["buckets"],
+        "drifted_buckets": len(drift),
+        "unreadable_buckets": len(unreadable),
+    }
     if drift:
         metadata["drift"] = dg.MetadataValue.json(drift)
     if unreadable:
@@ -67,7 +79,10 @@ def bucket_settings_as_declared(database: PostgresResource, storage: S3StorageRe
     )
 
 
-def _left_open_by_reconciliation(context: dg.AssetCheckExecutionContext, database: PostgresResource, storage: S3StorageResource) -> tuple[Counter, dict[str, Any]]:
+def _left_open_by_reconciliation(
+    context: dg.AssetCheckExecutionContext, database: PostgresResource, storage: S3StorageResource
+) -> tuple[Counter, dict[str, Any]]:
+    """Open findings of the reconciliation's scope, and which run judged them last (when it was a Dagster run)."""
     scope = reconcile_scope(reconciled_buckets(storage.get().settings), verify_checksums=True)
     runs = context.instance.get_run_records(
         dg.RunsFilter(job_name=storage_reconciliation_job.name, statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1
@@ -101,7 +116,8 @@ def no_unrecorded_objects(
 ) -> dg.AssetCheckResult:
     counts, judged_by = _left_open_by_reconciliation(context, database, storage)
     unrecorded = sum(n for (check, severity), n in counts.items() if check in (ORPHAN, CHANGED) and severity == "WARNING")
-    return dg.AssetCheckResult(passed=unrecorded == 0, severity=WARN, metadata={"unrecorded_versions": unrecorded, **judged_by})
+    metadata = {"unrecorded_versions": unrecorded, **judged_by}
+    return dg.AssetCheckResult(passed=unrecorded == 0, severity=WARN, metadata=metadata)
 
 
 @dg.asset_check(
@@ -159,12 +175,16 @@ KEYS_DESCRIPTION = (
 )
 
 
-@dg.asset_check(asset=SCENE_OUTLINE, name="partition_keys_valid", description=KEYS_DESCRIPTION.format(name=JOBS_PARTITIONS_NAME))
+@dg.asset_check(
+    asset=SCENE_OUTLINE, name="partition_keys_valid", description=KEYS_DESCRIPTION.format(name=JOBS_PARTITIONS_NAME)
+)
 def job_partition_keys_valid(context: dg.AssetCheckExecutionContext, database: PostgresResource) -> dg.AssetCheckResult:
     return _keys_result(context, database, JOBS_PARTITIONS_NAME)
 
 
-@dg.asset_check(asset=SCENE_CODE, name="partition_keys_valid", description=KEYS_DESCRIPTION.format(name=SCENES_PARTITIONS_NAME))
+@dg.asset_check(
+    asset=SCENE_CODE, name="partition_keys_valid", description=KEYS_DESCRIPTION.format(name=SCENES_PARTITIONS_NAME)
+)
 def scene_partition_keys_valid(context: dg.AssetCheckExecutionContext, database: PostgresResource) -> dg.AssetCheckResult:
     return _keys_result(context, database, SCENES_PARTITIONS_NAME)
 

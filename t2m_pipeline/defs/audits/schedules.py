@@ -19,7 +19,7 @@ def daily(job: dg.JobDefinition) -> dg.ScheduleDefinition:
         cron_schedule=MAINTENANCE_CRON,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Daily, 04:00 UTC: {job.description[0].lower()}{job.description[1:]}",
+        description=f"Daily at 04:00 UTC. {job.description}",
     )
 
 
@@ -28,4 +28,9 @@ partition_retention_schedule = daily(partition_retention_job)
 stuck_jobs_repair_schedule = daily(stuck_jobs_repair_job)
 storage_reconciliation_schedule = daily(storage_reconciliation_job)
 
-MAINTENANCE_SCHEDULES = [temp_bucket_cleanup_schedule, partition_retention_schedule, stuck_jobs_repair_schedule, storage_reconciliation_schedule]
+MAINTENANCE_SCHEDULES = [
+    temp_bucket_cleanup_schedule,
+    partition_retention_schedule,
+    stuck_jobs_repair_schedule,
+    storage_reconciliation_schedule,
+]
