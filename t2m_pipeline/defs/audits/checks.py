@@ -1,13 +1,13 @@
 """The audits' checks, on the data they judge: the buckets' settings, the stored objects, the temp bucket, the jobs
 table, and the `jobs` and `scenes` partition sets (on scene_outline and scene_code, the first asset of each set).
 
-Each check is read-only and can run on its own (the UI's "Execute", or the `audit_checks` job, which `sensors.py`
+Each check changes nothing it judges and can run on its own (the UI's "Execute", or the `audit_checks` job, which `sensors.py`
 launches after each maintenance job with the checks of the data it maintained). They judge the data itself, now,
 with the same library rules as the maintenance (`job_problems`, `overdue_temp_versions`, `invalid_partition_keys`),
 except for the two object checks: a reconciliation lists every version and reads each one's checksum, too costly
 to repeat for a check, so they judge the findings the latest reconciliation (the `storage_reconciliation` job or
 `t2m audit`) left open in `audit_findings`. The bucket-settings audit acts on nothing, so it is all check: it reads
-the settings and records its findings, like `t2m audit`.
+the settings and records its findings in `audit_findings`, like `t2m audit` (the only write a check makes).
 
 (No `from __future__ import annotations` here: Dagster reads the resource annotations at runtime.)
 """
