@@ -197,6 +197,17 @@ def record_findings(engine: Engine, scope: CheckScope, findings: Iterable[Findin
     return summary
 
 
+def open_counts(engine: Engine, scope: CheckScope) -> Counter:
+    """Open findings in a scope per (check, severity): what the latest runs that judged it left open."""
+    query = (
+        select(AuditFinding.check_name, AuditFinding.severity, func.count())
+        .where(_in_scope(scope), AuditFinding.resolved_at.is_(None))
+        .group_by(AuditFinding.check_name, AuditFinding.severity)
+    )
+    with engine.connect() as conn:
+        return Counter({(check, severity): count for check, severity, count in conn.execute(query)})
+
+
 def open_findings(engine: Engine, scope: CheckScope | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Open findings, worst first, as plain dicts (for reports and tests)."""
     query = select(

@@ -2,7 +2,8 @@
 
 Removing a dynamic partition keeps its materialization history in the event log; it only stops the set from
 growing without end (and stops anyone launching runs for a deleted job). Keys are decoded with the partition-key
-codec: a key it rejects, or one whose user is not the job's owner, is reported and left in place.
+codec: a key it rejects, or one whose user is not the job's owner, is reported and left in place
+(`invalid_partition_keys` finds those alone, removing nothing).
 
 A job migrated from the legacy platform finished long before its partitions joined the graph: its retention is
 counted from the migration (the first `file_metadata` row the files migration wrote for it), not from its legacy
@@ -103,36 +104,53 @@ def _page(instance: PartitionStore, name: str) -> Iterator[list[str]]:
         cursor = page.cursor
 
 
+def _judged_keys(engine: Engine, instance: PartitionStore, name: str, stats: RetentionStats) -> Iterator[tuple[str, str, Any, str | None]]:
+    """Each key of a set as (key, job id, job row, None), or (key, "", None, why it is invalid), a page at a time."""
+    for keys in _page(instance, name):
+        stats.counts[f"{name}_partitions"] += len(keys)
+        decoded: dict[str, tuple[str, str]] = {}
+        for key in keys:
+            try:
+                decoded[key] = _decode(name, key)
+            except PartitionKeyError as exc:
+                yield key, "", None, str(exc)
+        jobs = _jobs(engine, {uuid.UUID(job_id) for _, job_id in decoded.values()})
+        for key, (user_id, job_id) in decoded.items():
+            job = jobs.get(uuid.UUID(job_id))
+            if job is not None and str(job.user_id) != user_id:
+                yield key, "", None, f"job {job_id} belongs to user {job.user_id}, not {user_id}"
+            else:
+                yield key, job_id, job, None
+
+
+def _invalid(name: str, key: str, error: str, stats: RetentionStats) -> Finding:
+    stats.counts[f"{name}_invalid"] += 1
+    return Finding(INVALID, "WARNING", f"partition/{name}/{key}", {"error": error, "action": "left in place"})
+
+
+def invalid_partition_keys(engine: Engine, instance: PartitionStore, name: str, stats: RetentionStats) -> Iterator[Finding]:
+    """The keys of one set that do not decode or name another user's job; removes nothing (the checks judge with it)."""
+    for key, _, _, error in _judged_keys(engine, instance, name, stats):
+        if error is not None:
+            yield _invalid(name, key, error, stats)
+
+
 def retention_findings(
     engine: Engine, instance: PartitionStore, policy: AuditPolicy, stats: RetentionStats, now: datetime | None = None
 ) -> Iterator[Finding]:
     now = now or datetime.now(timezone.utc)
     expired_before = now - timedelta(days=policy.retention_days) if policy.retention_days is not None else None
     for name in (JOBS_PARTITIONS_NAME, SCENES_PARTITIONS_NAME):
-        for keys in _page(instance, name):
-            stats.counts[f"{name}_partitions"] += len(keys)
-            decoded: dict[str, tuple[str, str]] = {}
-            for key in keys:
-                try:
-                    decoded[key] = _decode(name, key)
-                except PartitionKeyError as exc:
-                    stats.counts[f"{name}_invalid"] += 1
-                    yield Finding(INVALID, "WARNING", f"partition/{name}/{key}", {"error": str(exc), "action": "left in place"})
-            job_ids = {uuid.UUID(job_id) for _, job_id in decoded.values()}
-            jobs = _jobs(engine, job_ids)
-            for key, (user_id, job_id) in decoded.items():
-                job = jobs.get(uuid.UUID(job_id))
-                if job is not None and str(job.user_id) != user_id:
-                    stats.counts[f"{name}_invalid"] += 1
-                    detail = {"error": f"job {job_id} belongs to user {job.user_id}, not {user_id}", "action": "left in place"}
-                    yield Finding(INVALID, "WARNING", f"partition/{name}/{key}", detail)
-                    continue
-                reason = _why_remove(job, expired_before)
-                if reason is None:
-                    continue
-                instance.delete_dynamic_partition(name, key)
-                stats.counts[f"{name}_removed"] += 1
-                detail = {"reason": reason, "job_id": job_id, "action": "partition removed (history kept)"}
-                if job is not None:
-                    detail["job_status"] = job.status
-                yield Finding(REMOVED, "INFO", f"partition/{name}/{key}", detail, fixed=True)
+        for key, job_id, job, error in _judged_keys(engine, instance, name, stats):
+            if error is not None:
+                yield _invalid(name, key, error, stats)
+                continue
+            reason = _why_remove(job, expired_before)
+            if reason is None:
+                continue
+            instance.delete_dynamic_partition(name, key)
+            stats.counts[f"{name}_removed"] += 1
+            detail = {"reason": reason, "job_id": job_id, "action": "partition removed (history kept)"}
+            if job is not None:
+                detail["job_status"] = job.status
+            yield Finding(REMOVED, "INFO", f"partition/{name}/{key}", detail, fixed=True)

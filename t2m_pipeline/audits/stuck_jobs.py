@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -189,3 +189,9 @@ def job_findings(
     """Stuck jobs, then queue rows; `job_ids` limits the audit to those jobs (and its scope to their subjects)."""
     yield from stuck_job_findings(engine, policy, stats, now, job_ids)
     yield from queue_findings(engine, policy, stats, job_ids)
+
+
+def job_problems(engine: Engine, policy: AuditPolicy, now: datetime | None = None) -> list[Finding]:
+    """What the audit would find, changing nothing (stuck jobs reported, queue rows left): the checks judge with it."""
+    report_only = replace(policy, stuck_policy="report", fix_queue=False)
+    return list(job_findings(engine, report_only, JobAuditStats(), now))

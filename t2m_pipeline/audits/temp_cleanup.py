@@ -4,6 +4,7 @@ S3-compatible endpoints (moto, MinIO without ILM) keep the declared rule but nev
 There the audit deletes every version older than the limit, in batches, and records each deletion as a fixed
 finding. On AWS the rule does the work and the audit only reports current objects well past the limit (the rule is
 not working). Only the environment's temp bucket is ever touched: `assert_temp_bucket` guards every delete.
+`overdue_temp_versions` is the same judgement without the deletes: what the expiry should have removed by now.
 """
 
 from __future__ import annotations
@@ -50,6 +51,22 @@ def temp_scope(settings: Settings) -> CheckScope:
     return CheckScope((CHECK,), (f"s3://{settings.bucket('temp')}/",))
 
 
+def overdue(settings: Settings, policy: AuditPolicy, version: S3Version, now: datetime) -> bool:
+    """Should the expiry have removed this version by now? Past the limit plus the grace (the cleanup runs daily, the
+    rule in the background); on AWS only current objects count (the rule expires older versions on its own terms)."""
+    if version.delete_marker or not (settings.is_local_endpoint or version.is_latest):
+        return False
+    return version.last_modified < now - timedelta(days=policy.temp_max_age_days + policy.temp_grace_days)
+
+
+def overdue_temp_versions(settings: Settings, client: Any, policy: AuditPolicy, now: datetime | None = None) -> Iterator[S3Version]:
+    """The temp versions the expiry should have removed by now; deletes nothing."""
+    now = now or datetime.now(timezone.utc)
+    for version in iter_s3_versions(client, settings.bucket("temp"), policy.list_page_size):
+        if overdue(settings, policy, version, now):
+            yield version
+
+
 def _age_days(version: S3Version, now: datetime) -> float:
     return round((now - version.last_modified).total_seconds() / 86400, 2)
 
@@ -94,13 +111,11 @@ def temp_findings(
     bucket = settings.bucket("temp")
     assert_temp_bucket(settings, bucket)
     stats.bucket = bucket
-    cutoff = now - timedelta(days=policy.temp_max_age_days)
     if not settings.is_local_endpoint:
         stats.enforced_by = "lifecycle rule (reported only)"
-        late = cutoff - timedelta(days=policy.temp_grace_days)
         for version in iter_s3_versions(client, bucket, policy.list_page_size):
             stats.counts["versions"] += 1
-            if version.is_latest and not version.delete_marker and version.last_modified < late:
+            if overdue(settings, policy, version, now):
                 stats.counts["not_expired_by_lifecycle"] += 1
                 detail = {
                     "size": version.size,
@@ -112,6 +127,7 @@ def temp_findings(
                 yield Finding(CHECK, "WARNING", object_subject(bucket, version.key, version.version_id), detail)
         return
     stats.enforced_by = "audit (endpoint does not enforce lifecycle)"
+    cutoff = now - timedelta(days=policy.temp_max_age_days)
     expired: list[S3Version] = []
     for version in iter_s3_versions(client, bucket, policy.list_page_size):
         stats.counts["versions"] += 1

@@ -1,4 +1,4 @@
-"""`t2m audit`: the storage and metadata audits from the command line (the same library calls as the Dagster assets).
+"""`t2m audit`: the storage and metadata audits from the command line (the library calls of the Dagster maintenance jobs).
 
 Exit status: 0 when no ERROR finding is left open by this run, 1 when one is, 2 on a user error.
 """

@@ -1,4 +1,4 @@
-"""Held legacy jobs -> queued, when an operator decides (`t2m migrate requeue`, the `legacy_jobs_requeued` asset).
+"""Held legacy jobs -> queued, when an operator decides (`t2m migrate requeue`, the `legacy_jobs_requeue` job).
 
 Migrating Redis never makes a job run: a job that was queued or processing in the legacy system is imported `held`
 (`db.job_state.status_on_import`), which the `new_jobs` sensor does not take. Requeueing is the state machine's

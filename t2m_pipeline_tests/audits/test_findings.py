@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from t2m_pipeline.audits.findings import CheckScope, Finding, open_findings, record_findings
+from t2m_pipeline.audits.findings import CheckScope, Finding, open_counts, open_findings, record_findings
 from t2m_pipeline_tests.audits.conftest import findings_rows
 
 
@@ -71,6 +71,21 @@ def test_many_findings_are_written_in_batches_with_a_bounded_sample(engine, pref
     assert len(summary.sample) == 20 and summary.sample[0]["severity"] == "ERROR"
     listed = open_findings(engine, scope)
     assert len(listed) == 1_234 and listed[0]["severity"] == "ERROR" and listed[-1]["severity"] == "INFO"
+
+
+def test_open_counts_are_per_check_and_severity_inside_the_scope(engine, prefix):
+    scope = CheckScope(("check_a", "check_b"), (prefix + "mine/",))
+    record_findings(engine, CheckScope(("check_a",), (prefix + "theirs/",)), [Finding("check_a", "ERROR", prefix + "theirs/x")])
+    findings = [
+        Finding("check_a", "ERROR", prefix + "mine/1"),
+        Finding("check_a", "ERROR", prefix + "mine/2"),
+        Finding("check_b", "WARNING", prefix + "mine/3"),
+        Finding("check_b", "INFO", prefix + "mine/4", fixed=True),
+    ]
+    record_findings(engine, scope, findings)
+    assert open_counts(engine, scope) == {("check_a", "ERROR"): 2, ("check_b", "WARNING"): 1}
+    record_findings(engine, scope, [])
+    assert open_counts(engine, scope) == {}
 
 
 def test_bad_severity_is_refused():

@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from t2m_pipeline.audits.findings import record_findings
 from t2m_pipeline.audits.policy import AuditPolicy
-from t2m_pipeline.audits.retention import RetentionStats, retention_findings, retention_scope
+from t2m_pipeline.audits.retention import RetentionStats, invalid_partition_keys, retention_findings, retention_scope
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.job_state import transition
 from t2m_pipeline.db.jobs import submit_job
@@ -119,3 +119,21 @@ def test_a_migrated_jobs_retention_counts_from_its_migration_not_its_legacy_age(
     assert removed == {f"partition/{name}/{key}" for user_id, job_id in (long_ago, never)
                        for name, key in (("jobs", encode_job_key(user_id, job_id)), ("scenes", encode_scene_key(user_id, job_id, 1)))}
     assert instance.has_dynamic_partition("scenes", encode_scene_key(*migrated, 1))
+
+
+def test_invalid_keys_are_found_per_set_and_nothing_is_removed(engine, instance):
+    """What the checks judge with: a key that does not decode and one naming another user's job, in their own set;
+    the deleted job's partitions (retention's business) stay."""
+    deleted, (_, job_id) = job(engine), job(engine)
+    register(instance, *deleted, scenes=1)
+    in_transaction(engine, lambda c: c.execute(text("UPDATE jobs SET is_deleted = true WHERE id = :j"), {"j": deleted[1]}))
+    stranger = encode_job_key(uuid.uuid4(), job_id)
+    instance.add_dynamic_partitions("jobs", [stranger])
+    instance.add_dynamic_partitions("scenes", ["not-a-scene-key"])
+    stats = RetentionStats()
+    jobs = [f.subject for f in invalid_partition_keys(engine, instance, "jobs", stats)]
+    scenes = [f.subject for f in invalid_partition_keys(engine, instance, "scenes", stats)]
+    assert jobs == [f"partition/jobs/{stranger}"] and scenes == ["partition/scenes/not-a-scene-key"]
+    assert stats.counts["jobs_partitions"] == 2 and stats.counts["scenes_invalid"] == 1
+    assert instance.has_dynamic_partition("jobs", encode_job_key(*deleted))
+    assert instance.has_dynamic_partition("scenes", encode_scene_key(*deleted, 1))

@@ -6,7 +6,7 @@ from sqlalchemy import text
 
 from t2m_pipeline.audits.findings import record_findings
 from t2m_pipeline.audits.policy import AuditPolicy
-from t2m_pipeline.audits.stuck_jobs import JobAuditStats, job_findings, jobs_scope
+from t2m_pipeline.audits.stuck_jobs import JobAuditStats, job_findings, job_problems, jobs_scope
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.job_state import transition
 from t2m_pipeline.db.jobs import submit_job
@@ -127,6 +127,24 @@ def test_queue_rows_of_deleted_jobs_and_mismatched_queue_rows(engine):
     assert f"job_queue/{deleted_running}" in found
     assert len(findings_rows(engine, f"job_queue/{deleted_running}")) == 1
     assert all(len(findings_rows(engine, f"job_queue/{j}")) == 1 for j in (deleted, mismatched))
+
+
+def test_the_checks_view_finds_what_the_audit_would_and_changes_nothing(engine):
+    """`job_problems` (what the checks judge with) sees a stuck job and a mismatched queue row under the fail policy
+    and repairs neither; the audit itself, the control, repairs both."""
+    stuck, mismatched = new_job(engine, "processing"), new_job(engine)
+    backdate(engine, stuck, hours=4)
+    in_transaction(engine, lambda c: c.execute(text("UPDATE job_queue SET status = 'processing' WHERE job_id = :j"), {"j": mismatched}))
+    found = {f.subject: f for f in job_problems(engine, AuditPolicy(stuck_policy="fail", fix_queue=True))}
+    assert found[f"job/{stuck}"].check_name == "stuck_job" and not found[f"job/{stuck}"].fixed
+    assert found[f"job_queue/{mismatched}"].check_name == "queue_status_mismatch"
+    assert state(engine, stuck)["status"] == "processing" and state(engine, mismatched)["queue_status"] == "processing"
+    assert findings_rows(engine, f"job/{stuck}") == []  # nothing recorded either
+
+    run(engine, [stuck, mismatched])
+    assert state(engine, stuck)["status"] == "failed" and state(engine, mismatched)["queue_status"] == "queued"
+    found = {f.subject for f in job_problems(engine, AuditPolicy())}
+    assert f"job/{stuck}" not in found and f"job_queue/{mismatched}" not in found
 
 
 def test_bad_policy_is_refused():

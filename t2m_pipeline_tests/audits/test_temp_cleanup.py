@@ -10,6 +10,7 @@ from t2m_pipeline.audits.temp_cleanup import (
     NotTempBucketError,
     TempCleanupStats,
     assert_temp_bucket,
+    overdue_temp_versions,
     temp_findings,
     temp_scope,
 )
@@ -81,6 +82,21 @@ def test_on_aws_the_lifecycle_rule_expires_temp_objects_and_the_audit_only_repor
     [finding] = findings
     assert finding.subject == object_subject(temp, "temp/s/1/old", version) and not finding.fixed and finding.severity == "WARNING"
     assert versions(env, temp) == [("temp/s/1/old", version)]  # reported, never deleted
+
+
+def test_overdue_versions_are_found_past_the_limit_and_grace_and_nothing_is_deleted(env):
+    """What the check judges with: here every version (the cleanup removes them all), on AWS current objects only;
+    nothing is overdue before the limit plus the grace, and the listing deletes nothing."""
+    temp = env.settings.bucket("temp")
+    old = env.client.put_object(Bucket=temp, Key="temp/s/1/f", Body=b"v1")["VersionId"]
+    current = env.client.put_object(Bucket=temp, Key="temp/s/1/f", Body=b"v2")["VersionId"]
+    ten_days_on = datetime.now(timezone.utc) + timedelta(days=10)
+    assert list(overdue_temp_versions(env.settings, env.client, AuditPolicy(), EIGHT_DAYS_ON)) == []
+    found = {v.version_id for v in overdue_temp_versions(env.settings, env.client, AuditPolicy(), ten_days_on)}
+    assert found == {old, current}
+    aws_like = replace(env.settings, endpoint_url=None)
+    assert [v.version_id for v in overdue_temp_versions(aws_like, env.client, AuditPolicy(), ten_days_on)] == [current]
+    assert sorted(versions(env, temp)) == sorted([("temp/s/1/f", old), ("temp/s/1/f", current)])
 
 
 def test_only_the_environments_temp_bucket_may_be_cleaned(env):

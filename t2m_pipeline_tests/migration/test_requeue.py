@@ -1,5 +1,5 @@
 """No side effects: migrating Redis launches no run (the real `new_jobs` sensor, evaluated on the migrated database);
-an operator's requeue (library, CLI, Dagster asset) does, and only for the jobs it names."""
+an operator's requeue (library, CLI, Dagster job) does, and only for the jobs it names."""
 
 import json
 
@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from t2m_pipeline.cli import main
 from t2m_pipeline.defs.scenes.sensors import new_jobs
-from t2m_pipeline.defs.migration.assets import legacy_jobs_requeued
+from t2m_pipeline.defs.migration.requeue import legacy_jobs_requeue_job
 from t2m_pipeline.defs.resources import PostgresResource
 from t2m_pipeline.migration.redis_import import migrate_redis
 from t2m_pipeline.migration.requeue import RequeueError, requeue_held_jobs
@@ -97,17 +97,23 @@ def test_cli_requeue_all_then_the_sensor_launches_them(world, migrated, monkeypa
     assert code == 1 and "not held" in output  # it is processing now: named, not queued
 
 
-def test_the_requeue_asset_queues_only_what_its_config_names(world, migrated):
+def requeued(result: dg.ExecuteInProcessResult) -> int:
+    [output] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT]
+    return output.event_specific_data.metadata["requeued"].value
+
+
+def test_the_requeue_job_queues_only_what_its_config_names(world, migrated):
     settings, engine, database = migrated
     with dg.instance_for_test() as instance:
-        nothing = dg.materialize([legacy_jobs_requeued], instance=instance, resources={"database": database})
-        assert nothing.success
-        assert nothing.asset_materializations_for_node("legacy_jobs_requeued")[0].metadata["requeued"].value == 0
+        nothing = legacy_jobs_requeue_job.execute_in_process(instance=instance, resources={"database": database})
+        assert nothing.success and requeued(nothing) == 0
         assert set(statuses(engine, [world.jobs["queued"]]).values()) == {("held", "held")}
-        named = dg.materialize(
-            [legacy_jobs_requeued], instance=instance, resources={"database": database},
-            run_config={"ops": {"legacy_jobs_requeued": {"config": {"job_ids": [world.jobs["unlisted"]]}}}},
+        named = legacy_jobs_requeue_job.execute_in_process(
+            instance=instance, resources={"database": database},
+            run_config={"ops": {"queue_held_legacy_jobs": {"config": {"job_ids": [world.jobs["unlisted"]]}}}},
         )
-        assert named.asset_materializations_for_node("legacy_jobs_requeued")[0].metadata["requeued"].value == 1
+        assert named.success and requeued(named) == 1
+        [observation] = instance.fetch_observations(dg.AssetKey("jobs_table"), limit=5).records
+        assert observation.asset_observation.metadata["requeued"].value == 1
         launched = tick(database, instance)
     assert [decode_job_key(r.partition_key).job_id for r in launched.run_requests] == [world.jobs["unlisted"]]

@@ -1,23 +1,36 @@
-"""The daily `storage_audit` schedule: every audit asset and its checks, once a day at 04:00 UTC."""
+"""The maintenance jobs' schedules: each daily at 04:00 UTC, the cadence the audits have always had."""
 
 import dagster as dg
 
-from t2m_pipeline.defs.audits.assets import AUDIT_GROUP
-
-STORAGE_AUDIT_CRON = "0 4 * * *"
-
-storage_audit_job = dg.define_asset_job(
-    "storage_audit_job",
-    selection=dg.AssetSelection.groups(AUDIT_GROUP),
-    description="All lifecycle audits: bucket settings, reconciliation, temp expiry, stuck jobs, partition retention.",
-    tags={"t2m/domain": "audits"},
+from t2m_pipeline.defs.audits.maintenance import (
+    partition_retention_job,
+    storage_reconciliation_job,
+    stuck_jobs_repair_job,
+    temp_bucket_cleanup_job,
 )
 
-storage_audit = dg.ScheduleDefinition(
-    name="storage_audit",
-    job=storage_audit_job,
-    cron_schedule=STORAGE_AUDIT_CRON,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily lifecycle audits (UTC); findings land in audit_findings, drift fails the asset checks.",
-)
+MAINTENANCE_CRON = "0 4 * * *"
+
+
+def daily(job: dg.JobDefinition) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name=f"{job.name}_schedule",
+        job=job,
+        cron_schedule=MAINTENANCE_CRON,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Daily at 04:00 UTC. {job.description}",
+    )
+
+
+temp_bucket_cleanup_schedule = daily(temp_bucket_cleanup_job)
+partition_retention_schedule = daily(partition_retention_job)
+stuck_jobs_repair_schedule = daily(stuck_jobs_repair_job)
+storage_reconciliation_schedule = daily(storage_reconciliation_job)
+
+MAINTENANCE_SCHEDULES = [
+    temp_bucket_cleanup_schedule,
+    partition_retention_schedule,
+    stuck_jobs_repair_schedule,
+    storage_reconciliation_schedule,
+]

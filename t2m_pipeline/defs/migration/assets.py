@@ -1,6 +1,6 @@
 """Migration assets: legacy Redis -> PostgreSQL, discovery of legacy sources, legacy files -> S3 (a partitioned asset
-a data engineer backfills from the UI, many partitions per run), the verify check per partition, and the operator's
-requeue of held legacy jobs.
+a data engineer backfills from the UI, many partitions per run) and the verify check per partition. (The operator's
+requeue of held legacy jobs acts on jobs, so it is a job of its own: `requeue.py`.)
 
 Thin: each asset calls one library function (`t2m_pipeline.migration`) and reports what it did as metadata. A run of
 `legacy_files` covers many partitions (its backfill policy), yet each partition's materialization and verify result
@@ -24,7 +24,6 @@ from t2m_pipeline.defs.tables import table_metadata
 from t2m_pipeline.migration.discovery import discover_sources
 from t2m_pipeline.migration.files_import import FilesMigration
 from t2m_pipeline.migration.redis_import import migrate_redis
-from t2m_pipeline.migration.requeue import RequeueError, requeue_held_jobs
 from t2m_pipeline.migration.verify import verify_files
 from t2m_pipeline.partition_keys import encode_scene_key
 from t2m_pipeline.reports import migration_files, problems_table, summarize, to_csv
@@ -106,42 +105,6 @@ def legacy_files(
     )
     return dg.MaterializeResult(
         metadata={"batch_id": report["batch_id"], "partitions_in_run": len(keys), "summary": table_metadata(summarize(files)), **csv_link}
-    )
-
-
-class RequeueConfig(dg.Config):
-    """Which held jobs to queue: the ids, or every held job. Neither: nothing is queued."""
-
-    job_ids: list[str] = []
-    all_held: bool = False
-
-
-@dg.asset(
-    group_name=GROUP,
-    deps=[legacy_redis_data],
-    description="Operator action: queue migrated jobs that were queued or processing in the legacy system (imported "
-    "`held`), named in the run config (`job_ids`, or `all_held: true`). Nothing else ever queues them.",
-)
-def legacy_jobs_requeued(
-    context: dg.AssetExecutionContext, config: RequeueConfig, database: PostgresResource
-) -> dg.MaterializeResult:
-    if config.job_ids and config.all_held:
-        raise dg.Failure("set job_ids or all_held, not both")
-    if not (config.job_ids or config.all_held):
-        context.log.warning("no job named: nothing queued (set job_ids, or all_held: true, in the run config)")
-        return dg.MaterializeResult(metadata={"requeued": 0, "skipped": 0, "note": "no job named in the run config"})
-    try:
-        report = requeue_held_jobs(database.engine, None if config.all_held else config.job_ids)
-    except RequeueError as exc:
-        raise dg.Failure(str(exc)) from None
-    for job_id, why in report.skipped:
-        context.log.warning(f"job {job_id} not queued: {why}")
-    return dg.MaterializeResult(
-        metadata={
-            "requeued": len(report.requeued),
-            "skipped": len(report.skipped),
-            "jobs": dg.MetadataValue.json(report.as_dict()),
-        }
     )
 
 
@@ -235,5 +198,5 @@ def _flat(report: dict) -> dict:
     return out
 
 
-MIGRATION_ASSETS = [legacy_redis_data, legacy_sources_catalog, legacy_files, legacy_jobs_requeued]
+MIGRATION_ASSETS = [legacy_redis_data, legacy_sources_catalog, legacy_files]
 MIGRATION_CHECKS = [legacy_files_verified]

@@ -5,7 +5,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
-from t2m_pipeline.defs.audits.assets import partition_retention, stuck_jobs_audit
+from t2m_pipeline.defs.audits.maintenance import partition_retention_job, stuck_jobs_repair_job
 from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs
 from t2m_pipeline.defs.migration.assets import MIGRATION_ASSETS, legacy_files, legacy_redis_data, legacy_sources_catalog
 from t2m_pipeline.defs.migration.partitions import LEGACY_SOURCES_NAME
@@ -43,9 +43,9 @@ def test_audits_keep_migrated_scenes_and_their_thumbnail_backfill_launches_nothi
         a1 = {k for k in scenes if decode_scene_key(k).job_id == world.jobs["a1"]}
         assert len(a1) == 2  # scene 1 and the render-cache hit, scene 2
 
-        # the daily audits: the migrated jobs finished in 2024, past the 365-day retention; their partitions stay
-        audits = dg.materialize([partition_retention, stuck_jobs_audit], instance=instance, resources={"database": resources["database"]})
-        assert audits.success
+        # the daily maintenance: the migrated jobs finished in 2024, past the 365-day retention; their partitions stay
+        for maintenance in (partition_retention_job, stuck_jobs_repair_job):
+            assert maintenance.execute_in_process(instance=instance, resources={"database": resources["database"]}).success
         assert set(instance.get_dynamic_partitions(SCENES_PARTITIONS_NAME)) == scenes
         with engine.connect() as conn:
             held = conn.execute(text("SELECT status FROM jobs WHERE id = :j"), {"j": world.jobs["a3"]}).scalar_one()
