@@ -116,6 +116,15 @@ def partition_of(rel: bytes) -> str:
     return LOOSE
 
 
+def entry_partition(entry: Entry) -> str:
+    """The partition of an entry the walk found: `partition_of` its path, except that a topic folder it could not
+    read (`output/{topic}` itself) belongs to that topic, where that topic's own walk reports it."""
+    parts = entry.rel.split(b"/")
+    if entry.kind == "unreadable" and len(parts) == 2 and parts[0] == b"output" and parts[1] != RENDER_CACHE:
+        return topic_partition(parts[1])
+    return partition_of(entry.rel)
+
+
 def discover_sources(legacy_root) -> list[str]:
     """The partition keys present under the legacy root (cheap: folder names only, no file walk)."""
     root = root_bytes(legacy_root)
@@ -147,13 +156,20 @@ def partition_entries(legacy_root, partition_key: str) -> list[Entry]:
         for child in _children(os.path.join(root, b"storage", b"uploads")):
             if _is_real_dir(child):
                 type_rel = b"storage/uploads/" + child.name
-                out.extend(e for e in _walk(root, type_rel) if partition_of(e.rel) == partition_key)
+                out.extend(e for e in _walk(root, type_rel) if entry_partition(e) == partition_key)
         return out
     if partition_key == LOOSE:
-        return [e for e in _walk(root, b"") if partition_of(e.rel) == LOOSE]
+        return [e for e in _walk(root, b"") if entry_partition(e) == LOOSE]
     raise ValueError(f"unknown legacy partition {partition_key!r}: expected topic/..., uploads/... or loose")
 
 
 def all_entries(legacy_root, partitions: list[str] | None = None) -> dict[str, list[Entry]]:
-    keys = partitions if partitions is not None else discover_sources(legacy_root)
-    return {key: partition_entries(legacy_root, key) for key in keys}
+    """Every entry by partition. The whole tree (no `partitions`) is walked once and sorted into its partitions;
+    walking it partition by partition read each upload shard's folder once per shard and the whole tree again for
+    the loose files (about 35 walks of the uploads: most of an unchanged rerun's time)."""
+    if partitions is not None:
+        return {key: partition_entries(legacy_root, key) for key in partitions}
+    out: dict[str, list[Entry]] = {key: [] for key in discover_sources(legacy_root)}
+    for entry in _walk(root_bytes(legacy_root), b""):
+        out.setdefault(entry_partition(entry), []).append(entry)
+    return out

@@ -1,0 +1,69 @@
+"""The whole-tree walk (one pass, sorted into partitions) finds exactly what each partition's own walk finds, on
+trees with topic folders, the render cache, uploads of every kind, loose files, symlinks and names that are not
+UTF-8."""
+
+import os
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from t2m_pipeline.migration.discovery import all_entries, discover_sources, partition_entries
+
+PLACES = [
+    b"output/topic_a/scene1/code",
+    b"output/topic_a",
+    b"output/Topic B!",
+    b"output/.render_cache",
+    b"output",
+    b"storage/uploads/image",
+    b"storage/uploads/document/nested",
+    b"storage/uploads/audio",
+    b"storage/uploads/weird_kind",
+    b"storage/uploads",
+    b"storage",
+    b"",
+]
+NAMES = st.sampled_from([b"a.txt", b"scene1_v1.py", b"x\xff.bin", b"user_u1_20240101_101010_0000abcd.png", b"zz"])
+ITEMS = st.lists(st.tuples(st.sampled_from(PLACES), NAMES, st.sampled_from(["file", "dir", "symlink"])), max_size=25)
+
+
+def build(root: Path, items) -> None:
+    base = os.fsencode(root)
+    for place, name, kind in items:
+        folder = os.path.join(base, place) if place else base
+        path = os.path.join(folder, name)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            if kind == "file":
+                with open(path, "wb") as fh:
+                    fh.write(name)
+            elif kind == "dir":
+                os.makedirs(path, exist_ok=True)
+            else:
+                os.symlink(b"/etc", path)
+        except (FileExistsError, NotADirectoryError, IsADirectoryError):
+            pass  # the place is already something else: the tree is what it is
+
+
+def per_partition(root: Path) -> dict[str, list[tuple[bytes, str]]]:
+    return {key: sorted((e.rel, e.kind) for e in partition_entries(root, key)) for key in discover_sources(root)}
+
+
+def one_walk(root: Path) -> dict[str, list[tuple[bytes, str]]]:
+    return {key: sorted((e.rel, e.kind) for e in entries) for key, entries in all_entries(root).items()}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(items=ITEMS)
+def test_one_walk_finds_what_the_partition_walks_find(tmp_path_factory, items):
+    root = tmp_path_factory.mktemp("legacy")
+    build(root, items)
+    assert one_walk(root) == per_partition(root)
+
+
+def test_a_topic_folder_that_is_a_symlink_is_a_loose_entry_in_both(tmp_path):
+    build(tmp_path, [(b"output/real", b"f.txt", "file"), (b"output", b"linked", "symlink")])
+    walked = one_walk(tmp_path)
+    assert walked == per_partition(tmp_path)
+    assert (b"output/linked", "symlink") in walked["loose"] and "topic/linked" not in walked
