@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # devtools/ sits beside the package, not installed
 
+from devtools.dagster_daemon import stop_process_group  # noqa: E402
 from devtools.local_s3 import UNREADABLE_STATE_EXIT, LocalS3Error, start_local_s3  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -76,23 +76,6 @@ def wait_http(url: str, seconds: float, proc: subprocess.Popen | None = None) ->
     raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
 
 
-def stop_group(proc: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM to the process group, SIGKILL to what is left of it after `grace_s`: never longer."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # children that outlived the leader (code servers, run workers)
-    except ProcessLookupError:
-        pass
-    proc.wait(5)
-
-
 @dataclass
 class Stack:
     env: dict[str, str]
@@ -133,7 +116,7 @@ class Stack:
                 child.stop(timeout=STOP_GRACE_S)
             elif child.poll() is None:
                 say(f"stopping {name} (pid {child.pid})")
-                stop_group(child, STOP_GRACE_S)
+                stop_process_group(child, timeout=STOP_GRACE_S, grace=0)  # what outlived the leader: SIGKILL
         self.started.clear()
 
     def t2m(self, *args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:

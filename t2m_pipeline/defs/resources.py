@@ -4,8 +4,12 @@ layer.
 Configuration reaches the Dagster layer through these typed fields and nothing else. `from_environment` binds each
 field to its variable (`config.SETTING_VARIABLES`) with `dg.EnvVar` when the code location loads with it set, so the
 UI names the variable and never shows a password; a field left unset holds the settings class's default. A run
-worker loads the same code location in the same environment; nothing reads the environment after that. The storage
-layer's `settings()` goes through the validation the CLI uses (`load_settings`), so both build the same `S3Storage`.
+worker loads the same code location in the same environment, and these resources read nothing else from it. The
+storage layer's `settings()` goes through the validation the CLI uses (`load_settings`), so both build the same
+`S3Storage`. A run's config may not configure a resource that has `deployment_only` fields at all.
+
+`from_environment(environ)`: `environ` only decides which fields are bound (those whose variable it sets); the bound
+values are read from the process's environment when a run starts, as Dagster resolves every `EnvVar`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,21 @@ from t2m_pipeline.storage.s3 import S3Storage
 
 
 class SettingsResource(dg.ConfigurableResource):
-    """A resource whose fields are platform settings, named as `config.Settings` names them (None: the default)."""
+    """A resource whose fields are platform settings, named as `config.Settings` names them (None: the default).
+
+    The launchpad can override any resource field in a run's config, and Dagster then replaces the resource's whole
+    configuration (a field the run leaves out falls back to the class default, not to the deployment's value). Fields
+    that say where data goes or how it is protected (`deployment_only`) are the deployment's alone, so setup refuses
+    a run whose config touches a resource that has any: a UI user cannot send objects, rows or status writes
+    elsewhere, read scene code from another endpoint, or reset the bucket names by tuning a timeout."""
+
+    @classmethod
+    def deployment_only(cls) -> frozenset[str]:
+        return frozenset()
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if type(self).deployment_only():
+            refuse_run_overrides(frozenset(type(self).model_fields), context)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None, **nested) -> Self:
@@ -55,6 +73,22 @@ class SettingsResource(dg.ConfigurableResource):
         return {}
 
 
+def refuse_run_overrides(fields: frozenset[str], context: dg.InitResourceContext | None) -> None:
+    """Fail closed when the run's config sets any of `fields` on any resource (sensors have no run: nothing to do).
+    Field names are matched, not resource keys, which a resource does not know: a false alarm fails closed."""
+    run = getattr(context, "dagster_run", None) if context is not None else None
+    if run is None or not fields:
+        return
+    for key, entry in ((run.run_config or {}).get("resources") or {}).items():
+        config = entry.get("config") if isinstance(entry, dict) else None
+        chosen = sorted(fields & set(config)) if isinstance(config, dict) else []
+        if chosen:
+            raise dg.Failure(
+                f"the run's config sets resources.{key}.config.{chosen[0]}: this resource says where data goes and how "
+                "it is protected, which is the deployment's to set (the code location's environment), never a run's"
+            )
+
+
 class LegacyMirrorResource(SettingsResource):
     """The cut-over's mirror of every job status write into the legacy Redis: on when `legacy_redis_mirror` is
     1|true and `redis_url` says where.
@@ -73,7 +107,12 @@ class LegacyMirrorResource(SettingsResource):
         """The mirror's two settings (its functions read nothing else), the rest at their defaults."""
         return Settings(legacy_redis_mirror=self.enabled, redis_url=self.redis_url)
 
+    @classmethod
+    def deployment_only(cls) -> frozenset[str]:
+        return frozenset({"legacy_redis_mirror", "redis_url"})
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        super().setup_for_execution(context)
         enable_mirror(self.settings())
 
 
@@ -82,6 +121,15 @@ class PostgresResource(SettingsResource):
 
     database_url: str | None = None
     legacy_mirror: LegacyMirrorResource | None = None  # None: no mirror (a test's or a script's database)
+
+    @classmethod
+    def deployment_only(cls) -> frozenset[str]:
+        return frozenset({"database_url"})
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        super().setup_for_execution(context)
+        if self.legacy_mirror is None:  # this process's status writes follow this database's (absent) mirror
+            enable_mirror(Settings())
 
     @property
     def engine(self) -> Engine:
@@ -103,6 +151,10 @@ class S3StorageResource(SettingsResource):
     s3_max_attempts: int | None = None
     s3_read_timeout_s: int | None = None
     s3_max_pool_connections: int | None = None
+
+    @classmethod
+    def deployment_only(cls) -> frozenset[str]:
+        return frozenset({"env", "region", "account_id", "endpoint_url", "sse_algorithm", "kms_key_id", "noncurrent_version_days"})
 
     def settings(self) -> Settings:
         """The settings these fields describe, validated as the CLI validates the environment."""

@@ -307,8 +307,9 @@ _enabled: Settings | None = None  # set by the process's configuration: the Dags
 
 def enable_mirror(settings: Settings) -> None:
     """Mirror this process's status writes into the legacy Redis when `settings` turn the mirror on (the cut-over
-    window), and stop when they do not. The Dagster layer calls it from its `legacy_mirror` resource, the CLI from
-    its settings, so both follow the same switch."""
+    window), and stop when they do not. The Dagster layer calls it from its `legacy_mirror` resource (turned off by a
+    database without one). The only writers that announce status writes are the scene assets and the run-failure
+    sensor; the CLI and the audits change statuses through `db.job_state`, which the resync sensor mirrors."""
     global _enabled
     _enabled = settings if settings.legacy_redis_mirror and settings.redis_url else None
 

@@ -9,7 +9,8 @@ gateway endpoint whose policy admits only `temp/render-*` of the temp bucket. Wh
   limit and three presigned URLs, each for exactly one key and valid only as long as the render may take: a GET of
   the code the worker staged, and PUTs for the video and the log;
 - out: the video and the log, PUT to their staging keys under `temp/render-{id}/`; Pipes messages on the task's
-  stdout, read from CloudWatch Logs through the bounded, filtering reader (render.messages).
+  stdout, read from CloudWatch Logs through the bounded, filtering reader (`BoundedCloudWatchMessageReader`
+  below, over render.messages' guard).
 
 Nothing the task wrote is trusted: the worker reads the staged objects with size caps into a directory of its own,
 then takes them through the same intake as the local backend (regular file, probed as video) before the storage

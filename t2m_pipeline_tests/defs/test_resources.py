@@ -136,3 +136,54 @@ def test_a_run_cannot_choose_the_sandbox_and_the_control_shows_a_field_would_let
         run_config={"resources": {"render": {"config": {"render_sandbox": "unconfined-local-only"}}}}
     )
     assert chosen["sandbox"] == "unconfined-local-only"
+
+
+@pytest.mark.parametrize(
+    "key, field, value",
+    [
+        ("storage", "endpoint_url", "http://elsewhere.example:80"),
+        ("storage", "kms_key_id", "arn:aws:kms:us-east-1:999999999999:key/x"),
+        ("storage", "account_id", "999999999999"),
+        ("storage", "s3_max_attempts", 3),  # a tuning value would reset the rest to class defaults (Dagster)
+        ("database", "database_url", "postgresql+psycopg://someone@elsewhere:5432/t2m"),
+    ],
+)
+def test_a_run_cannot_configure_where_data_goes_and_the_control_chooses_its_generator(monkeypatch, key, field, value):
+    """A run's config that touches the storage or the database fails before any step; the control, the code
+    generator (no deployment-only field), is a run's to choose."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    seen = {}
+
+    @dg.asset
+    def probe(storage: S3StorageResource, code_generator: CodeGeneratorResource):
+        seen["generator"] = code_generator.code_generator
+
+    resources = {**default_resources({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}), "code_generator": CodeGeneratorResource()}
+    job = dg.define_asset_job("probe_job", selection=[probe])
+    defs = dg.Definitions(assets=[probe], jobs=[job], resources=resources)
+    refused = defs.resolve_job_def("probe_job").execute_in_process(
+        run_config={"resources": {key: {"config": {field: value}}}}, raise_on_error=False
+    )
+    assert not refused.success and "generator" not in seen
+    failure = next(e for e in refused.all_events if e.is_failure)
+    assert f"resources.{key}.config.{field}" in str(failure.event_specific_data)
+
+    chosen = defs.resolve_job_def("probe_job").execute_in_process(run_config={"resources": {"code_generator": {"config": {"code_generator": "openai"}}}})
+    assert chosen.success and seen["generator"] == "openai"
+
+
+def test_control_without_the_refusal_a_run_sends_the_storage_elsewhere(monkeypatch):
+    from t2m_pipeline.defs import resources as resources_module
+
+    monkeypatch.setattr(resources_module, "refuse_run_overrides", lambda fields, context: None)
+    seen = {}
+
+    @dg.asset
+    def probe(storage: S3StorageResource):
+        seen["settings"] = storage.settings()
+
+    dg.materialize(
+        [probe], resources=default_resources({"AWS_ENDPOINT_URL": "x"}) | {"storage": S3StorageResource(database=PostgresResource())},
+        run_config={"resources": {"storage": {"config": {"endpoint_url": "http://elsewhere.example:80", "env": "prod"}}}},
+    )
+    assert seen["settings"].endpoint_url == "http://elsewhere.example:80" and seen["settings"].env == "prod"

@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings({"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "T2M_DATABASE_URL": db_url,
                               "T2M_MULTIPART_THRESHOLD_MIB": "5"})
     failed = False
-    script = ".venv/bin/python scripts/reliability.py"
+    script = ".venv/bin/python -m t2m_pipeline_tests.faults.reliability_report"
     scenario_dbs: list[str] = []
 
     def scenario_db(name: str) -> str:

@@ -15,11 +15,15 @@ from devtools.private_redis import PrivateRedis
 from t2m_pipeline.config import Settings
 from t2m_pipeline.migration import mirror
 from t2m_pipeline_tests.defs.scenes.support import (  # noqa: F401 - fixtures
+    apply_partition_requests,
     insert_job,
     instance,
     pipeline_db_url,
+    pipeline_defs,
     pipeline_engine,
     resources,
+    run_requested,
+    sensor_result,
 )
 from t2m_pipeline_tests.faults.pipeline_scenarios import resync_tick, run_redis_outage_scenario
 
@@ -123,3 +127,21 @@ def test_the_cursor_stays_behind_recent_rows_so_a_late_commit_is_not_passed_over
         conn.execute(text("UPDATE jobs SET updated_at = :t WHERE id = :j"), {"t": now - timedelta(minutes=1), "j": late})
     again = resync_jobs(mirror_settings, pipeline_engine, result.cursor, now=now)
     assert again.written == 2 and legacy_record(legacy_redis, late)["status"] == "queued"
+
+
+@pytest.mark.parametrize("mirror_on", [True, False], ids=["mirror-on", "control-mirror-off"])
+def test_a_run_takes_the_mirror_switch_from_its_own_resources(legacy_redis, mirror_settings, instance, pipeline_engine, mirror_on):
+    """A fresh run worker has the mirror off until its `database` resource is set up: the run's resources alone turn
+    it on (control: the same run with the deployment's mirror off writes nothing to the legacy Redis)."""
+    from t2m_pipeline.defs.scenes.resources import pipeline_resources_for
+    from t2m_pipeline.defs.scenes.sensors import new_jobs
+
+    resources = pipeline_resources_for(dataclasses.replace(mirror_settings, legacy_redis_mirror=mirror_on))
+    _, job_id = insert_job(pipeline_engine, configuration={"scene_count": 1, "quality": "low"})
+    tick = sensor_result(new_jobs, instance, resources)
+    apply_partition_requests(instance, tick)
+    mirror.enable_mirror(Settings())  # as in a fresh run worker: nothing has turned it on
+    redis.Redis.from_url(legacy_redis.url(0)).flushdb()
+    assert run_requested(pipeline_defs(resources), instance, "plan_job", tick.run_requests[0]).success
+    record = legacy_record(legacy_redis, str(job_id))
+    assert (record is not None and record["status"] == "processing") is mirror_on

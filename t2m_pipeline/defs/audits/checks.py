@@ -1,5 +1,5 @@
 """The audits' checks, on the data they judge: the buckets' settings, the stored objects, the temp bucket, the jobs
-table, and the `jobs` and `scenes` partition sets (on scene_outline and scene_code, the first asset of each set).
+table, and the `jobs` and `scenes` partition sets (external assets of their own, unpartitioned).
 
 Each check changes nothing it judges and can run on its own (the UI's "Execute", or the `audit_checks` job, which `sensors.py`
 launches after each maintenance job with the checks of the data it maintained). They judge the data itself, now,
@@ -33,8 +33,14 @@ from t2m_pipeline.audits.stuck_jobs import ORPHAN_QUEUE, QUEUE_MISMATCH, STUCK, 
 from t2m_pipeline.audits.temp_cleanup import overdue_temp_versions
 from t2m_pipeline.defs.audits.maintenance import DEFAULTS, DOMAIN_TAGS, storage_reconciliation_job
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
-from t2m_pipeline.defs.scenes.partitions import SCENE_CODE, SCENE_OUTLINE
-from t2m_pipeline.defs.storage.assets import JOBS_TABLE, S3_BUCKETS, STORED_OBJECTS, TEMP_BUCKET
+from t2m_pipeline.defs.storage.assets import (
+    JOBS_PARTITION_SET,
+    JOBS_TABLE,
+    S3_BUCKETS,
+    SCENES_PARTITION_SET,
+    STORED_OBJECTS,
+    TEMP_BUCKET,
+)
 from t2m_pipeline.partition_keys import JOBS_PARTITIONS_NAME, SCENES_PARTITIONS_NAME
 
 SAMPLE = 20
@@ -170,20 +176,20 @@ def _keys_result(context: dg.AssetCheckExecutionContext, database: PostgresResou
 
 KEYS_DESCRIPTION = (
     "WARN when the `{name}` partition set holds keys that do not decode or whose user is not the job's owner "
-    "(the partition retention leaves them in place). Judges the whole set, so it runs with the audits, not in "
-    "pipeline runs."
+    "(the partition retention leaves them in place). On the set itself, unpartitioned: a check on a partitioned "
+    "asset would run, whole-set scan and all, in every materialization and backfill of one of its partitions."
 )
 
 
 @dg.asset_check(
-    asset=SCENE_OUTLINE, name="partition_keys_valid", description=KEYS_DESCRIPTION.format(name=JOBS_PARTITIONS_NAME)
+    asset=JOBS_PARTITION_SET.key, name="partition_keys_valid", description=KEYS_DESCRIPTION.format(name=JOBS_PARTITIONS_NAME)
 )
 def job_partition_keys_valid(context: dg.AssetCheckExecutionContext, database: PostgresResource) -> dg.AssetCheckResult:
     return _keys_result(context, database, JOBS_PARTITIONS_NAME)
 
 
 @dg.asset_check(
-    asset=SCENE_CODE, name="partition_keys_valid", description=KEYS_DESCRIPTION.format(name=SCENES_PARTITIONS_NAME)
+    asset=SCENES_PARTITION_SET.key, name="partition_keys_valid", description=KEYS_DESCRIPTION.format(name=SCENES_PARTITIONS_NAME)
 )
 def scene_partition_keys_valid(context: dg.AssetCheckExecutionContext, database: PostgresResource) -> dg.AssetCheckResult:
     return _keys_result(context, database, SCENES_PARTITIONS_NAME)

@@ -19,6 +19,10 @@ class LegacySourcesResource(SettingsResource):
     def extra_variables(cls) -> dict[str, str]:
         return {"legacy_root": "T2M_LEGACY_ROOT"}
 
+    @classmethod
+    def deployment_only(cls) -> frozenset[str]:
+        return frozenset({"legacy_root", "redis_url"})  # which legacy data is migrated
+
     def root(self) -> str:
         if not self.legacy_root:
             raise dg.Failure("T2M_LEGACY_ROOT is not set: expected the directory holding the legacy output/ and storage/")

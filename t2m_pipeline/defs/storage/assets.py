@@ -1,6 +1,6 @@
 """What the platform stores, as external assets: the buckets, the objects in them, the temp bucket's scratch and the
 `jobs` table. Nothing in Dagster materializes them (the pipeline and the migration write through the storage layer,
-the API submits jobs); they are here so the checks that judge them (`defs/audits/checks.py`) sit on them, and the
+the API submits jobs, the sensors add partitions); they are here so the checks that judge them (`defs/audits/checks.py`) sit on them, and the
 maintenance jobs that act on them (`defs/audits/maintenance.py`) show what they did as observations.
 """
 
@@ -35,4 +35,18 @@ JOBS_TABLE = dg.AssetSpec(
     kinds={"postgres"},
     description="The metadata database's `jobs` rows and their `job_queue` rows: every job's status, and the queue "
     "the new_jobs sensor takes work from.",
+)
+JOBS_PARTITION_SET = dg.AssetSpec(
+    "jobs_partition_set",
+    group_name=GROUP,
+    kinds={"dagster"},
+    description="The `jobs` dynamic partition set ({user}/{job}) of scene_outline and combined_video: one key per "
+    "planned job, added by the new_jobs sensor, removed by the partition_retention job.",
+)
+SCENES_PARTITION_SET = dg.AssetSpec(
+    "scenes_partition_set",
+    group_name=GROUP,
+    kinds={"dagster"},
+    description="The `scenes` dynamic partition set ({user}/{job}/NNN) of scene_code, rendered_video and thumbnail: "
+    "added by the scene_runs sensor, removed by the partition_retention job.",
 )

@@ -22,8 +22,14 @@ from t2m_pipeline.defs.audits.checks import AUDIT_CHECKS, audit_checks_job
 from t2m_pipeline.defs.audits.maintenance import MAINTENANCE_JOBS
 from t2m_pipeline.defs.audits.sensors import MAINTENANCE_RUN_TAG, checks_after_maintenance
 from t2m_pipeline.defs.resources import resources_for
-from t2m_pipeline.defs.scenes.partitions import SCENE_CODE, SCENE_OUTLINE, job_partitions, scene_partitions
-from t2m_pipeline.defs.storage.assets import JOBS_TABLE, S3_BUCKETS, STORED_OBJECTS, TEMP_BUCKET
+from t2m_pipeline.defs.storage.assets import (
+    JOBS_PARTITION_SET,
+    JOBS_TABLE,
+    S3_BUCKETS,
+    SCENES_PARTITION_SET,
+    STORED_OBJECTS,
+    TEMP_BUCKET,
+)
 from t2m_pipeline.partition_keys import encode_job_key, encode_scene_key
 from t2m_pipeline.storage import layout
 from t2m_pipeline.storage.bootstrap import bootstrap_bucket
@@ -60,10 +66,8 @@ def s3(service_env):
 @pytest.fixture
 def defs(metadata_db, s3):
     resources = resources_for(dataclasses.replace(s3[0], database_url=metadata_db[1]))
-    # The partition checks sit on two scene assets: stand-ins with their keys, without the scene assets' resources.
-    stand_ins = [dg.AssetSpec(SCENE_OUTLINE, partitions_def=job_partitions), dg.AssetSpec(SCENE_CODE, partitions_def=scene_partitions)]
     return dg.Definitions(
-        assets=[S3_BUCKETS, STORED_OBJECTS, TEMP_BUCKET, JOBS_TABLE, *stand_ins],
+        assets=[S3_BUCKETS, STORED_OBJECTS, TEMP_BUCKET, JOBS_TABLE, JOBS_PARTITION_SET, SCENES_PARTITION_SET],
         asset_checks=AUDIT_CHECKS,
         jobs=[audit_checks_job, *MAINTENANCE_JOBS],
         sensors=[checks_after_maintenance],
@@ -164,7 +168,7 @@ def test_partition_retention_removes_a_deleted_jobs_partitions_and_bad_keys_fail
     checks = checks_after(defs, instance, maintain(defs, instance, "partition_retention"))
     assert set(instance.get_dynamic_partitions("jobs")) == {encode_job_key(owner, job_id), stranger}
     assert set(instance.get_dynamic_partitions("scenes")) == {encode_scene_key(owner, job_id, 1), "not-a-scene-key"}
-    jobs_keys, scenes_keys = checks["scene_outline:partition_keys_valid"], checks["scene_code:partition_keys_valid"]
+    jobs_keys, scenes_keys = checks["jobs_partition_set:partition_keys_valid"], checks["scenes_partition_set:partition_keys_valid"]
     assert not jobs_keys.passed and jobs_keys.severity == WARN and jobs_keys.metadata["sample"].value == [f"partition/jobs/{stranger}"]
     assert not scenes_keys.passed and scenes_keys.severity == WARN and scenes_keys.metadata["invalid_keys"].value == 1
 
@@ -172,7 +176,7 @@ def test_partition_retention_removes_a_deleted_jobs_partitions_and_bad_keys_fail
     instance.delete_dynamic_partition("scenes", "not-a-scene-key")
     checks = checks_after(defs, instance, maintain(defs, instance, "partition_retention"))
     assert all(evaluation.passed for evaluation in checks.values()) and len(checks) == 2
-    assert checks["scene_outline:partition_keys_valid"].metadata["partitions"].value == 1
+    assert checks["jobs_partition_set:partition_keys_valid"].metadata["partitions"].value == 1
 
 
 @pytest.fixture

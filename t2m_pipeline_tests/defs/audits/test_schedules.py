@@ -27,7 +27,7 @@ CHECK_TARGETS = {
     "temp_expiry_enforced": {"temp_bucket"},
     "no_stuck_jobs": {"jobs_table"},
     "job_queue_consistent": {"jobs_table"},
-    "partition_keys_valid": {"scene_outline", "scene_code"},
+    "partition_keys_valid": {"jobs_partition_set", "scenes_partition_set"},
 }
 
 
@@ -115,3 +115,5 @@ def test_no_pipeline_run_runs_a_whole_partition_set_check(defs):
     assert dg.AssetCheckKey(dg.AssetKey("scene_code"), "code_checks") in render  # the assets' own checks still run
     audit = defs.resolve_job_def("audit_checks").asset_layer.asset_graph.asset_check_keys
     assert partition_checks <= set(audit)
+    graph = defs.resolve_asset_graph()  # nor any other run: a check on a partitioned asset runs in its partitions' runs
+    assert all(graph.get(key.asset_key).partitions_def is None for key in partition_checks)
