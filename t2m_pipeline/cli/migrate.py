@@ -105,8 +105,10 @@ def files(
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     workers: int = typer.Option(32, min=1, max=256, help="Uploads in flight."),
     partition: list[str] = typer.Option([], "--partition", help="Only this legacy source (repeatable), e.g. topic/my_slug."),
+    checksum: bool = typer.Option(False, "--checksum", help="Read and hash every file, even those whose size, mtime and inode are unchanged."),
 ) -> None:
-    """Legacy files -> S3 with file_metadata and a ledger row per file. Resumable; a re-run uploads nothing new."""
+    """Legacy files -> S3 with file_metadata and a ledger row per file. Resumable; a re-run uploads nothing new and
+    reads only files whose size, mtime or inode changed (`--checksum`: every file)."""
     from t2m_pipeline.migration.discovery import discover_sources
     from t2m_pipeline.migration.files_import import FilesMigration
 
@@ -128,7 +130,7 @@ def files(
         def progress(done: int, size: int, total: int, total_bytes: int) -> None:
             bar.update(files_task, completed=done, total=total)
 
-        report = FilesMigration(settings, engine, root, workers=workers, progress=progress).run(partition or None)
+        report = FilesMigration(settings, engine, root, workers=workers, checksum=checksum, progress=progress).run(partition or None)
     failed = report["outcomes"]["failed"] + report["copies"]["failed"]
     if json_output:
         emit_json(report)
@@ -140,7 +142,9 @@ def files(
          ["copied for jobs that reused a folder", report["copied_files"]],
          ["unattributed (the evidence cannot decide)", report["unattributed_files"]],
          ["moved: objects removed from where they no longer belong", report["moved_objects_removed"] + report["copies_no_longer_due"]],
-         ["unchanged (already migrated)", report["unchanged_files"]], ["adopted after an interruption", report["adopted_versions"]],
+         ["unchanged (already migrated)", report["unchanged_files"]],
+         ["  of those, not read (size, mtime and inode unchanged)", report["unread_files"]],
+         ["adopted after an interruption", report["adopted_versions"]],
          ["flagged invalid by legacy rules", report["flagged_invalid"]]],
     )
     if failed:

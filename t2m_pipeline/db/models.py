@@ -224,6 +224,9 @@ class MigrationLedger(Base):
     batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("migration_batches.id", ondelete="SET NULL"))
     # The write id (S3 `write-id`) the upload under this row's intent carries: the version it names is this file's.
     write_id: Mapped[str | None] = mapped_column(String(64))
+    # The file as the walk saw it when its bytes were hashed: with `size`, a rerun's "unchanged without reading".
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    inode: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

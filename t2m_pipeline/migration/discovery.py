@@ -37,6 +37,7 @@ class Entry:
     kind: str  # file | symlink | special | unreadable
     size: int | None
     mtime_ns: int | None = None  # the file's modification time: evidence of which job's run wrote it
+    inode: int | None = None  # with size and mtime, how a rerun knows the file is unchanged without reading it
 
     @cached_property
     def legacy_path(self) -> str:
@@ -89,7 +90,7 @@ def _walk(root: bytes, rel: bytes) -> Iterator[Entry]:
         elif stat.S_ISDIR(st.st_mode):
             yield from _walk(root, child_rel)
         elif stat.S_ISREG(st.st_mode):
-            yield Entry(child_rel, "file", st.st_size, st.st_mtime_ns)
+            yield Entry(child_rel, "file", st.st_size, st.st_mtime_ns, st.st_ino)
         else:
             yield Entry(child_rel, "special", None)
 

@@ -111,6 +111,7 @@ class Planned:
     result: dict | None = None
     stored: tuple[str, str, str | None] | None = None  # (bucket, key, version id) once migrated
     write_id: str | None = None  # the ledger intent's, carried by the upload or copy (S3 `write-id`)
+    unread: bool = False  # taken as unchanged from its size, mtime and inode: its bytes were not read this run
     file_metadata_id: uuid.UUID | None = None
     written_reason: object = _UNWRITTEN  # the ledger reason this run wrote (unset: the row's is the earlier run's)
 
@@ -188,6 +189,22 @@ def plan_entries(
     return plans
 
 
+FAILED_PLAN_FLAG = "invalid by legacy rules: failed plan (# Scene N - Error:)"
+
+
+def content_flags(target: Target, size: int, sha256: str, failed_plan: bool) -> list[str]:
+    """What the legacy rules and the evidence say of a file's bytes: from its size and sha256, and whether it is a
+    failed plan (which only its first bytes tell: a file not read this run keeps what its row says)."""
+    flags = []
+    if target.check == "video" and size < MIN_VALID_VIDEO_BYTES:
+        flags.append("invalid by legacy rules: video under 1 KB")
+    if failed_plan:
+        flags.append(FAILED_PLAN_FLAG)
+    if target.legacy_checksum and target.legacy_checksum != sha256:
+        flags.append("legacy checksum mismatch (files:{id} says " + target.legacy_checksum + ")")
+    return flags
+
+
 def _ledger_reason(p: Planned, moved_from=()) -> str | None:
     """A migrated file's ledger reason: why it went where it is (attribution), its flags, where it moved from."""
     parts = [p.attribution.reason] if p.attribution is not None and p.attribution.reason else []
@@ -251,25 +268,26 @@ def _existing_ledger(engine: Engine, paths: list[str], partitions: list[str] = (
 
 _LEDGER_UPSERT = """
 INSERT INTO migration_ledger (legacy_path, partition_key, size, sha256, outcome, reason, bucket, key, version_id,
-                              file_metadata_id, batch_id, write_id)
-SELECT p, pk, sz, sha, oc, rs, b, k, NULL, NULL, :batch, w
+                              file_metadata_id, batch_id, write_id, mtime_ns, inode)
+SELECT p, pk, sz, sha, oc, rs, b, k, NULL, NULL, :batch, w, mt, ino
 FROM unnest(CAST(:p AS text[]), CAST(:pk AS text[]), CAST(:sz AS bigint[]), CAST(:sha AS text[]),
-            CAST(:oc AS text[]), CAST(:rs AS text[]), CAST(:b AS text[]), CAST(:k AS text[]), CAST(:w AS text[]))
-     AS t(p, pk, sz, sha, oc, rs, b, k, w)
+            CAST(:oc AS text[]), CAST(:rs AS text[]), CAST(:b AS text[]), CAST(:k AS text[]), CAST(:w AS text[]),
+            CAST(:mt AS bigint[]), CAST(:ino AS bigint[]))
+     AS t(p, pk, sz, sha, oc, rs, b, k, w, mt, ino)
 ON CONFLICT (legacy_path) DO UPDATE SET partition_key = EXCLUDED.partition_key, size = EXCLUDED.size,
     sha256 = EXCLUDED.sha256, outcome = EXCLUDED.outcome, reason = EXCLUDED.reason, bucket = EXCLUDED.bucket,
     key = EXCLUDED.key, version_id = NULL, file_metadata_id = NULL, batch_id = EXCLUDED.batch_id,
-    write_id = EXCLUDED.write_id, updated_at = now()
+    write_id = EXCLUDED.write_id, mtime_ns = EXCLUDED.mtime_ns, inode = EXCLUDED.inode, updated_at = now()
 RETURNING id, legacy_path, (xmax = 0) AS inserted
 """
 
 
 def _write_ledger(conn: Connection, batch_id: uuid.UUID, rows: list[dict], existing: dict[str, dict]) -> None:
-    """Insert or overwrite ledger rows (outcome, reason, sha..., the intent's write id `w`, else none), recording
-    inserts and previous images."""
+    """Insert or overwrite ledger rows (outcome, reason, sha..., the intent's write id `w` and the file's mtime `mt`
+    and inode `ino` as hashed, else none), recording inserts and previous images."""
     if not rows:
         return
-    cols = {c: [r.get(c) for r in rows] for c in ("p", "pk", "sz", "sha", "oc", "rs", "b", "k", "w")}
+    cols = {c: [r.get(c) for r in rows] for c in ("p", "pk", "sz", "sha", "oc", "rs", "b", "k", "w", "mt", "ino")}
     written = conn.execute(text(_LEDGER_UPSERT), {**cols, "batch": batch_id}).all()
     record_created(
         conn, batch_id,
@@ -277,6 +295,12 @@ def _write_ledger(conn: Connection, batch_id: uuid.UUID, rows: list[dict], exist
         ledger_before=[existing[r.legacy_path] for r in written if not r.inserted and r.legacy_path in existing],
     )
 
+
+_LEDGER_RESTAT = """
+UPDATE migration_ledger l SET mtime_ns = v.mt, inode = v.ino
+FROM unnest(CAST(:p AS text[]), CAST(:mt AS bigint[]), CAST(:ino AS bigint[])) AS v(p, mt, ino)
+WHERE l.legacy_path = v.p
+"""
 
 _LEDGER_FINISH = """
 UPDATE migration_ledger l SET outcome = v.oc, reason = v.rs, version_id = v.ver, file_metadata_id = v.fm,
@@ -349,7 +373,12 @@ def _partition_report(by_partition: dict[str, list[Entry]], plans: list[Planned]
 
 
 class FilesMigration:
-    """One run over some partitions (all of them by default). `fault` is a test seam called between stages."""
+    """One run over some partitions (all of them by default). `fault` is a test seam called between stages.
+
+    A file whose ledger row is `migrated` to where the evidence puts it now, with the size, mtime and inode the walk
+    sees, is taken as unchanged without reading it, as rsync and rclone take it (with each copy made of it in place
+    too). Like theirs, that rule misses a change that keeps size, mtime and inode (a write that restores its mtime):
+    `checksum=True` (`--checksum`) reads and hashes every file."""
 
     def __init__(
         self,
@@ -359,10 +388,12 @@ class FilesMigration:
         *,
         workers: int = 32,
         chunk_files: int = 500,
+        checksum: bool = False,
         progress: Callable[[int, int, int, int], None] | None = None,
         fault: Callable[[str], None] | None = None,
     ):
         self.settings = settings
+        self.checksum = checksum  # read and hash every file, even those whose size, mtime and inode are unchanged
         self.engine = engine
         self.root = root_bytes(legacy_root)
         self.workers = max(1, workers)
@@ -406,6 +437,10 @@ class FilesMigration:
         settled = [p for p in plans if p.outcome is not None]
         self._settle(settled, existing, batch_id)
         to_migrate = [p for p in plans if p.outcome is None]
+        self._copies: dict[int, list[Planned]] = defaultdict(list)
+        for plan in to_migrate:
+            if plan.copy_source is not None:
+                self._copies[id(plan.copy_source)].append(plan)
         self._total_files = len(plans)
         self._total_bytes = sum(p.entry.size or 0 for p in to_migrate)
         self._tick(len(settled), 0)
@@ -455,6 +490,7 @@ class FilesMigration:
             "copied_files": self.counts["copied_files"],
             "adopted_versions": self.counts["adopted_versions"],
             "unchanged_files": self.counts["unchanged_files"],
+            "unread_files": self.counts["unread_files"],
             "moved_objects_removed": self.counts["moved_objects_removed"],
             "copies_no_longer_due": self.counts["copies_no_longer_due"],
             "metadata_refreshed": self.counts["metadata_refreshed"],
@@ -522,19 +558,39 @@ class FilesMigration:
         except OSError as exc:
             plan.outcome, plan.reason = "failed", f"unreadable: {exc.strerror or exc}"
             return
-        target = plan.target
-        if target.check == "video" and plan.size < MIN_VALID_VIDEO_BYTES:
-            plan.flags.append("invalid by legacy rules: video under 1 KB")
-        if target.check == "plan" and is_failed_plan(head):
-            plan.flags.append("invalid by legacy rules: failed plan (# Scene N - Error:)")
-        if target.legacy_checksum and target.legacy_checksum != plan.sha256:
-            plan.flags.append("legacy checksum mismatch (files:{id} says " + target.legacy_checksum + ")")
+        plan.flags += content_flags(plan.target, plan.size, plan.sha256, plan.target.check == "plan" and is_failed_plan(head))
+
+    def _unchanged_on_disk(self, p: Planned, existing: dict[str, dict]) -> bool:
+        """The ledger has this file migrated to where it goes now, with the size, mtime and inode the walk sees, and
+        every copy made of it is in place with the same bytes: nothing to read (never with `checksum`)."""
+        old = existing.get(p.legacy_path)
+        e, buckets = p.entry, self.settings.buckets
+        if self.checksum or p.copy_source is not None or not old or old["outcome"] != "migrated" or not old["version_id"]:
+            return False
+        if old.get("inode") is None or (old["size"], old.get("mtime_ns"), old["inode"]) != (e.size, e.mtime_ns, e.inode):
+            return False
+        for q in (p, *self._copies.get(id(p), ())):
+            row = existing.get(q.legacy_path)
+            in_place = row and row["outcome"] == "migrated" and row["version_id"] and row["sha256"] == old["sha256"]
+            if not in_place or (row["bucket"], row["key"]) != (buckets[q.target.bucket_kind], q.target.key):
+                return False
+        return True
 
     def _migrate_chunk(self, pool: ThreadPoolExecutor, chunk: list[list[Planned]], existing: dict, batch_id) -> None:
         files = [p for group in chunk for p in group]
-        list(pool.map(self._read, files))
+        to_read = []
+        for p in files:
+            if self._unchanged_on_disk(p, existing):
+                old = existing[p.legacy_path]
+                p.sha256, p.size, p.unread = old["sha256"], old["size"], True
+                p.flags = content_flags(p.target, p.size, p.sha256, failed_plan=False)  # completed from the row later
+            else:
+                to_read.append(p)
+        with self._lock:
+            self.counts["unread_files"] += len(files) - len(to_read)
+        list(pool.map(self._read, to_read))
         buckets = self.settings.buckets
-        intents, work = [], []
+        intents, work, restat = [], [], []
         for group in chunk:
             todo = []
             for p in group:
@@ -546,6 +602,9 @@ class FilesMigration:
                 if same_place and old["outcome"] == "migrated" and old["version_id"]:
                     p.outcome = "migrated"
                     p.result = None  # unchanged
+                    stat = (p.entry.mtime_ns, p.entry.inode)
+                    if p.copy_source is None and not p.unread and (old.get("mtime_ns"), old.get("inode")) != stat:
+                        restat.append(dict(p=p.legacy_path, mt=stat[0], ino=stat[1]))  # a rerun reads it no more
                     p.stored, p.file_metadata_id = (bucket, p.target.key, old["version_id"]), old["file_metadata_id"]
                     with self._lock:
                         self.counts["unchanged_files"] += 1
@@ -553,21 +612,22 @@ class FilesMigration:
                 resumed = _resumed_write(old, same_place)
                 p.write_id = resumed or new_write_id()
                 todo.append((p, resumed is not None))
+                stat = {} if p.copy_source is not None else dict(mt=p.entry.mtime_ns, ino=p.entry.inode)
                 intents.append(
                     dict(p=p.legacy_path, pk=p.partition, sz=p.size, sha=p.sha256, oc="failed", rs=INTENT, b=bucket,
-                         k=p.target.key, w=p.write_id)
+                         k=p.target.key, w=p.write_id, **stat)
                 )
             if todo:
                 work.append(todo)
         read_failures = [p for p in files if p.outcome == "failed"]
-        in_transaction(
-            self.engine,
-            lambda conn: _write_ledger(
-                conn, batch_id,
-                intents + [dict(p=p.legacy_path, pk=p.partition, sz=p.size, sha=None, oc="failed", rs=p.reason, b=None, k=None) for p in read_failures],
-                existing,
-            ),
-        )
+        failures = [dict(p=p.legacy_path, pk=p.partition, sz=p.size, sha=None, oc="failed", rs=p.reason, b=None, k=None) for p in read_failures]
+
+        def write(conn: Connection) -> None:
+            _write_ledger(conn, batch_id, intents + failures, existing)
+            if restat:
+                conn.execute(text(_LEDGER_RESTAT), {c: [r[c] for r in restat] for c in ("p", "mt", "ino")})
+
+        in_transaction(self.engine, write)
         unchanged = [p for p in files if p.outcome == "migrated"]
         self._tick(len(unchanged) + len(read_failures), sum(p.size or 0 for p in unchanged))
         self.fault("after_intents")
@@ -811,6 +871,8 @@ class FilesMigration:
                     continue
                 row = current[str(p.file_metadata_id)]
                 old = row["metadata"] or {}
+                if p.unread or (p.copy_source is not None and p.copy_source.unread):  # its first bytes were not read
+                    p.flags = content_flags(p.target, p.size, p.sha256, FAILED_PLAN_FLAG in (old.get("flags") or ()))
                 kept = {k: old[k] for k in PRESERVED_METADATA if k in old}
                 if p.copy_source is None and moved.get(path):
                     kept["moved_from"] = [*kept.get("moved_from", []), *moved[path]]

@@ -468,3 +468,74 @@ def test_an_intent_without_a_write_id_adopts_nothing_the_file_is_uploaded_again_
     sweep = S3Storage(settings, engine)
     for bucket, key, version_id in left:
         assert version_id in sweep.duplicate_versions(bucket, key, grace=timedelta(0))
+
+
+@pytest.fixture
+def legacy_reads(world, monkeypatch):
+    """Every open of a file under the legacy root, by path (the migration reads files with os.open)."""
+    opened: list[bytes] = []
+    real_open = os.open
+    root = os.fsencode(world.root)
+
+    def counting_open(path, flags, *args, **kwargs):
+        if os.fsencode(path).startswith(root):
+            opened.append(os.fsencode(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", counting_open)
+    return opened
+
+
+def test_an_unchanged_rerun_reads_no_file_and_the_control_with_checksum_reads_every_one(world, migrated_redis, buckets, legacy_reads):
+    settings, engine = migrated_redis
+    first = migrate_files(settings, engine, world.root, workers=8)
+    originals = first["outcomes"]["migrated"]
+    legacy_reads.clear()
+    after_first = (ledger(engine), file_rows(engine))
+
+    rerun = migrate_files(settings, engine, world.root, workers=8)
+    assert legacy_reads == [] and rerun["unread_files"] == originals
+    assert (rerun["uploaded_files"], rerun["metadata_refreshed"]) == (0, 0)
+    assert (ledger(engine), file_rows(engine)) == after_first  # flags of unread files (a failed plan) come back equal
+
+    checked = migrate_files(settings, engine, world.root, workers=8, checksum=True)
+    assert len(set(legacy_reads)) == originals and checked["unread_files"] == 0
+    assert (checked["uploaded_files"], checked["metadata_refreshed"]) == (0, 0)
+
+
+def test_a_changed_file_is_read_again_and_a_change_that_keeps_size_and_mtime_needs_checksum(world, migrated_redis, buckets, legacy_reads):
+    settings, engine = migrated_redis
+    migrate_files(settings, engine, world.root, workers=8)
+    s = world.slug_shared
+    edited = world.path(f"output/{s}/scene1/code/{s}_scene1_v1.py")
+    with open(edited, "r+b") as fh:  # same size, new bytes, new mtime
+        data = fh.read()
+        fh.seek(0)
+        fh.write(bytes(b ^ 1 for b in data))
+    legacy_reads.clear()
+    rerun = migrate_files(settings, engine, world.root, workers=8)
+    assert legacy_reads == [os.fsencode(edited)]
+    assert rerun["uploaded_files"] == 1
+
+    stat = os.stat(edited)
+    with open(edited, "r+b") as fh:  # new bytes again, then the old mtime put back: size, mtime and inode all agree
+        fh.write(b"#")
+    os.utime(edited, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    missed = migrate_files(settings, engine, world.root, workers=8)
+    assert missed["uploaded_files"] == 0  # rsync's rule, and its limit
+    caught = migrate_files(settings, engine, world.root, workers=8, checksum=True)
+    assert caught["uploaded_files"] == 1
+    assert ledger(engine)[f"output/{s}/scene1/code/{s}_scene1_v1.py"].sha256 == hashlib.sha256(open(edited, "rb").read()).hexdigest()
+
+
+def test_rows_from_before_the_stat_columns_are_read_once_then_never_again(world, migrated_redis, buckets, legacy_reads):
+    settings, engine = migrated_redis
+    first = migrate_files(settings, engine, world.root, workers=8)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE migration_ledger SET mtime_ns = NULL, inode = NULL"))
+    legacy_reads.clear()
+    once = migrate_files(settings, engine, world.root, workers=8)
+    assert once["unread_files"] == 0 and len(set(legacy_reads)) == first["outcomes"]["migrated"] and once["uploaded_files"] == 0
+    legacy_reads.clear()
+    then = migrate_files(settings, engine, world.root, workers=8)
+    assert legacy_reads == [] and then["unread_files"] == first["outcomes"]["migrated"]

@@ -58,6 +58,12 @@ def legacy_sources_catalog(context: dg.AssetExecutionContext, legacy: LegacySour
     return dg.MaterializeResult(metadata={"partitions": len(found), "new_partitions": len(new), "new": ", ".join(new[:50])})
 
 
+class LegacyFilesConfig(dg.Config):
+    """What a run of legacy_files may choose (where the legacy data is, and where it goes, is the deployment's)."""
+
+    checksum: bool = False  # read and hash every file, even those whose size, mtime and inode are unchanged
+
+
 @dg.asset(
     group_name=GROUP,
     partitions_def=legacy_sources,
@@ -67,6 +73,7 @@ def legacy_sources_catalog(context: dg.AssetExecutionContext, legacy: LegacySour
 )
 def legacy_files(
     context: dg.AssetExecutionContext,
+    config: LegacyFilesConfig,
     database: PostgresResource,
     storage: S3StorageResource,
     legacy: LegacySourcesResource,
@@ -83,7 +90,9 @@ def legacy_files(
             context.log.info(f"legacy files: {done}")
 
     store = storage.get()
-    migration = FilesMigration(store.settings, database.engine, legacy.root(), workers=legacy.workers, progress=progress)
+    migration = FilesMigration(
+        store.settings, database.engine, legacy.root(), workers=legacy.workers, checksum=config.checksum, progress=progress
+    )
     report = migration.run(keys)
     _join_scene_graph(context, report["scenes"])
     with database.engine.connect() as conn:

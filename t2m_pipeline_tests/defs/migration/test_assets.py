@@ -165,3 +165,22 @@ def test_control_an_asset_check_result_in_a_multi_partition_run_leaves_every_par
     by_partition = {h.partition: h.status for h in history if h.run_id == run.run_id}
     assert by_partition[None] == AssetCheckExecutionRecordStatus.SUCCEEDED
     assert {by_partition[k] for k in "abc"} == {AssetCheckExecutionRecordStatus.PLANNED}
+
+
+def test_a_files_run_reads_only_changed_files_unless_its_config_asks_for_checksums(resources, world, migration_db):
+    settings, engine = migration_db
+    one = f"topic/{world.slug_shared}"
+
+    def unread_files(run_config=None) -> int:
+        run = dg.materialize([*MIGRATION_ASSETS, legacy_files_verified], selection=[legacy_files.key], partition_key=one,
+                             instance=instance, resources=resources, run_config=run_config)
+        assert run.success
+        with engine.connect() as conn:
+            counts = conn.execute(text("SELECT counts FROM migration_batches WHERE source = 'files' ORDER BY started_at DESC LIMIT 1")).scalar()
+        return counts["unread_files"]
+
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([legacy_redis_data, legacy_sources_catalog], instance=instance, resources=resources).success
+        assert unread_files() == 0  # the first run reads everything
+        assert unread_files() > 0
+        assert unread_files({"ops": {"legacy_files": {"config": {"checksum": True}}}}) == 0
