@@ -113,45 +113,31 @@ def reconcile_storage(context: dg.OpExecutionContext, config: AuditConfig, datab
     show(context, audit_objects(s3.settings, database.engine, s3.client, config.policy()), STORED_OBJECTS)
 
 
-# One op each: a step subprocess would only add its start-up time.
-@dg.job(
-    name="temp_bucket_cleanup",
-    tags=DOMAIN_TAGS,
-    executor_def=dg.in_process_executor,
-    description="The temp bucket's 7-day expiry where the endpoint does not apply the lifecycle rule (reported on AWS).",
+def maintenance_job(name: str, op: dg.OpDefinition, description: str) -> dg.JobDefinition:
+    """A job of one maintenance op, in process (a step subprocess would only add its start-up time)."""
+
+    @dg.job(name=name, tags=DOMAIN_TAGS, executor_def=dg.in_process_executor, description=description)
+    def job():
+        op()
+
+    return job
+
+
+temp_bucket_cleanup_job = maintenance_job(
+    "temp_bucket_cleanup", delete_expired_temp_objects,
+    "The temp bucket's 7-day expiry where the endpoint does not apply the lifecycle rule (reported on AWS).",
 )
-def temp_bucket_cleanup_job():
-    delete_expired_temp_objects()
-
-
-@dg.job(
-    name="partition_retention",
-    tags=DOMAIN_TAGS,
-    executor_def=dg.in_process_executor,
-    description="Partitions of deleted jobs, and of jobs finished longer than retention_days ago, leave the sets.",
+partition_retention_job = maintenance_job(
+    "partition_retention", remove_expired_partitions,
+    "Partitions of deleted jobs, and of jobs finished longer than retention_days ago, leave the sets.",
 )
-def partition_retention_job():
-    remove_expired_partitions()
-
-
-@dg.job(
-    name="stuck_jobs_repair",
-    tags=DOMAIN_TAGS,
-    executor_def=dg.in_process_executor,
-    description="Jobs silent in processing past the stuck limit are failed (or re-queued); queue rows follow their job.",
+stuck_jobs_repair_job = maintenance_job(
+    "stuck_jobs_repair", settle_stuck_jobs,
+    "Jobs silent in processing past the stuck limit are failed (or re-queued); queue rows follow their job.",
 )
-def stuck_jobs_repair_job():
-    settle_stuck_jobs()
-
-
-@dg.job(
-    name="storage_reconciliation",
-    tags=DOMAIN_TAGS,
-    executor_def=dg.in_process_executor,
-    description="file_metadata against S3; the sweep removes identical extra versions our own retried writes left.",
+storage_reconciliation_job = maintenance_job(
+    "storage_reconciliation", reconcile_storage,
+    "file_metadata against S3; the sweep removes identical extra versions our own retried writes left.",
 )
-def storage_reconciliation_job():
-    reconcile_storage()
-
 
 MAINTENANCE_JOBS = [temp_bucket_cleanup_job, partition_retention_job, stuck_jobs_repair_job, storage_reconciliation_job]
