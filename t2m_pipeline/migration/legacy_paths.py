@@ -31,6 +31,12 @@ def slugify(topic: str) -> str:
 
 def path_text(raw: bytes) -> str:
     """Raw path bytes -> the ledger's text form (see the module docstring)."""
+    if raw.isascii() and raw.decode("ascii").isprintable() and b"%" not in raw:
+        return raw.decode("ascii")  # nothing to escape (ASCII's unprintables are exactly its control characters)
+    return _escaped_path_text(raw)
+
+
+def _escaped_path_text(raw: bytes) -> str:
     out = []
     for ch in raw.decode("utf-8", "surrogateescape"):
         code = ord(ch)

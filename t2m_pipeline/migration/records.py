@@ -63,8 +63,16 @@ def _loads(text: str, what: str):
         raise BadRecord(f"malformed JSON in {what}: {str(exc)[:120]}") from None
     except RecursionError:
         raise BadRecord(f"malformed JSON in {what}: nested too deeply") from None
-    check_storable(value, what)
+    if _may_hide_unstorable(text):
+        check_storable(value, what)
     return value
+
+
+def _may_hide_unstorable(text: str) -> bool:
+    """Whether the parsed value could hold what `check_storable` refuses. `text` came through `decode_text` (valid
+    UTF-8, no NUL), so only a `\\u` escape can put a NUL or a lone surrogate into a string, and nesting deeper than
+    200 needs more than 200 brackets: most records have neither, and skip the walk over every node."""
+    return "\\u" in text or text.count("[") + text.count("{") > 200
 
 
 def check_storable(value, what: str, depth: int = 0) -> None:

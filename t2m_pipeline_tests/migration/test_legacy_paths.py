@@ -44,3 +44,10 @@ def test_failed_plan_and_upload_names():
     assert (parsed.clerk_user_id, parsed.file_id, parsed.ext) == ("user_2abc", "user_2abc_20240105_101010_deadbeef", ".png")
     assert parse_upload_name("weird name.png") is None
     assert parse_upload_name("user x_20240105_101010_deadbeef.png") is None  # not a Clerk id
+
+
+@given(st.binary(max_size=64) | st.text(max_size=64).map(lambda t: t.encode("utf-8", "surrogatepass")))
+def test_the_fast_path_of_path_text_is_the_escaping_path_where_it_applies(raw):
+    from t2m_pipeline.migration.legacy_paths import _escaped_path_text
+
+    assert path_text(raw) == _escaped_path_text(raw)

@@ -5,8 +5,10 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from t2m_pipeline.migration.records import BadRecord, decode_job_hash, enum, legacy_time, normalise_job, parse_time
+from t2m_pipeline.migration.records import BadRecord, decode_job_hash, decode_json, enum, legacy_time, normalise_job, parse_time
 
 
 def test_timestamps_naive_utc_with_and_without_microseconds_iso_and_zones():
@@ -42,3 +44,28 @@ def test_hash_form_and_required_fields():
         normalise_job(job_id, {**record, "configuration": {"context": "no topic"}})
     with pytest.raises(BadRecord, match="bad Clerk user id"):
         normalise_job(job_id, {**record, "user_id": "user with spaces"})
+
+
+_JSON_LEAF = st.none() | st.booleans() | st.integers() | st.text(alphabet=st.characters(codec=None), max_size=8)
+_JSON = st.recursive(_JSON_LEAF, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4), max_leaves=30)
+
+
+def _outcome(raw: bytes):
+    try:
+        return ("value", decode_json(raw, "x"))
+    except BadRecord as exc:
+        return ("refused", str(exc))
+
+
+@given(value=_JSON, ascii_only=st.booleans(), deep=st.integers(0, 260))
+def test_skipping_the_storable_walk_never_changes_what_is_refused(value, ascii_only, deep):
+    """NUL, lone surrogates (as escapes or raw), deep nesting: the fast path decides exactly as the full walk does."""
+    from t2m_pipeline.migration import records
+
+    text = "[" * deep + json.dumps(value, ensure_ascii=ascii_only) + "]" * deep
+    raw = text.encode("utf-8", "surrogatepass")
+    fast = _outcome(raw)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(records, "_may_hide_unstorable", lambda text: True)
+        exact = _outcome(raw)
+    assert fast == exact
