@@ -68,6 +68,7 @@ from t2m_pipeline.migration.legacy_paths import (
     parse_upload_name,
     split_copy_path,
 )
+from t2m_pipeline.migration.locks import partitions_locked
 from t2m_pipeline.migration.mapping import (
     MIN_VALID_VIDEO_BYTES,
     Skip,
@@ -413,16 +414,18 @@ class FilesMigration:
         started = time.monotonic()
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"legacy root {os.fsdecode(self.root)!r} is not a directory")
-        by_partition = all_entries(self.root, partitions)
-        batch_id = start_batch(self.engine, "files", os.fsdecode(self.root))
-        self.batch_id = batch_id
-        try:
-            report = self._run(by_partition, batch_id)
-        except BaseException:
-            finish_batch(self.engine, batch_id, "failed", dict(self.counts))
-            raise
-        report["seconds"] = round(time.monotonic() - started, 3)
-        finish_batch(self.engine, batch_id, "succeeded", report)
+        with partitions_locked(self.engine, partitions):  # another run of these partitions finishes first
+            by_partition = all_entries(self.root, partitions)
+            batch_id = start_batch(self.engine, "files", os.fsdecode(self.root))
+            self.batch_id = batch_id
+            try:
+                self.fault("locked")
+                report = self._run(by_partition, batch_id)
+            except BaseException:
+                finish_batch(self.engine, batch_id, "failed", dict(self.counts))
+                raise
+            report["seconds"] = round(time.monotonic() - started, 3)
+            finish_batch(self.engine, batch_id, "succeeded", report)
         return report
 
     def _run(self, by_partition: dict[str, list[Entry]], batch_id: uuid.UUID) -> dict:
