@@ -20,17 +20,30 @@ ALLOWED = {
 }
 
 
+def imported_modules(path: Path) -> list[str]:
+    """Every module a file imports by name (`import a.b`, `from a.b import c`), wherever the import sits."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+        names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+    return names
+
+
 def imports_of(path: Path) -> set[tuple[str, str]]:
     """`t2m_pipeline.x[.y]` modules a file imports, as (`x`, `x.y`)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
-        names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
-        for name in names:
-            if name.startswith("t2m_pipeline."):
-                parts = name.split(".")[1:]
-                found.add((parts[0], ".".join(parts[:2])))
+    for name in imported_modules(path):
+        if name.startswith("t2m_pipeline."):
+            parts = name.split(".")[1:]
+            found.add((parts[0], ".".join(parts[:2])))
     return found
+
+
+OUTSIDE = ("scripts", "benchmarks", "devtools")  # beside the package, never installed
+
+
+def outside_modules() -> list[Path]:
+    return [path for folder in OUTSIDE for path in (PACKAGE.parent / folder).rglob("*.py")]
 
 
 def layer_of(path: Path) -> str:
@@ -61,24 +74,22 @@ def test_nothing_outside_the_dagster_layer_imports_it():
 
 
 def test_the_package_never_imports_tests_devtools_or_scripts():
-    bad = []
-    for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
-            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            bad += [f"{path}: {n}" for n in names if n.split(".")[0] in ("t2m_pipeline_tests", "devtools", "scripts", "benchmarks")]
+    bad = [
+        f"{path}: {name}"
+        for path in PACKAGE.rglob("*.py")
+        for name in imported_modules(path)
+        if name.split(".")[0] in ("t2m_pipeline_tests", *OUTSIDE)
+    ]
     assert not bad
 
 
 def test_scripts_benchmarks_and_devtools_never_import_the_tests():
-    repo = PACKAGE.parent
-    bad = []
-    for folder in ("scripts", "benchmarks", "devtools"):
-        for path in (repo / folder).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
-                names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
-                bad += [f"{path.relative_to(repo)}: {n}" for n in names if n.split(".")[0] == "t2m_pipeline_tests"]
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}: {name}"
+        for path in outside_modules()
+        for name in imported_modules(path)
+        if name.split(".")[0] == "t2m_pipeline_tests"
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -89,19 +100,18 @@ def test_every_first_party_name_the_scripts_and_benchmarks_import_exists():
 
     repo = PACKAGE.parent
     missing = []
-    for folder in ("scripts", "benchmarks", "devtools"):
-        for path in (repo / folder).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("t2m_pipeline", "devtools"):
-                    try:
-                        module = importlib.import_module(node.module)
-                    except ImportError as exc:
-                        missing.append(f"{path.relative_to(repo)}: {node.module} ({exc})")
-                        continue
-                    missing += [
-                        f"{path.relative_to(repo)}: {node.module}.{a.name}"
-                        for a in node.names
-                        if not hasattr(module, a.name)
-                        and not (hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{a.name}"))
-                    ]
+    for path in outside_modules():
+        for node in ast.walk(ast.parse(path.read_text())):  # `from m import name`: the names are checked too
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("t2m_pipeline", "devtools"):
+                try:
+                    module = importlib.import_module(node.module)
+                except ImportError as exc:
+                    missing.append(f"{path.relative_to(repo)}: {node.module} ({exc})")
+                    continue
+                missing += [
+                    f"{path.relative_to(repo)}: {node.module}.{a.name}"
+                    for a in node.names
+                    if not hasattr(module, a.name)
+                    and not (hasattr(module, "__path__") and importlib.util.find_spec(f"{node.module}.{a.name}"))
+                ]
     assert not missing, "\n".join(missing)
