@@ -669,10 +669,11 @@ class FilesMigration:
         t = p.target
         return ObjectOwner(user_id=t.user_id, file_type=t.file_type, job_id=t.job_id, scene_number=t.scene_number)
 
-    def _adoptable(self, p: Planned, bucket: str, versions: list[str], claimed: set[str]) -> dict | None:
+    def _adoptable(self, p: Planned, bucket: str, versions: list[str], claimed: set[str], heads: dict[str, dict]) -> dict | None:
         """The version an interrupted run's write of this very file produced: one no row claims, carrying the
         intent's write id (`S3Storage.versions_of_write`; the newest if a retried request left several). `versions`
-        are the key's as listed (newest first).
+        are the key's as listed (newest first); `heads` the HEAD answers already read for this key (each version is
+        read once for all of the key's files).
 
         Its bytes are also checked against the intent (the version's `sha256` must be the file's): a write can have
         produced other bytes (a big file that changed while it was uploaded fails that write, and a kill may come
@@ -681,8 +682,8 @@ class FilesMigration:
         adopted, and the file is uploaded again.
         """
         unclaimed = [v for v in versions if v not in claimed]
-        for version_id in reversed(self.storage.versions_of_write(bucket, p.target.key, p.write_id, listed=unclaimed)):
-            head = self.storage.head(bucket, p.target.key, version_id)
+        for version_id in reversed(self.storage.versions_of_write(bucket, p.target.key, p.write_id, listed=unclaimed, heads=heads)):
+            head = heads[version_id]
             if head.get("Metadata", {}).get("sha256") != p.sha256:
                 continue
             claimed.add(version_id)
@@ -692,6 +693,7 @@ class FilesMigration:
     def _upload_group(self, todo: list[tuple[Planned, bool]], claimed: dict, listed: dict) -> None:
         """The versions of one key, oldest first; after a failure the newer versions wait for a rerun (order kept)."""
         failed = None
+        heads: dict[str, dict] = {}  # the key's versions as HEAD answered, read once for all its files
         for p, check in todo:
             bucket = self.settings.buckets[p.target.bucket_kind]
             if failed:
@@ -704,7 +706,7 @@ class FilesMigration:
                 continue
             try:
                 where = (bucket, p.target.key)
-                result = self._adoptable(p, bucket, listed.get(where, []), claimed.setdefault(where, set())) if check else None
+                result = self._adoptable(p, bucket, listed.get(where, []), claimed.setdefault(where, set()), heads) if check else None
                 if result is None:
                     result = self._put(p, bucket) if source is None else self._copy(p, bucket)
                 p.result, p.outcome = result, "migrated"

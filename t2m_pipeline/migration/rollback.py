@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import defaultdict
 from datetime import datetime, timezone
 
 from sqlalchemy import Engine, text
@@ -83,9 +84,12 @@ def _orphan_versions(storage: S3Storage, engine: Engine, batch_id: uuid.UUID) ->
         }
     listed = version_ids_by_key(storage.client, {(i.bucket, i.key) for i in intents})
     out = []
+    heads: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)  # each version read once, however many intents
     for intent in intents:
-        unclaimed = [v for v in listed[(intent.bucket, intent.key)] if (intent.bucket, intent.key, v) not in claimed]
-        out += [(intent.bucket, intent.key, v) for v in storage.versions_of_write(intent.bucket, intent.key, intent.write_id, listed=unclaimed)]
+        where = (intent.bucket, intent.key)
+        unclaimed = [v for v in listed[where] if (*where, v) not in claimed]
+        ours = storage.versions_of_write(intent.bucket, intent.key, intent.write_id, listed=unclaimed, heads=heads[where])
+        out += [(*where, v) for v in ours]
     return out
 
 

@@ -380,9 +380,6 @@ class S3Storage:
     def _user_metadata(self, bucket: str, key: str, version_id: str) -> dict[str, str]:
         return self.client.head_object(Bucket=bucket, Key=key, VersionId=version_id).get("Metadata", {})
 
-    def _write_id_of(self, bucket: str, key: str, version_id: str) -> str | None:
-        return self._user_metadata(bucket, key, version_id).get(WRITE_ID_METADATA)
-
     def versions_of_write(
         self,
         bucket: str,
@@ -392,6 +389,7 @@ class S3Storage:
         size: int | None = None,
         since: datetime | None = None,
         listed: Iterable[str] | None = None,
+        heads: dict[str, dict] | None = None,
     ) -> list[str]:
         """Which versions of `bucket`/`key` carry write id `write_id`: the one rule for "this version was produced by
         this write" (its retried requests, a multipart completion, the migration's upload under a ledger intent, a
@@ -401,14 +399,20 @@ class S3Storage:
         whole seconds in listings, never orders them). `size` and `since` narrow what is read with HEAD (a write's
         versions have its size and are newer than its start less `RETRY_DUPLICATE_WINDOW`). `listed`: the key's
         version ids as S3 listed them (newest first) when the caller has them already (`versions.version_ids_by_key`
-        lists a folder at a time), then only those are looked at and `size` / `since` cannot apply.
+        lists a folder at a time), then only those are looked at and `size` / `since` cannot apply. `heads`: HEAD
+        answers by version id, filled here and reused, so a caller asking about several writes of one key (or then
+        reading a version's other metadata) reads each version once.
         """
         if listed is not None and (size is not None or since is not None):
             raise TypeError("versions_of_write: `size` and `since` narrow a listing made here, not one given as `listed`")
         try:
             if listed is None:
                 listed = [v["VersionId"] for v in self._key_versions(bucket, key, since=since, size=size)]
-            ours = [v for v in listed if self._write_id_of(bucket, key, v) == write_id]
+            heads = {} if heads is None else heads
+            for v in listed:
+                if v not in heads:
+                    heads[v] = self.client.head_object(Bucket=bucket, Key=key, VersionId=v)
+            ours = [v for v in listed if heads[v].get("Metadata", {}).get(WRITE_ID_METADATA) == write_id]
         except (ClientError, BotoCoreError) as exc:
             raise map_error(exc, bucket, key) from exc
         return ours[::-1]

@@ -170,6 +170,27 @@ def test_the_versions_of_a_write_are_those_carrying_its_write_id_and_nothing_els
     assert listed == [fresh.version_id, second.version_id, twin.version_id, first.version_id]
     assert storage.versions_of_write(bucket, key, ours, listed=listed) == [first.version_id, second.version_id]
     assert storage.versions_of_write(bucket, key, ours, listed=[v for v in listed if v != first.version_id]) == [second.version_id]
+    # asked about several writes of the key with one `heads`, each version is read once (the migration's adoption
+    # asks once per file of the key); without it, every question reads every version again
+    heads_asked: list[str] = []
+    real_head = storage.client.head_object
+
+    def counting_head(**kwargs):
+        heads_asked.append(kwargs["VersionId"])
+        return real_head(**kwargs)
+
+    storage.client.head_object = counting_head
+    try:
+        heads: dict = {}
+        assert storage.versions_of_write(bucket, key, ours, listed=listed, heads=heads) == [first.version_id, second.version_id]
+        assert storage.versions_of_write(bucket, key, other, listed=listed, heads=heads) == [twin.version_id]
+        assert sorted(heads_asked) == sorted(listed) and heads[first.version_id]["Metadata"][WRITE_ID_METADATA] == ours
+        heads_asked.clear()
+        storage.versions_of_write(bucket, key, ours, listed=listed)
+        storage.versions_of_write(bucket, key, other, listed=listed)
+        assert len(heads_asked) == 2 * len(listed)  # the control
+    finally:
+        del storage.client.head_object
     # a copy carries the write id it is given too
     copy_key = layout.scene_code_key(user_id, uuid.uuid4(), 1)
     copied = storage.copy_version((bucket, key, first.version_id), bucket, copy_key, sha256=first.sha256, size=first.size,
