@@ -28,13 +28,25 @@ PARTITION = "t2m:legacy_files:partition"
 def partitions_locked(engine: Engine, partitions: Sequence[str] | None) -> Iterator[None]:
     """Wait for, then hold, the locks of `partitions` (None: the whole tree) until the block ends."""
     conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")  # no transaction held for hours
+    waited = False
+
+    def take(kind: str, ns: str, key: str | None, what: str) -> None:
+        nonlocal waited
+        second = "hashtext(:k)" if key is not None else "0"
+        args = {"ns": ns, "k": key}
+        if not conn.execute(text(f"SELECT pg_try_advisory_{kind}(hashtext(:ns), {second})"), args).scalar():
+            if not waited:  # said once, so a run that seems stuck says why
+                log.warning("waiting for another files-migration run of %s to finish", what)
+                waited = True
+            conn.execute(text(f"SELECT pg_advisory_{kind}(hashtext(:ns), {second})"), args)
+
     try:
         if partitions is None:
-            conn.execute(text("SELECT pg_advisory_lock(hashtext(:ns), 0)"), {"ns": TREE})
+            take("lock", TREE, None, "the legacy tree")
         else:
-            conn.execute(text("SELECT pg_advisory_lock_shared(hashtext(:ns), 0)"), {"ns": TREE})
+            take("lock_shared", TREE, None, "the whole legacy tree")
             for key in sorted(set(partitions)):  # one order for every run: no deadlock between two of them
-                conn.execute(text("SELECT pg_advisory_lock(hashtext(:ns), hashtext(:k))"), {"ns": PARTITION, "k": key})
+                take("lock", PARTITION, key, f"partition {key}")
         yield
     finally:
         try:

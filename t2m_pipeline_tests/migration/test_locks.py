@@ -67,3 +67,24 @@ def test_two_runs_of_one_partition_end_with_one_copy_and_one_row_per_file(world,
     assert (doubled == {}) is locked, doubled
     if locked:
         assert {r.outcome for r in ledger(engine).values() if r.partition_key == one} <= {"migrated", "skipped", "unsafe"}
+
+
+def test_a_run_that_waits_for_another_says_so_once(migration_db, caplog):
+    from t2m_pipeline.migration.locks import partitions_locked
+
+    _, engine = migration_db
+    with partitions_locked(engine, ["topic/a", "topic/b"]):
+        with caplog.at_level("WARNING", logger="t2m_pipeline.migration.locks"):
+            done = threading.Event()
+
+            def whole_tree():
+                with partitions_locked(engine, None):
+                    done.set()
+
+            waiter = threading.Thread(target=whole_tree)
+            waiter.start()
+            assert not done.wait(1.5)  # the whole-tree run waits for the partition run
+    waiter.join(10)
+    assert done.is_set()
+    said = [r.getMessage() for r in caplog.records if r.name == "t2m_pipeline.migration.locks"]
+    assert said == ["waiting for another files-migration run of the legacy tree to finish"]
