@@ -573,9 +573,9 @@ def markdown(result: dict, command: str) -> str:
         "queue, else sensor wait; a row adds up to the wall time). Stages from Dagster's run records and event logs: "
         "sensor wait = what the run's sensor reacts to (the row's insert, the outline's or the last thumbnail's "
         "materialization) to the run's creation; run queue = creation to RUN_STARTING (reported at dequeue); process "
-        "start = RUN_STARTING to the worker's `Started process for run` (the code server spawns a fresh interpreter, "
-        "which imports dagster and opens the instance); code load = that to RUN_START (the worker "
-        "imports `t2m_pipeline.definitions`); in-run overhead = RUN_START to the first step, between steps, after the "
+        "start = RUN_STARTING to the worker's `Started process for run` (the warm run server forks a worker that "
+        "has imported the code already, and it opens the instance); code load = that to RUN_START (the worker "
+        "loads the job from `t2m_pipeline.definitions`, imported by the server); in-run overhead = RUN_START to the first step, between steps, after the "
         "last one.",
         "",
         header,

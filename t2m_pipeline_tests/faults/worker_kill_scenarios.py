@@ -2,14 +2,12 @@
 retried from failure, and the job completes; with retries off for the run nothing brings it back, the job stays
 `processing`, and the stuck-job audit is what ends that row.
 
-Who notices the dead worker. The instance uses Dagster's DefaultRunLauncher, whose `supports_check_run_worker_health`
-is False: run monitoring cannot see a dead worker (it enforces start/cancel timeouts and `dagster/max_runtime`, and
-frees pool slots of ended runs). The run worker is a `multiprocessing` child of the code server (`dagster api grpc`),
-whose cleanup thread (`_check_for_orphaned_runs`, every 0.5 s) reports a run whose process is gone as failed ("Run
-execution process for <id> was terminated by signal 9 (SIGKILL)") with no failure reason, so `run_retries` (which
-skips only step failures) re-executes it. If the code server were lost with the worker (host or container gone), the
-run would stay STARTED until its `dagster/max_runtime` (600 s planning, 1800 s rendering), then monitoring fails it and
-`run_retries` retries it; on ECS the EcsRunLauncher checks the task. So no project run launcher is needed.
+Who notices the dead worker. The instance uses the project's WarmRunLauncher (t2m_pipeline/launcher): the run
+worker is a fork of the warm server, which reaps its workers every 0.5 s and reports a run whose worker is gone as
+failed ("Run execution process for <id> was terminated by signal 9 (SIGKILL)", Dagster's own wording, as its code
+server says it) with no failure reason, so `run_retries` (which skips only step failures) re-executes it. If the
+server were lost with the worker, run monitoring's health check (the worker's pid, in the run's `t2m/run_worker` tag)
+fails the run at its next poll; on ECS the EcsRunLauncher checks the task.
 
 The scenario starts its own daemon on a DAGSTER_HOME holding the project's dagster.yaml with shorter intervals,
 inserts jobs with plain SQL, waits until a `render_scene` run's worker has manim running (the worker's pid is in the

@@ -1,0 +1,147 @@
+"""WarmRunLauncher with a real instance, a real code location (loaded by Dagster's own workspace machinery) and
+real processes: each run's worker is a fork of the warm server, and what Dagster's default launcher gives (a crash
+fails the run at once, terminate cancels it, a code change is picked up) still holds. The default launcher is the
+control: its worker imports the code itself."""
+
+import importlib.util
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import ModuleTarget
+
+from t2m_pipeline.launcher.warm_launcher import WORKER_TAG, WarmRunLauncher, pid_running, worker_pid
+
+LOCATION = Path(__file__).with_name("tiny_location.py")
+pytestmark = pytest.mark.e2e  # real runs in real processes, launched as the daemon would
+
+WARM = {"module": "t2m_pipeline.launcher", "class": "WarmRunLauncher"}
+DEFAULT = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
+
+
+class Location:
+    """A copy of tiny_location.py in a folder of its own (its mtime is the test's to change), loaded as a workspace."""
+
+    def __init__(self, instance: dg.DagsterInstance, folder: Path):
+        self.instance, self.folder = instance, folder
+        self.source = folder / "tiny_location.py"
+        shutil.copy(LOCATION, self.source)
+        spec = importlib.util.spec_from_file_location("tiny_location", self.source)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self.job_def = module.tiny_job
+
+    def __enter__(self):
+        target = ModuleTarget(module_name="tiny_location", attribute=None, working_directory=str(self.folder), location_name="tiny")
+        self._context = WorkspaceProcessContext(self.instance, target)
+        self.workspace = self._context.create_request_context()
+        location = self.workspace.get_code_location("tiny")
+        self.remote_job = location.get_repository("__repository__").get_full_job("tiny_job")
+        return self
+
+    def __exit__(self, *exc):
+        self._context.__exit__(*exc)
+
+    def launch(self, action: str, report: Path) -> str:
+        run = self.instance.create_run_for_job(
+            job_def=self.job_def,
+            run_config={"ops": {"act": {"config": {"action": action, "report_to": str(report)}}}},
+            remote_job_origin=self.remote_job.get_remote_origin(),
+            job_code_origin=self.remote_job.get_python_origin(),
+        )
+        self.instance.launch_run(run.run_id, self.workspace)
+        return run.run_id
+
+    def wait(self, run_id: str, timeout: float = 60) -> dg.DagsterRun:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.instance.get_run_by_id(run_id)
+            if run.is_finished:
+                return run
+            time.sleep(0.1)
+        raise AssertionError(f"run {run_id} still {run.status} after {timeout} s")
+
+    def engine_messages(self, run_id: str) -> list[str]:
+        return [e.message or "" for e in self.instance.all_logs(run_id)]
+
+
+def wait_for(path: Path, timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().endswith("\n"):
+            return [int(x) for x in path.read_text().split()]
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never written")
+
+
+@pytest.fixture
+def location(tmp_path):
+    with dg.instance_for_test(overrides={"run_launcher": WARM}) as instance:
+        assert isinstance(instance.run_launcher, WarmRunLauncher)
+        with Location(instance, tmp_path) as loc:
+            yield loc
+
+
+def test_a_run_is_a_fork_of_the_warm_server_and_succeeds(location, tmp_path):
+    first, second = location.launch("report", tmp_path / "a"), location.launch("report", tmp_path / "b")
+    for run_id in (first, second):
+        assert location.wait(run_id).status == dg.DagsterRunStatus.SUCCESS, location.engine_messages(run_id)
+    (pid_a, parent_a, imported_a), (pid_b, parent_b, imported_b) = wait_for(tmp_path / "a"), wait_for(tmp_path / "b")
+    assert imported_a == parent_a == imported_b == parent_b  # both forked from one server, which imported the code
+    assert pid_a != pid_b and imported_a not in (pid_a, pid_b)
+    run = location.instance.get_run_by_id(first)
+    assert worker_pid(run.tags[WORKER_TAG]) == pid_a
+    assert any(f"Started process for run (pid: {pid_a})" in m for m in location.engine_messages(first))
+
+
+def test_control_the_default_launcher_starts_a_worker_that_imports_the_code_itself(tmp_path):
+    with dg.instance_for_test(overrides={"run_launcher": DEFAULT}) as instance, Location(instance, tmp_path) as loc:
+        run_id = loc.launch("report", tmp_path / "a")
+        assert loc.wait(run_id).status == dg.DagsterRunStatus.SUCCESS
+        pid, _, imported = wait_for(tmp_path / "a")
+        assert imported == pid
+
+
+def test_a_worker_killed_mid_run_fails_its_run_at_once_with_the_signal_named(location, tmp_path):
+    run_id = location.launch("die", tmp_path / "a")
+    run = location.wait(run_id, timeout=20)  # run monitoring is off here: only the server can have noticed
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    assert any("signal 9 (SIGKILL)" in m for m in location.engine_messages(run_id)), location.engine_messages(run_id)
+
+
+def test_terminate_cancels_the_run_and_health_follows_the_worker(location, tmp_path):
+    launcher = location.instance.run_launcher
+    run_id = location.launch("sleep", tmp_path / "a")
+    pid, _, _ = wait_for(tmp_path / "a")
+    run = location.instance.get_run_by_id(run_id)
+    assert launcher.check_run_worker_health(run).status == dg._core.launcher.WorkerStatus.RUNNING
+    assert launcher.terminate(run_id)
+    assert location.wait(run_id).status == dg.DagsterRunStatus.CANCELED
+    deadline = time.monotonic() + 10
+    while pid_running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_running(pid)
+    assert launcher.check_run_worker_health(run).status == dg._core.launcher.WorkerStatus.FAILED
+
+
+def test_a_code_change_starts_a_fresh_server_and_the_old_one_ends_after_its_runs(location, tmp_path):
+    sleeping = location.launch("sleep", tmp_path / "a")
+    _, old_server, _ = wait_for(tmp_path / "a")
+    stat = location.source.stat()
+    os.utime(location.source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    after = location.launch("report", tmp_path / "b")
+    assert location.wait(after).status == dg.DagsterRunStatus.SUCCESS
+    _, new_server, imported = wait_for(tmp_path / "b")
+    assert new_server != old_server and imported == new_server
+    assert pid_running(old_server)  # still reaping the sleeping run's worker
+    location.instance.run_launcher.terminate(sleeping)
+    assert location.wait(sleeping).status == dg.DagsterRunStatus.CANCELED
+    deadline = time.monotonic() + 10
+    while pid_running(old_server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_running(old_server)

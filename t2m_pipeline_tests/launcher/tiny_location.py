@@ -1,0 +1,28 @@
+"""A code location for the launcher tests: no services, one op that does what its config says."""
+
+import os
+import signal
+import time
+
+import dagster as dg
+
+IMPORTED_BY_PID = os.getpid()  # the process that imported this module: the warm server, or a fresh worker
+
+
+@dg.op(config_schema={"action": dg.Field(str, default_value="report"), "report_to": str})
+def act(context: dg.OpExecutionContext) -> None:
+    with open(context.op_config["report_to"], "w") as report:
+        report.write(f"{os.getpid()} {os.getppid()} {IMPORTED_BY_PID}\n")
+    action = context.op_config["action"]
+    if action == "sleep":
+        time.sleep(120)
+    elif action == "die":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def tiny_job():
+    act()
+
+
+defs = dg.Definitions(jobs=[tiny_job])
