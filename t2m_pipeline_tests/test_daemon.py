@@ -26,9 +26,21 @@ def throwaway_databases(service_env):
         yield databases
 
 
+def runs_by_job(home: Path, dagster_url: str, monkeypatch) -> dict[str, list[dict[str, str]]]:
+    """Each Dagster job's runs in the daemon's instance: their tags, and their id as `run_id`."""
+    import dagster as dg
+
+    monkeypatch.setenv("T2M_DAGSTER_PG_URL", dagster_url)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        found: dict[str, list[dict[str, str]]] = {}
+        for run in instance.get_runs():
+            found.setdefault(run.job_name, []).append({**run.tags, "run_id": run.run_id})
+        return found
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_daemon_completes_a_job_inserted_with_plain_sql(service_env, buckets, settings, throwaway_databases, tmp_path):
+def test_daemon_completes_a_job_inserted_with_plain_sql(service_env, buckets, settings, throwaway_databases, tmp_path, monkeypatch):
     engine, metadata_url, dagster_url = throwaway_databases
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -69,3 +81,13 @@ def test_daemon_completes_a_job_inserted_with_plain_sql(service_env, buckets, se
     assert kinds == ["combined_video", "scene_code", "scene_code", "scene_outline", "scene_video", "scene_video", "thumbnail", "thumbnail"]
     with engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM job_queue WHERE job_id = :j"), {"j": job_id}).scalar_one() == "completed"
+    # One run per scene and one combine run, each queued by the run before it (handoff.py): the sensors, reacting to
+    # the same materializations, found them under their run keys and launched no second one.
+    runs = runs_by_job(home, dagster_url, monkeypatch)
+    [plan] = runs["plan_job"]
+    renders, [combine] = runs["render_scene"], runs["combine_scenes"]
+    assert sorted(r["dagster/partition"] for r in renders) == [f"{user_id}/{job_id}/001", f"{user_id}/{job_id}/002"]
+    assert plan["dagster/sensor_name"] == "new_jobs" and "t2m/handed_off_by" not in plan
+    assert {r["t2m/handed_off_by"] for r in renders} == {plan["run_id"]}
+    assert combine["t2m/handed_off_by"] in {r["run_id"] for r in renders}
+    assert {r["dagster/sensor_name"] for r in renders} == {"scene_runs"} and combine["dagster/sensor_name"] == "combine_ready_jobs"

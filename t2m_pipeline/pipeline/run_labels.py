@@ -22,6 +22,7 @@ TOPIC_TAG = "t2m/topic"
 USER_TAG = "t2m/user"  # the user's email, or their id when the row has none
 SCENE_TAG = "t2m/scene"
 LAUNCHED_BY_TAG = "t2m/launched_by"
+HANDED_OFF_BY_TAG = "t2m/handed_off_by"  # the run that queued this one on its sensor's behalf (defs/scenes/handoff.py)
 MAX_TAG_CHARS = 80
 
 # Dagster's own tags that say where a run came from.
@@ -93,6 +94,8 @@ def launched_by(tags: Mapping[str, str]) -> str:
         return f"re-execution of run {parent[:8]}"
     if tags.get(BACKFILL_TAG):
         return f"backfill {tags[BACKFILL_TAG]}"
+    if tags.get(HANDED_OFF_BY_TAG):
+        return f"run {tags[HANDED_OFF_BY_TAG][:8]}, for sensor {tags.get(SENSOR_NAME_TAG, '?')}"
     if tags.get(SENSOR_NAME_TAG):
         return f"sensor {tags[SENSOR_NAME_TAG]}"
     return "a person (launched directly)"

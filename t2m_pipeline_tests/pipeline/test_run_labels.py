@@ -24,6 +24,9 @@ def test_who_launched_a_run():
     assert launched_by(retry) == "automatic retry 1 of run 01234567"
     assert launched_by({"dagster/backfill": "abcdefgh"}) == "backfill abcdefgh"
     assert launched_by({}) == "a person (launched directly)"
+    handed = {"dagster/sensor_name": "scene_runs", "t2m/handed_off_by": parent}
+    assert launched_by(handed) == "run 01234567, for sensor scene_runs"
+    assert launched_by({**handed, "dagster/parent_run_id": parent}) == "re-execution of run 01234567"
 
 
 def test_scene_runs_carry_the_scene_and_job_runs_do_not():

@@ -22,7 +22,7 @@ from typing import TypeVar
 import dagster as dg
 
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
-from t2m_pipeline.defs.scenes import checks
+from t2m_pipeline.defs.scenes import checks, handoff
 from t2m_pipeline.defs.scenes.partitions import (
     COMBINED_VIDEO,
     RENDERED_VIDEO,
@@ -152,8 +152,9 @@ def _write_failure(context, p: steps.Pipeline, job_id: str, stage: str, message:
     retry_policy=RETRY_POLICY,
     group_name=GROUP,
     kinds={"s3", "json"},
-    description="The job's scene plan (3 to 7 scenes, or configuration.scene_count) in the code bucket. The "
-    "scene_runs sensor registers its scenes as `scenes` partitions ({user}/{job}/NNN) and launches them.",
+    description="The job's scene plan (3 to 7 scenes, or configuration.scene_count) in the code bucket. Its "
+    "scenes become `scenes` partitions ({user}/{job}/NNN) with a render_scene run each, queued by this run as it "
+    "ends (or by the scene_runs sensor, if it could not).",
 )
 def scene_outline(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     key = decode_job_key(context.partition_key)
@@ -162,6 +163,7 @@ def scene_outline(context: dg.AssetExecutionContext, database: PostgresResource,
     (outline, stored), seconds = run_step(
         context, p, job_id=key.job_id, scene=None, stage=Stage.PLANNING, work=lambda: steps.plan_job(p, key)
     )
+    handoff.hand_off_scene_runs(context, p.engine, outline.scene_count)  # last: before the materialization exists
     return dg.MaterializeResult(
         metadata={
             **labels,
@@ -288,6 +290,7 @@ def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, sto
         reopens=False,  # a thumbnail alone (say, backfilled for a migrated video) does not re-open a job
     )
     check_results, extra = checks.verify_thumbnail(p, stored, thumb.width, thumb.height)
+    handoff.hand_off_combine_run(context, p.engine, key.job.encode())  # last: before the materialization exists
     return dg.MaterializeResult(
         check_results=check_results,
         metadata={
@@ -311,8 +314,8 @@ def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, sto
     kinds={"s3", "mp4"},
     description="All scene videos of the job concatenated in order; completes the job. Reads the rendered_video "
     "of each of its scenes ({user}/{job} reads {user}/{job}/001...): no edge in the graph (Dagster cannot map the "
-    "scene partitions onto the job's), the combine_ready_jobs sensor launches it when every scene has a video "
-    "and a thumbnail.",
+    "scene partitions onto the job's), it runs when every scene has a video and a thumbnail, queued by the "
+    "run of the job's last thumbnail (or by the combine_ready_jobs sensor, if it could not).",
     check_specs=checks.check_specs(COMBINED_VIDEO, job_partitions),
 )
 def combined_video(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:

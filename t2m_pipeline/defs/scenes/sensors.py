@@ -5,6 +5,9 @@
   `render_scene` run per scene.
 - `combine_ready_jobs`: each new `thumbnail` materialization -> when every scene of its job has a video and a
   thumbnail, a `combine_scenes` run keyed by the scene videos' versions (same videos, same key: one run).
+
+The plan run and the run of a job's last thumbnail queue those same runs themselves, under the same run keys, a
+sensor pass earlier (`handoff.py`); these two sensors then find them there and are what remains if a handoff fails.
 - `pipeline_run_failures`: a failed run whose failure the step could not write back (a crash, a lost worker)
   fails its job with error_info, unless Dagster's run retries take the run again (the retry's outcome counts).
 
@@ -13,20 +16,17 @@ long the backlog; the cursors carry on where the last tick stopped.
 """
 
 
-import hashlib
 import json
-import uuid
 
 import dagster as dg
-from sqlalchemy import text
 
 from t2m_pipeline.defs.resources import PostgresResource
+from t2m_pipeline.defs.scenes import handoff
 from t2m_pipeline.defs.scenes.jobs import combine_job, plan_job, render_scene_job
 from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE, THUMBNAIL, job_partitions, scene_partitions
-from t2m_pipeline.partition_keys import PartitionKeyError, decode_job_key, decode_scene_key, encode_scene_key
+from t2m_pipeline.partition_keys import PartitionKeyError, decode_job_key, decode_scene_key
 from t2m_pipeline.pipeline import dispatch, status
-from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, fallback_labels, job_labels
-from t2m_pipeline.vocabulary import STAGE_OF_ASSET, JobStatus, Stage, scene_numbers
+from t2m_pipeline.vocabulary import STAGE_OF_ASSET, Stage
 
 # Below the sensor daemon's own pass (dagster's MIN_INTERVAL_LOOP_TIME, 5 s), so every pass ticks: at 5 s a sensor
 # ticked every other pass (measured: a tick every ~10 s, since the next pass comes a hair under 5 s later).
@@ -36,15 +36,6 @@ MAX_RECORDS_PER_TICK = 200
 MAX_RUNS_PER_TICK = 200
 WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run that run retries will re-execute
 PARENT_RUN_TAG = "dagster/parent_run_id"
-
-
-def _run_tags(conn, sensor: str, wanted: list[tuple[str, str, int | None]]) -> list[dict[str, str]]:
-    """Tags for each (user id, job id, scene) a tick launches: ids, topic, user email, scene, and this sensor."""
-    labels = job_labels(conn, [job_id for _, job_id, _ in wanted])
-    return [
-        {**labels.get(str(job_id), fallback_labels(job_id, user_id)).tags(scene), LAUNCHED_BY_TAG: f"sensor {sensor}"}
-        for user_id, job_id, scene in wanted
-    ]
 
 
 # -- new_jobs -----------------------------------------------------------------------------------------------------
@@ -74,7 +65,7 @@ def new_jobs(context: dg.SensorEvaluationContext, database: PostgresResource) ->
     for job_id, reason in claimed.skipped:
         context.log.warning(f"job {job_id} skipped: {reason}")
     with database.engine.connect() as conn:
-        tags = _run_tags(conn, "new_jobs", [(job.user_id, job.job_id, None) for job in claimed.launched])
+        tags = handoff.run_tags(conn, "new_jobs", [(job.user_id, job.job_id, None) for job in claimed.launched])
     requests = [
         dg.RunRequest(run_key=job.run_key, partition_key=job.partition_key, tags=job_tags)
         for job, job_tags in zip(claimed.launched, tags, strict=True)
@@ -115,7 +106,7 @@ def _new_materializations(context: dg.SensorEvaluationContext, asset_key: dg.Ass
 
 
 @dg.sensor(
-    name="scene_runs",
+    name=handoff.SCENE_RUNS_SENSOR,
     job=render_scene_job,
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -123,52 +114,38 @@ def _new_materializations(context: dg.SensorEvaluationContext, asset_key: dg.Ass
 )
 def scene_runs(context: dg.SensorEvaluationContext, database: PostgresResource) -> dg.SensorResult:
     after, records = _new_materializations(context, SCENE_OUTLINE)
-    keys: list[tuple[str, str]] = []  # (partition key, run key) of each scene run
-    wanted: list[tuple[str, str, int]] = []  # (user id, job id, scene) of each, for its tags
-    for record in records:
-        materialization = record.asset_materialization
-        try:
-            job = decode_job_key(materialization.partition if materialization else None)
-            count = materialization.metadata["scene_count"].value
-            scene_keys = [encode_scene_key(job.user_id, job.job_id, n) for n in scene_numbers(count)]
-        except (PartitionKeyError, KeyError, TypeError, ValueError) as exc:
-            context.log.warning(f"outline materialization {record.storage_id} skipped: {exc}")
+    runs: list[handoff.NextRun] = []
+    with database.engine.connect() as conn:
+        for record in records:
+            materialization = record.asset_materialization
+            try:
+                job_key = decode_job_key(materialization.partition if materialization else None).encode()
+                count = int(materialization.metadata["scene_count"].value)
+                # the same key as the plan run's handoff (which queued these runs already, unless it could not)
+                found = handoff.scene_runs_after_outline(conn, job_key, count, record.run_id or str(record.storage_id))
+            except (PartitionKeyError, KeyError, TypeError, ValueError) as exc:
+                context.log.warning(f"outline materialization {record.storage_id} skipped: {exc}")
+                after = record.storage_id
+                continue
+            if runs and len(runs) + len(found) > MAX_RUNS_PER_TICK:
+                break  # the rest next tick
+            runs += found
             after = record.storage_id
-            continue
-        if keys and len(keys) + len(scene_keys) > MAX_RUNS_PER_TICK:
-            break  # the rest next tick
-        keys += [(key, f"{key}@{record.storage_id}") for key in scene_keys]
-        wanted += [(job.user_id, job.job_id, n) for n in scene_numbers(len(scene_keys))]
-        after = record.storage_id
-    tags = []
-    if wanted:
-        with database.engine.connect() as conn:
-            tags = _run_tags(conn, "scene_runs", wanted)
-    requests = [
-        dg.RunRequest(run_key=run_key, partition_key=key, tags=run_tags)
-        for (key, run_key), run_tags in zip(keys, tags, strict=True)
-    ]
     # The scenes become partitions here, in the same tick that launches them (adding a known key changes nothing).
-    partition_keys = list(dict.fromkeys(key for key, _ in keys))
+    partition_keys = list(dict.fromkeys(run.partition_key for run in runs))
     return dg.SensorResult(
-        run_requests=requests,
+        run_requests=[run.request() for run in runs],
         dynamic_partitions_requests=[scene_partitions.build_add_request(partition_keys)] if partition_keys else [],
         cursor=str(after),
-        skip_reason=None if requests else "no new outlines",
+        skip_reason=None if runs else "no new outlines",
     )
 
 
 # -- combine_ready_jobs -------------------------------------------------------------------------------------------
 
 
-def combine_run_key(job_key: str, objects: status.JobObjects) -> str:
-    """Keyed by the scene videos' versions: the same videos never combine twice, a re-rendered scene does."""
-    versions = json.dumps(sorted((n, v or "") for n, v in objects.video_versions.items()))
-    return f"{job_key}@{hashlib.sha256(versions.encode()).hexdigest()[:16]}"
-
-
 @dg.sensor(
-    name="combine_ready_jobs",
+    name=handoff.COMBINE_SENSOR,
     job=combine_job,
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -176,32 +153,17 @@ def combine_run_key(job_key: str, objects: status.JobObjects) -> str:
 )
 def combine_ready_jobs(context: dg.SensorEvaluationContext, database: PostgresResource) -> dg.SensorResult:
     after, records = _new_materializations(context, THUMBNAIL)
-    jobs: dict[str, str] = {}
+    jobs: dict[str, None] = {}  # job keys, in order
     for record in records:
         materialization = record.asset_materialization
         try:
-            scene = decode_scene_key(materialization.partition if materialization else None)
-            jobs[scene.job.encode()] = scene.job_id
+            jobs[decode_scene_key(materialization.partition if materialization else None).job.encode()] = None
         except PartitionKeyError as exc:
             context.log.warning(f"thumbnail materialization {record.storage_id} skipped: {exc}")
         after = record.storage_id
-    requests = []
     with database.engine.connect() as conn:
-        ready: list[tuple[str, str]] = []  # (job key, run key)
-        for job_key, job_id in jobs.items():
-            objects = status.job_objects(conn, job_id)
-            state = conn.execute(text("SELECT status, error_info FROM jobs WHERE id = :j"), {"j": uuid.UUID(job_id)}).one_or_none()
-            if state is None or state.status == JobStatus.CANCELLED or status.failed_scenes(state.error_info):
-                continue
-            if objects.scenes_complete():
-                ready.append((job_key, combine_run_key(job_key, objects)))
-        if ready:
-            wanted = [(decode_job_key(k).user_id, decode_job_key(k).job_id, None) for k, _ in ready]
-            tags = _run_tags(conn, "combine_ready_jobs", wanted)
-            requests = [
-                dg.RunRequest(run_key=run_key, partition_key=key, tags=run_tags)
-                for (key, run_key), run_tags in zip(ready, tags, strict=True)
-            ]
+        ready = [run for run in (handoff.combine_run_when_ready(conn, job_key) for job_key in jobs) if run is not None]
+    requests = [run.request() for run in ready]
     return dg.SensorResult(run_requests=requests, cursor=str(after), skip_reason=None if requests else "no job ready to combine")
 
 

@@ -8,7 +8,7 @@ import dagster as dg
 from sqlalchemy import text
 
 from t2m_pipeline.db.job_state import transition
-from t2m_pipeline.defs.scenes import sensors
+from t2m_pipeline.defs.scenes import handoff, sensors
 from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs, pipeline_run_failures, scene_runs
 from t2m_pipeline.partition_keys import decode_job_key, encode_job_key
 from t2m_pipeline.pipeline.dispatch import QUEUED_JOBS_SQL
@@ -251,3 +251,31 @@ def test_combine_sensor_requests_only_complete_healthy_jobs(instance, resources,
     tick = sensor_result(combine_ready_jobs, instance, resources)
     assert [r.partition_key for r in tick.run_requests] == [encode_job_key(*ready)]
     assert not sensor_result(combine_ready_jobs, instance, resources, tick.cursor).run_requests
+
+
+def test_the_sensors_ask_for_the_very_runs_a_handoff_queues(instance, resources, pipeline_engine):
+    """Dagster launches no second run under a sensor's run key, so the runs a plan run or a last thumbnail's run
+    queue (handoff.py) and the requests of the sensor reacting after them must agree: the scene runs' keys name the
+    outline's run, the combine run's key the scene videos' versions."""
+    defs = pipeline_defs(resources)
+    user_id, job_id = insert_job(pipeline_engine, configuration={"scene_count": 2})
+    job_key = encode_job_key(user_id, job_id)
+    tick = sensor_result(new_jobs, instance, resources)
+    apply_partition_requests(instance, tick)
+    plan = run_requested(defs, instance, "plan_job", tick.run_requests[0])
+    assert plan.success
+    scenes = sensor_result(scene_runs, instance, resources)
+    with pipeline_engine.connect() as conn:
+        handed = handoff.scene_runs_after_outline(conn, job_key, 2, plan.run_id)
+        replanned = handoff.scene_runs_after_outline(conn, job_key, 2, "a-later-plan-run")
+    assert [(r.run_key, r.partition_key, dict(r.tags)) for r in scenes.run_requests] == [(r.run_key, r.partition_key, r.tags) for r in handed]
+    assert not {r.run_key for r in replanned} & {r.run_key for r in handed}  # a new plan renders its scenes again
+    apply_partition_requests(instance, scenes)
+    with pipeline_engine.connect() as conn:
+        assert handoff.combine_run_when_ready(conn, job_key) is None  # nothing rendered yet
+    for request in scenes.run_requests:
+        assert run_requested(defs, instance, "render_scene", request).success
+    combine = sensor_result(combine_ready_jobs, instance, resources)
+    with pipeline_engine.connect() as conn:
+        ready = handoff.combine_run_when_ready(conn, job_key)
+    assert [(r.run_key, r.partition_key, dict(r.tags)) for r in combine.run_requests] == [(ready.run_key, job_key, ready.tags)]

@@ -1,0 +1,167 @@
+"""A job's next runs, queued by the run that makes them possible, on its sensor's behalf.
+
+A sensor sees a new materialization on the sensor daemon's next pass, and Dagster passes every 5 s at best (its fixed
+`MIN_INTERVAL_LOOP_TIME`): two such waits per job (outline -> scene runs, last thumbnail -> combine run) were 5 to 7 s
+of a 3-scene job's 18 s (BENCHMARKS.md). So the plan run queues its scene runs, and the run that writes a job's last
+thumbnail queues its combine run, just before the asset returns: before its materialization exists. Each run is
+what the sensor would have asked for (the same job, partition, tags) and carries the sensor's name and the run key it
+would have given, so the sensor, reacting to the materialization a moment later, finds the run there and launches
+nothing (Dagster's run-key rule). The sensors stay the guarantee: a handoff that cannot queue (a run executed in
+process, a database error) is logged and left to them.
+
+One race is left, and harmless: two scenes' last thumbnails written at the same instant, each run seeing the job
+complete, both queue under one run key unless one sees the other's run first; an advisory lock on the run key makes
+them take turns. The sensor never races a handoff: it reacts only to a materialization, which exists only after its
+run's handoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.origin import JobPythonOrigin
+from dagster._core.remote_origin import RemoteJobOrigin
+from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_KEY_TAG, SENSOR_NAME_TAG
+from sqlalchemy import text
+
+from t2m_pipeline.defs.scenes.jobs import combine_job, render_scene_job
+from t2m_pipeline.defs.scenes.partitions import scene_partitions
+from t2m_pipeline.partition_keys import decode_job_key, encode_scene_key
+from t2m_pipeline.pipeline import status
+from t2m_pipeline.pipeline.run_labels import HANDED_OFF_BY_TAG, LAUNCHED_BY_TAG, fallback_labels, job_labels, launched_by
+from t2m_pipeline.vocabulary import JobStatus, scene_numbers
+
+
+SCENE_RUNS_SENSOR = "scene_runs"
+COMBINE_SENSOR = "combine_ready_jobs"
+
+
+@dataclass(frozen=True)
+class NextRun:
+    """One run a sensor would request: its job, partition, run key and tags."""
+
+    job_name: str
+    partition_key: str
+    run_key: str
+    tags: dict[str, str]
+
+    def request(self) -> dg.RunRequest:
+        return dg.RunRequest(run_key=self.run_key, partition_key=self.partition_key, tags=self.tags)
+
+
+def run_tags(conn, sensor: str, wanted: list[tuple[str, str, int | None]]) -> list[dict[str, str]]:
+    """Tags for each (user id, job id, scene) a sensor launches: ids, topic, user email, scene, and the sensor."""
+    labels = job_labels(conn, [job_id for _, job_id, _ in wanted])
+    return [
+        {**labels.get(str(job_id), fallback_labels(job_id, user_id)).tags(scene), LAUNCHED_BY_TAG: f"sensor {sensor}"}
+        for user_id, job_id, scene in wanted
+    ]
+
+
+# -- what comes next ----------------------------------------------------------------------------------------------
+
+
+def scene_run_key(scene_key: str, outline_run_id: str) -> str:
+    """One render per scene per outline: a new plan (a re-run of the plan) renders its scenes again."""
+    return f"{scene_key}@{outline_run_id}"
+
+
+def scene_runs_after_outline(conn, job_key: str, scene_count: int, outline_run_id: str) -> list[NextRun]:
+    job = decode_job_key(job_key)
+    numbers = scene_numbers(scene_count)
+    tags = run_tags(conn, SCENE_RUNS_SENSOR, [(job.user_id, job.job_id, n) for n in numbers])
+    return [
+        NextRun(render_scene_job.name, key, scene_run_key(key, outline_run_id), run_tag)
+        for key, run_tag in zip([encode_scene_key(job.user_id, job.job_id, n) for n in numbers], tags, strict=True)
+    ]
+
+
+def combine_run_key(job_key: str, objects: status.JobObjects) -> str:
+    """Keyed by the scene videos' versions: the same videos never combine twice, a re-rendered scene does."""
+    versions = json.dumps(sorted((n, v or "") for n, v in objects.video_versions.items()))
+    return f"{job_key}@{hashlib.sha256(versions.encode()).hexdigest()[:16]}"
+
+
+def combine_run_when_ready(conn, job_key: str) -> NextRun | None:
+    """The combine run of a job whose every scene has a video and a thumbnail (and that is neither cancelled nor
+    failed in a scene); None until then."""
+    job = decode_job_key(job_key)
+    state = conn.execute(text("SELECT status, error_info FROM jobs WHERE id = :j"), {"j": uuid.UUID(job.job_id)}).one_or_none()
+    if state is None or state.status == JobStatus.CANCELLED or status.failed_scenes(state.error_info):
+        return None
+    objects = status.job_objects(conn, job.job_id)
+    if not objects.scenes_complete():
+        return None
+    [tags] = run_tags(conn, COMBINE_SENSOR, [(job.user_id, job.job_id, None)])
+    return NextRun(combine_job.name, job_key, combine_run_key(job_key, objects), tags)
+
+
+# -- queueing them from a run -------------------------------------------------------------------------------------
+
+
+def hand_off_scene_runs(context: dg.AssetExecutionContext, engine, scene_count: int) -> list[str]:
+    """From the plan run: its scenes as partitions, and a render run each. Never raises (the sensor does it then)."""
+    def runs():
+        with engine.connect() as conn:
+            found = scene_runs_after_outline(conn, context.partition_key, scene_count, context.run_id)
+        context.instance.add_dynamic_partitions(scene_partitions.name, [run.partition_key for run in found])
+        return found
+
+    return _queue_for_sensor(context, engine, SCENE_RUNS_SENSOR, runs)
+
+
+def hand_off_combine_run(context: dg.AssetExecutionContext, engine, job_key: str) -> list[str]:
+    """From a scene's run: the job's combine run, if this was its last thumbnail. Never raises."""
+    def runs():
+        with engine.connect() as conn:
+            found = combine_run_when_ready(conn, job_key)
+        return [found] if found else []
+
+    return _queue_for_sensor(context, engine, COMBINE_SENSOR, runs)
+
+
+def _queue_for_sensor(context: dg.AssetExecutionContext, engine, sensor: str, runs) -> list[str]:
+    """Queue the runs `runs()` gives as `sensor` would, from inside a run; the ids queued."""
+    parent = context.run
+    if parent.remote_job_origin is None or parent.job_code_origin is None:
+        return []  # executed in process (tests, `dagster asset materialize`): nothing to queue from, the sensor will
+    queued = []
+    try:
+        for run in runs():
+            run_id = _queue_one(context, engine, sensor, run)
+            if run_id:
+                queued.append(run_id)
+    except Exception as exc:  # noqa: BLE001 - the sensor launches whatever was not queued
+        context.log.warning(f"could not queue the next runs, sensor {sensor} will: {type(exc).__name__}: {exc}")
+    if queued:
+        context.log.info(f"queued {len(queued)} run(s) for sensor {sensor}: {', '.join(queued)}")
+    return queued
+
+
+def _queue_one(context: dg.AssetExecutionContext, engine, sensor: str, run: NextRun) -> str | None:
+    instance, parent = context.instance, context.run
+    job_def = context.repository_def.get_job(run.job_name)
+    with engine.begin() as conn:  # one queuer per run key at a time (see the module's note)
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"handoff:{run.run_key}"})
+        if instance.get_run_ids(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run.run_key, SENSOR_NAME_TAG: sensor}), limit=1):
+            return None
+        tags = {
+            **job_def.run_tags,
+            **run.tags,
+            PARTITION_NAME_TAG: run.partition_key,
+            RUN_KEY_TAG: run.run_key,
+            SENSOR_NAME_TAG: sensor,
+            HANDED_OFF_BY_TAG: parent.run_id,
+        }
+        created = instance.create_run_for_job(
+            job_def=job_def,
+            tags={**tags, LAUNCHED_BY_TAG: launched_by(tags)},
+            remote_job_origin=RemoteJobOrigin(parent.remote_job_origin.repository_origin, run.job_name),
+            job_code_origin=JobPythonOrigin(run.job_name, parent.job_code_origin.repository_origin),
+        )
+        instance.submit_run(created.run_id, workspace=None)
+    return created.run_id
