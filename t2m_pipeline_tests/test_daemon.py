@@ -77,13 +77,16 @@ def test_daemon_completes_a_job_inserted_with_plain_sql(service_env, buckets, se
         os.killpg(daemon.pid, 0)  # nothing of its process group (code server, run workers) is left behind
     assert float(row["progress_percentage"]) == 100.0 and row["current_stage"] == "completed"
     assert "planning" in seen_stages or "code_generation" in seen_stages
-    kinds = sorted(r["file_type"] for r in file_rows(engine, job_id))
-    assert kinds == ["combined_video", "scene_code", "scene_code", "scene_outline", "scene_video", "scene_video", "thumbnail", "thumbnail"]
+    rows = file_rows(engine, job_id)
+    runs = runs_by_job(home, dagster_url, monkeypatch)
+    kinds = sorted(r["file_type"] for r in rows)
+    assert kinds == ["combined_video", "scene_code", "scene_code", "scene_outline", "scene_video", "scene_video", "thumbnail", "thumbnail"], (
+        [(r["file_type"], r["s3_key"], r["version_id"], str(r["created_at"])) for r in rows], runs, log_path.read_text()[-5000:]
+    )
     with engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM job_queue WHERE job_id = :j"), {"j": job_id}).scalar_one() == "completed"
     # One run per scene and one combine run, each queued by the run before it (handoff.py): the sensors, reacting to
     # the same materializations, found them under their run keys and launched no second one.
-    runs = runs_by_job(home, dagster_url, monkeypatch)
     [plan] = runs["plan_job"]
     renders, [combine] = runs["render_scene"], runs["combine_scenes"]
     assert sorted(r["dagster/partition"] for r in renders) == [f"{user_id}/{job_id}/001", f"{user_id}/{job_id}/002"]
