@@ -227,12 +227,14 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         return True
 
     def check_run_worker_health(self, run) -> CheckRunHealthResult:
+        # Run monitoring fails a STARTED run on any answer but RUNNING or SUCCESS, UNKNOWN included: a worker this
+        # host cannot see (launched by the fallback, tagged an instant after it started, on another host) is RUNNING.
         tag = run.tags.get(WORKER_TAG)
         if tag is None:
-            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "not launched warm")
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no warm worker tag: not checked here")
         pid = worker_pid(tag)
         if pid is None:
-            return CheckRunHealthResult(WorkerStatus.UNKNOWN, f"worker {tag} is on another host")
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker {tag} is on another host: not checked here")
         if pid_running(pid):
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=tag)
         return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker {tag} is gone", run_worker_id=tag)

@@ -9,10 +9,13 @@ would have given, so the sensor, reacting to the materialization a moment later,
 nothing (Dagster's run-key rule). The sensors stay the guarantee: a handoff that cannot queue (a run executed in
 process, a database error) is logged and left to them.
 
-One race is left, and harmless: two scenes' last thumbnails written at the same instant, each run seeing the job
-complete, both queue under one run key unless one sees the other's run first; an advisory lock on the run key makes
-them take turns. The sensor never races a handoff: it reacts only to a materialization, which exists only after its
-run's handoff.
+Races, and who settles them. The sensor reacts to a materialization, which Dagster stores only after its run's
+handoff; but a job's rows can be complete before the last thumbnail's materialization exists (its run is still
+between writing the row and queueing), so `combine_ready_jobs` combines a job only once every scene's thumbnail
+materialization is recorded, up to the one it reacts to: by then the last run's handoff has queued the combine run,
+and the sensor finds it (a test showed the sensor launching a second combine run otherwise). Two scenes' last
+thumbnails written at the same instant each see the job complete: an advisory lock on the run key makes their
+handoffs take turns, and the second finds the first's run.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
@@ -86,15 +90,17 @@ def combine_run_key(job_key: str, objects: status.JobObjects) -> str:
     return f"{job_key}@{hashlib.sha256(versions.encode()).hexdigest()[:16]}"
 
 
-def combine_run_when_ready(conn, job_key: str) -> NextRun | None:
+def combine_run_when_ready(conn, job_key: str, recorded: Callable[[list[str]], bool] | None = None) -> NextRun | None:
     """The combine run of a job whose every scene has a video and a thumbnail (and that is neither cancelled nor
-    failed in a scene); None until then."""
+    failed in a scene), and, if given, `recorded(its scene keys)`; None until then."""
     job = decode_job_key(job_key)
     state = conn.execute(text("SELECT status, error_info FROM jobs WHERE id = :j"), {"j": uuid.UUID(job.job_id)}).one_or_none()
     if state is None or state.status == JobStatus.CANCELLED or status.failed_scenes(state.error_info):
         return None
     objects = status.job_objects(conn, job.job_id)
     if not objects.scenes_complete():
+        return None
+    if recorded is not None and not recorded([encode_scene_key(job.user_id, job.job_id, n) for n in scene_numbers(objects.scene_count)]):
         return None
     [tags] = run_tags(conn, COMBINE_SENSOR, [(job.user_id, job.job_id, None)])
     return NextRun(combine_job.name, job_key, combine_run_key(job_key, objects), tags)

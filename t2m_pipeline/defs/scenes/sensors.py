@@ -153,18 +153,32 @@ def scene_runs(context: dg.SensorEvaluationContext, database: PostgresResource) 
 )
 def combine_ready_jobs(context: dg.SensorEvaluationContext, database: PostgresResource) -> dg.SensorResult:
     after, records = _new_materializations(context, THUMBNAIL)
-    jobs: dict[str, None] = {}  # job keys, in order
+    jobs: dict[str, int] = {}  # job key -> the storage id of its newest thumbnail materialization in this tick
     for record in records:
         materialization = record.asset_materialization
         try:
-            jobs[decode_scene_key(materialization.partition if materialization else None).job.encode()] = None
+            jobs[decode_scene_key(materialization.partition if materialization else None).job.encode()] = record.storage_id
         except PartitionKeyError as exc:
             context.log.warning(f"thumbnail materialization {record.storage_id} skipped: {exc}")
         after = record.storage_id
     with database.engine.connect() as conn:
-        ready = [run for run in (handoff.combine_run_when_ready(conn, job_key) for job_key in jobs) if run is not None]
+        ready = [
+            run for job_key, upto in jobs.items()
+            if (run := handoff.combine_run_when_ready(conn, job_key, lambda keys, upto=upto: _thumbnails_recorded(context, keys, upto)))
+        ]
     requests = [run.request() for run in ready]
     return dg.SensorResult(run_requests=requests, cursor=str(after), skip_reason=None if requests else "no job ready to combine")
+
+
+def _thumbnails_recorded(context: dg.SensorEvaluationContext, scene_keys: list[str], upto: int) -> bool:
+    """Every scene has a thumbnail materialization at or before `upto`: the job's last thumbnail run has handed off
+    (handoff.py), so its combine run, if it queued one, is there for Dagster's run-key check to find."""
+    return all(
+        context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=THUMBNAIL, asset_partitions=[key], before_storage_id=upto + 1), limit=1
+        ).records
+        for key in scene_keys
+    )
 
 
 # -- failure write-back -------------------------------------------------------------------------------------------

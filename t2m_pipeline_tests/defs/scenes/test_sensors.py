@@ -279,3 +279,30 @@ def test_the_sensors_ask_for_the_very_runs_a_handoff_queues(instance, resources,
     with pipeline_engine.connect() as conn:
         ready = handoff.combine_run_when_ready(conn, job_key)
     assert [(r.run_key, r.partition_key, dict(r.tags)) for r in combine.run_requests] == [(ready.run_key, job_key, ready.tags)]
+
+
+@pytest.mark.parametrize("rule", ["on", "off"], ids=["last-thumbnail-rule", "control-rows-alone"])
+def test_the_combine_sensor_waits_for_the_last_thumbnail_materialization(instance, resources, pipeline_engine, monkeypatch, rule):
+    """A job's rows are complete a moment before its last thumbnail's materialization is stored (its run is between
+    writing the row and queueing the combine run): a sensor tick reacting to an earlier scene's thumbnail then must
+    not ask for the combine, or it races the handoff and Dagster launches two combine runs (seen under load). Here
+    each tick sees one materialization, so the first sees scene 1's while scene 2's, already written, comes later.
+    The control judges by the rows alone and asks too early."""
+    monkeypatch.setattr(sensors, "MAX_RECORDS_PER_TICK", 1)
+    if rule == "off":
+        monkeypatch.setattr(sensors, "_thumbnails_recorded", lambda context, keys, upto: True)
+    defs = pipeline_defs(resources)
+    insert_job(pipeline_engine, configuration={"scene_count": 2})
+    tick = sensor_result(new_jobs, instance, resources)
+    apply_partition_requests(instance, tick)
+    assert run_requested(defs, instance, "plan_job", tick.run_requests[0]).success
+    scenes = sensor_result(scene_runs, instance, resources)
+    apply_partition_requests(instance, scenes)
+    for request in scenes.run_requests:
+        assert run_requested(defs, instance, "render_scene", request).success
+    first = sensor_result(combine_ready_jobs, instance, resources)
+    second = sensor_result(combine_ready_jobs, instance, resources, first.cursor)
+    if rule == "on":
+        assert not first.run_requests and len(second.run_requests) == 1
+    else:
+        assert len(first.run_requests) == 1  # the early request: what raced the handoff
