@@ -17,7 +17,6 @@ DefaultRunLauncher, as before.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -41,8 +40,11 @@ from dagster._core.launcher import (
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
+from t2m_pipeline.launcher import warm_server
+from t2m_pipeline.launcher.warm_server import read_message, send_message
+
 WORKER_TAG = "t2m/run_worker"  # "<host>:<pid>" of the run's worker
-SERVER_MODULE = "t2m_pipeline.launcher.warm_server"
+SERVER_MODULE = warm_server.__name__
 
 
 class WarmServerError(RuntimeError):
@@ -87,16 +89,11 @@ class WarmServer:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(60)
             conn.connect(self.socket_path)
-            conn.sendall((json.dumps({"execute_run_args": serialized_args}) + "\n").encode())
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        if not data:
+            send_message(conn, {"execute_run_args": serialized_args})
+            answer = read_message(conn)
+        if answer is None:
             raise WarmServerError("the warm run server closed the connection without an answer")
-        return json.loads(data)
+        return answer
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -150,17 +150,17 @@ def handle(listener: socket.socket, conn: socket.socket, stamps: dict[str, int],
 
     stale = changed(stamps)
     try:
-        serialized_args = json.loads(_read_line(conn))["execute_run_args"]
+        serialized_args = (read_message(conn) or {})["execute_run_args"]
         args = deserialize_value(serialized_args, ExecuteRunArgs)
     except Exception as exc:  # noqa: BLE001 - a bad request is answered, never the end of the server
-        _reply(conn, {"error": f"{type(exc).__name__}: {exc}"})
+        send_message(conn, {"error": f"{type(exc).__name__}: {exc}"})
         return True
     if stale:
-        _reply(conn, {STALE: stale[:5]})
+        send_message(conn, {STALE: stale[:5]})
         return False
     pid = fork_worker(listener, conn, serialized_args)
     workers[pid] = Worker(args.run_id, args.instance_ref)
-    _reply(conn, {"pid": pid})
+    send_message(conn, {"pid": pid})
     return True
 
 
@@ -197,11 +197,13 @@ def serve(socket_path: str, serialized_origin: str) -> None:
         select.select([], [], [], REAP_INTERVAL_S)
 
 
-def _reply(conn: socket.socket, answer: dict) -> None:
-    conn.sendall((json.dumps(answer) + "\n").encode())
+def send_message(conn: socket.socket, message: dict) -> None:
+    """One JSON object on one line: the protocol between the launcher and this server, both ways."""
+    conn.sendall((json.dumps(message) + "\n").encode())
 
 
-def _read_line(conn: socket.socket) -> str:
+def read_message(conn: socket.socket) -> dict | None:
+    """The next line's JSON object; None if the other side closed without one."""
     data = b""
     while not data.endswith(b"\n"):
         chunk = conn.recv(65536)
@@ -209,8 +211,8 @@ def _read_line(conn: socket.socket) -> str:
             break
         data += chunk
         if len(data) > MAX_REQUEST_BYTES:
-            raise ValueError("request too large")
-    return data.decode()
+            raise ValueError("message too large")
+    return json.loads(data) if data.strip() else None
 
 
 if __name__ == "__main__":

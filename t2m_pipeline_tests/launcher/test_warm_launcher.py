@@ -28,10 +28,11 @@ class Location:
     """A copy of tiny_location.py in a folder of its own (its mtime is the test's to change), loaded as a workspace."""
 
     def __init__(self, instance: dg.DagsterInstance, folder: Path):
-        self.instance, self.folder = instance, folder
-        self.source = folder / "tiny_location.py"
+        self.instance, self.folder = instance, folder / "code"  # the runs' reports go beside it: a new file in the
+        self.folder.mkdir()  # location's own folder is a code change to the warm server
+        self.source = self.folder / "tiny_location.py"
         shutil.copy(LOCATION, self.source)
-        spec = importlib.util.spec_from_file_location("tiny_location", self.source)
+        spec = importlib.util.spec_from_file_location("tiny_location", self.source)  # the test's own copy
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         self.job_def = module.tiny_job
@@ -145,3 +146,37 @@ def test_a_code_change_starts_a_fresh_server_and_the_old_one_ends_after_its_runs
     while pid_running(old_server) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pid_running(old_server)
+
+
+def test_a_malformed_request_gets_an_error_and_the_server_goes_on(location, tmp_path):
+    import socket
+
+    from t2m_pipeline.launcher.warm_server import read_message, send_message
+
+    assert location.wait(location.launch("report", tmp_path / "a")).status == dg.DagsterRunStatus.SUCCESS
+    [server] = location.instance.run_launcher._servers.values()
+    for request in ({"execute_run_args": "not a serialized ExecuteRunArgs"}, {"something": "else"}):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(server.socket_path)
+            send_message(conn, request)
+            answer = read_message(conn)
+        assert set(answer) == {"error"} and "\n" not in answer["error"], answer
+    assert location.wait(location.launch("report", tmp_path / "b")).status == dg.DagsterRunStatus.SUCCESS
+    assert wait_for(tmp_path / "b")[1] == server.process.pid  # the same server served it
+
+
+def test_a_run_of_another_interpreter_goes_to_dagsters_default_launcher(location, tmp_path):
+    """The warm server imports the code with this interpreter: a location that names another one is not its to run."""
+    run = location.instance.create_run_for_job(
+        job_def=location.job_def,
+        run_config={"ops": {"act": {"config": {"action": "report", "report_to": str(tmp_path / "a")}}}},
+        remote_job_origin=location.remote_job.get_remote_origin(),
+        job_code_origin=location.remote_job.get_python_origin()._replace(
+            repository_origin=location.remote_job.get_python_origin().repository_origin._replace(executable_path="/elsewhere/python")
+        ),
+    )
+    location.instance.launch_run(run.run_id, location.workspace)
+    assert location.wait(run.run_id).status == dg.DagsterRunStatus.SUCCESS
+    tags = location.instance.get_run_by_id(run.run_id).tags
+    assert WORKER_TAG not in tags and ".dagster/grpc_info" in tags  # launched by the code server, as before
+    assert not location.instance.run_launcher._servers  # no warm server was started for it
