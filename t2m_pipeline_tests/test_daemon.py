@@ -1,6 +1,7 @@
 """The real daemon path, once: `dagster-daemon run` on a PostgreSQL-backed instance; a job row inserted with plain
 SQL completes with nobody doing anything else (sensors, queued run coordinator, run workers, the lot)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,14 +28,15 @@ def throwaway_databases(service_env):
 
 
 def runs_by_job(home: Path, dagster_url: str, monkeypatch) -> dict[str, list[dict[str, str]]]:
-    """Each Dagster job's runs in the daemon's instance: their tags, and their id as `run_id`."""
+    """Each Dagster job's runs in the daemon's instance: their tags, their id as `run_id`, their run config as
+    `run_config` (JSON)."""
     import dagster as dg
 
     monkeypatch.setenv("T2M_DAGSTER_PG_URL", dagster_url)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         found: dict[str, list[dict[str, str]]] = {}
         for run in instance.get_runs():
-            found.setdefault(run.job_name, []).append({**run.tags, "run_id": run.run_id})
+            found.setdefault(run.job_name, []).append({**run.tags, "run_id": run.run_id, "run_config": json.dumps(run.run_config, sort_keys=True)})
         return found
 
 
@@ -95,3 +97,5 @@ def test_daemon_completes_a_job_inserted_with_plain_sql(service_env, buckets, se
     assert {r["t2m/handed_off_by"] for r in renders} == {plan["run_id"]}
     assert combine["t2m/handed_off_by"] in {r["run_id"] for r in renders}
     assert {r["dagster/sensor_name"] for r in renders} == {"scene_runs"} and combine["dagster/sensor_name"] == "combine_ready_jobs"
+    # the run config Dagster resolves for a sensor's request (the job's config: its console log level), as on the plan run
+    assert {r["run_config"] for r in [*renders, combine]} == {plan["run_config"]} and "log_level" in plan["run_config"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster._core.origin import JobPythonOrigin
 from dagster._core.remote_origin import RemoteJobOrigin
-from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_KEY_TAG, SENSOR_NAME_TAG
+from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from sqlalchemy import text
 
 from t2m_pipeline.defs.scenes.jobs import combine_job, render_scene_job
@@ -155,16 +155,19 @@ def _queue_one(context: dg.AssetExecutionContext, engine, sensor: str, run: Next
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"handoff:{run.run_key}"})
         if instance.get_run_ids(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run.run_key, SENSOR_NAME_TAG: sensor}), limit=1):
             return None
+        # Dagster's own resolution of a sensor's request: the partition's tags and run config (the job's config,
+        # its console log level among them), as the sensor daemon would have them
+        request = run.request().with_resolved_tags_and_config(job_def, [], instance)
         tags = {
             **job_def.run_tags,
-            **run.tags,
-            PARTITION_NAME_TAG: run.partition_key,
+            **(request.tags or {}),
             RUN_KEY_TAG: run.run_key,
             SENSOR_NAME_TAG: sensor,
             HANDED_OFF_BY_TAG: parent.run_id,
         }
         created = instance.create_run_for_job(
             job_def=job_def,
+            run_config=request.run_config,
             tags={**tags, LAUNCHED_BY_TAG: launched_by(tags)},
             remote_job_origin=RemoteJobOrigin(parent.remote_job_origin.repository_origin, run.job_name),
             job_code_origin=JobPythonOrigin(run.job_name, parent.job_code_origin.repository_origin),
