@@ -395,7 +395,7 @@ def profile_lines(profile: dict | None) -> list[str]:
 def render(args, files: int, size: int, redis_result: dict, file_results: dict, profile: dict | None = None) -> str:
     ours = file_results["t2m migrate files"]
     lines = [
-        "## Legacy migration throughput (issue 4)",
+        "## Legacy migration throughput (issues 4 and 15)",
         "",
         f"Command: `{args.command}` (2-core machine, one local moto S3 endpoint started by the script, PostgreSQL 127.0.0.1,",
         f"Redis db 5..15). Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, in one run; 1-minute load average",
