@@ -105,26 +105,36 @@ class WarmServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def worker_tag_value(pid: int) -> str:
-    return f"{socket.gethostname()}:{pid}"
-
-
-def worker_pid(tag: str | None) -> int | None:
-    """The pid of a worker tagged on this host; None for no tag or another host's worker."""
-    if not tag or ":" not in tag:
-        return None
-    host, _, pid = tag.rpartition(":")
-    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
-
-
-def pid_running(pid: int) -> bool:
-    """Alive and not a zombie (a worker that died but its server has not reaped yet is gone)."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state first), or None."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            state = stat.read().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+            return stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def worker_tag_value(pid: int) -> str:
+    """host:pid:start time (clock ticks since boot): a later process that reuses the pid is not the worker."""
+    fields = _proc_stat(pid)
+    return f"{socket.gethostname()}:{pid}:{fields[19] if fields and len(fields) > 19 else '?'}"
+
+
+ELSEWHERE, RUNNING, EXITED, GONE = "elsewhere", "running", "exited", "gone"
+
+
+def worker_state(tag: str | None) -> tuple[str, int | None]:
+    """(where the tagged worker is, its pid): ELSEWHERE (no tag of this host: not ours to judge), RUNNING (this very
+    process, alive), EXITED (dead, not yet reaped: its server is about to report how it ended), GONE (reaped, or its
+    pid now another process's)."""
+    parts = (tag or "").rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return ELSEWHERE, None
+    pid = int(parts[1])
+    fields = _proc_stat(pid)
+    if not fields or len(fields) <= 19 or fields[19] != parts[2]:
+        return GONE, pid
+    return (EXITED if fields[0] in ("Z", "X") else RUNNING), pid
 
 
 class WarmRunLauncher(RunLauncher, ConfigurableClass):
@@ -178,13 +188,20 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         repository = origin.repository_origin
         key, folder = serialize_value(repository), repository.code_pointer.working_directory
         with self._lock:
-            answer = self._server_for(key, folder).ask(args)
+            try:
+                answer = self._server_for(key, folder).ask(args)
+            except OSError:  # alive but unreachable (its socket removed, wedged): a fresh server takes the run
+                self._retire(key)
+                answer = {"stale": "unreachable"}
             if "stale" in answer:  # its code changed: it serves no more; a fresh server loads the new code
                 self._retire(key)
                 answer = self._server_for(key, folder).ask(args)
         if "pid" not in answer:
             raise WarmServerError(f"the warm run server did not start the run: {answer.get('error') or answer}")
-        self._instance.add_run_tags(run.run_id, {WORKER_TAG: worker_tag_value(int(answer["pid"]))})
+        try:
+            self._instance.add_run_tags(run.run_id, {WORKER_TAG: worker_tag_value(int(answer["pid"]))})
+        except Exception as exc:  # noqa: BLE001 - the run is running: failing its launch now would run it twice
+            self._instance.report_engine_event(f"could not tag the run's worker (pid {answer['pid']}): {exc}", run, cls=self.__class__)
 
     def _server_for(self, origin_key: str, working_directory: str | None) -> WarmServer:
         self._retired = [s for s in self._retired if s.alive()]  # reaps the ones that ended
@@ -211,10 +228,10 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             return False
         if WORKER_TAG not in run.tags:
             return self.fallback().terminate(run_id)
-        pid = worker_pid(run.tags.get(WORKER_TAG))
+        state, pid = worker_state(run.tags.get(WORKER_TAG))
         self._instance.report_run_canceling(run)
-        if pid is None or not pid_running(pid):
-            self._instance.report_engine_event("The run's worker is not on this host or is gone; nothing to stop.", run, cls=self.__class__)
+        if state != RUNNING:
+            self._instance.report_engine_event(f"The run's worker is {state}: nothing to stop here.", run, cls=self.__class__)
             return False
         os.kill(pid, signal.SIGTERM)
         return True
@@ -229,11 +246,13 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         tag = run.tags.get(WORKER_TAG)
         if tag is None:
             return CheckRunHealthResult(WorkerStatus.RUNNING, "no warm worker tag: not checked here")
-        pid = worker_pid(tag)
-        if pid is None:
+        state, _ = worker_state(tag)
+        if state == ELSEWHERE:
             return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker {tag} is on another host: not checked here")
-        if pid_running(pid):
+        if state == RUNNING:
             return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=tag)
+        if state == EXITED:  # its server reaps it within a second and fails the run with the exit explained
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"run worker {tag} exited; its server reports how", run_worker_id=tag)
         return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker {tag} is gone", run_worker_id=tag)
 
     def dispose(self) -> None:

@@ -134,6 +134,8 @@ def reap(workers: dict[int, Worker]) -> None:
 
 
 def fork_worker(listener: socket.socket, conn: socket.socket, serialized_args: str) -> int:
+    sys.stdout.flush()  # or every fork would print again what this process had buffered
+    sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the run worker: nothing of the server's but what it imported
         listener.close()
@@ -179,17 +181,25 @@ def serve(socket_path: str, serialized_origin: str) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(socket_path)  # in the launcher's folder, mode 0700: only this user can ask for runs
+    binding = f"{socket_path}.binding"
+    listener.bind(binding)  # in the launcher's folder, mode 0700: only this user can ask for runs
     listener.listen(64)
+    os.rename(binding, socket_path)  # the launcher waits for this name: it appears listening
+    launcher = os.getppid()
     workers: dict[int, Worker] = {}
     while serving:
         ready, _, _ = select.select([listener], [], [], REAP_INTERVAL_S)
         reap(workers)
+        if os.getppid() != launcher:
+            break  # the launching process died without stopping this one: serve no more, and end with the workers
         if ready and serving:
             conn, _ = listener.accept()
             with conn:
                 conn.settimeout(30)
-                serving = handle(listener, conn, stamps, workers)
+                try:
+                    serving = handle(listener, conn, stamps, workers)
+                except OSError as exc:  # the launcher gave up on this answer: its run is failed, this server goes on
+                    print(f"warm run server: a launch request failed: {exc}", file=sys.stderr, flush=True)
     listener.close()
     Path(socket_path).unlink(missing_ok=True)  # the launcher may have removed its folder already
     while workers:  # serve no more, but still fail the runs of workers that crash

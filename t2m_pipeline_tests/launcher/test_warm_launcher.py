@@ -15,7 +15,7 @@ import pytest
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
 
-from t2m_pipeline.launcher.warm_launcher import WORKER_TAG, WarmRunLauncher, pid_running, worker_pid
+from t2m_pipeline.launcher.warm_launcher import ELSEWHERE, EXITED, GONE, RUNNING, WORKER_TAG, WarmRunLauncher, worker_state, worker_tag_value
 
 LOCATION = Path(__file__).with_name("tiny_location.py")
 pytestmark = pytest.mark.e2e  # real runs in real processes, launched as the daemon would
@@ -71,6 +71,13 @@ class Location:
         return [e.message or "" for e in self.instance.all_logs(run_id)]
 
 
+def pid_running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
 def wait_for(path: Path, timeout: float = 30) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,7 +103,8 @@ def test_a_run_is_a_fork_of_the_warm_server_and_succeeds(location, tmp_path):
     assert imported_a == parent_a == imported_b == parent_b  # both forked from one server, which imported the code
     assert pid_a != pid_b and imported_a not in (pid_a, pid_b)
     run = location.instance.get_run_by_id(first)
-    assert worker_pid(run.tags[WORKER_TAG]) == pid_a
+    state, tagged_pid = worker_state(run.tags[WORKER_TAG])
+    assert tagged_pid == pid_a and state in (EXITED, GONE)  # it ran, and it has ended (reaped by its server, or about to be)
     assert any(f"Started process for run (pid: {pid_a})" in m for m in location.engine_messages(first))
 
 
@@ -124,8 +132,8 @@ def test_terminate_cancels_the_run_and_health_follows_the_worker(location, tmp_p
     assert launcher.terminate(run_id)
     assert location.wait(run_id).status == dg.DagsterRunStatus.CANCELED
     deadline = time.monotonic() + 10
-    while pid_running(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    while worker_state(run.tags[WORKER_TAG])[0] != GONE and time.monotonic() < deadline:
+        time.sleep(0.1)  # exited, then reaped by its server: until then the server, not monitoring, reports it
     assert not pid_running(pid)
     assert launcher.check_run_worker_health(run).status == dg._core.launcher.WorkerStatus.FAILED
 
@@ -180,3 +188,14 @@ def test_a_run_of_another_interpreter_goes_to_dagsters_default_launcher(location
     tags = location.instance.get_run_by_id(run.run_id).tags
     assert WORKER_TAG not in tags and ".dagster/grpc_info" in tags  # launched by the code server, as before
     assert not location.instance.run_launcher._servers  # no warm server was started for it
+
+
+def test_a_worker_tag_names_one_process_not_a_pid_that_comes_back():
+    """host:pid:start time: a process that later gets the worker's pid is not the worker (terminate would signal it,
+    monitoring would think the run alive); another host's worker is not this host's to judge."""
+    tag = worker_tag_value(os.getpid())
+    assert worker_state(tag) == (RUNNING, os.getpid())
+    host, pid, started = tag.rsplit(":", 2)
+    assert worker_state(f"{host}:{pid}:{int(started) + 1}") == (GONE, os.getpid())  # the pid, another process
+    assert worker_state(f"another-host:{pid}:{started}")[0] == ELSEWHERE
+    assert worker_state(None)[0] == ELSEWHERE

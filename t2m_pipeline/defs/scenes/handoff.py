@@ -137,6 +137,9 @@ def _queue_for_sensor(context: dg.AssetExecutionContext, engine, sensor: str, ru
         return []  # executed in process (tests, `dagster asset materialize`): nothing to queue from, the sensor will
     queued = []
     try:
+        if _stopped(context.instance, sensor, parent.remote_job_origin.repository_origin):
+            context.log.info(f"sensor {sensor} is stopped: nothing queued on its behalf")
+            return []
         for run in runs():
             run_id = _queue_one(context, engine, sensor, run)
             if run_id:
@@ -148,10 +151,20 @@ def _queue_for_sensor(context: dg.AssetExecutionContext, engine, sensor: str, ru
     return queued
 
 
+def _stopped(instance: dg.DagsterInstance, sensor: str, repository_origin) -> bool:
+    """Whether someone stopped the sensor in the UI: then its work waits, handed off or not."""
+    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
+
+    states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR, instigator_statuses={InstigatorStatus.STOPPED})
+    selector = repository_origin.get_selector()
+    return any(s.instigator_name == sensor and s.origin.repository_origin.get_selector() == selector for s in states)
+
+
 def _queue_one(context: dg.AssetExecutionContext, engine, sensor: str, run: NextRun) -> str | None:
     instance, parent = context.instance, context.run
     job_def = context.repository_def.get_job(run.job_name)
     with engine.begin() as conn:  # one queuer per run key at a time (see the module's note)
+        conn.execute(text("SET LOCAL lock_timeout = '30s'"))  # a stuck holder fails this handoff, not the run
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"handoff:{run.run_key}"})
         if instance.get_run_ids(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run.run_key, SENSOR_NAME_TAG: sensor}), limit=1):
             return None

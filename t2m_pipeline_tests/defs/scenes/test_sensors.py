@@ -306,3 +306,19 @@ def test_the_combine_sensor_waits_for_the_last_thumbnail_materialization(instanc
         assert not first.run_requests and len(second.run_requests) == 1
     else:
         assert len(first.run_requests) == 1  # the early request: what raced the handoff
+
+
+def test_a_sensor_stopped_in_the_ui_gets_nothing_queued_on_its_behalf(instance):
+    """Stopping scene_runs pauses the renders: the plan run's handoff asks the same question the daemon does."""
+    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteInstigatorOrigin, RemoteRepositoryOrigin
+    from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, InstigatorType
+
+    ours = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("t2m_pipeline"), "__repository__")
+    other = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("another_location"), "__repository__")
+    assert not handoff._stopped(instance, handoff.SCENE_RUNS_SENSOR, ours)  # no state: running, as declared in code
+    instance.add_instigator_state(
+        InstigatorState(RemoteInstigatorOrigin(ours, handoff.SCENE_RUNS_SENSOR), InstigatorType.SENSOR, InstigatorStatus.STOPPED)
+    )
+    assert handoff._stopped(instance, handoff.SCENE_RUNS_SENSOR, ours)
+    assert not handoff._stopped(instance, handoff.COMBINE_SENSOR, ours)  # the other sensor still runs
+    assert not handoff._stopped(instance, handoff.SCENE_RUNS_SENSOR, other)  # another location's sensor of that name
