@@ -317,10 +317,17 @@ def _check_objects(settings: Settings, rows) -> list[str]:
     return problems
 
 
-def _try_kill(instance, run, outcome: JobOutcome) -> bool:
+def manim_running() -> bool:
+    """Any manim process on the machine: a /proc scan, far cheaper than asking Dagster about every run."""
+    return any("manim" in _cmdline(int(entry.name)) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+
+
+def _try_kill(instance, run, outcome: JobOutcome, pids: dict[str, int]) -> bool:
     """SIGKILL the run's worker if manim is rendering under it now (first tagging the run not to be retried, for a
-    job without retries: the tag is read when the failure is recorded)."""
-    pid = worker_pid(instance, run.run_id)
+    job without retries: the tag is read when the failure is recorded). `pids` caches each run's worker pid."""
+    pid = pids.get(run.run_id) or worker_pid(instance, run.run_id)
+    if pid is not None:
+        pids[run.run_id] = pid
     if pid is None or not alive(pid):
         return False
     manim = [p for p in descendants(pid) if "manim" in _cmdline(p)]
@@ -395,6 +402,7 @@ def run_worker_kill_scenario(
             if write_back != "on":
                 pause_sensor(instance, FAILURE_SENSOR)  # long before any render starts: planning comes first
             quiet_since: dict[str, float] = {}
+            worker_pids: dict[str, int] = {}  # run id -> its worker's pid, once the worker has said it
             deadline = time.monotonic() + deadline_seconds
             while time.monotonic() < deadline and daemon.poll() is None:
                 done = 0
@@ -402,17 +410,19 @@ def run_worker_kill_scenario(
                     status, _ = _row_state(engine, job.job_id)
                     if not job.statuses_seen or job.statuses_seen[-1] != status:
                         job.statuses_seen.append(status)
-                    runs = job_runs(instance, job.job_id)
                     if job.killed is None:
-                        for run in runs:
-                            if (
-                                run.job_name == RENDER_JOB
-                                and run.status == DagsterRunStatus.STARTED
-                                and run.parent_run_id is None
-                                and _try_kill(instance, run, job)
-                            ):
-                                break
+                        # A warm worker renders a scene in about a second: look at Dagster only while manim runs
+                        if manim_running():
+                            for run in job_runs(instance, job.job_id):
+                                if (
+                                    run.job_name == RENDER_JOB
+                                    and run.status == DagsterRunStatus.STARTED
+                                    and run.parent_run_id is None
+                                    and _try_kill(instance, run, job, worker_pids)
+                                ):
+                                    break
                         continue
+                    runs = job_runs(instance, job.job_id)
                     if job.slot_held_after_failure is None and _finished(runs, job.killed.run_id):
                         job.slot_held_after_failure = job.killed.run_id in slot_holders(instance)
                     if job.retried:
@@ -425,7 +435,7 @@ def run_worker_kill_scenario(
                 if done == len(report.jobs):
                     break
                 # a render lasts about a second and a half: look often until every job has had its kill
-                time.sleep(0.05 if any(j.killed is None for j in report.jobs) else 0.5)
+                time.sleep(0.02 if any(j.killed is None for j in report.jobs) else 0.5)
             job_ids = [uuid.UUID(j.job_id) for j in report.jobs]
             for job in report.jobs:
                 job.status_at_end = _row_state(engine, job.job_id)[0]
