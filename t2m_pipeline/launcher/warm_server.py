@@ -40,14 +40,12 @@ class Worker:
     instance_ref: object  # dagster InstanceRef
 
 
-def warm_up(serialized_origin: str) -> None:
-    """Import the code location and build its definitions, as a run worker would, so each fork starts past it."""
+def warm_up(origin) -> None:
+    """Import the code location (a RepositoryPythonOrigin) and build its definitions, as a run worker would, so each
+    fork starts past it."""
     from dagster._core.definitions.reconstruct import ReconstructableRepository
-    from dagster._core.origin import RepositoryPythonOrigin
-    from dagster._serdes import deserialize_value
     import dagster._cli.api  # noqa: F401 - the entry point each fork runs
 
-    origin = deserialize_value(serialized_origin, RepositoryPythonOrigin)
     repository = ReconstructableRepository(origin.code_pointer, executable_path=origin.executable_path).get_definition()
     for job in repository.get_all_jobs():
         job.get_job_snapshot()  # what core_execute_run builds before the first step; cached on the definition
@@ -170,8 +168,8 @@ def serve(socket_path: str, serialized_origin: str) -> None:
     from dagster._core.origin import RepositoryPythonOrigin
     from dagster._serdes import deserialize_value
 
-    warm_up(serialized_origin)
     origin = deserialize_value(serialized_origin, RepositoryPythonOrigin)
+    warm_up(origin)
     stamps = source_stamps(origin.code_pointer.working_directory)
     serving = True
 

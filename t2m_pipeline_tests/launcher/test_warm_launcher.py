@@ -6,7 +6,7 @@ control: its worker imports the code itself."""
 import importlib.util
 import os
 import shutil
-import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -199,3 +199,52 @@ def test_a_worker_tag_names_one_process_not_a_pid_that_comes_back():
     assert worker_state(f"{host}:{pid}:{int(started) + 1}") == (GONE, os.getpid())  # the pid, another process
     assert worker_state(f"another-host:{pid}:{started}")[0] == ELSEWHERE
     assert worker_state(None)[0] == ELSEWHERE
+
+
+def connect_as(uid: int, path: str) -> str:
+    """Connect to a Unix socket as `uid` (a fork that drops root): 'connected' or the error's name."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        import socket
+
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.connect(path)
+            answer = "connected"
+        except OSError as exc:
+            answer = type(exc).__name__
+        os.write(write, answer.encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        return pipe.read()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another uid needs root (CI runs as root)")
+def test_only_the_daemons_user_can_ask_the_server_for_a_run(location, tmp_path):
+    """What a render's unprivileged uid (or any other local user) gets from the warm server: nothing. The control: the
+    same uid reaches a socket whose folder and mode let it."""
+    import socket
+
+    from t2m_pipeline.render.sandbox import fresh_uid
+
+    assert location.wait(location.launch("report", tmp_path / "a")).status == dg.DagsterRunStatus.SUCCESS
+    [server] = location.instance.run_launcher._servers.values()
+    stranger = fresh_uid()
+    assert connect_as(stranger, server.socket_path) == "PermissionError"
+    open_folder = Path(tempfile.mkdtemp(prefix="t2m-open-socket-", dir="/var/tmp"))  # /var/tmp: others may pass
+    os.chmod(open_folder, 0o755)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(str(open_folder / "s.sock"))
+            os.chmod(open_folder / "s.sock", 0o777)
+            listener.listen(1)
+            assert connect_as(stranger, str(open_folder / "s.sock")) == "connected"
+    finally:
+        shutil.rmtree(open_folder, ignore_errors=True)
