@@ -36,7 +36,9 @@ def runs_by_job(home: Path, dagster_url: str, monkeypatch) -> dict[str, list[dic
     with dg.DagsterInstance.from_config(str(home)) as instance:
         found: dict[str, list[dict[str, str]]] = {}
         for run in instance.get_runs():
-            found.setdefault(run.job_name, []).append({**run.tags, "run_id": run.run_id, "run_config": json.dumps(run.run_config, sort_keys=True)})
+            found.setdefault(run.job_name, []).append(
+                {**run.tags, "run_id": run.run_id, "status": run.status.value, "run_config": json.dumps(run.run_config, sort_keys=True)}
+            )
         return found
 
 
@@ -92,7 +94,9 @@ def test_daemon_completes_a_job_inserted_with_plain_sql(service_env, buckets, se
     # the same materializations, found them under their run keys and launched no second one.
     [plan] = runs["plan_job"]
     renders, [combine] = runs["render_scene"], runs["combine_scenes"]
-    assert sorted(r["dagster/partition"] for r in renders) == [f"{user_id}/{job_id}/001", f"{user_id}/{job_id}/002"]
+    assert sorted(r["dagster/partition"] for r in renders) == [f"{user_id}/{job_id}/001", f"{user_id}/{job_id}/002"], (
+        json.dumps([{k: v for k, v in r.items() if k != "run_config"} for r in renders], indent=1) + "\n" + log_path.read_text()[-8000:]
+    )
     assert plan["dagster/sensor_name"] == "new_jobs" and "t2m/handed_off_by" not in plan
     assert {r["t2m/handed_off_by"] for r in renders} == {plan["run_id"]}
     assert combine["t2m/handed_off_by"] in {r["run_id"] for r in renders}

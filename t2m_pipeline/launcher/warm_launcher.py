@@ -11,6 +11,9 @@ What Dagster's DefaultRunLauncher gives, this keeps:
 - run monitoring can ask whether the worker is alive (`t2m/run_worker` tag: host and pid);
 - a code change is picked up: a server whose loaded source changed refuses new runs and a fresh one takes them.
 
+And one thing Dagster's own launch leaves to chance: the pools a run's steps claim get their limit before the worker
+starts (`ensure_pool_limits`).
+
 A run it cannot serve warm (another interpreter's code location, a run without a Python origin) goes to Dagster's
 DefaultRunLauncher, as before.
 """
@@ -41,6 +44,7 @@ from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
 from t2m_pipeline.launcher import warm_server
+from t2m_pipeline.launcher.pools import ensure_pool_limits
 from t2m_pipeline.launcher.warm_server import read_message, send_message
 
 WORKER_TAG = "t2m/run_worker"  # "<host>:<pid>" of the run's worker
@@ -177,6 +181,8 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         return origin is not None and origin.repository_origin.executable_path == sys.executable
 
     def launch_run(self, context: LaunchRunContext) -> None:
+        with self._lock:
+            ensure_pool_limits(self._instance, context.dagster_run)
         if not self.serves(context):
             self.fallback().launch_run(context)
             return

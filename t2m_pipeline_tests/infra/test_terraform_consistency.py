@@ -454,8 +454,10 @@ def test_dagster_yaml_is_a_valid_instance_config(dagster_env):
     from dagster._core.instance.config import dagster_instance_config
 
     config, _ = dagster_instance_config(str(REPO / "infra" / "dagster"))
-    assert config["run_launcher"]["module"] == "dagster_aws.ecs"
-    assert config["run_launcher"]["class"] == "EcsRunLauncher"
+    from dagster_aws.ecs import EcsRunLauncher
+
+    launcher = getattr(importlib.import_module(config["run_launcher"]["module"]), config["run_launcher"]["class"])
+    assert issubclass(launcher, EcsRunLauncher)  # one Fargate task per run
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     assert config["concurrency"]["runs"]["tag_concurrency_limits"] and config["concurrency"]["pools"]["default_limit"]
     assert config["run_monitoring"]["enabled"] is True
