@@ -7,8 +7,9 @@ endpoint (a moto server started by this script). Reported: files/s and MB/s each
 of `t2m migrate files` (0 bytes expected) is timed too.
 
 Redis: N legacy jobs (JSON strings, a tenth in the hash form) in a Redis database of our own (5..15, claimed and
-flushed), migrated by `migrate_redis` (SCAN + pipelines, COPY into a temp table, one upsert per 5,000 jobs) beside
-a row-by-row baseline (GET per key, one INSERT per user and per job, a commit per job) on a sample into a fresh
+flushed), migrated by `migrate_redis` (keys sharded by hash over one process per core, each: SCAN + pipelines, COPY
+into a temp table, one upsert per 5,000 jobs), by `migrate_redis` in one process into a fresh database, and by a
+row-by-row baseline (GET per key, one INSERT per user and per job, a commit per job) on a sample into a fresh
 database; jobs/s each.
 
 The baseline tools live in a separate venv (they pin botocore): `python3 -m venv .venv-bench &&
@@ -178,9 +179,18 @@ def bench_redis(settings, jobs: int, topic_count: int, baseline_sample: int, red
     client = redis_lib.Redis(host=url["host"], port=url["port"], db=url["db"], decode_responses=False)
     engine = make_engine(settings.database_url)
     started = time.monotonic()
-    report = migrate_redis(engine, client)
+    report = migrate_redis(engine, client)  # one shard per core (default_processes)
     ours = time.monotonic() - started
     engine.dispose()
+
+    one_url = settings.database_url.rsplit("/", 1)[0] + f"/t2m_bench_oneprocess_{uuid.uuid4().hex[:8]}"
+    upgrade(one_url)
+    one_engine = make_engine(one_url)
+    started = time.monotonic()
+    one_report = migrate_redis(one_engine, client, processes=1)
+    one_process = time.monotonic() - started
+    one_engine.dispose()
+    drop_database(one_url)
 
     base_url = settings.database_url.rsplit("/", 1)[0] + f"/t2m_bench_rowbyrow_{uuid.uuid4().hex[:8]}"
     upgrade(base_url)
@@ -214,6 +224,9 @@ def bench_redis(settings, jobs: int, topic_count: int, baseline_sample: int, red
     return {
         "jobs": jobs,
         "ours_seconds": round(ours, 2),
+        "processes": report.get("processes"),
+        "one_process_seconds": round(one_process, 2),
+        "one_process_jobs_per_s": round(one_report.get("jobs_inserted", 0) / one_process, 1),
         "ours_jobs_per_s": round(report.get("jobs_inserted", 0) / ours, 1),
         "jobs_inserted": report.get("jobs_inserted", 0),
         "baseline_jobs": done,
@@ -434,8 +447,11 @@ def render(args, files: int, size: int, redis_result: dict, file_results: dict, 
         "",
         "| method | jobs | seconds | jobs/s |",
         "|---|---|---|---|",
-        f"| `migrate_redis` (SCAN + pipelines, COPY + one upsert per 5,000, writes overlapping reads) | {redis_result['jobs_inserted']} | "
-        f"{redis_result['ours_seconds']} | {redis_result['ours_jobs_per_s']} |",
+        f"| `migrate_redis`, {redis_result['processes']} processes (keys sharded by hash; each: SCAN + pipelined reads, COPY + one "
+        f"upsert per 5,000, writes overlapping reads) | {redis_result['jobs_inserted']} | {redis_result['ours_seconds']} | "
+        f"{redis_result['ours_jobs_per_s']} |",
+        f"| `migrate_redis`, 1 process | {redis_result['jobs_inserted']} | {redis_result['one_process_seconds']} | "
+        f"{redis_result['one_process_jobs_per_s']} |",
         f"| row by row (GET per key, INSERT per user and job, commit per job; a sample) | {redis_result['baseline_jobs']} | "
         f"{redis_result['baseline_seconds']} | {redis_result['baseline_jobs_per_s']} |",
         "",

@@ -15,6 +15,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     LargeBinary,
     Sequence,
@@ -176,11 +177,24 @@ class MigrationBatch(Base):
     status: Mapped[str] = mapped_column(String(20), nullable=False, server_default=text("'running'"))
     legacy_root: Mapped[str | None] = mapped_column(Text)
     counts: Mapped[dict | None] = mapped_column(JSONB)
-    # What the batch created, for exact rollback: {"users": [...], "jobs": [...], ...} ids it inserted.
-    created_rows: Mapped[dict | None] = mapped_column(JSONB)
     started_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MigrationBatchRows(Base):
+    """What a batch created or changed, for exact rollback: one list's items (ids, row images) from one write
+    transaction of the batch, in the order written (`migration.batches.created_rows` reads them back)."""
+
+    __tablename__ = "migration_batch_rows"
+    __table_args__ = (Index("ix_migration_batch_rows_batch", "batch_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("migration_batches.id", ondelete="CASCADE"), nullable=False
+    )
+    list: Mapped[str] = mapped_column(Text, nullable=False)
+    items: Mapped[list] = mapped_column(JSONB, nullable=False)
 
 
 class MigrationQuarantine(Base):

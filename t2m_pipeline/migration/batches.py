@@ -1,12 +1,13 @@
-"""`migration_batches`: one row per migration run; `created_rows` lists what the run created or changed.
+"""`migration_batches`: one row per migration run; its `migration_batch_rows` list what the run created or changed.
 
-`created_rows` is appended to in the same transaction as the writes it describes, so even a killed run leaves an
-exact record for `rollback`. Keys: `users`, `jobs` ([id, updated_at written]), `jobs_before` (row images of jobs it
-updated), `job_queue`, `quarantine`, `legacy_records`, `legacy_records_before`, `ledger`, `ledger_before`,
-`file_metadata`, `s3_versions` ([bucket, key, version_id] it uploaded or copied), `file_metadata_before` (images of
-rows whose metadata it refreshed), `file_metadata_removed` (images of the rows, and so the S3 versions, it removed
-when a file moved to another owner, each with `replaced_by` [bucket, key, version_id] of the same bytes), and
-`ledger_removed` (images of the copy rows it deleted when a job no longer gets a copy).
+Each write transaction appends its lists' items (one chunk row per list) in that same transaction, so even a killed
+run leaves an exact record for `rollback`; `created_rows` reads them back as one dict of lists. Lists: `users`, `jobs`
+([id, updated_at written]), `jobs_before` (row images of jobs it updated), `job_queue`, `quarantine`,
+`legacy_records`, `legacy_records_before`, `ledger`, `ledger_before`, `file_metadata`, `s3_versions` ([bucket, key,
+version_id] it uploaded or copied), `file_metadata_before` (images of rows whose metadata it refreshed),
+`file_metadata_removed` (images of the rows, and so the S3 versions, it removed when a file moved to another owner,
+each with `replaced_by` [bucket, key, version_id] of the same bytes), and `ledger_removed` (images of the copy rows
+it deleted when a job no longer gets a copy).
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ def start_batch(engine: Engine, source: str, legacy_root: str | None = None) -> 
         engine,
         lambda conn: conn.execute(
             text(
-                "INSERT INTO migration_batches (source, status, legacy_root, created_rows) "
-                "VALUES (:s, 'running', :r, '{}'::jsonb) RETURNING id"
+                "INSERT INTO migration_batches (source, status, legacy_root) VALUES (:s, 'running', :r) RETURNING id"
             ),
             {"s": source, "r": legacy_root},
         ).scalar_one(),
@@ -41,18 +41,31 @@ def start_batch(engine: Engine, source: str, legacy_root: str | None = None) -> 
 
 
 def record_created(conn: Connection, batch_id: uuid.UUID, **lists: list) -> None:
-    """Append to the batch's `created_rows` lists (inside the caller's transaction)."""
+    """Append to the batch's lists (inside the caller's transaction): one chunk row per non-empty list."""
     lists = {k: v for k, v in lists.items() if v}
-    if not lists:
-        return
-    expr = "coalesce(created_rows, '{}'::jsonb)"
-    params: dict = {"id": batch_id}
-    for i, (name, items) in enumerate(lists.items()):
+    for name in lists:
         if name not in ROW_LISTS:
             raise ValueError(f"unknown created_rows list {name!r}")
-        expr = f"jsonb_set({expr}, '{{{name}}}', coalesce(created_rows->'{name}', '[]'::jsonb) || CAST(:v{i} AS jsonb))"
-        params[f"v{i}"] = json.dumps(items, default=str)
-    conn.execute(text(f"UPDATE migration_batches SET created_rows = {expr} WHERE id = :id"), params)
+    if not lists:
+        return
+    conn.execute(
+        text(
+            "INSERT INTO migration_batch_rows (batch_id, list, items) "
+            "SELECT :b, n, CAST(i AS jsonb) FROM unnest(CAST(:n AS text[]), CAST(:i AS text[])) WITH ORDINALITY AS c(n, i, o) "
+            "ORDER BY o"
+        ),
+        {"b": batch_id, "n": list(lists), "i": [json.dumps(items, default=str) for items in lists.values()]},
+    )
+
+
+def created_rows(conn: Connection, batch_id: uuid.UUID) -> dict[str, list]:
+    """Every list the batch recorded, its items in the order written."""
+    found: dict[str, list] = {}
+    for name, items in conn.execute(
+        text("SELECT list, items FROM migration_batch_rows WHERE batch_id = :b ORDER BY id"), {"b": batch_id}
+    ):
+        found.setdefault(name, []).extend(items)
+    return found
 
 
 def finish_batch(engine: Engine, batch_id: uuid.UUID, status: str, counts: dict) -> None:

@@ -5,6 +5,7 @@ The caller turns a `BadRecord` into a `migration_quarantine` row (source key, ra
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -17,7 +18,6 @@ from t2m_pipeline.db.models import JOB_TYPES, PRIORITIES
 from t2m_pipeline.vocabulary import LEGACY_JOB_STATUSES
 from t2m_pipeline.migration.legacy_paths import CLERK_ID
 
-_NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
 _ENUM_PREFIX = re.compile(r"^[A-Za-z]+\.")
 
 
@@ -122,9 +122,7 @@ def parse_time(value, field: str, required: bool = False) -> datetime | None:
         raise BadRecord(f"bad timestamp in {field}: {value!r}")
     text = value.strip()
     try:
-        if _NAIVE.match(text):
-            return datetime.fromisoformat(text.replace(" ", "T")).replace(tzinfo=timezone.utc)
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))  # the space-separated form too (Python 3.11+)
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
         return parsed.astimezone(timezone.utc)  # OverflowError at the ends of the calendar (year 1 at +14:00)
@@ -139,13 +137,18 @@ def legacy_time(value: datetime | None) -> str | None:
     return str(value.astimezone(timezone.utc).replace(tzinfo=None))
 
 
+@functools.lru_cache(maxsize=4096)  # a few spellings, repeated over every record
+def _enum_text(value: str) -> str:
+    return _ENUM_PREFIX.sub("", value.strip()).lower()
+
+
 def enum(value, field: str, allowed: tuple[str, ...], default: str | None = None) -> str:
     """`queued`, `QUEUED` and `JobStatus.QUEUED` all mean `queued`; anything else is a bad record."""
     if value in (None, "") and default is not None:
         return default
     if not isinstance(value, str):
         raise BadRecord(f"unknown {field} value {value!r}")
-    normal = _ENUM_PREFIX.sub("", value.strip()).lower()
+    normal = _enum_text(value)
     if normal not in allowed:
         raise BadRecord(f"unknown {field} value {value!r}")
     return normal

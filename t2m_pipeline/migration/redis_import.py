@@ -9,17 +9,20 @@ queued or processing in the legacy system is imported `held` (nothing runs it un
 report's `reattribute_partitions` are the migrated topic folders whose evidence this run changed: a files run of
 those partitions moves their files where the evidence now says (the cut-over schedule requests it). Users are
 only inserted, never updated. Every insert and every update (with the row's previous image) is recorded in the
-batch's `created_rows` in the same transaction, for `rollback`.
+batch's created rows in the same transaction, for `rollback`.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import operator
+import os
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, text
@@ -28,7 +31,7 @@ from sqlalchemy.engine import Connection
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.job_state import HELD
 from t2m_pipeline.db.users import NewUser, ensure_users
-from t2m_pipeline.migration.batches import finish_batch, record_created, start_batch
+from t2m_pipeline.migration.batches import created_rows, finish_batch, record_created, start_batch
 from t2m_pipeline.migration.attribution import combined_video_folder
 from t2m_pipeline.migration.discovery import topic_partition
 from t2m_pipeline.migration.legacy_paths import ledger_path, path_text, slugify
@@ -139,12 +142,16 @@ def _ensure_users(conn: Connection, clerks: set[str], batch_id: uuid.UUID) -> in
     return len(users.created)
 
 
-def _copy_value(column: str, value):
-    if value is None:
-        return None
-    if column in _JSON_COLUMNS:
-        return json.dumps(value, default=str)
-    return value
+_ROW_VALUES = operator.attrgetter(*JOB_COLUMNS)
+_JSON_AT = [i for i, c in enumerate(JOB_COLUMNS) if c in _JSON_COLUMNS]
+
+
+def _copy_row(job: JobRow) -> list:
+    row = list(_ROW_VALUES(job))
+    for i in _JSON_AT:
+        if row[i] is not None:
+            row[i] = json.dumps(row[i], default=str)
+    return row
 
 
 def _upsert_jobs(conn: Connection, jobs: list[JobRow], batch_id: uuid.UUID, counts: Counter) -> None:
@@ -155,13 +162,15 @@ def _upsert_jobs(conn: Connection, jobs: list[JobRow], batch_id: uuid.UUID, coun
         cur.execute(_TEMP_TABLE)
         with cur.copy(f"COPY _legacy_jobs ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:
             for job in jobs:
-                copy.write_row([_copy_value(c, getattr(job, c)) for c in JOB_COLUMNS])
-    before = conn.execute(
-        text("SELECT to_jsonb(j) FROM jobs j JOIN _legacy_jobs t ON t.id = j.id WHERE j.updated_at < t.updated_at")
-    ).scalars().all()
-    counts["jobs_kept_newer"] += conn.execute(
-        text("SELECT count(*) FROM jobs j JOIN _legacy_jobs t ON t.id = j.id WHERE j.updated_at > t.updated_at")
-    ).scalar_one()
+                copy.write_row(_copy_row(job))
+        cur.execute("ANALYZE _legacy_jobs")  # a temporary table has no statistics: the joins below then probe `jobs` by key
+    # the rows the upsert will change (their images, for rollback) and those it must keep (newer here), in one pass
+    differing = conn.execute(
+        text("SELECT to_jsonb(j), j.updated_at > t.updated_at FROM jobs j JOIN _legacy_jobs t ON t.id = j.id "
+             "WHERE j.updated_at <> t.updated_at")
+    ).all()
+    before = [image for image, newer in differing if not newer]
+    counts["jobs_kept_newer"] += len(differing) - len(before)
     written = conn.execute(text(_UPSERT_JOBS)).all()
     inserted = sum(1 for r in written if r.inserted)
     counts["jobs_inserted"] += inserted
@@ -228,12 +237,12 @@ def _quarantine(conn: Connection, items: dict[tuple[str, str], bytes | None], ba
     record_created(conn, batch_id, quarantine=[str(i) for i in created])
 
 
-def _flush(engine: Engine, buf: _Buffers, batch_id: uuid.UUID) -> Counter:
-    """One transaction for one buffer: users, jobs, records, quarantine."""
+def _flush(engine: Engine, buf: _Buffers, batch_id: uuid.UUID, new_clerks: set[str]) -> Counter:
+    """One transaction for one buffer: users (those no earlier buffer of this run had), jobs, records, quarantine."""
 
     def work(conn: Connection) -> Counter:
         local: Counter = Counter()
-        local["users_inserted"] += _ensure_users(conn, buf.clerks, batch_id)
+        local["users_inserted"] += _ensure_users(conn, new_clerks, batch_id)
         _upsert_jobs(conn, list(buf.jobs.values()), batch_id, local)
         _upsert_records(conn, buf.records, batch_id, local)
         _quarantine(conn, buf.quarantine, batch_id, local)
@@ -305,7 +314,9 @@ def _migrate_queue(engine: Engine, queue: list[bytes], batch_id: uuid.UUID, coun
 def reattribution_partitions(conn: Connection, batch_id: uuid.UUID) -> list[str]:
     """Topic partitions already migrated whose evidence this batch changed (a job or a `videos:job_*` record of theirs
     written): their files go where the evidence now says on the next files run of those partitions."""
-    rows = conn.execute(text("SELECT created_rows FROM migration_batches WHERE id = :b"), {"b": batch_id}).scalar_one() or {}
+    if not conn.execute(text("SELECT EXISTS (SELECT 1 FROM migration_ledger)")).scalar_one():
+        return []  # no topic folder migrated yet (Redis first, as the cut-over runs it): nothing to move
+    rows = created_rows(conn, batch_id)
     job_ids: set[uuid.UUID] = {uuid.UUID(job_id) for job_id, _ in rows.get("jobs", [])}
     folders: set[str] = set()
     for image in rows.get("jobs_before", []):  # a job whose topic changed leaves its old folder too
@@ -338,27 +349,32 @@ def reattribution_partitions(conn: Connection, batch_id: uuid.UUID) -> list[str]
     ).scalars().all()
 
 
-def migrate_redis(
-    engine: Engine,
-    client,
-    *,
-    flush_every: int = 5000,
-    progress: Callable[[int], None] | None = None,
-) -> dict:
-    """Migrate every durable key; returns the report (also stored in the batch's `counts`).
+@dataclass
+class _ShardResult:
+    counts: Counter
+    scan: ScanCounts
+    queue: list[bytes]
 
-    `client` is a redis-py client with `decode_responses=False`.
-    """
-    started = time.monotonic()
-    batch_id = start_batch(engine, "redis")
-    scan = ScanCounts()
-    counts: Counter = Counter()
-    buf = _Buffers()
-    queue: list[bytes] = []
+
+def _migrate_shard(
+    engine: Engine, client, batch_id: uuid.UUID, shard: int, shards: int, flush_every: int,
+    progress: Callable[[int], None] | None = None, stop=None,
+) -> _ShardResult:
+    """The shard's durable keys into PostgreSQL, buffer by buffer; `stop` (an Event) set ends it between pages."""
+    scan, counts, buf, queue = ScanCounts(), Counter(), _Buffers(), []
     writer = ThreadPoolExecutor(1, thread_name_prefix="redis-import-writer")  # writes overlap the next page's reads
     pending: Future | None = None
+    ensured: set[str] = set()  # users an earlier buffer ensured (buffers commit in order: the next waits for this one)
+
+    def submit(buf: _Buffers) -> Future:
+        new_clerks = buf.clerks - ensured
+        ensured.update(new_clerks)
+        return writer.submit(_flush, engine, buf, batch_id, new_clerks)
+
     try:
-        for page in scan_durable(client, scan):
+        for page in scan_durable(client, scan, shard=shard, shards=shards):
+            if stop is not None and stop.is_set():
+                raise RuntimeError(f"Redis shard {shard} stopped: another shard of the batch failed")
             for raw in page:
                 try:
                     _absorb(raw, buf, queue)
@@ -369,21 +385,104 @@ def migrate_redis(
             if len(buf) >= flush_every:
                 if pending is not None:
                     counts.update(pending.result())  # one write in flight: bounded memory, errors surface here
-                pending, buf = writer.submit(_flush, engine, buf, batch_id), _Buffers()
+                pending, buf = submit(buf), _Buffers()
             if progress:
-                progress(scan.keys_seen)
+                progress(scan.scanned)
         if pending is not None:
             counts.update(pending.result())
             pending = None
-        counts.update(_flush(engine, buf, batch_id))
-        missing = _migrate_queue(engine, queue, batch_id, counts)
-        reattribute = in_transaction(engine, lambda conn: reattribution_partitions(conn, batch_id))
-    except BaseException:
+        counts.update(submit(buf).result())
+    finally:
         if pending is not None:
             pending.cancel()
         writer.shutdown(wait=True)
+    return _ShardResult(counts, scan, queue)
+
+
+_STOP = None  # in a helper process: the batch's stop event
+
+
+def _helper_init(stop) -> None:
+    global _STOP
+    _STOP = stop
+
+
+def _shard_in_helper(url: str, redis_pool: tuple, batch_id: uuid.UUID, shard: int, shards: int, flush_every: int) -> _ShardResult:
+    """A shard in a helper process: its own engine and Redis client (nothing crosses a process but their settings)."""
+    import redis
+
+    from t2m_pipeline.db.engine import make_engine
+
+    connection_class, kwargs = redis_pool
+    engine = make_engine(url)
+    client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=connection_class, **kwargs))
+    try:
+        return _migrate_shard(engine, client, batch_id, shard, shards, flush_every, stop=_STOP)
+    finally:
+        client.close()
+        engine.dispose()
+
+
+def _plain(kwargs: dict) -> dict:
+    """The client's connection settings that are settings (address, database, credentials, timeouts, TLS): not the
+    pool's live helpers, which hold locks and cannot cross a process."""
+    return {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, type(None))) and not k.startswith("orig_")}
+
+
+def default_processes() -> int:
+    """Shards at once: one per core, up to 4 (parsing and validating records is CPU-bound Python, one core each)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def migrate_redis(
+    engine: Engine,
+    client,
+    *,
+    flush_every: int = 5000,
+    progress: Callable[[int], None] | None = None,
+    processes: int | None = None,
+) -> dict:
+    """Migrate every durable key; returns the report (also stored in the batch's `counts`).
+
+    `client` is a redis-py client with `decode_responses=False`. The keys are split into `processes` shards by a hash
+    of the key: this process migrates one, helper processes (spawned, each with its own connections) the others, all
+    under one batch. Shards share no key; users they both meet are inserted once (`ON CONFLICT`, in one order).
+    The queue and the reattributions follow once every shard is in.
+    """
+    started = time.monotonic()
+    batch_id = start_batch(engine, "redis")
+    shards = processes or default_processes()
+    counts: Counter = Counter()
+    helpers, stop, futures = None, None, []
+    if shards > 1:
+        context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads and sockets
+        stop = context.Event()
+        helpers = ProcessPoolExecutor(shards - 1, mp_context=context, initializer=_helper_init, initargs=(stop,))
+        url = engine.url.render_as_string(hide_password=False)
+        pool = (client.connection_pool.connection_class, _plain(client.connection_pool.connection_kwargs))
+        futures = [helpers.submit(_shard_in_helper, url, pool, batch_id, shard, shards, flush_every) for shard in range(1, shards)]
+    try:
+        results = [_migrate_shard(engine, client, batch_id, 0, shards, flush_every, progress)]
+        results += [future.result() for future in futures]
+        scan = ScanCounts(scanned=results[0].scan.scanned)
+        queue: list[bytes] = []
+        for result in results:
+            counts.update(result.counts)
+            scan.keys_seen += result.scan.keys_seen
+            scan.durable.update(result.scan.durable)
+            scan.cache.update(result.scan.cache)
+            scan.other += result.scan.other
+            queue += result.queue
+        missing = _migrate_queue(engine, queue, batch_id, counts)
+        reattribute = in_transaction(engine, lambda conn: reattribution_partitions(conn, batch_id))
+    except BaseException:
+        if stop is not None:
+            stop.set()
         finish_batch(engine, batch_id, "failed", dict(counts))
         raise
+    finally:
+        if helpers is not None:
+            helpers.shutdown(wait=True, cancel_futures=True)
     report = {
         "batch_id": str(batch_id),
         "keys_scanned": scan.keys_seen,
@@ -393,9 +492,9 @@ def migrate_redis(
         "queue_missing_job_ids": missing,
         "reattribute_partitions": reattribute,
         "quarantined": sum(v for k, v in counts.items() if k.startswith("quarantined_")),
+        "processes": shards,
         "seconds": round(time.monotonic() - started, 3),
         **dict(counts),
     }
-    writer.shutdown(wait=True)
     finish_batch(engine, batch_id, "succeeded", report)
     return report

@@ -1,4 +1,4 @@
-"""Reading the legacy Redis: SCAN (never KEYS), then pipelined TYPE and value reads per page of keys.
+"""Reading the legacy Redis: SCAN (never KEYS), then pipelined value reads per page of keys.
 
 Durable keys come back as `RawKey`s; cache and counter keys are only counted. Values stay bytes here: decoding (and
 quarantining what does not decode) is the caller's job.
@@ -6,6 +6,7 @@ quarantining what does not decode) is the caller's job.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,7 +47,8 @@ class RawKey:
 
 @dataclass
 class ScanCounts:
-    keys_seen: int = 0
+    scanned: int = 0  # every key the SCAN returned, this shard's or not: the progress through the keyspace
+    keys_seen: int = 0  # this shard's keys
     durable: Counter = field(default_factory=Counter)
     cache: Counter = field(default_factory=Counter)
     other: int = 0
@@ -76,11 +78,58 @@ _READERS = {
 }
 
 
-def scan_durable(client, counts: ScanCounts, page: int = 1000) -> Iterator[list[RawKey]]:
-    """Pages of durable keys with their values; `client` must not decode responses (values stay bytes)."""
+def _present(redis_type: str, value: object) -> object:
+    """The value read, or None for an error or a key gone since the scan (GET answers None; Redis holds no empty
+    set, hash or list, so an empty answer is a key that is gone)."""
+    if isinstance(value, Exception):
+        return None
+    return value if (value is not None if redis_type == "string" else bool(value)) else None
+
+
+def _read(client, durable: list[tuple[bytes, str, tuple[str, ...]]]) -> list[RawKey]:
+    """Each key read as the type its prefix expects (one command a key, pipelined); a key of another type answers
+    WRONGTYPE, and only those are asked their TYPE and read again as what they are."""
+    pipe = client.pipeline(transaction=False)
+    for key, _, expected in durable:
+        _READERS[expected[0]](pipe, key)
+    values = pipe.execute(raise_on_error=False)
+    out: list[RawKey | None] = []
+    retry = []
+    for (key, kind, expected), value in zip(durable, values):
+        if isinstance(value, Exception) and "WRONGTYPE" in str(value):
+            retry.append((len(out), key, kind, expected))
+            out.append(None)
+        else:
+            out.append(RawKey(key, kind, expected[0], expected, _present(expected[0], value)))
+    if retry:
+        pipe = client.pipeline(transaction=False)
+        for _, key, _, _ in retry:
+            pipe.type(key)
+        types = [t.decode() if isinstance(t, bytes) else str(t) for t in pipe.execute()]
+        pipe = client.pipeline(transaction=False)
+        readable = []
+        for (at, key, kind, expected), redis_type in zip(retry, types):
+            if redis_type in _READERS:
+                _READERS[redis_type](pipe, key)
+                readable.append((at, key, kind, expected, redis_type))
+        for (at, key, kind, expected, redis_type), value in zip(readable, pipe.execute(raise_on_error=False)):
+            out[at] = RawKey(key, kind, redis_type, expected, _present(redis_type, value))
+    return [raw for raw in out if raw is not None]
+
+
+def in_shard(key: bytes, shard: int, shards: int) -> bool:
+    """Whether `key` is shard `shard`'s of `shards`: a stable hash of the key, so shards never share a key."""
+    return shards == 1 or zlib.crc32(key) % shards == shard
+
+
+def scan_durable(client, counts: ScanCounts, page: int = 1000, shard: int = 0, shards: int = 1) -> Iterator[list[RawKey]]:
+    """Pages of the shard's durable keys with their values (every key is one shard's: SCAN runs over the whole
+    keyspace in each); `client` must not decode responses (values stay bytes)."""
     cursor = 0
     while True:
         cursor, keys = client.scan(cursor=cursor, count=page)
+        counts.scanned += len(keys)
+        keys = [key for key in keys if in_shard(key, shard, shards)]
         counts.keys_seen += len(keys)
         durable: list[tuple[bytes, str, tuple[str, ...]]] = []
         for key in keys:
@@ -93,21 +142,7 @@ def scan_durable(client, counts: ScanCounts, page: int = 1000) -> Iterator[list[
             else:
                 counts.other += 1
         if durable:
-            pipe = client.pipeline(transaction=False)
-            for key, _, _ in durable:
-                pipe.type(key)
-            types = [t.decode() if isinstance(t, bytes) else str(t) for t in pipe.execute()]
-            pipe = client.pipeline(transaction=False)
-            readable = []
-            for (key, kind, expected), redis_type in zip(durable, types):
-                if redis_type in _READERS:
-                    _READERS[redis_type](pipe, key)
-                    readable.append((key, kind, expected, redis_type))
-            values = pipe.execute(raise_on_error=False)
-            page_out = [
-                RawKey(key, kind, redis_type, expected, None if isinstance(value, Exception) else value)
-                for (key, kind, expected, redis_type), value in zip(readable, values)
-            ]
+            page_out = _read(client, durable)
             if page_out:
                 yield page_out
         if cursor == 0:

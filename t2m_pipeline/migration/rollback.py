@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.models import Base
+from t2m_pipeline.migration.batches import created_rows
 from t2m_pipeline.migration.files_import import INTENT
 from t2m_pipeline.storage.errors import ObjectNotFoundError
 from t2m_pipeline.storage.versions import version_ids_by_key
@@ -188,13 +189,13 @@ def rollback_batch(settings: Settings, engine: Engine, batch_id: uuid.UUID | str
         raise RollbackError(f"batch id {batch_id!r} is not a UUID") from None
     with engine.connect() as conn:
         batch = conn.execute(
-            text("SELECT source, status, rolled_back_at, created_rows FROM migration_batches WHERE id = :b"), {"b": batch_id}
+            text("SELECT source, status, rolled_back_at FROM migration_batches WHERE id = :b"), {"b": batch_id}
         ).one_or_none()
         if batch is None:
             raise RollbackError(f"no migration batch {batch_id}")
         if batch.rolled_back_at is not None:
             raise RollbackError(f"batch {batch_id} was already rolled back at {batch.rolled_back_at.isoformat()}")
-        rows = batch.created_rows or {}
+        rows = created_rows(conn, batch_id)
         _check_untouched(conn, batch_id, rows)
 
     storage = S3Storage(settings, None)

@@ -97,3 +97,30 @@ def test_migrated_rows_take_the_one_file_type_vocabulary_and_uploads_keep_theirs
         back = dict(conn.execute(text("SELECT s3_key, file_type FROM file_metadata")).all())
     assert [back[f"k{i}"] for i in range(len(old))] == [row[0] for row in old]
     engine.dispose()
+
+
+def test_a_batch_recorded_before_0009_keeps_its_created_rows_for_rollback_and_back(scratch_url):
+    from t2m_pipeline.migration.batches import created_rows, record_created
+
+    migrate.upgrade(scratch_url, "0008_ledger_file_stat")
+    engine = create_engine(scratch_url)
+    recorded = {"users": [str(uuid.uuid4())], "jobs": [[str(uuid.uuid4()), "2024-01-01T00:00:00+00:00"]], "s3_versions": [["b", "k", "v1"]]}
+    with engine.begin() as conn:
+        batch = conn.execute(
+            text("INSERT INTO migration_batches (source, created_rows) VALUES ('redis', CAST(:c AS jsonb)) RETURNING id"),
+            {"c": json.dumps(recorded)},
+        ).scalar_one()
+    engine.dispose()
+    migrate.upgrade(scratch_url)
+    engine = make_engine(scratch_url)
+    with engine.begin() as conn:
+        assert created_rows(conn, batch) == recorded
+        record_created(conn, batch, jobs=[["j2", "t2"]], s3_versions=[["b", "k", "v2"]])  # appended after the old ones
+        after = created_rows(conn, batch)
+    assert after == {**recorded, "jobs": [*recorded["jobs"], ["j2", "t2"]], "s3_versions": [["b", "k", "v1"], ["b", "k", "v2"]]}
+    engine.dispose()
+    migrate.downgrade(scratch_url, "0008_ledger_file_stat")
+    engine = create_engine(scratch_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT created_rows FROM migration_batches WHERE id = :b"), {"b": batch}).scalar_one() == after
+    engine.dispose()

@@ -58,6 +58,7 @@ from t2m_pipeline.db.migrate import upgrade
 from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs, scene_runs
 from t2m_pipeline.defs.scenes.partitions import COMBINED_VIDEO, RENDERED_VIDEO, SCENE_CODE, SCENE_OUTLINE, THUMBNAIL
 from t2m_pipeline.defs.scenes.resources import pipeline_resources_for
+from t2m_pipeline.migration.batches import created_rows
 from t2m_pipeline.storage.s3 import make_s3_client
 from t2m_pipeline_tests.defs.scenes.support import (
     apply_partition_requests,
@@ -354,12 +355,13 @@ def run_restart_during_runs(
     first_migration_freeze = _Freeze(locks, "migration", "LOCK TABLE migration_quarantine IN ACCESS EXCLUSIVE MODE")
 
     def migration_progress() -> tuple:
-        """Every write transaction of the migration appends to its batch's `created_rows` or finishes the batch
+        """Every write transaction of the migration appends to its batch's created rows or finishes the batch
         (read from `migration_batches`, which the scenario never locks: the ledger may be locked right now)."""
         try:
             with monitor.connect() as conn:
                 return tuple(conn.execute(
-                    text("SELECT status, length(created_rows::text) FROM migration_batches ORDER BY started_at, id")
+                    text("SELECT b.status, (SELECT count(*) FROM migration_batch_rows r WHERE r.batch_id = b.id) "
+                         "FROM migration_batches b ORDER BY b.started_at, b.id")
                 ).all())
         except SQLAlchemyError:
             return ()
@@ -499,7 +501,10 @@ def _check(report: RunsRestartReport, settings: Settings, engine, world: World, 
         version_dupes = conn.execute(
             text("SELECT count(*) - count(DISTINCT (s3_bucket, s3_key, version_id)) FROM file_metadata")
         ).scalar_one()
-        batches = conn.execute(text("SELECT source, status, created_rows FROM migration_batches ORDER BY started_at")).all()
+        batches = [
+            (b.source, b.status, created_rows(conn, b.id))
+            for b in conn.execute(text("SELECT id, source, status FROM migration_batches ORDER BY started_at")).all()
+        ]
         # -- the pipeline job: its row, its queue row, its objects
         job = conn.execute(
             text("SELECT status, progress_percentage, current_stage, error_info, metrics, started_at, completed_at "
@@ -525,7 +530,7 @@ def _check(report: RunsRestartReport, settings: Settings, engine, world: World, 
     if version_dupes:
         problems.append(f"{version_dupes} duplicate file_metadata rows for one S3 version")
     for source, runs in report.migration_exit_codes.items():
-        statuses = [b.status for b in batches if b.source == source]
+        statuses = [status for batch_source, status, _ in batches if batch_source == source]
         if report.migration_reports.get(source) and statuses != ["failed"] * (len(runs) - 1) + ["succeeded"]:
             problems.append(f"{source} batches ended {statuses} after {len(runs)} run(s)")
     for source, _, created in batches:

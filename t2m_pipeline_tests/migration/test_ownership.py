@@ -13,6 +13,7 @@ import redis
 from sqlalchemy import text
 
 from t2m_pipeline.cli import main
+from t2m_pipeline.migration.batches import created_rows
 from t2m_pipeline.migration.files_import import migrate_files, migrated_scenes
 from t2m_pipeline.migration.legacy_paths import COPY_MARK
 from t2m_pipeline.migration.redis_import import migrate_redis
@@ -304,7 +305,7 @@ def test_a_rollback_interrupted_after_its_copies_takes_them_again_by_their_write
 
     client, storage = make_s3_client(settings), S3Storage(settings, None)
     with engine.connect() as conn:
-        created = conn.execute(text("SELECT created_rows FROM migration_batches WHERE id = :b"), {"b": batch_id}).scalar_one()
+        created = created_rows(conn, batch_id)
     removed = list({img["id"]: img for img in created["file_metadata_removed"]}.values())
     assert len(removed) == len(world.files) - 1
     copies = {}

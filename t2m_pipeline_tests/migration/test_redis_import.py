@@ -9,6 +9,8 @@ import pytest
 import redis
 from sqlalchemy import text
 
+from t2m_pipeline.migration import redis_import
+from t2m_pipeline.migration.batches import created_rows
 from t2m_pipeline.migration.redis_import import migrate_redis
 from t2m_pipeline.migration.rollback import RollbackError, rollback_batch
 
@@ -152,3 +154,48 @@ def test_jobs_per_second_path_uses_batches_not_rows(world, migration_db):
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM jobs WHERE id = ANY(:i)"), {"i": ids}).scalar_one() == 600
     assert report["jobs_inserted"] == 607
+
+
+def migrated(engine) -> dict:
+    """What a migration left, by content (ids of users differ between runs)."""
+    with engine.connect() as conn:
+        return {
+            "jobs": sorted(map(tuple, conn.execute(text(
+                "SELECT j.id::text, u.clerk_user_id, j.status, j.updated_at::text, j.configuration::text FROM jobs j "
+                "JOIN users u ON u.id = j.user_id")).all())),
+            "queue": conn.execute(text("SELECT job_id::text, queue_position FROM job_queue ORDER BY queue_position")).all(),
+            "quarantine": sorted(map(tuple, conn.execute(text("SELECT source_key, reason FROM migration_quarantine")).all())),
+            "records": sorted(map(tuple, conn.execute(text("SELECT source_key, payload::text FROM migration_legacy_records")).all())),
+            "users": sorted(conn.execute(text("SELECT clerk_user_id FROM users")).scalars().all()),
+        }
+
+
+def test_shards_in_helper_processes_migrate_what_one_process_does(world, migration_db):
+    settings, engine = migration_db
+    r = client(world.redis_url)
+    alone = migrate_redis(engine, r, processes=1, flush_every=3)
+    one = migrated(engine)
+    rollback_batch(settings, engine, alone["batch_id"])
+    sharded = migrate_redis(engine, r, processes=3, flush_every=3)  # two helper processes, each with its own keys
+    assert migrated(engine) == one and one["jobs"]
+    skip = {"batch_id", "seconds", "processes"}
+    assert {k: v for k, v in sharded.items() if k not in skip} == {k: v for k, v in alone.items() if k not in skip}
+    assert (alone["processes"], sharded["processes"]) == (1, 3)
+    with engine.connect() as conn:  # each job recorded once for rollback, by whichever shard wrote it
+        recorded = [row[0] for row in created_rows(conn, uuid.UUID(sharded["batch_id"]))["jobs"]]
+    assert sorted(recorded) == sorted({job_id for job_id, *_ in one["jobs"]})
+    rollback_batch(settings, engine, sharded["batch_id"])
+    assert migrated(engine) == {"jobs": [], "queue": [], "quarantine": [], "records": [], "users": []}
+
+
+def test_a_shard_that_fails_fails_the_batch_and_stops_the_others(world, migration_db, monkeypatch):
+    settings, engine = migration_db
+
+    def broken(raw, buf, queue):
+        raise RuntimeError("this shard broke")
+
+    monkeypatch.setattr(redis_import, "_absorb", broken)  # this process's shard only: the helpers run the real code
+    with pytest.raises(RuntimeError, match="this shard broke"):
+        migrate_redis(engine, client(world.redis_url), processes=2)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM migration_batches")).scalars().all() == ["failed"]
