@@ -478,11 +478,12 @@ def migrate_redis(
     except BaseException:
         if stop is not None:
             stop.set()
+        if helpers is not None:  # the batch is marked failed once nothing writes to it any more
+            helpers.shutdown(wait=True, cancel_futures=True)
         finish_batch(engine, batch_id, "failed", dict(counts))
         raise
-    finally:
-        if helpers is not None:
-            helpers.shutdown(wait=True, cancel_futures=True)
+    if helpers is not None:
+        helpers.shutdown(wait=True)
     report = {
         "batch_id": str(batch_id),
         "keys_scanned": scan.keys_seen,
