@@ -9,7 +9,7 @@ import threading
 from dagster._core.launcher import LaunchRunContext
 from dagster_aws.ecs import EcsRunLauncher
 
-from t2m_pipeline.launcher.pools import ensure_pool_limits
+from t2m_pipeline.launcher.pools import ensure_pool_limits_or_report
 
 
 class PoolSafeEcsRunLauncher(EcsRunLauncher):
@@ -17,5 +17,5 @@ class PoolSafeEcsRunLauncher(EcsRunLauncher):
 
     def launch_run(self, context: LaunchRunContext) -> None:
         with self._pools_lock:
-            ensure_pool_limits(self._instance, context.dagster_run)
+            ensure_pool_limits_or_report(self._instance, context.dagster_run, self.__class__)
         super().launch_run(context)

@@ -5,6 +5,15 @@ from __future__ import annotations
 from dagster._core.storage.event_log.schema import ConcurrencyLimitsTable
 
 
+def ensure_pool_limits_or_report(instance, run, launcher_class) -> None:
+    """`ensure_pool_limits`, never failing the launch: on an error the run's event log says so, and its worker sets
+    the limits itself as Dagster does (the race then possible again, for this run only)."""
+    try:
+        ensure_pool_limits(instance, run)
+    except Exception as exc:  # noqa: BLE001 - reported on the run
+        instance.report_engine_event(f"could not set the run's pool limits before its start: {type(exc).__name__}: {exc}", run, cls=launcher_class)
+
+
 def ensure_pool_limits(instance, run) -> list[str]:
     """Give each pool the run's steps claim its default limit (dagster.yaml `concurrency.pools.default_limit`) if it
     has none, or an outdated default; the pools set.
@@ -27,7 +36,9 @@ def ensure_pool_limits(instance, run) -> list[str]:
         if known is None:
             try:
                 storage.initialize_concurrency_limit_to_default(pool)  # the INSERT of a missing pool: it works
-            except Exception:  # noqa: BLE001 - another process set it meanwhile: what this wanted
+            except Exception:
+                if pool not in {limit.name for limit in storage.get_pool_limits()}:
+                    raise  # not the race this is for (another process set it meanwhile): a real error
                 continue
         elif known.from_default and known.limit != default:
             storage.set_concurrency_slots(pool, default)  # Dagster's own update path is the one that fails

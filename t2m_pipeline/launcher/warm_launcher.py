@@ -44,7 +44,7 @@ from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
 from t2m_pipeline.launcher import warm_server
-from t2m_pipeline.launcher.pools import ensure_pool_limits
+from t2m_pipeline.launcher.pools import ensure_pool_limits_or_report
 from t2m_pipeline.launcher.warm_server import read_message, send_message
 
 WORKER_TAG = "t2m/run_worker"  # "<host>:<pid>" of the run's worker
@@ -182,7 +182,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
 
     def launch_run(self, context: LaunchRunContext) -> None:
         with self._lock:
-            ensure_pool_limits(self._instance, context.dagster_run)
+            ensure_pool_limits_or_report(self._instance, context.dagster_run, self.__class__)
         if not self.serves(context):
             self.fallback().launch_run(context)
             return

@@ -358,10 +358,13 @@ class _ShardResult:
 
 def _migrate_shard(
     engine: Engine, client, batch_id: uuid.UUID, shard: int, shards: int, flush_every: int,
-    progress: Callable[[int], None] | None = None, stop=None,
+    progress: Callable[[int], None] | None = None, stopped: Callable[[], bool] = lambda: False,
+    counts: Counter | None = None,
 ) -> _ShardResult:
-    """The shard's durable keys into PostgreSQL, buffer by buffer; `stop` (an Event) set ends it between pages."""
-    scan, counts, buf, queue = ScanCounts(), Counter(), _Buffers(), []
+    """The shard's durable keys into PostgreSQL, buffer by buffer, counted into `counts` as they are written;
+    `stopped()` true ends it between pages."""
+    scan, buf, queue = ScanCounts(), _Buffers(), []
+    counts = Counter() if counts is None else counts
     writer = ThreadPoolExecutor(1, thread_name_prefix="redis-import-writer")  # writes overlap the next page's reads
     pending: Future | None = None
     ensured: set[str] = set()  # users an earlier buffer ensured (buffers commit in order: the next waits for this one)
@@ -373,8 +376,8 @@ def _migrate_shard(
 
     try:
         for page in scan_durable(client, scan, shard=shard, shards=shards):
-            if stop is not None and stop.is_set():
-                raise RuntimeError(f"Redis shard {shard} stopped: another shard of the batch failed")
+            if stopped():
+                raise RuntimeError(f"Redis shard {shard} stopped: another shard of the batch failed, or its process ended")
             for raw in page:
                 try:
                     _absorb(raw, buf, queue)
@@ -416,8 +419,12 @@ def _shard_in_helper(url: str, redis_pool: tuple, batch_id: uuid.UUID, shard: in
     connection_class, kwargs = redis_pool
     engine = make_engine(url)
     client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=connection_class, **kwargs))
+    parent = multiprocessing.parent_process()  # a helper whose parent died (killed) stops: nobody would finish its batch
     try:
-        return _migrate_shard(engine, client, batch_id, shard, shards, flush_every, stop=_STOP)
+        return _migrate_shard(
+            engine, client, batch_id, shard, shards, flush_every,
+            stopped=lambda: _STOP.is_set() or (parent is not None and not parent.is_alive()),
+        )
     finally:
         client.close()
         engine.dispose()
@@ -430,8 +437,9 @@ def _plain(kwargs: dict) -> dict:
 
 
 def default_processes() -> int:
-    """Shards at once: one per core, up to 4 (parsing and validating records is CPU-bound Python, one core each)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Shards at once: one per core this process may use, up to 4 (parsing and validating records is CPU-bound
+    Python, one core each)."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def migrate_redis(
@@ -452,22 +460,28 @@ def migrate_redis(
     started = time.monotonic()
     batch_id = start_batch(engine, "redis")
     shards = processes or default_processes()
-    counts: Counter = Counter()
+    counts: Counter = Counter()  # this process's shard counts into it as it writes: a failed batch keeps them
     helpers, stop, futures = None, None, []
-    if shards > 1:
-        context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads and sockets
-        stop = context.Event()
-        helpers = ProcessPoolExecutor(shards - 1, mp_context=context, initializer=_helper_init, initargs=(stop,))
-        url = engine.url.render_as_string(hide_password=False)
-        pool = (client.connection_pool.connection_class, _plain(client.connection_pool.connection_kwargs))
-        futures = [helpers.submit(_shard_in_helper, url, pool, batch_id, shard, shards, flush_every) for shard in range(1, shards)]
     try:
-        results = [_migrate_shard(engine, client, batch_id, 0, shards, flush_every, progress)]
-        results += [future.result() for future in futures]
-        scan = ScanCounts(scanned=results[0].scan.scanned)
+        if shards > 1:
+            context = multiprocessing.get_context("spawn")  # never fork a process that may hold threads and sockets
+            stop = context.Event()
+            helpers = ProcessPoolExecutor(shards - 1, mp_context=context, initializer=_helper_init, initargs=(stop,))
+            url = engine.url.render_as_string(hide_password=False)
+            pool = (client.connection_pool.connection_class, _plain(client.connection_pool.connection_kwargs))
+            futures = [helpers.submit(_shard_in_helper, url, pool, batch_id, shard, shards, flush_every) for shard in range(1, shards)]
+            for future in futures:  # a helper that fails stops the others, and this process's shard, at their next page
+                future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or stop.set())
+        own = _migrate_shard(
+            engine, client, batch_id, 0, shards, flush_every, progress,
+            stopped=lambda: stop is not None and stop.is_set(), counts=counts,
+        )
+        results = [future.result() for future in futures]
+        scan = ScanCounts(scanned=own.scan.scanned)
         queue: list[bytes] = []
-        for result in results:
-            counts.update(result.counts)
+        for result in [own, *results]:
+            if result is not own:
+                counts.update(result.counts)
             scan.keys_seen += result.scan.keys_seen
             scan.durable.update(result.scan.durable)
             scan.cache.update(result.scan.cache)

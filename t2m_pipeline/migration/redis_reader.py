@@ -6,6 +6,7 @@ quarantining what does not decode) is the caller's job.
 
 from __future__ import annotations
 
+import uuid
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -78,17 +79,10 @@ _READERS = {
 }
 
 
-def _present(redis_type: str, value: object) -> object:
-    """The value read, or None for an error or a key gone since the scan (GET answers None; Redis holds no empty
-    set, hash or list, so an empty answer is a key that is gone)."""
-    if isinstance(value, Exception):
-        return None
-    return value if (value is not None if redis_type == "string" else bool(value)) else None
-
-
 def _read(client, durable: list[tuple[bytes, str, tuple[str, ...]]]) -> list[RawKey]:
-    """Each key read as the type its prefix expects (one command a key, pipelined); a key of another type answers
-    WRONGTYPE, and only those are asked their TYPE and read again as what they are."""
+    """Each key read as the type its prefix expects (one command a key, pipelined). Only the keys whose answer was
+    not that (WRONGTYPE, or nothing: gone since the scan, or another type's empty answer) are asked their TYPE and
+    read again as what they are; a key whose TYPE is `none` is gone and left out, as a key never scanned would be."""
     pipe = client.pipeline(transaction=False)
     for key, _, expected in durable:
         _READERS[expected[0]](pipe, key)
@@ -96,11 +90,13 @@ def _read(client, durable: list[tuple[bytes, str, tuple[str, ...]]]) -> list[Raw
     out: list[RawKey | None] = []
     retry = []
     for (key, kind, expected), value in zip(durable, values):
-        if isinstance(value, Exception) and "WRONGTYPE" in str(value):
+        wrong_type = isinstance(value, Exception) and "WRONGTYPE" in str(value)
+        nothing = not isinstance(value, Exception) and (value is None if expected[0] == "string" else not value)
+        if wrong_type or nothing:  # Redis holds no empty set, hash or list: an empty answer is a key that is gone
             retry.append((len(out), key, kind, expected))
             out.append(None)
         else:
-            out.append(RawKey(key, kind, expected[0], expected, _present(expected[0], value)))
+            out.append(RawKey(key, kind, expected[0], expected, None if isinstance(value, Exception) else value))
     if retry:
         pipe = client.pipeline(transaction=False)
         for _, key, _, _ in retry:
@@ -113,13 +109,27 @@ def _read(client, durable: list[tuple[bytes, str, tuple[str, ...]]]) -> list[Raw
                 _READERS[redis_type](pipe, key)
                 readable.append((at, key, kind, expected, redis_type))
         for (at, key, kind, expected, redis_type), value in zip(readable, pipe.execute(raise_on_error=False)):
-            out[at] = RawKey(key, kind, redis_type, expected, _present(redis_type, value))
+            out[at] = RawKey(key, kind, redis_type, expected, None if isinstance(value, Exception) else value)
     return [raw for raw in out if raw is not None]
 
 
+def shard_of(key: bytes, shards: int) -> int:
+    """A stable hash of the key, so shards never share a key; a job's key by its id in canonical form, so the
+    spellings of one id (`jobs:ABC…`, `jobs:{abc…}`, `jobs:urn:uuid:abc…`) that all name one `jobs` row land in one
+    shard and never upsert it from two processes at once."""
+    if key.startswith(b"jobs:"):
+        suffix = key[5:]
+        if len(suffix) != 36 or suffix != suffix.lower():
+            try:
+                suffix = str(uuid.UUID(suffix.decode("ascii"))).encode()
+            except (UnicodeDecodeError, ValueError):
+                pass  # quarantined by whichever shard has it
+        key = b"jobs:" + suffix
+    return zlib.crc32(key) % shards
+
+
 def in_shard(key: bytes, shard: int, shards: int) -> bool:
-    """Whether `key` is shard `shard`'s of `shards`: a stable hash of the key, so shards never share a key."""
-    return shards == 1 or zlib.crc32(key) % shards == shard
+    return shards == 1 or shard_of(key, shards) == shard
 
 
 def scan_durable(client, counts: ScanCounts, page: int = 1000, shard: int = 0, shards: int = 1) -> Iterator[list[RawKey]]:

@@ -103,7 +103,7 @@ def test_a_pool_whose_default_changed_is_set_to_the_new_default(instance):
 
 def test_the_warm_launcher_sets_pools_before_it_launches(instance, monkeypatch):
     seen = []
-    monkeypatch.setattr(warm_launcher, "ensure_pool_limits", lambda inst, run: seen.append(run.run_id) or [])
+    monkeypatch.setattr(warm_launcher, "ensure_pool_limits_or_report", lambda inst, run, cls: seen.append(run.run_id))
 
     class NoServer(WarmRunLauncher):
         def serves(self, context):
@@ -119,7 +119,7 @@ def test_the_warm_launcher_sets_pools_before_it_launches(instance, monkeypatch):
 
 def test_the_ecs_launcher_sets_pools_before_it_starts_the_task(instance, monkeypatch):
     order = []
-    monkeypatch.setattr(ecs, "ensure_pool_limits", lambda inst, run: order.append("pools") or [])
+    monkeypatch.setattr(ecs, "ensure_pool_limits_or_report", lambda inst, run, cls: order.append("pools"))
     monkeypatch.setattr(ecs.EcsRunLauncher, "launch_run", lambda self, context: order.append("task"))
     import boto3  # the launcher describes its task definition when built: one in the moto server
 
@@ -128,3 +128,15 @@ def test_the_ecs_launcher_sets_pools_before_it_starts_the_task(instance, monkeyp
     launcher.register_instance(instance)
     launcher.launch_run(LaunchRunContext(dagster_run=instance.create_run_for_job(pooled_job), workspace=None))
     assert order == ["pools", "task"]
+
+
+def test_a_pool_limit_that_cannot_be_set_is_reported_on_the_run_and_the_launch_goes_on(instance, monkeypatch):
+    from t2m_pipeline.launcher.pools import ensure_pool_limits_or_report
+
+    def broken(pool):
+        raise RuntimeError("storage down")
+
+    monkeypatch.setattr(instance.event_log_storage, "initialize_concurrency_limit_to_default", broken)
+    run = instance.create_run_for_job(pooled_job)
+    ensure_pool_limits_or_report(instance, run, WarmRunLauncher)  # does not raise: the worker sets it as Dagster does
+    assert any("could not set the run's pool limits" in (e.message or "") and "storage down" in (e.message or "") for e in instance.all_logs(run.run_id))

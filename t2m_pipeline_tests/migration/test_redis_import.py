@@ -199,3 +199,42 @@ def test_a_shard_that_fails_fails_the_batch_and_stops_the_others(world, migratio
         migrate_redis(engine, client(world.redis_url), processes=2)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM migration_batches")).scalars().all() == ["failed"]
+
+
+def test_a_key_gone_since_the_scan_is_left_out_and_one_of_another_type_is_read_as_it_is(redis_db):
+    from t2m_pipeline.migration.redis_reader import _read
+
+    r = client(redis_db)
+    job_id = str(uuid.uuid4())
+    r.hset(f"jobs:{job_id}", mapping={"id": json.dumps(job_id)})  # the hash form of a job
+    r.set("user_jobs:user_x", b"not a set")  # the wrong type for its prefix
+    read = _read(r, [
+        (f"jobs:{job_id}".encode(), "job", ("string", "hash")),
+        (b"jobs:gone", "job", ("string", "hash")),  # deleted between SCAN and the read
+        (b"user_files:user_gone", "user_files", ("set",)),
+        (b"user_jobs:user_x", "user_jobs", ("set",)),
+    ])
+    assert [(raw.key, raw.redis_type, raw.wrong_type) for raw in read] == [
+        (f"jobs:{job_id}".encode(), "hash", False), (b"user_jobs:user_x", "string", True),
+    ]
+    assert read[0].value == {b"id": json.dumps(job_id).encode()} and read[1].value == b"not a set"
+
+
+def test_every_spelling_of_a_job_id_lands_in_one_shard():
+    from t2m_pipeline.migration.redis_reader import shard_of
+
+    job_id = uuid.uuid4()
+    spellings = [f"jobs:{job_id}", f"jobs:{str(job_id).upper()}", f"jobs:{{{job_id}}}", f"jobs:urn:uuid:{job_id}", f"jobs:{job_id.hex}"]
+    for shards in (2, 3, 4):
+        assert len({shard_of(s.encode(), shards) for s in spellings}) == 1
+
+
+def test_a_stopped_shard_ends_before_it_writes(world, migration_db):
+    from t2m_pipeline.migration.batches import start_batch
+
+    settings, engine = migration_db
+    batch_id = start_batch(engine, "redis")
+    with pytest.raises(RuntimeError, match="stopped"):
+        redis_import._migrate_shard(engine, client(world.redis_url), batch_id, 0, 1, 5000, stopped=lambda: True)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 0
