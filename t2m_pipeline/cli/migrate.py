@@ -57,6 +57,9 @@ def _counts_table(title: str, report: dict, keys: list[str]) -> None:
 def redis_command(
     redis_url: str = typer.Option(None, "--redis-url", help="Legacy Redis (default: T2M_REDIS_URL)."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    processes: int = typer.Option(
+        None, "--processes", min=1, max=16, help="Processes sharing the keys (default: one per usable core, up to 4)."
+    ),
 ) -> None:
     """Legacy Redis -> PostgreSQL: users, jobs, job_queue, records; bad records quarantined. Safe to re-run."""
     import redis
@@ -77,7 +80,9 @@ def redis_command(
     engine = shared_engine(settings.database_url)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=json_output) as bar:
         task = bar.add_task("scanning legacy Redis", total=None)
-        report = migrate_redis(engine, client, progress=lambda keys: bar.update(task, description=f"{keys} keys scanned"))
+        report = migrate_redis(
+            engine, client, processes=processes, progress=lambda keys: bar.update(task, description=f"{keys} keys scanned")
+        )
     if json_output:
         emit_json(report)
         return

@@ -29,8 +29,8 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
 
 def test_redis_files_verify_rerun_and_rollback(cli_env, world, capsys):
     settings, engine = cli_env
-    code, out, _ = run_cli(capsys, "migrate", "redis", "--redis-url", world.redis_url, "--json")
-    assert code == 0 and json.loads(out)["jobs_inserted"] == 7
+    code, out, _ = run_cli(capsys, "migrate", "redis", "--redis-url", world.redis_url, "--json", "--processes", "3")
+    assert code == 0 and json.loads(out)["jobs_inserted"] == 7 and json.loads(out)["processes"] == 3
     code, out, _ = run_cli(capsys, "migrate", "files", "--legacy-root", str(world.root), "--json")
     first = json.loads(out)
     assert code == 0 and first["uploaded_files"] > 0 and first["outcomes"]["failed"] == 0
@@ -57,6 +57,7 @@ def test_user_errors_are_one_line_with_exit_2(cli_env, tmp_path, capsys):
         ("migrate", "rollback", "--batch", "00000000-0000-0000-0000-000000000000"),
         ("migrate", "redis", "--redis-url", "redis://127.0.0.1:1/0"),
         ("migrate", "redis", "--redis-url", "http://wrong"),
+        ("migrate", "redis", "--processes", "0"),
     ):
         code, out, err = run_cli(capsys, *args)
         assert code == 2 and err.startswith("t2m: error: ") and err.count("\n") == 1, (args, err)

@@ -266,8 +266,9 @@ def _run_migration(
     world: World, env: dict, report: RunsRestartReport, db_retry_seconds: float | None, rerun: bool, timeout: float
 ) -> None:
     """`t2m migrate redis`, then `t2m migrate files`; a command that exits non-zero is re-run once (with `rerun`)."""
+    # the control's retry window is patched into the CLI's own process only: its Redis migration runs in that one
     commands = {
-        "redis": ["migrate", "redis", "--redis-url", world.redis_url, "--json"],
+        "redis": ["migrate", "redis", "--redis-url", world.redis_url, "--json", *(["--processes", "1"] if db_retry_seconds is not None else [])],
         "files": ["migrate", "files", "--legacy-root", str(world.root), "--json"],
     }
     for name, args in commands.items():
