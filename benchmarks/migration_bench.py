@@ -270,8 +270,9 @@ def sample_category(frames: list[str]) -> str:
     return next((label for label, needles in STDLIB_CATEGORIES if any(n in leaf for n in needles)), "other (no frame of ours or a library's)")
 
 
-def cpu_profile(env: dict, files: int, topic_count: int, work: Path, keep: Path | None = None) -> dict:
-    """A first run of `t2m migrate files` over a fresh tree and database, sampled by py-spy: the thread holding the
+def cpu_profile(env: dict, files: int, topic_count: int, work: Path, keep: Path | None = None, rerun: bool = False) -> dict:
+    """A first run (with `rerun`, an unchanged rerun) of `t2m migrate files` over a fresh tree and database, sampled by
+    py-spy: the thread holding the
     GIL (`--gil`: Python's own CPU; C work done without the GIL, such as hashing a large buffer, is not seen), each
     sample by category (`sample_category`). The sampler runs in its own process."""
     from t2m_pipeline.db.engine import drop_database
@@ -287,6 +288,8 @@ def cpu_profile(env: dict, files: int, topic_count: int, work: Path, keep: Path 
     raw = work / "profile.txt"
     cli = [sys.executable, "-m", "t2m_pipeline.cli", "migrate", "files", "--legacy-root", str(tree), "--json", "--workers", str(WORKERS)]
     try:
+        if rerun:
+            timed(cli, {**env, "T2M_DATABASE_URL": db_url})  # the first run, not sampled
         measured = timed([str(spy), "record", "--gil", "--format", "raw", "--rate", "250", "--output", str(raw), "--", *cli],
                          {**env, "T2M_DATABASE_URL": db_url})
     finally:
@@ -304,7 +307,8 @@ def cpu_profile(env: dict, files: int, topic_count: int, work: Path, keep: Path 
         name = sample_category([frame for frame in stack.split(";") if frame])
         by_category[name] = by_category.get(name, 0) + int(samples)
         total += int(samples)
-    return {"files": count, "samples": total, "rate": 250, "by_category": dict(sorted(by_category.items(), key=lambda kv: -kv[1]))}
+    return {"files": count, "samples": total, "rate": 250, "rerun": rerun,
+            "by_category": dict(sorted(by_category.items(), key=lambda kv: -kv[1]))}
 
 
 def memory_at_scale(env: dict, files: int, topic_count: int, work: Path) -> dict:
@@ -478,6 +482,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100000)
     parser.add_argument("--baseline-jobs", type=int, default=10000, help="row-by-row sample size")
     parser.add_argument("--profile", action="store_true", help="also sample a first run with py-spy: where the CPU goes")
+    parser.add_argument("--profile-rerun", action="store_true", help="with --profile: sample an unchanged rerun instead")
     parser.add_argument("--profile-files", type=int, default=5000, help="size of the profiled run's own tree")
     parser.add_argument("--profile-raw", type=Path, help="keep the profile's collapsed stacks in this file")
     parser.add_argument("--rss-files", type=int, default=0, help="also migrate a tree of this many files: peak RSS at scale")
@@ -519,7 +524,7 @@ def main() -> None:
         print(f"files: {files} files, {size / 1e6:.1f} MB ...", flush=True)
         file_results = bench_files(env, tree, files, size, endpoint)
         print(json.dumps(file_results, indent=1), flush=True)
-        profile = cpu_profile(env, args.profile_files, topic_count, work, args.profile_raw) if args.profile else None
+        profile = cpu_profile(env, args.profile_files, topic_count, work, args.profile_raw, args.profile_rerun) if args.profile else None
         print(json.dumps(profile), flush=True)
         if args.rss_files:
             print(f"memory: {args.rss_files} files ...", flush=True)
