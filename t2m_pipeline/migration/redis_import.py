@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import operator
 import os
 import time
 import uuid
@@ -142,16 +141,12 @@ def _ensure_users(conn: Connection, clerks: set[str], batch_id: uuid.UUID) -> in
     return len(users.created)
 
 
-_ROW_VALUES = operator.attrgetter(*JOB_COLUMNS)
-_JSON_AT = [i for i, c in enumerate(JOB_COLUMNS) if c in _JSON_COLUMNS]
-
-
-def _copy_row(job: JobRow) -> list:
-    row = list(_ROW_VALUES(job))
-    for i in _JSON_AT:
-        if row[i] is not None:
-            row[i] = json.dumps(row[i], default=str)
-    return row
+def _copy_value(column: str, value):
+    if value is None:
+        return None
+    if column in _JSON_COLUMNS:
+        return json.dumps(value, default=str)
+    return value
 
 
 def _upsert_jobs(conn: Connection, jobs: list[JobRow], batch_id: uuid.UUID, counts: Counter) -> None:
@@ -162,7 +157,7 @@ def _upsert_jobs(conn: Connection, jobs: list[JobRow], batch_id: uuid.UUID, coun
         cur.execute(_TEMP_TABLE)
         with cur.copy(f"COPY _legacy_jobs ({', '.join(JOB_COLUMNS)}) FROM STDIN") as copy:
             for job in jobs:
-                copy.write_row(_copy_row(job))
+                copy.write_row([_copy_value(c, getattr(job, c)) for c in JOB_COLUMNS])
         cur.execute("ANALYZE _legacy_jobs")  # a temporary table has no statistics: the joins below then probe `jobs` by key
     # the rows the upsert will change (their images, for rollback) and those it must keep (newer here), in one pass
     differing = conn.execute(
@@ -476,16 +471,10 @@ def migrate_redis(
             engine, client, batch_id, 0, shards, flush_every, progress,
             stopped=lambda: stop is not None and stop.is_set(), counts=counts,
         )
-        results = [future.result() for future in futures]
-        scan = ScanCounts(scanned=own.scan.scanned)
-        queue: list[bytes] = []
-        for result in [own, *results]:
-            if result is not own:
-                counts.update(result.counts)
-            scan.keys_seen += result.scan.keys_seen
-            scan.durable.update(result.scan.durable)
-            scan.cache.update(result.scan.cache)
-            scan.other += result.scan.other
+        scan, queue = own.scan, own.queue  # this shard's counts are in `counts` already
+        for result in [future.result() for future in futures]:
+            counts.update(result.counts)
+            scan.add(result.scan)
             queue += result.queue
         missing = _migrate_queue(engine, queue, batch_id, counts)
         reattribute = in_transaction(engine, lambda conn: reattribution_partitions(conn, batch_id))

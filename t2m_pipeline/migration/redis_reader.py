@@ -6,11 +6,12 @@ quarantining what does not decode) is the caller's job.
 
 from __future__ import annotations
 
-import uuid
 import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from t2m_pipeline.migration.records import BadRecord, uuid_value
 
 # key prefix -> (kind, the Redis types the legacy code wrote)
 DURABLE_PREFIXES: tuple[tuple[bytes, str, tuple[str, ...]], ...] = (
@@ -53,6 +54,13 @@ class ScanCounts:
     durable: Counter = field(default_factory=Counter)
     cache: Counter = field(default_factory=Counter)
     other: int = 0
+
+    def add(self, shard: ScanCounts) -> None:
+        """Another shard's counts of its own keys (`scanned` is the keyspace's: not summed)."""
+        self.keys_seen += shard.keys_seen
+        self.durable.update(shard.durable)
+        self.cache.update(shard.cache)
+        self.other += shard.other
 
 
 def classify(key: bytes) -> tuple[str, tuple[str, ...]] | None:
@@ -114,15 +122,16 @@ def _read(client, durable: list[tuple[bytes, str, tuple[str, ...]]]) -> list[Raw
 
 
 def shard_of(key: bytes, shards: int) -> int:
-    """A stable hash of the key, so shards never share a key; a job's key by its id in canonical form, so the
-    spellings of one id (`jobs:ABC…`, `jobs:{abc…}`, `jobs:urn:uuid:abc…`) that all name one `jobs` row land in one
-    shard and never upsert it from two processes at once."""
+    """A stable hash of the key, so shards never share a key; a job's key by its id in canonical form (the rule
+    `records.uuid_value` applies to it), so the spellings of one id (`jobs:ABC…`, `jobs:{abc…}`, `jobs:urn:uuid:abc…`)
+    that all name one `jobs` row land in one shard and never upsert it from two processes at once."""
     if key.startswith(b"jobs:"):
         suffix = key[5:]
-        if len(suffix) != 36 or suffix != suffix.lower():
+        canonical = len(suffix) == 36 and suffix == suffix.lower() and suffix[8:24:5] == b"----"
+        if not canonical:  # (a canonical-looking id that is not hex names no row another spelling could name)
             try:
-                suffix = str(uuid.UUID(suffix.decode("ascii"))).encode()
-            except (UnicodeDecodeError, ValueError):
+                suffix = str(uuid_value(suffix.decode("utf-8"), "the key's job id")).encode()
+            except (UnicodeDecodeError, BadRecord):
                 pass  # quarantined by whichever shard has it
         key = b"jobs:" + suffix
     return zlib.crc32(key) % shards
