@@ -70,8 +70,9 @@ def upload_partition(file_type: bytes, rel_in_type: bytes) -> str:
     return f"uploads/{kind}/{shard}"
 
 
-def _walk(root: bytes, rel: bytes) -> Iterator[Entry]:
-    """Every entry under root/rel, sorted, without following symlinks."""
+def _walk(root: bytes, rel: bytes, prune=lambda rel: False) -> Iterator[Entry]:
+    """Every entry under root/rel, sorted, without following symlinks; a directory `prune` accepts is left out
+    (another walk unit covers it)."""
     try:
         with os.scandir(os.path.join(root, rel) if rel else root) as it:
             children = sorted(it, key=lambda e: e.name)
@@ -88,7 +89,8 @@ def _walk(root: bytes, rel: bytes) -> Iterator[Entry]:
         if stat.S_ISLNK(st.st_mode):
             yield Entry(child_rel, "symlink", None)
         elif stat.S_ISDIR(st.st_mode):
-            yield from _walk(root, child_rel)
+            if not prune(child_rel):
+                yield from _walk(root, child_rel, prune)
         elif stat.S_ISREG(st.st_mode):
             yield Entry(child_rel, "file", st.st_size, st.st_mtime_ns, st.st_ino)
         else:
@@ -143,34 +145,73 @@ def discover_sources(legacy_root) -> list[str]:
     return sorted(set(keys))
 
 
+def _readable(path: bytes) -> bool:
+    try:
+        with os.scandir(path):
+            return True
+    except OSError:
+        return False
+
+
+def _walk_units(root: bytes) -> Iterator[tuple[list[str], Iterator[Entry]]]:
+    """The tree in walk units, each with the partitions it completes: a topic folder (its partition), an upload
+    type folder (its shards; unknown types together: `uploads/other`), then the rest (`loose`). Each directory is
+    read by one unit only (an upload type folder that cannot be read is a loose entry: the loose walk meets it)."""
+    output, uploads = os.path.join(root, b"output"), os.path.join(root, b"storage", b"uploads")
+    elsewhere: set[bytes] = set()  # the directories the topic and upload units walk
+    topics: dict[str, list[bytes]] = {}
+    for child in _children(output):
+        if _is_real_dir(child) and child.name != RENDER_CACHE:
+            topics.setdefault(topic_partition(child.name), []).append(b"output/" + child.name)
+    types: dict[str, list[bytes]] = {}
+    for child in _children(uploads):
+        if _is_real_dir(child):
+            kind = child.name.decode("utf-8", "replace")
+            rels = types.setdefault(kind if kind in UPLOAD_FILE_TYPES else "other", [])
+            if _readable(child.path):  # else the loose walk meets it, and reports it
+                rels.append(b"storage/uploads/" + child.name)
+    for key, rels in sorted(topics.items()):
+        elsewhere.update(rels)
+        yield [key], (e for rel in rels for e in _walk(root, rel))
+    for kind, rels in sorted(types.items()):
+        elsewhere.update(rels)
+        keys = ["uploads/other"] if kind == "other" else [f"uploads/{kind}/{s}" for s in range(UPLOAD_SHARDS)]
+        yield keys, (e for rel in rels for e in _walk(root, rel))
+    yield [LOOSE], _walk(root, b"", elsewhere.__contains__)
+
+
+def iter_partitions(legacy_root, partitions: list[str] | None = None) -> Iterator[tuple[str, list[Entry]]]:
+    """Each partition (all discovered, or `partitions`) with its entries, one walk unit at a time: memory holds one
+    topic folder's or one upload type's entries, not the tree's, so a run over the whole tree can go partition by
+    partition. Partitions asked for and not found come last, empty. Each directory is read once (walking partition
+    by partition read each upload type's folder once per shard, and the whole tree for the loose files)."""
+    root = root_bytes(legacy_root)
+    wanted = None if partitions is None else set(partitions)
+    strays: list[Entry] = []  # a unit's entries of another partition: a folder that became unreadable meanwhile
+    for keys, entries in _walk_units(root):
+        keys = [k for k in keys if wanted is None or k in wanted]
+        if not keys:
+            continue
+        found: dict[str, list[Entry]] = {key: [] for key in keys}
+        for entry in entries:
+            found.get(entry_partition(entry), strays).append(entry)
+        if LOOSE in found:
+            found[LOOSE] = [e for e in strays if entry_partition(e) == LOOSE] + found[LOOSE]
+        for key in keys:
+            yield key, found[key]
+            if wanted is not None:
+                wanted.discard(key)
+    for key in sorted(wanted or ()):
+        yield key, []
+
+
 def partition_entries(legacy_root, partition_key: str) -> list[Entry]:
     """Every entry of one partition."""
-    root = root_bytes(legacy_root)
-    if partition_key.startswith("topic/"):
-        out = []
-        for child in _children(os.path.join(root, b"output")):
-            if _is_real_dir(child) and child.name != RENDER_CACHE and topic_partition(child.name) == partition_key:
-                out.extend(_walk(root, b"output/" + child.name))
-        return out
-    if partition_key.startswith("uploads/"):
-        out = []
-        for child in _children(os.path.join(root, b"storage", b"uploads")):
-            if _is_real_dir(child):
-                type_rel = b"storage/uploads/" + child.name
-                out.extend(e for e in _walk(root, type_rel) if entry_partition(e) == partition_key)
-        return out
-    if partition_key == LOOSE:
-        return [e for e in _walk(root, b"") if entry_partition(e) == LOOSE]
-    raise ValueError(f"unknown legacy partition {partition_key!r}: expected topic/..., uploads/... or loose")
+    if not partition_key.startswith(("topic/", "uploads/")) and partition_key != LOOSE:
+        raise ValueError(f"unknown legacy partition {partition_key!r}: expected topic/..., uploads/... or loose")
+    return dict(iter_partitions(legacy_root, [partition_key]))[partition_key]
 
 
 def all_entries(legacy_root, partitions: list[str] | None = None) -> dict[str, list[Entry]]:
-    """Every entry by partition. The whole tree (no `partitions`) is walked once and sorted into its partitions;
-    walking it partition by partition read each upload shard's folder once per shard and the whole tree again for
-    the loose files (about 35 walks of the uploads: most of an unchanged rerun's time)."""
-    if partitions is not None:
-        return {key: partition_entries(legacy_root, key) for key in partitions}
-    out: dict[str, list[Entry]] = {key: [] for key in discover_sources(legacy_root)}
-    for entry in _walk(root_bytes(legacy_root), b""):
-        out.setdefault(entry_partition(entry), []).append(entry)
-    return out
+    """Every entry by partition (the whole tree in memory: for a bounded set of partitions, or a small tree)."""
+    return dict(iter_partitions(legacy_root, partitions))

@@ -14,7 +14,9 @@ How a rerun after kill -9 creates no duplicate objects, versions or rows:
    write's (a file migrated twice, a hand copy), never adopted (`_adoptable`).
 Versions of one key (scene code `_v1.._vK`, scene video versions) are uploaded by one worker, oldest first, so the
 S3 version history is the legacy history; different keys go in parallel (a thread pool, and an S3 client whose
-connection pool is at least as large), and two chunks are in flight so hashing and recording overlap uploads.
+connection pool is at least as large), and two chunks are in flight so hashing and recording overlap uploads. A run
+goes through the tree in waves of whole partitions (`WAVE_FILES`), each walked, planned, migrated and reconciled
+before the next: memory holds one wave, whatever the tree's size.
 
 Where a file goes is `attribution`'s decision, made again on every run from the evidence in PostgreSQL, so any order
 and repetition of `migrate redis` and `migrate files` converges on the same state once `files` has run after
@@ -40,7 +42,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -59,7 +61,7 @@ from t2m_pipeline.migration.attribution import (
     load_index,
 )
 from t2m_pipeline.migration.batches import finish_batch, record_created, start_batch
-from t2m_pipeline.migration.discovery import LOOSE, Entry, all_entries, root_bytes
+from t2m_pipeline.migration.discovery import LOOSE, Entry, iter_partitions, root_bytes
 from t2m_pipeline.migration.legacy_paths import (
     COPY_MARK,
     copy_ledger_path,
@@ -91,6 +93,7 @@ PRESERVED_METADATA = ("migration_batch", "moved_from")
 _UNWRITTEN = object()
 INLINE_LIMIT = 8 * MIB  # files up to this size are read once into memory (hash + body from the same read)
 CHUNK_BYTES = 128 * MIB
+WAVE_FILES = 10_000  # a run holds this many files' plans at a time (whole partitions): memory does not grow with the tree
 
 
 @dataclass(eq=False)
@@ -389,6 +392,7 @@ class FilesMigration:
         *,
         workers: int = 32,
         chunk_files: int = 500,
+        wave_files: int = WAVE_FILES,
         checksum: bool = False,
         progress: Callable[[int, int, int, int], None] | None = None,
         fault: Callable[[str], None] | None = None,
@@ -399,6 +403,7 @@ class FilesMigration:
         self.root = root_bytes(legacy_root)
         self.workers = max(1, workers)
         self.chunk_files = max(1, chunk_files)
+        self.wave_files = max(1, wave_files)
         self.progress = progress
         self.fault = fault or (lambda stage: None)
         pool = max(settings.s3_max_pool_connections, self.workers + 4)
@@ -415,12 +420,11 @@ class FilesMigration:
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"legacy root {os.fsdecode(self.root)!r} is not a directory")
         with partitions_locked(self.engine, partitions):  # another run of these partitions finishes first
-            by_partition = all_entries(self.root, partitions)
             batch_id = start_batch(self.engine, "files", os.fsdecode(self.root))
             self.batch_id = batch_id
             try:
                 self.fault("locked")
-                report = self._run(by_partition, batch_id)
+                report = self._run(partitions, batch_id)
             except BaseException:
                 finish_batch(self.engine, batch_id, "failed", dict(self.counts))
                 raise
@@ -428,8 +432,63 @@ class FilesMigration:
             finish_batch(self.engine, batch_id, "succeeded", report)
         return report
 
-    def _run(self, by_partition: dict[str, list[Entry]], batch_id: uuid.UUID) -> dict:
+    def _waves(self, partitions: list[str] | None) -> Iterator[dict[str, list[Entry]]]:
+        """Whole partitions, `wave_files` entries or more at a time (the last wave fewer)."""
+        wave: dict[str, list[Entry]] = {}
+        size = 0
+        for key, entries in iter_partitions(self.root, partitions):
+            wave[key] = entries
+            size += len(entries)
+            if size >= self.wave_files:
+                yield wave
+                wave, size = {}, 0
+        if wave:
+            yield wave
+
+    def _run(self, partitions: list[str] | None, batch_id: uuid.UUID) -> dict:
+        """The tree wave by wave: each wave's partitions planned, migrated and reconciled before the next is walked,
+        so memory holds one wave, not the tree. That keeps every rule, because what a rule needs together lies in
+        one partition: a key with versions in order is a scene's or a job's, and a job's files and the copies made
+        of them are in its topic folder (`attribution.add_run` files a job under one folder). The evidence is loaded
+        once."""
         index = in_transaction(self.engine, load_index)
+        by_partition_report: dict[str, dict] = {}
+        for by_partition in self._waves(partitions):
+            plans = self._migrate_wave(by_partition, index, batch_id)
+            by_partition_report.update(_partition_report(by_partition, plans))
+            with self._lock:
+                self.counts["waves"] += 1
+                for p in plans:
+                    if p.copy_source is not None:
+                        self.counts[f"copies_{p.outcome}"] += 1
+                        continue
+                    self.counts["files"] += 1
+                    self.counts[f"outcome_{p.outcome}"] += 1
+                    self.counts["unattributed_files"] += bool(p.outcome == "migrated" and p.attribution and p.attribution.owner is None)
+        keys = sorted(by_partition_report)
+        scenes = self.migrated_scenes(keys)
+        for scene in scenes:
+            by_partition_report[scene["partition"]]["scenes"] += 1
+        c = self.counts
+        return {
+            "batch_id": str(batch_id),
+            "legacy_root": os.fsdecode(self.root),
+            "partitions": keys,
+            "waves": c["waves"],
+            "files": c["files"],
+            "outcomes": {o: c[f"outcome_{o}"] for o in ("migrated", "skipped", "unsafe", "failed")},
+            "unattributed_files": c["unattributed_files"],
+            "copies": {o: c[f"copies_{o}"] for o in ("migrated", "failed")},
+            **{name: c[name] for name in (
+                "uploaded_files", "uploaded_bytes", "copied_files", "adopted_versions", "unchanged_files", "unread_files",
+                "moved_objects_removed", "copies_no_longer_due", "metadata_refreshed", "flagged_invalid",
+                "checksum_mismatches",
+            )},
+            "by_partition": {key: by_partition_report[key] for key in keys},
+            "scenes": scenes,
+        }
+
+    def _migrate_wave(self, by_partition: dict[str, list[Entry]], index: AttributionIndex, batch_id: uuid.UUID) -> list[Planned]:
         uploads = [e for key, entries in by_partition.items() if key.startswith("uploads/") for e in entries]
         clerks = {c: LEGACY_USER_METADATA for c in _upload_clerks(uploads, index)}
         clerks[SYSTEM_CLERK_ID] = SYSTEM_USER_METADATA
@@ -438,14 +497,15 @@ class FilesMigration:
         existing = _existing_ledger(self.engine, [p.legacy_path for p in plans], sorted(by_partition))
 
         settled = [p for p in plans if p.outcome is not None]
-        self._settle(settled, existing, batch_id)
         to_migrate = [p for p in plans if p.outcome is None]
+        with self._lock:  # the walk goes on as the run does: the totals grow wave by wave
+            self._total_files += len(plans)
+            self._total_bytes += sum(p.entry.size or 0 for p in to_migrate)
+        self._settle(settled, existing, batch_id)
         self._copies: dict[int, list[Planned]] = defaultdict(list)
         for plan in to_migrate:
             if plan.copy_source is not None:
                 self._copies[id(plan.copy_source)].append(plan)
-        self._total_files = len(plans)
-        self._total_bytes = sum(p.entry.size or 0 for p in to_migrate)
         self._tick(len(settled), 0)
 
         groups: dict[tuple[str, str], list[Planned]] = defaultdict(list)
@@ -471,37 +531,7 @@ class FilesMigration:
                         future.cancel()
         self.fault("before_reconcile")
         self._reconcile(plans, existing, batch_id)
-
-        originals = [p for p in plans if p.copy_source is None]
-        copies = [p for p in plans if p.copy_source is not None]
-        for plan in originals:
-            self.counts[f"outcome_{plan.outcome}"] += 1
-        by_partition_report = _partition_report(by_partition, plans)
-        scenes = self.migrated_scenes(sorted(by_partition))
-        for scene in scenes:
-            by_partition_report[scene["partition"]]["scenes"] += 1
-        return {
-            "batch_id": str(batch_id),
-            "legacy_root": os.fsdecode(self.root),
-            "partitions": sorted(by_partition),
-            "files": len(originals),
-            "outcomes": {o: self.counts[f"outcome_{o}"] for o in ("migrated", "skipped", "unsafe", "failed")},
-            "unattributed_files": sum(1 for p in originals if p.outcome == "migrated" and p.attribution and p.attribution.owner is None),
-            "copies": {o: sum(1 for p in copies if p.outcome == o) for o in ("migrated", "failed")},
-            "uploaded_files": self.counts["uploaded_files"],
-            "uploaded_bytes": self.counts["uploaded_bytes"],
-            "copied_files": self.counts["copied_files"],
-            "adopted_versions": self.counts["adopted_versions"],
-            "unchanged_files": self.counts["unchanged_files"],
-            "unread_files": self.counts["unread_files"],
-            "moved_objects_removed": self.counts["moved_objects_removed"],
-            "copies_no_longer_due": self.counts["copies_no_longer_due"],
-            "metadata_refreshed": self.counts["metadata_refreshed"],
-            "flagged_invalid": self.counts["flagged_invalid"],
-            "checksum_mismatches": self.counts["checksum_mismatches"],
-            "by_partition": by_partition_report,
-            "scenes": scenes,
-        }
+        return plans
 
     def _tick(self, files: int, size: int) -> None:
         with self._lock:

@@ -1,6 +1,6 @@
-"""The whole-tree walk (one pass, sorted into partitions) finds exactly what each partition's own walk finds, on
-trees with topic folders, the render cache, uploads of every kind, loose files, symlinks and names that are not
-UTF-8."""
+"""The streamed walk (unit by unit: a topic folder, an upload type, the rest) and each partition's own walk find
+exactly what the plain definition finds (walk everything, file each entry by `entry_partition`), on trees with topic
+folders, the render cache, uploads of every kind, loose files, symlinks and names that are not UTF-8."""
 
 import os
 from pathlib import Path
@@ -8,7 +8,15 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from t2m_pipeline.migration.discovery import all_entries, discover_sources, partition_entries
+from t2m_pipeline.migration.discovery import (
+    _walk,
+    all_entries,
+    discover_sources,
+    entry_partition,
+    iter_partitions,
+    partition_entries,
+    root_bytes,
+)
 
 PLACES = [
     b"output/topic_a/scene1/code",
@@ -51,7 +59,17 @@ def per_partition(root: Path) -> dict[str, list[tuple[bytes, str]]]:
 
 
 def one_walk(root: Path) -> dict[str, list[tuple[bytes, str]]]:
-    return {key: sorted((e.rel, e.kind) for e in entries) for key, entries in all_entries(root).items()}
+    streamed = list(iter_partitions(root))
+    assert len({key for key, _ in streamed}) == len(streamed)  # each partition once, complete
+    return {key: sorted((e.rel, e.kind) for e in entries) for key, entries in streamed}
+
+
+def reference(root: Path) -> dict[str, list[tuple[bytes, str]]]:
+    """The definition, with the whole tree in memory: every entry of one full walk, filed by its partition."""
+    out: dict[str, list] = {key: [] for key in discover_sources(root)}
+    for entry in _walk(root_bytes(root), b""):
+        out.setdefault(entry_partition(entry), []).append((entry.rel, entry.kind))
+    return {key: sorted(found) for key, found in out.items()}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -59,11 +77,15 @@ def one_walk(root: Path) -> dict[str, list[tuple[bytes, str]]]:
 def test_one_walk_finds_what_the_partition_walks_find(tmp_path_factory, items):
     root = tmp_path_factory.mktemp("legacy")
     build(root, items)
-    assert one_walk(root) == per_partition(root)
+    expected = reference(root)
+    assert one_walk(root) == expected
+    assert per_partition(root) == expected
+    some = sorted(expected)[::2] + ["topic/not_there"]
+    assert {k: sorted((e.rel, e.kind) for e in v) for k, v in all_entries(root, some).items()} == {k: expected.get(k, []) for k in some}
 
 
 def test_a_topic_folder_that_is_a_symlink_is_a_loose_entry_in_both(tmp_path):
     build(tmp_path, [(b"output/real", b"f.txt", "file"), (b"output", b"linked", "symlink")])
     walked = one_walk(tmp_path)
-    assert walked == per_partition(tmp_path)
+    assert walked == per_partition(tmp_path) == reference(tmp_path)
     assert (b"output/linked", "symlink") in walked["loose"] and "topic/linked" not in walked

@@ -11,7 +11,7 @@ import redis
 from sqlalchemy import text
 
 from t2m_pipeline.migration.discovery import all_entries, discover_sources
-from t2m_pipeline.migration.files_import import migrate_files
+from t2m_pipeline.migration.files_import import WAVE_FILES, migrate_files
 from t2m_pipeline.migration.legacy_paths import COPY_MARK, path_text, split_copy_path
 from t2m_pipeline.migration.redis_import import migrate_redis
 from t2m_pipeline.migration.rollback import rollback_batch
@@ -71,14 +71,17 @@ def test_discovery_partitions_and_prefix_trap(world):
     assert len(paths) == walked  # every regular file and every symlink, nothing followed
 
 
-def test_every_file_is_accounted_for_once_with_attribution_keys_and_flags(world, migrated_redis, buckets):
+@pytest.mark.parametrize("wave_files", [WAVE_FILES, 1], ids=["one_wave", "a_wave_per_partition"])
+def test_every_file_is_accounted_for_once_with_attribution_keys_and_flags(world, migrated_redis, buckets, wave_files):
     settings, engine = migrated_redis
-    report = migrate_files(settings, engine, world.root, workers=8, chunk_files=7)
+    report = migrate_files(settings, engine, world.root, workers=8, chunk_files=7, wave_files=wave_files)
     everything = ledger(engine)
     rows = {p: r for p, r in everything.items() if COPY_MARK not in p}
     copies = {p: r for p, r in everything.items() if COPY_MARK in p}
     on_disk = {e.legacy_path for es in all_entries(world.root).values() for e in es}
     assert set(rows) == on_disk and report["files"] == len(on_disk)  # exactly one row per file (legacy_path is unique)
+    with_files = sum(1 for es in all_entries(world.root).values() if es)
+    assert report["waves"] == 1 if wave_files == WAVE_FILES else with_files <= report["waves"] <= with_files + 1  # empty ones join the next
     assert sum(report["outcomes"].values()) == len(on_disk) and report["outcomes"]["failed"] == 0
     s = world.slug_shared
     expect = {

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from t2m_pipeline.cli import main
 from t2m_pipeline.migration.batches import created_rows
-from t2m_pipeline.migration.files_import import migrate_files, migrated_scenes
+from t2m_pipeline.migration.files_import import WAVE_FILES, migrate_files, migrated_scenes
 from t2m_pipeline.migration.legacy_paths import COPY_MARK
 from t2m_pipeline.migration.redis_import import migrate_redis
 from t2m_pipeline.migration.rollback import rollback_batch
@@ -256,6 +256,30 @@ def test_any_order_and_repetition_of_redis_and_files_converges_to_one_end_state(
     first = states[ORDERS[0]]
     for order, state in states.items():
         assert state == first, order
+
+
+COUNTS = ("files", "outcomes", "copies", "unattributed_files", "uploaded_files", "copied_files", "unchanged_files",
+          "unread_files", "moved_objects_removed", "metadata_refreshed", "flagged_invalid")
+
+
+@pytest.mark.slow
+def test_a_run_in_waves_of_one_partition_ends_where_a_run_in_one_wave_ends(service_env, settings, redis_db, mp4s, buckets, tmp_path):
+    """Memory holds one wave of partitions at a time; what the rules need together (a folder's jobs, copies and
+    version order) is in one partition, so the end state, and a rerun's, is the one-wave run's."""
+    states, counts = {}, {}
+    for wave_files in (WAVE_FILES, 1):
+        root = tmp_path / f"legacy{wave_files}"
+        root.mkdir()
+        world = build_ownership_world(root, redis_db, mp4s)
+        with scratch_database(service_env, settings) as (db_settings, engine):
+            migrate_redis(engine, redis.Redis.from_url(world.redis_url))
+            runs = [migrate_files(db_settings, engine, world.root, workers=4, wave_files=wave_files) for _ in range(2)]
+            states[wave_files] = end_state(world, db_settings, engine)
+            assert verify_files(db_settings, engine, world.root)["ok"]
+            counts[wave_files] = [{k: run[k] for k in COUNTS} for run in runs]
+            assert runs[0]["waves"] == 1 if wave_files == WAVE_FILES else runs[0]["waves"] > 2
+    assert counts[1] == counts[WAVE_FILES] and counts[1][0]["copied_files"] > 0 and counts[1][1]["unread_files"] > 0
+    assert states[1] == states[WAVE_FILES]
 
 
 @pytest.mark.slow
