@@ -116,15 +116,16 @@ def files(
     reads only files whose size, mtime or inode changed (`--checksum`: every file)."""
     from t2m_pipeline.migration.discovery import discover_sources
     from t2m_pipeline.migration.files_import import FilesMigration
+    from t2m_pipeline.migration.upload_shards import upload_shards
 
     root = _legacy_root(legacy_root)
+    settings = load_settings()
+    engine = shared_engine(settings.database_url)
     if partition:
-        known = set(discover_sources(root))
+        known = set(discover_sources(root, upload_shards(engine, root)))
         unknown = [p for p in partition if p not in known]
         if unknown:
             _fail(f"--partition {unknown[0]!r} is not a legacy source under {str(root)!r}")
-    settings = load_settings()
-    engine = shared_engine(settings.database_url)
     columns = [
         TextColumn("migrating"), BarColumn(), MofNCompleteColumn(), DownloadColumn(), TransferSpeedColumn(),
         TimeRemainingColumn(),

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     Sequence,
     Numeric,
@@ -210,6 +211,19 @@ class MigrationQuarantine(Base):
     reason: Mapped[str] = mapped_column(Text, nullable=False)
     batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("migration_batches.id", ondelete="SET NULL"))
     quarantined_at: Mapped[datetime] = _now()
+
+
+class LegacyUploadShards(Base):
+    """How many `uploads/{type}/{n}` partitions a legacy upload type folder has: decided once, by its file count
+    (`migration.upload_shards`), so a file never changes partition."""
+
+    __tablename__ = "legacy_upload_shards"
+    __table_args__ = (CheckConstraint("shards BETWEEN 1 AND 999", name="ck_legacy_upload_shards_range"),)
+
+    file_type: Mapped[str] = mapped_column(Text, primary_key=True)
+    shards: Mapped[int] = mapped_column(Integer, nullable=False)
+    files_counted: Mapped[int | None] = mapped_column(Integer)
+    decided_at: Mapped[datetime] = _now()
 
 
 class MigrationLedger(Base):

@@ -2,7 +2,9 @@
 
 `--legacy-root` holds `output/` and `storage/`. Partitions (the `legacy_sources` dynamic partitions):
 - `topic/{folder}`: one per folder under `output/` (odd folder names get a sanitized, hash-suffixed key);
-- `uploads/{file_type}/{shard}`: `storage/uploads/{file_type}/...` split into `UPLOAD_SHARDS` by a hash of the path;
+- `uploads/{file_type}/{shard}`: `storage/uploads/{file_type}/...` split by a hash of the path into as many shards as
+  its work needs (`shards_for`: about `UPLOAD_FILES_PER_SHARD` files each), decided when the type folder is first
+  discovered and kept (`upload_shards`), so a file never changes partition; other type folders: `uploads/other`;
 - `loose`: everything else (files at the output root, `.render_cache`, `storage/` outside `uploads/`, the root).
 
 The walk works on bytes (names need not be UTF-8) and never follows a symlink: a symlink is an entry of its own.
@@ -14,7 +16,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
@@ -23,7 +25,8 @@ from pathlib import Path
 from t2m_pipeline.migration.legacy_paths import UPLOAD_FILE_TYPES, ledger_path
 from t2m_pipeline.storage.layout import sanitize_name
 
-UPLOAD_SHARDS = 8
+UPLOAD_FILES_PER_SHARD = 1000  # an upload partition's work: a few seconds of a run, as a large topic folder's
+MAX_UPLOAD_SHARDS = 999  # partition keys allow three digits
 LOOSE = "loose"
 RENDER_CACHE = b".render_cache"
 _SLUG_FORM = re.compile(rb"^[a-z0-9_]{1,120}$")
@@ -62,12 +65,34 @@ def topic_partition(folder: bytes) -> str:
     return "topic/" + sanitize_name(folder)
 
 
-def upload_partition(file_type: bytes, rel_in_type: bytes) -> str:
+def shards_for(files: int) -> int:
+    """How many partitions an upload type folder of `files` files gets."""
+    return max(1, min(MAX_UPLOAD_SHARDS, -(-files // UPLOAD_FILES_PER_SHARD)))
+
+
+def upload_partition(file_type: bytes, rel_in_type: bytes, shards: Mapping[str, int]) -> str:
+    """`shards`: the type folders' shard counts (`upload_shards`); a type folder that appeared since is one shard."""
     kind = file_type.decode("utf-8", "replace")
     if kind not in UPLOAD_FILE_TYPES:
         return "uploads/other"
-    shard = int(hashlib.md5(rel_in_type).hexdigest()[:8], 16) % UPLOAD_SHARDS
+    shard = int(hashlib.md5(rel_in_type).hexdigest()[:8], 16) % shards.get(kind, 1)
     return f"uploads/{kind}/{shard}"
+
+
+def upload_keys(kind: str, shards: Mapping[str, int]) -> list[str]:
+    return [f"uploads/{kind}/{s}" for s in range(shards.get(kind, 1))] if kind in UPLOAD_FILE_TYPES else ["uploads/other"]
+
+
+def count_uploads(legacy_root, kinds: Iterable[str]) -> dict[str, int]:
+    """Files (every entry) under each of these upload type folders: the work its shards share."""
+    root = root_bytes(legacy_root)
+    return {kind: sum(1 for _ in _walk(root, b"storage/uploads/" + os.fsencode(kind))) for kind in kinds}
+
+
+def upload_types(legacy_root) -> list[str]:
+    """The known upload types with a folder under `storage/uploads/`."""
+    uploads = os.path.join(root_bytes(legacy_root), b"storage", b"uploads")
+    return [c.name.decode() for c in _children(uploads) if _is_real_dir(c) and c.name.decode("utf-8", "replace") in UPLOAD_FILE_TYPES]
 
 
 def _walk(root: bytes, rel: bytes, prune=lambda rel: False) -> Iterator[Entry]:
@@ -109,26 +134,26 @@ def _is_real_dir(entry: os.DirEntry) -> bool:
     return entry.is_dir(follow_symlinks=False)
 
 
-def partition_of(rel: bytes) -> str:
+def partition_of(rel: bytes, shards: Mapping[str, int]) -> str:
     """The partition an entry (by its path relative to the legacy root) belongs to."""
     parts = rel.split(b"/")
     if parts[0] == b"output" and len(parts) >= 3 and parts[1] != RENDER_CACHE:
         return topic_partition(parts[1])
     if parts[:2] == [b"storage", b"uploads"] and len(parts) >= 4:
-        return upload_partition(parts[2], b"/".join(parts[3:]))
+        return upload_partition(parts[2], b"/".join(parts[3:]), shards)
     return LOOSE
 
 
-def entry_partition(entry: Entry) -> str:
+def entry_partition(entry: Entry, shards: Mapping[str, int]) -> str:
     """The partition of an entry the walk found: `partition_of` its path, except that a topic folder it could not
     read (`output/{topic}` itself) belongs to that topic, where that topic's own walk reports it."""
     parts = entry.rel.split(b"/")
     if entry.kind == "unreadable" and len(parts) == 2 and parts[0] == b"output" and parts[1] != RENDER_CACHE:
         return topic_partition(parts[1])
-    return partition_of(entry.rel)
+    return partition_of(entry.rel, shards)
 
 
-def discover_sources(legacy_root) -> list[str]:
+def discover_sources(legacy_root, shards: Mapping[str, int]) -> list[str]:
     """The partition keys present under the legacy root (cheap: folder names only, no file walk)."""
     root = root_bytes(legacy_root)
     if not os.path.isdir(root):
@@ -140,7 +165,7 @@ def discover_sources(legacy_root) -> list[str]:
     for child in _children(os.path.join(root, b"storage", b"uploads")):
         if _is_real_dir(child):
             kind = child.name.decode("utf-8", "replace")
-            keys.extend([f"uploads/{kind}/{s}" for s in range(UPLOAD_SHARDS)] if kind in UPLOAD_FILE_TYPES else ["uploads/other"])
+            keys.extend(upload_keys(kind, shards))
     keys.append(LOOSE)
     return sorted(set(keys))
 
@@ -153,7 +178,7 @@ def _readable(path: bytes) -> bool:
         return False
 
 
-def _walk_units(root: bytes) -> Iterator[tuple[list[str], Iterator[Entry]]]:
+def _walk_units(root: bytes, shards: Mapping[str, int]) -> Iterator[tuple[list[str], Iterator[Entry]]]:
     """The tree in walk units, each with the partitions it completes: a topic folder (its partition), an upload
     type folder (its shards; unknown types together: `uploads/other`), then the rest (`loose`). Each directory is
     read by one unit only (an upload type folder that cannot be read is a loose entry: the loose walk meets it)."""
@@ -175,12 +200,14 @@ def _walk_units(root: bytes) -> Iterator[tuple[list[str], Iterator[Entry]]]:
         yield [key], (e for rel in rels for e in _walk(root, rel))
     for kind, rels in sorted(types.items()):
         elsewhere.update(rels)
-        keys = ["uploads/other"] if kind == "other" else [f"uploads/{kind}/{s}" for s in range(UPLOAD_SHARDS)]
+        keys = upload_keys(kind, shards)
         yield keys, (e for rel in rels for e in _walk(root, rel))
     yield [LOOSE], _walk(root, b"", elsewhere.__contains__)
 
 
-def iter_partitions(legacy_root, partitions: list[str] | None = None) -> Iterator[tuple[str, list[Entry]]]:
+def iter_partitions(
+    legacy_root, shards: Mapping[str, int], partitions: list[str] | None = None
+) -> Iterator[tuple[str, list[Entry]]]:
     """Each partition (all discovered, or `partitions`) with its entries, one walk unit at a time: memory holds one
     topic folder's or one upload type's entries, not the tree's, so a run over the whole tree can go partition by
     partition. Partitions asked for and not found come last, empty. Each directory is read once (walking partition
@@ -188,15 +215,15 @@ def iter_partitions(legacy_root, partitions: list[str] | None = None) -> Iterato
     root = root_bytes(legacy_root)
     wanted = None if partitions is None else set(partitions)
     strays: list[Entry] = []  # a unit's entries of another partition: a folder that became unreadable meanwhile
-    for keys, entries in _walk_units(root):
+    for keys, entries in _walk_units(root, shards):
         keys = [k for k in keys if wanted is None or k in wanted]
         if not keys:
             continue
         found: dict[str, list[Entry]] = {key: [] for key in keys}
         for entry in entries:
-            found.get(entry_partition(entry), strays).append(entry)
+            found.get(entry_partition(entry, shards), strays).append(entry)
         if LOOSE in found:
-            found[LOOSE] = [e for e in strays if entry_partition(e) == LOOSE] + found[LOOSE]
+            found[LOOSE] = [e for e in strays if entry_partition(e, shards) == LOOSE] + found[LOOSE]
         for key in keys:
             yield key, found[key]
             if wanted is not None:
@@ -205,13 +232,13 @@ def iter_partitions(legacy_root, partitions: list[str] | None = None) -> Iterato
         yield key, []
 
 
-def partition_entries(legacy_root, partition_key: str) -> list[Entry]:
+def partition_entries(legacy_root, partition_key: str, shards: Mapping[str, int]) -> list[Entry]:
     """Every entry of one partition."""
     if not partition_key.startswith(("topic/", "uploads/")) and partition_key != LOOSE:
         raise ValueError(f"unknown legacy partition {partition_key!r}: expected topic/..., uploads/... or loose")
-    return dict(iter_partitions(legacy_root, [partition_key]))[partition_key]
+    return dict(iter_partitions(legacy_root, shards, [partition_key]))[partition_key]
 
 
-def all_entries(legacy_root, partitions: list[str] | None = None) -> dict[str, list[Entry]]:
+def all_entries(legacy_root, shards: Mapping[str, int], partitions: list[str] | None = None) -> dict[str, list[Entry]]:
     """Every entry by partition (the whole tree in memory: for a bounded set of partitions, or a small tree)."""
-    return dict(iter_partitions(legacy_root, partitions))
+    return dict(iter_partitions(legacy_root, shards, partitions))

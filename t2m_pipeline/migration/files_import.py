@@ -80,6 +80,7 @@ from t2m_pipeline.migration.mapping import (
     map_upload_entry,
 )
 from t2m_pipeline.migration.redis_import import LEGACY_USER_METADATA
+from t2m_pipeline.migration.upload_shards import upload_shards
 from t2m_pipeline.storage.layout import UnsafeKeyError, combined_video_key
 from t2m_pipeline.storage.errors import ObjectNotFoundError
 from t2m_pipeline.storage.s3 import MIB, ObjectOwner, S3Storage, make_s3_client, new_write_id
@@ -436,7 +437,7 @@ class FilesMigration:
         """Whole partitions, `wave_files` entries or more at a time (the last wave fewer)."""
         wave: dict[str, list[Entry]] = {}
         size = 0
-        for key, entries in iter_partitions(self.root, partitions):
+        for key, entries in iter_partitions(self.root, upload_shards(self.engine, self.root), partitions):
             wave[key] = entries
             size += len(entries)
             if size >= self.wave_files:

@@ -29,6 +29,7 @@ from sqlalchemy import Engine, text
 from t2m_pipeline.config import Settings
 from t2m_pipeline.migration.discovery import all_entries, root_bytes
 from t2m_pipeline.migration.files_import import Planned, expected_plans
+from t2m_pipeline.migration.upload_shards import upload_shards
 from t2m_pipeline.storage.versions import version_ids_by_key
 from t2m_pipeline.migration.legacy_paths import COPY_MARK, split_copy_path
 from t2m_pipeline.storage.s3 import MIB, make_s3_client
@@ -59,7 +60,7 @@ def verify_files(
     root = root_bytes(legacy_root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"legacy root {os.fsdecode(root)!r} is not a directory")
-    by_partition = all_entries(root, partitions)
+    by_partition = all_entries(root, upload_shards(engine, root, record=False), partitions)
     entries = {e.legacy_path: e for items in by_partition.values() for e in items}
     partition_of = {e.legacy_path: key for key, items in by_partition.items() for e in items}
     plans = {p.legacy_path: p for p in expected_plans(engine, by_partition)}

@@ -124,3 +124,27 @@ def test_a_batch_recorded_before_0009_keeps_its_created_rows_for_rollback_and_ba
     with engine.connect() as conn:
         assert conn.execute(text("SELECT created_rows FROM migration_batches WHERE id = :b"), {"b": batch}).scalar_one() == after
     engine.dispose()
+
+
+def test_upload_types_migrated_before_0010_keep_their_eight_shards_and_others_are_sized_by_work(scratch_url, tmp_path):
+    from t2m_pipeline.migration.discovery import UPLOAD_FILES_PER_SHARD
+    from t2m_pipeline.migration.upload_shards import upload_shards
+
+    migrate.upgrade(scratch_url, "0009_migration_batch_rows")
+    engine = create_engine(scratch_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO migration_ledger (legacy_path, partition_key, outcome) VALUES "
+                          "('storage/uploads/image/a.png', 'uploads/image/5', 'migrated'), ('output/t/x', 'topic/t', 'migrated')"))
+    engine.dispose()
+    migrate.upgrade(scratch_url)
+    engine = make_engine(scratch_url)
+    for kind, files in (("image", 3), ("audio", UPLOAD_FILES_PER_SHARD + 1)):
+        (tmp_path / "storage" / "uploads" / kind).mkdir(parents=True)
+        for n in range(files):
+            (tmp_path / "storage" / "uploads" / kind / f"{n}.bin").write_bytes(b"x")
+    assert upload_shards(engine, tmp_path) == {"image": 8, "audio": 2}  # image: as its migrated rows say
+    engine.dispose()
+    migrate.downgrade(scratch_url, "0009_migration_batch_rows")
+    engine = create_engine(scratch_url)
+    assert "legacy_upload_shards" not in inspect(engine).get_table_names()
+    engine.dispose()

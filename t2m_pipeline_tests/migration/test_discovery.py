@@ -33,6 +33,7 @@ PLACES = [
     b"",
 ]
 NAMES = st.sampled_from([b"a.txt", b"scene1_v1.py", b"x\xff.bin", b"user_u1_20240101_101010_0000abcd.png", b"zz"])
+SHARDS = {"image": 3, "document": 2}  # audio: not decided yet (one shard)
 ITEMS = st.lists(st.tuples(st.sampled_from(PLACES), NAMES, st.sampled_from(["file", "dir", "symlink"])), max_size=25)
 
 
@@ -55,20 +56,20 @@ def build(root: Path, items) -> None:
 
 
 def per_partition(root: Path) -> dict[str, list[tuple[bytes, str]]]:
-    return {key: sorted((e.rel, e.kind) for e in partition_entries(root, key)) for key in discover_sources(root)}
+    return {key: sorted((e.rel, e.kind) for e in partition_entries(root, key, SHARDS)) for key in discover_sources(root, SHARDS)}
 
 
 def one_walk(root: Path) -> dict[str, list[tuple[bytes, str]]]:
-    streamed = list(iter_partitions(root))
+    streamed = list(iter_partitions(root, SHARDS))
     assert len({key for key, _ in streamed}) == len(streamed)  # each partition once, complete
     return {key: sorted((e.rel, e.kind) for e in entries) for key, entries in streamed}
 
 
 def reference(root: Path) -> dict[str, list[tuple[bytes, str]]]:
     """The definition, with the whole tree in memory: every entry of one full walk, filed by its partition."""
-    out: dict[str, list] = {key: [] for key in discover_sources(root)}
+    out: dict[str, list] = {key: [] for key in discover_sources(root, SHARDS)}
     for entry in _walk(root_bytes(root), b""):
-        out.setdefault(entry_partition(entry), []).append((entry.rel, entry.kind))
+        out.setdefault(entry_partition(entry, SHARDS), []).append((entry.rel, entry.kind))
     return {key: sorted(found) for key, found in out.items()}
 
 
@@ -81,7 +82,7 @@ def test_one_walk_finds_what_the_partition_walks_find(tmp_path_factory, items):
     assert one_walk(root) == expected
     assert per_partition(root) == expected
     some = sorted(expected)[::2] + ["topic/not_there"]
-    assert {k: sorted((e.rel, e.kind) for e in v) for k, v in all_entries(root, some).items()} == {k: expected.get(k, []) for k in some}
+    assert {k: sorted((e.rel, e.kind) for e in v) for k, v in all_entries(root, SHARDS, some).items()} == {k: expected.get(k, []) for k in some}
 
 
 def test_a_topic_folder_that_is_a_symlink_is_a_loose_entry_in_both(tmp_path):

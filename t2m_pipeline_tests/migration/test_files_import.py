@@ -11,6 +11,7 @@ import redis
 from sqlalchemy import text
 
 from t2m_pipeline.migration.discovery import all_entries, discover_sources
+from t2m_pipeline.migration.upload_shards import upload_shards
 from t2m_pipeline.migration.files_import import WAVE_FILES, migrate_files
 from t2m_pipeline.migration.legacy_paths import COPY_MARK, path_text, split_copy_path
 from t2m_pipeline.migration.redis_import import migrate_redis
@@ -57,13 +58,16 @@ def all_versions(client, buckets) -> set:
     return out
 
 
-def test_discovery_partitions_and_prefix_trap(world):
-    keys = discover_sources(world.root)
+def test_discovery_partitions_and_prefix_trap(world, migrated_redis):
+    _, engine = migrated_redis
+    keys = discover_sources(world.root, upload_shards(engine, world.root))
     assert f"topic/{world.slug_shared}" in keys and f"topic/{world.slug_orphan}" in keys and "loose" in keys
-    assert "uploads/image/0" in keys and not any("linked_topic" in k for k in keys)  # a symlinked folder is no partition
+    # a few uploads: one partition per type, not eight
+    assert "uploads/image/0" in keys and "uploads/image/1" not in keys
+    assert not any("linked_topic" in k for k in keys)  # a symlinked folder is no partition
     weird = [k for k in keys if k.startswith("topic/raw")]
     assert len(weird) == 1 and all(c.isascii() and c.isprintable() for c in weird[0])
-    entries = all_entries(world.root)
+    entries = all_entries(world.root, upload_shards(engine, world.root))
     paths = {e.legacy_path: e for es in entries.values() for e in es}
     assert f"output/{world.slug_shared}/bad%FFname.py" in paths and f"output/{world.slug_shared}/ctrl%01char.txt" in paths
     assert paths[f"output/linked_topic_{world.tag}"].kind == "symlink"
@@ -78,9 +82,10 @@ def test_every_file_is_accounted_for_once_with_attribution_keys_and_flags(world,
     everything = ledger(engine)
     rows = {p: r for p, r in everything.items() if COPY_MARK not in p}
     copies = {p: r for p, r in everything.items() if COPY_MARK in p}
-    on_disk = {e.legacy_path for es in all_entries(world.root).values() for e in es}
+    tree = all_entries(world.root, upload_shards(engine, world.root))
+    on_disk = {e.legacy_path for es in tree.values() for e in es}
     assert set(rows) == on_disk and report["files"] == len(on_disk)  # exactly one row per file (legacy_path is unique)
-    with_files = sum(1 for es in all_entries(world.root).values() if es)
+    with_files = sum(1 for es in tree.values() if es)
     assert report["waves"] == 1 if wave_files == WAVE_FILES else with_files <= report["waves"] <= with_files + 1  # empty ones join the next
     assert sum(report["outcomes"].values()) == len(on_disk) and report["outcomes"]["failed"] == 0
     s = world.slug_shared

@@ -8,6 +8,7 @@ import pytest
 
 from t2m_pipeline.migration import files_import
 from t2m_pipeline.migration.discovery import discover_sources
+from t2m_pipeline.migration.upload_shards import upload_shards
 from t2m_pipeline.migration.files_import import FilesMigration
 from t2m_pipeline_tests.migration.test_files_import import file_rows, ledger, migrated_redis  # noqa: F401 - fixture
 
@@ -39,7 +40,7 @@ def copies_per_file(engine) -> dict:
 
 def test_four_runs_of_different_partitions_hold_their_locks_at_once(world, migrated_redis, buckets):
     settings, engine = migrated_redis
-    four = [[p] for p in discover_sources(world.root) if p.startswith(("topic/", "loose"))][:4]
+    four = [[p] for p in discover_sources(world.root, upload_shards(engine, world.root)) if p.startswith(("topic/", "loose"))][:4]
     assert len(four) == 4
     together = threading.Barrier(4)
     errors = run_at_once(settings, engine, world.root, four, lambda stage: together.wait(60) if stage == "locked" else None)

@@ -70,7 +70,11 @@ def test_unattributed_folders_and_uploads():
 
 
 def test_partitions():
-    assert partition_of(b"output/my_slug/scene1/x") == topic_partition(b"my_slug") == "topic/my_slug"
-    assert partition_of(b"output/.render_cache/x.mp4") == "loose" == partition_of(b"output/session_id.txt")
-    assert partition_of(b"storage/uploads/image/a.png").startswith("uploads/image/")
+    shards = {"image": 3}
+    assert partition_of(b"output/my_slug/scene1/x", shards) == topic_partition(b"my_slug") == "topic/my_slug"
+    assert partition_of(b"output/.render_cache/x.mp4", shards) == "loose" == partition_of(b"output/session_id.txt", shards)
+    found = {partition_of(f"storage/uploads/image/{n}.png".encode(), shards) for n in range(200)}
+    assert found == {"uploads/image/0", "uploads/image/1", "uploads/image/2"}  # as many as decided, spread by hash
+    assert partition_of(b"storage/uploads/audio/a.mp3", shards) == "uploads/audio/0"  # not decided yet: one
+    assert partition_of(b"storage/uploads/weird/a.bin", shards) == "uploads/other"
     assert topic_partition(b"caf\xe9 topic").startswith("topic/caf") and " " not in topic_partition(b"caf\xe9 topic")

@@ -24,6 +24,7 @@ from t2m_pipeline.defs.tables import table_metadata
 from t2m_pipeline.migration.discovery import discover_sources
 from t2m_pipeline.migration.files_import import FilesMigration
 from t2m_pipeline.migration.redis_import import migrate_redis
+from t2m_pipeline.migration.upload_shards import upload_shards
 from t2m_pipeline.migration.verify import verify_files
 from t2m_pipeline.partition_keys import encode_scene_key
 from t2m_pipeline.reports import migration_files, problems_table, summarize, to_csv
@@ -49,13 +50,19 @@ def legacy_redis_data(
     deps=[legacy_redis_data],
     description="Discovery: registers a `legacy_sources` partition per topic folder, upload shard and loose files.",
 )
-def legacy_sources_catalog(context: dg.AssetExecutionContext, legacy: LegacySourcesResource) -> dg.MaterializeResult:
-    found = [check_source_key(k) for k in discover_sources(legacy.root())]
+def legacy_sources_catalog(
+    context: dg.AssetExecutionContext, database: PostgresResource, legacy: LegacySourcesResource
+) -> dg.MaterializeResult:
+    root = legacy.root()
+    shards = upload_shards(database.engine, root)  # a new upload type folder's shards are decided here, by its size
+    found = [check_source_key(k) for k in discover_sources(root, shards)]
     known = set(context.instance.get_dynamic_partitions(LEGACY_SOURCES_NAME))
     new = [k for k in found if k not in known]
     if new:
         context.instance.add_dynamic_partitions(LEGACY_SOURCES_NAME, new)
-    return dg.MaterializeResult(metadata={"partitions": len(found), "new_partitions": len(new), "new": ", ".join(new[:50])})
+    return dg.MaterializeResult(
+        metadata={"partitions": len(found), "new_partitions": len(new), "new": ", ".join(new[:50]), "upload_shards": dg.MetadataValue.json(shards)}
+    )
 
 
 class LegacyFilesConfig(dg.Config):

@@ -24,6 +24,7 @@ from t2m_pipeline.defs.migration.schedules import migration_cutover
 from t2m_pipeline.defs.resources import resources_for
 from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENES_PARTITIONS_NAME
 from t2m_pipeline.migration.discovery import partition_entries
+from t2m_pipeline.migration.upload_shards import upload_shards
 from t2m_pipeline.partition_keys import decode_scene_key
 from t2m_pipeline.storage.s3 import S3Storage
 
@@ -57,6 +58,8 @@ def test_redis_discovery_files_backfill_in_one_run_check_and_scene_graph(resourc
         assert redis_meta["jobs_inserted"].value == 7
         partitions = instance.get_dynamic_partitions(LEGACY_SOURCES_NAME)
         assert f"topic/{world.slug_shared}" in partitions and "loose" in partitions
+        shards = upload_shards(engine, world.root)  # as the catalog decided them
+        assert first.asset_materializations_for_node("legacy_sources_catalog")[0].metadata["upload_shards"].value == shards
 
         # the schedule: a Redis re-sync, and a files run for each registered, never-materialized partition
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2025, 1, 1, 12, 30))
@@ -88,7 +91,7 @@ def test_redis_discovery_files_backfill_in_one_run_check_and_scene_graph(resourc
             event = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=legacy_files.key, asset_partitions=[key]), limit=1
             ).records[0].asset_materialization
-            assert event.metadata["files"].value == len(partition_entries(world.root, key)), key
+            assert event.metadata["files"].value == len(partition_entries(world.root, key, shards)), key
         shared = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=legacy_files.key, asset_partitions=[f"topic/{world.slug_shared}"]), limit=1
         ).records[0].asset_materialization.metadata
@@ -105,7 +108,7 @@ def test_redis_discovery_files_backfill_in_one_run_check_and_scene_graph(resourc
         csv = pd.read_csv(io.BytesIO(S3Storage(settings).get_bytes(bucket, key)), keep_default_na=False)
         with engine.connect() as conn:
             ledger_rows = conn.execute(text("SELECT count(*) FROM migration_ledger WHERE batch_id = :b"), {"b": batch_id}).scalar()
-        assert len(csv) == ledger_rows > 0 and set(csv["partition"]) == set(partitions) - {p for p in partitions if not partition_entries(world.root, p)}
+        assert len(csv) == ledger_rows > 0 and set(csv["partition"]) == set(partitions) - {p for p in partitions if not partition_entries(world.root, p, shards)}
         progress = instance.get_run_by_id(run.run_id).tags["t2m/migration_progress"]
         total = progress.split(" files")[0].split("/")
         assert total[0] == total[1]

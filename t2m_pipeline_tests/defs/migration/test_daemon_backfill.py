@@ -24,6 +24,7 @@ from dagster._core.utils import make_new_backfill_id
 from sqlalchemy import text
 
 from t2m_pipeline.migration.discovery import discover_sources, partition_entries
+from t2m_pipeline.migration.upload_shards import upload_shards
 from t2m_pipeline.migration.redis_import import migrate_redis
 from t2m_pipeline.migration.requeue import requeue_held_jobs
 from devtools.dagster_daemon import daemon_databases, stop_process_group
@@ -63,7 +64,8 @@ def test_on_the_daemon_redis_launches_nothing_a_backfill_checks_each_partition_a
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
         monkeypatch.setenv("T2M_DAGSTER_PG_URL", dagster_url)
         instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))  # creates Dagster's tables first
-        sources = discover_sources(world.root)
+        shards = upload_shards(engine, world.root)
+        sources = discover_sources(world.root, shards)
         instance.add_dynamic_partitions("legacy_sources", sources)
         env = {
             **os.environ, **service_env, "T2M_DATABASE_URL": metadata_url, "T2M_DAGSTER_PG_URL": dagster_url,
@@ -107,7 +109,7 @@ def test_on_the_daemon_redis_launches_nothing_a_backfill_checks_each_partition_a
                 event = instance.fetch_materializations(
                     dg.AssetRecordsFilter(asset_key=dg.AssetKey("legacy_files"), asset_partitions=[key]), limit=1
                 ).records[0].asset_materialization
-                assert event.metadata["files"].value == len(partition_entries(world.root, key)), key
+                assert event.metadata["files"].value == len(partition_entries(world.root, key, shards)), key
 
             # 3. the operator requeues the held job: the sensor launches it (and nothing else)
             assert requeue_held_jobs(engine, [world.jobs["a3"]]).requeued == [world.jobs["a3"]]

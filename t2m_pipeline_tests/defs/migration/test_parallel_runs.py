@@ -22,6 +22,7 @@ from t2m_pipeline.defs.migration.resources import LegacySourcesResource
 from t2m_pipeline.defs.resources import resources_for
 from t2m_pipeline.migration import files_import
 from t2m_pipeline.migration.discovery import discover_sources, partition_entries
+from t2m_pipeline.migration.upload_shards import upload_shards
 from t2m_pipeline.migration.legacy_paths import COPY_MARK
 
 pytestmark = pytest.mark.e2e
@@ -134,24 +135,25 @@ def files_in_ledger(engine, partition: str) -> int:
 def test_four_runs_of_four_partitions_at_once_then_two_runs_of_one(world, migration_db, buckets, instance):
     settings, engine = migration_db
     assert dg.materialize([legacy_redis_data, legacy_sources_catalog], instance=instance, resources=resources(settings, world)).success
-    sources = discover_sources(world.root)
+    shards = upload_shards(engine, world.root)
+    sources = discover_sources(world.root, shards)
     four = [p for p in sources if p.startswith(("topic/", "loose"))][:4]
     assert len(four) == 4
     runs = at_once(instance, settings, world, four)
     assert [r.success for r in runs] == [True] * 4 and len({r.run_id for r in runs}) == 4
     assert uploads_per_place(engine) and set(uploads_per_place(engine).values()) == {1}
     for key, run in zip(four, runs):  # each run's materialization and verify result are its partition's
-        files = len(partition_entries(world.root, key))
+        files = len(partition_entries(world.root, key, shards))
         assert run.materialized == [(key, files)] and files == files_in_ledger(engine, key)
         assert run.checks == [(key, True)]
 
-    one = next(p for p in sources if p not in four and partition_entries(world.root, p))
+    one = next(p for p in sources if p not in four and partition_entries(world.root, p, shards))
     both = at_once(instance, settings, world, [one, one])
     assert [r.success for r in both] == [True, True]
-    files = len(partition_entries(world.root, one))
+    files = len(partition_entries(world.root, one, shards))
     assert [r.materialized for r in both] == [[(one, files)]] * 2 and [r.checks for r in both] == [[(one, True)]] * 2
     assert set(uploads_per_place(engine).values()) == {1}  # the second run found the first's work: no second upload
-    assert files_in_ledger(engine, one) == len(partition_entries(world.root, one)) > 0  # no ledger row lost
+    assert files_in_ledger(engine, one) == len(partition_entries(world.root, one, shards)) > 0  # no ledger row lost
 
 
 @pytest.mark.parametrize("locked", [True, False], ids=["locked", "control-unlocked"])
