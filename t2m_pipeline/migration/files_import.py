@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
@@ -82,16 +84,18 @@ from t2m_pipeline.migration.mapping import (
 from t2m_pipeline.migration.redis_import import LEGACY_USER_METADATA
 from t2m_pipeline.migration.upload_shards import upload_shards
 from t2m_pipeline.storage.layout import UnsafeKeyError, combined_video_key
-from t2m_pipeline.storage.errors import ObjectNotFoundError
-from t2m_pipeline.storage.s3 import MIB, ObjectOwner, S3Storage, make_s3_client, new_write_id
 from t2m_pipeline.storage.versions import version_ids_by_key
 from t2m_pipeline.vocabulary import FileType
+
+if TYPE_CHECKING:
+    from t2m_pipeline.storage.s3 import ObjectOwner, S3Storage
 
 INTENT = "interrupted: upload started, not yet confirmed"
 RECONCILE_PATHS = 5000
 # Kept as they are when a row's metadata is brought up to date: the batch that wrote the row, where it moved from.
 PRESERVED_METADATA = ("migration_batch", "moved_from")
 _UNWRITTEN = object()
+MIB = 1 << 20
 INLINE_LIMIT = 8 * MIB  # files up to this size are read once into memory (hash + body from the same read)
 CHUNK_BYTES = 128 * MIB
 WAVE_FILES = 10_000  # a run holds this many files' plans at a time (whole partitions): memory does not grow with the tree
@@ -244,28 +248,33 @@ def _link_video_record(target: Target, index: AttributionIndex, folder: str) -> 
         target.metadata["legacy_video"] = record
 
 
+_LEDGER_COLUMNS = ("legacy_path, partition_key, outcome, reason, size, sha256, bucket, key, version_id, file_metadata_id, "
+                   "write_id, mtime_ns, inode")
+
+
 def _existing_ledger(engine: Engine, paths: list[str], partitions: list[str] = ()) -> dict[str, dict]:
-    """Ledger rows by key: those of `paths`, and every copy row of `partitions` (a copy no longer planned is found)."""
+    """Ledger rows by key (the columns a run decides by): those of `paths`, and every copy row of `partitions` (a
+    copy no longer planned is found). Whole-row images, for rollback, are read where a row is overwritten or removed
+    (`_ledger_images`): most rows of a rerun are neither, and decoding every row's image was a rerun's largest cost."""
 
     def read(conn: Connection) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for i in range(0, len(paths), 10000):
             rows = conn.execute(
-                text("SELECT to_jsonb(l) AS img FROM migration_ledger l WHERE legacy_path = ANY(:p)"),
-                {"p": paths[i : i + 10000]},
-            ).scalars()
-            for img in rows:
-                out[img["legacy_path"]] = img
+                text(f"SELECT {_LEDGER_COLUMNS} FROM migration_ledger WHERE legacy_path = ANY(:p)"), {"p": paths[i : i + 10000]}
+            ).mappings()
+            for row in rows:
+                out[row["legacy_path"]] = dict(row)
         if partitions:
             rows = conn.execute(
                 text(
-                    "SELECT to_jsonb(l) AS img FROM migration_ledger l "
+                    f"SELECT {_LEDGER_COLUMNS} FROM migration_ledger "
                     "WHERE partition_key = ANY(:parts) AND strpos(legacy_path, :mark) > 0"
                 ),
                 {"parts": list(partitions), "mark": COPY_MARK},
-            ).scalars()
-            for img in rows:
-                out[img["legacy_path"]] = img
+            ).mappings()
+            for row in rows:
+                out[row["legacy_path"]] = dict(row)
         return out
 
     return in_transaction(engine, read)  # reads too: a restart mid-read is retried, not fatal to the run
@@ -287,17 +296,27 @@ RETURNING id, legacy_path, (xmax = 0) AS inserted
 """
 
 
+def _ledger_images(conn: Connection, paths: list[str]) -> list[dict]:
+    """Whole ledger rows as JSON images (what rollback puts back)."""
+    if not paths:
+        return []
+    return conn.execute(text("SELECT to_jsonb(l) FROM migration_ledger l WHERE legacy_path = ANY(:p)"), {"p": paths}).scalars().all()
+
+
 def _write_ledger(conn: Connection, batch_id: uuid.UUID, rows: list[dict], existing: dict[str, dict]) -> None:
     """Insert or overwrite ledger rows (outcome, reason, sha..., the intent's write id `w` and the file's mtime `mt`
-    and inode `ino` as hashed, else none), recording inserts and previous images."""
+    and inode `ino` as hashed, else none), recording inserts and the images of the rows overwritten, as they were
+    before (read in this transaction: the run holds the partition's lock, and writes a row here once)."""
     if not rows:
         return
+    before = _ledger_images(conn, [r["p"] for r in rows if r["p"] in existing])
     cols = {c: [r.get(c) for r in rows] for c in ("p", "pk", "sz", "sha", "oc", "rs", "b", "k", "w", "mt", "ino")}
     written = conn.execute(text(_LEDGER_UPSERT), {**cols, "batch": batch_id}).all()
+    overwritten = {r.legacy_path for r in written if not r.inserted}
     record_created(
         conn, batch_id,
         ledger=[str(r.id) for r in written if r.inserted],
-        ledger_before=[existing[r.legacy_path] for r in written if not r.inserted and r.legacy_path in existing],
+        ledger_before=[img for img in before if img["legacy_path"] in overwritten],
     )
 
 
@@ -314,6 +333,12 @@ FROM unnest(CAST(:p AS text[]), CAST(:oc AS text[]), CAST(:rs AS text[]), CAST(:
      AS v(p, oc, rs, ver, fm)
 WHERE l.legacy_path = v.p
 """
+
+
+def _new_write_id() -> str:
+    from t2m_pipeline.storage.s3 import new_write_id  # with boto3: imported once a run writes, never by a rerun
+
+    return new_write_id()
 
 
 def _resumed_write(old: dict | None, same_place: bool) -> str | None:
@@ -407,12 +432,23 @@ class FilesMigration:
         self.wave_files = max(1, wave_files)
         self.progress = progress
         self.fault = fault or (lambda stage: None)
-        pool = max(settings.s3_max_pool_connections, self.workers + 4)
-        tuned = dataclasses.replace(settings, s3_max_pool_connections=pool)
-        self.storage = S3Storage(tuned, None, client=make_s3_client(tuned))
+        self._storage: S3Storage | None = None
         self.counts: Counter = Counter()
         self._lock = threading.Lock()
         self._done_files = self._done_bytes = self._total_files = self._total_bytes = 0
+
+    @property
+    def storage(self) -> S3Storage:
+        """Made when the run first needs S3: an unchanged rerun never does, and boto3's import and a client cost a
+        tenth of its time. Its connection pool is at least as large as the upload pool."""
+        with self._lock:
+            if self._storage is None:
+                from t2m_pipeline.storage.s3 import S3Storage, make_s3_client
+
+                pool = max(self.settings.s3_max_pool_connections, self.workers + 4)
+                tuned = dataclasses.replace(self.settings, s3_max_pool_connections=pool)
+                self._storage = S3Storage(tuned, None, client=make_s3_client(tuned))
+            return self._storage
 
     # -- planning ------------------------------------------------------------------------------------------------
 
@@ -644,7 +680,7 @@ class FilesMigration:
                         self.counts["unchanged_files"] += 1
                     continue
                 resumed = _resumed_write(old, same_place)
-                p.write_id = resumed or new_write_id()
+                p.write_id = resumed or _new_write_id()
                 todo.append((p, resumed is not None))
                 stat = {} if p.copy_source is not None else dict(mt=p.entry.mtime_ns, ino=p.entry.inode)
                 intents.append(
@@ -697,6 +733,8 @@ class FilesMigration:
         return claimed
 
     def _owner(self, p: Planned) -> ObjectOwner:
+        from t2m_pipeline.storage.s3 import ObjectOwner
+
         t = p.target
         return ObjectOwner(user_id=t.user_id, file_type=t.file_type, job_id=t.job_id, scene_number=t.scene_number)
 
@@ -845,8 +883,7 @@ class FilesMigration:
         settled = {path: ps for path, ps in by_path.items() if all(p.outcome in ("migrated", "skipped", "unsafe") for p in ps)}
         planned_keys = {p.legacy_path for p in plans}
         stale_copies = [
-            img for key, img in existing.items()
-            if COPY_MARK in key and key not in planned_keys and split_copy_path(key)[0] in settled
+            key for key in existing if COPY_MARK in key and key not in planned_keys and split_copy_path(key)[0] in settled
         ]
         paths = sorted(settled)
         for i in range(0, len(paths), RECONCILE_PATHS):
@@ -854,10 +891,10 @@ class FilesMigration:
             part_set = set(part)
             self._reconcile_paths(
                 {path: settled[path] for path in part}, existing,
-                [img for img in stale_copies if split_copy_path(img["legacy_path"])[0] in part_set], batch_id,
+                [key for key in stale_copies if split_copy_path(key)[0] in part_set], batch_id,
             )
 
-    def _reconcile_paths(self, by_path: dict[str, list[Planned]], existing: dict, stale_copies: list[dict], batch_id) -> None:
+    def _reconcile_paths(self, by_path: dict[str, list[Planned]], existing: dict, stale_copies: list[str], batch_id) -> None:
         rows = in_transaction(
             self.engine,
             lambda conn: conn.execute(
@@ -888,11 +925,14 @@ class FilesMigration:
                 keeper = stale_ids[str(img["id"])]
                 stale.append({**img, "replaced_by": list(keeper.stored) if keeper else None,
                               "replaced_by_sha256": keeper.sha256 if keeper else None})
-        for img in stale:  # S3 first: a run killed after this finds the rows again, and their versions gone
-            try:
-                self.storage.delete_version(img["s3_bucket"], img["s3_key"], img["version_id"])
-            except ObjectNotFoundError:
-                pass
+        if stale:  # S3 first: a run killed after this finds the rows again, and their versions gone
+            from t2m_pipeline.storage.errors import ObjectNotFoundError
+
+            for img in stale:
+                try:
+                    self.storage.delete_version(img["s3_bucket"], img["s3_key"], img["version_id"])
+                except ObjectNotFoundError:
+                    pass
         self.fault("after_stale_deletes")
 
         updates, ledger_updates = [], []
@@ -924,8 +964,9 @@ class FilesMigration:
             return
 
         def work(conn: Connection) -> None:
+            removed = _ledger_images(conn, stale_copies)
             if stale_copies:
-                conn.execute(text("DELETE FROM migration_ledger WHERE legacy_path = ANY(:k)"), {"k": [i["legacy_path"] for i in stale_copies]})
+                conn.execute(text("DELETE FROM migration_ledger WHERE legacy_path = ANY(:k)"), {"k": stale_copies})
             if stale:
                 conn.execute(text("DELETE FROM file_metadata WHERE id = ANY(CAST(:ids AS uuid[]))"), {"ids": [str(i["id"]) for i in stale]})
             fm_before = []
@@ -955,7 +996,7 @@ class FilesMigration:
                 )
             record_created(
                 conn, batch_id,
-                ledger_removed=stale_copies,
+                ledger_removed=removed,
                 file_metadata_removed=stale,
                 file_metadata_before=list(fm_before),
                 ledger_before=list(before),
