@@ -209,23 +209,33 @@ def add_run(index: AttributionIndex, run: LegacyRun, topic: str) -> None:
     index.runs_by_folder.setdefault(folder, []).append(run)
 
 
-def load_index(conn: Connection) -> AttributionIndex:
-    index = AttributionIndex()
-    videos = conn.execute(
-        text("SELECT source_key, payload FROM migration_legacy_records WHERE kind = 'video' AND source_key LIKE 'videos:job\\_%'")
-    )
-    for row in videos:
-        try:
-            job_id = uuid.UUID(row.source_key.removeprefix("videos:job_"))
-        except ValueError:
-            continue
-        if isinstance(row.payload, dict):
-            index.video_records[job_id] = row.payload
+# The legacy folder rule (`slugify`) in SQL, exact for ASCII topics: C collation lowers only A-Z, as Python's
+# `str.lower` does on ASCII. Topics with other characters are always read (Python's rule then decides).
+_TOPIC = "coalesce(configuration->>'topic', topic)"
+_FOLDER_FILTER = f"""
+    AND (regexp_replace(lower({_TOPIC} COLLATE "C"), '[^a-z0-9_]+', '_', 'g') = ANY(:folders)
+         OR octet_length({_TOPIC}) <> char_length({_TOPIC}) OR id = ANY(CAST(:named AS uuid[])))"""
+
+
+def load_index(conn: Connection, folders: list[str] | None = None, records: AttributionIndex | None = None) -> AttributionIndex:
+    """The evidence. `folders`: only the legacy jobs that can be filed under these topic folders are read (a files
+    run's wave: 100,000 legacy jobs cost seconds to read whole), by a filter that keeps every such job and a few
+    more; `add_run` then files them by the one rule. `records`: an index whose video and upload records are reused
+    (read once per run)."""
+    base = records if records is not None else load_records(conn)
+    index = AttributionIndex(video_records=base.video_records, owner_by_file_id=base.owner_by_file_id, file_records=base.file_records)
+    where, params = "", {}
+    if folders is not None:
+        wanted = set(folders)
+        named = [str(j) for j, v in index.video_records.items() if combined_video_folder(v.get("file_path")) in wanted]
+        slugs = sorted(f for f in wanted if f.isascii())  # a slug is ASCII (other names are not even valid text)
+        where, params = _FOLDER_FILTER, {"folders": slugs, "named": named}
     rows = conn.execute(
         text(
-            "SELECT id, user_id, status, coalesce(configuration->>'topic', topic) AS topic, configuration->'legacy' AS legacy, "
-            "created_at, started_at, completed_at, updated_at FROM jobs WHERE configuration ? 'legacy'"
-        )
+            f"SELECT id, user_id, status, {_TOPIC} AS topic, configuration->'legacy' AS legacy, "
+            f"created_at, started_at, completed_at, updated_at FROM jobs WHERE configuration ? 'legacy'{where}"
+        ),
+        params,
     )
     for row in rows:
         legacy = row.legacy if isinstance(row.legacy, dict) else {}
@@ -247,6 +257,22 @@ def load_index(conn: Connection) -> AttributionIndex:
         add_run(index, run, row.topic or "")
     for runs in index.runs_by_folder.values():
         runs.sort(key=lambda r: (r.created_at, str(r.job.job_id)))
+    return index
+
+
+def load_records(conn: Connection) -> AttributionIndex:
+    """The `videos:job_*`, `files:*` and `user_files:*` records (an index without runs)."""
+    index = AttributionIndex()
+    videos = conn.execute(
+        text("SELECT source_key, payload FROM migration_legacy_records WHERE kind = 'video' AND source_key LIKE 'videos:job\\_%'")
+    )
+    for row in videos:
+        try:
+            job_id = uuid.UUID(row.source_key.removeprefix("videos:job_"))
+        except ValueError:
+            continue
+        if isinstance(row.payload, dict):
+            index.video_records[job_id] = row.payload
     records = conn.execute(
         text("SELECT source_key, kind, payload FROM migration_legacy_records WHERE kind IN ('file', 'user_files')")
     )

@@ -45,7 +45,6 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, text
@@ -61,6 +60,7 @@ from t2m_pipeline.migration.attribution import (
     Attribution,
     AttributionIndex,
     load_index,
+    load_records,
 )
 from t2m_pipeline.migration.batches import finish_batch, record_created, start_batch
 from t2m_pipeline.migration.discovery import LOOSE, Entry, iter_partitions, root_bytes
@@ -486,11 +486,14 @@ class FilesMigration:
         """The tree wave by wave: each wave's partitions planned, migrated and reconciled before the next is walked,
         so memory holds one wave, not the tree. That keeps every rule, because what a rule needs together lies in
         one partition: a key with versions in order is a scene's or a job's, and a job's files and the copies made
-        of them are in its topic folder (`attribution.add_run` files a job under one folder). The evidence is loaded
-        once."""
-        index = in_transaction(self.engine, load_index)
+        of them are in its topic folder (`attribution.add_run` files a job under one folder). The legacy jobs are read
+        for the wave's folders; the other records once."""
+        records = in_transaction(self.engine, load_records)
         by_partition_report: dict[str, dict] = {}
         for by_partition in self._waves(partitions):
+            folders = sorted({e.parts[1].decode("utf-8", "surrogateescape") for key, entries in by_partition.items()
+                              if key.startswith("topic/") for e in entries})
+            index = in_transaction(self.engine, lambda conn, folders=folders: load_index(conn, folders, records))
             plans = self._migrate_wave(by_partition, index, batch_id)
             by_partition_report.update(_partition_report(by_partition, plans))
             with self._lock:

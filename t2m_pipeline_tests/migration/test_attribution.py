@@ -109,3 +109,66 @@ def test_video_records_name_the_folder_and_the_job_goes_where_they_say():
     served = LegacyRun(FIRST, "failed", at(2), at(2, 10), updated_at=at(2, 11), video_folder="x", video_record=True,
                        video_created_at=at(2, 11))
     assert served.served_at == at(2, 11)
+
+
+# -- reading the evidence for some folders only (a files run's wave) --------------------------------------------------
+
+
+def test_the_sql_folder_rule_is_pythons_for_every_ascii_topic(migration_db):
+    import random
+
+    from sqlalchemy import text
+
+    from t2m_pipeline.migration.attribution import _FOLDER_FILTER
+    from t2m_pipeline.migration.legacy_paths import slugify
+
+    rng = random.Random(5)
+    alphabet = [chr(c) for c in range(1, 128)]
+    topics = ["", "Binary Search", "a--b!!c", "Tab\tTopic", "UPPER_lower 09", *("".join(rng.choices(alphabet, k=rng.randrange(1, 30))) for _ in range(3000))]
+    expression = _FOLDER_FILTER.split(" = ANY")[0].split("(regexp_replace", 1)[1]
+    sql = "SELECT regexp_replace" + expression.replace("coalesce(configuration->>'topic', topic)", "t") + " FROM unnest(CAST(:t AS text[])) t"
+    _, engine = migration_db
+    with engine.connect() as conn:
+        in_sql = conn.execute(text(sql), {"t": topics}).scalars().all()
+    assert in_sql == [slugify(t) for t in topics]
+
+
+def test_the_index_of_some_folders_files_their_jobs_as_the_whole_index_does(migration_db, redis_db):
+    import json
+
+    import redis
+    from sqlalchemy import text
+
+    from t2m_pipeline.migration.attribution import load_index, load_records
+    from t2m_pipeline.migration.redis_import import migrate_redis
+    from t2m_pipeline_tests.migration.legacy_world import _job, video_record
+
+    topics = ["Binary Search", "binary   search", "Caf\u00e9 au lait", "\u212aelvin", "kelvin", "\uff26ull", "a--b!!c",
+              "Tab\tTopic", "\u0130stanbul", "Moved", "Other"]
+    r = redis.Redis.from_url(redis_db)
+    jobs = {}
+    for n, topic in enumerate(topics):
+        job_id = str(uuid.uuid4())
+        jobs[topic] = job_id
+        r.set(f"jobs:{job_id}", json.dumps(_job(job_id, f"user_{n % 3}", topic, "completed", f"2024-01-0{1 + n % 9} 10:00:00",
+                                                 f"2024-01-0{1 + n % 9} 11:00:00")))
+    r.set(f"videos:job_{jobs['Moved']}", video_record("elsewhere", "2024-01-05 11:00:00", b"x"))
+    r.set(f"videos:job_{jobs['Other']}", video_record("binary_search", "2024-01-05 11:00:00", b"x"))
+    _, engine = migration_db
+    migrate_redis(engine, r)
+
+    def filed(index, folder) -> list:
+        return [run.describe() for run in index.runs_for(folder)]
+
+    with engine.connect() as conn:
+        whole = load_index(conn)
+        records = load_records(conn)
+        folders = sorted(whole.runs_by_folder)
+        assert {"binary_search", "caf_au_lait", "kelvin", "_ull", "a_b_c", "tab_topic", "i_stanbul", "elsewhere"} <= set(folders)
+        assert "moved" not in folders and len(whole.runs_for("binary_search")) == 3 and len(whole.runs_for("kelvin")) == 2
+        for some in ([f] for f in folders):
+            assert filed(load_index(conn, some, records), some[0]) == filed(whole, some[0]), some
+        few = load_index(conn, ["binary_search", "elsewhere"], records)
+        assert {f: filed(few, f) for f in ("binary_search", "elsewhere")} == {f: filed(whole, f) for f in ("binary_search", "elsewhere")}
+        assert sum(len(runs) for runs in few.runs_by_folder.values()) < len(topics)  # not every job was read
+        assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == len(topics)
