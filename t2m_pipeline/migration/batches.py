@@ -20,6 +20,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
 from t2m_pipeline.db.engine import in_transaction
+from t2m_pipeline.migration import json_text
 
 ROW_LISTS = (
     "users", "jobs", "jobs_before", "job_queue", "quarantine", "legacy_records", "legacy_records_before",
@@ -54,8 +55,17 @@ def record_created(conn: Connection, batch_id: uuid.UUID, **lists: list) -> None
             "SELECT :b, n, CAST(i AS jsonb) FROM unnest(CAST(:n AS text[]), CAST(:i AS text[])) WITH ORDINALITY AS c(n, i, o) "
             "ORDER BY o"
         ),
-        {"b": batch_id, "n": list(lists), "i": [json.dumps(items, default=str) for items in lists.values()]},
+        {"b": batch_id, "n": list(lists), "i": [json_text.dumps(items) for items in lists.values()]},
     )
+
+
+def created_rows_insert(name: str, items: str) -> str:
+    """SQL that appends one chunk to the batch's list `name` (bind `:batch`), its items the JSON array that the SQL
+    `items` selects (`... FROM written HAVING count(*) > 0`, say): for a statement whose own RETURNING rows are the
+    items, so they are recorded in it without coming back to Python."""
+    if name not in ROW_LISTS:
+        raise ValueError(f"unknown created_rows list {name!r}")
+    return f"INSERT INTO migration_batch_rows (batch_id, list, items) SELECT :batch, '{name}', {items}"
 
 
 def created_rows(conn: Connection, batch_id: uuid.UUID) -> dict[str, list]:

@@ -30,7 +30,8 @@ from sqlalchemy.engine import Connection
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.job_state import HELD
 from t2m_pipeline.db.users import NewUser, ensure_users
-from t2m_pipeline.migration.batches import created_rows, finish_batch, record_created, start_batch
+from t2m_pipeline.migration.batches import created_rows, created_rows_insert, finish_batch, record_created, start_batch
+from t2m_pipeline.migration import json_text
 from t2m_pipeline.migration.attribution import combined_video_folder
 from t2m_pipeline.migration.discovery import topic_partition
 from t2m_pipeline.migration.legacy_paths import ledger_path, path_text, slugify
@@ -78,6 +79,13 @@ ON CONFLICT (id) DO UPDATE SET
     is_deleted = EXCLUDED.is_deleted, deleted_at = EXCLUDED.deleted_at
 WHERE jobs.updated_at < EXCLUDED.updated_at
 RETURNING id, (xmax = 0) AS inserted, updated_at
+"""
+# The upsert, its written rows recorded in the batch ([id, updated_at], for rollback) by the same statement: 100,000
+# jobs' ids and times no longer come back to Python to be formatted and sent again.
+_UPSERT_JOBS_RECORDED = f"""
+WITH written AS ({_UPSERT_JOBS.strip()}),
+recorded AS ({created_rows_insert("jobs", "jsonb_agg(jsonb_build_array(id::text, to_json(updated_at))) FROM written HAVING count(*) > 0")})
+SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) AS written FROM written
 """
 
 
@@ -145,7 +153,7 @@ def _copy_value(column: str, value):
     if value is None:
         return None
     if column in _JSON_COLUMNS:
-        return json.dumps(value, default=str)
+        return json_text.dumps(value)
     return value
 
 
@@ -166,16 +174,11 @@ def _upsert_jobs(conn: Connection, jobs: list[JobRow], batch_id: uuid.UUID, coun
     ).all()
     before = [image for image, newer in differing if not newer]
     counts["jobs_kept_newer"] += len(differing) - len(before)
-    written = conn.execute(text(_UPSERT_JOBS)).all()
-    inserted = sum(1 for r in written if r.inserted)
+    inserted, written = conn.execute(text(_UPSERT_JOBS_RECORDED), {"batch": batch_id}).one()
     counts["jobs_inserted"] += inserted
-    counts["jobs_updated"] += len(written) - inserted
-    counts["jobs_unchanged"] += len(jobs) - len(written)
-    record_created(
-        conn, batch_id,
-        jobs=[[str(r.id), r.updated_at.isoformat()] for r in written],
-        jobs_before=list(before),
-    )
+    counts["jobs_updated"] += written - inserted
+    counts["jobs_unchanged"] += len(jobs) - written
+    record_created(conn, batch_id, jobs_before=list(before))
 
 
 def _upsert_records(conn: Connection, records: dict[str, tuple[str, object]], batch_id: uuid.UUID, counts: Counter) -> None:

@@ -88,13 +88,23 @@ _READERS = {
 
 
 def _read(client, durable: list[tuple[bytes, str, tuple[str, ...]]]) -> list[RawKey]:
-    """Each key read as the type its prefix expects (one command a key, pipelined). Only the keys whose answer was
-    not that (WRONGTYPE, or nothing: gone since the scan, or another type's empty answer) are asked their TYPE and
-    read again as what they are; a key whose TYPE is `none` is gone and left out, as a key never scanned would be."""
+    """Each key read as the type its prefix expects (the string keys in one MGET, the others one command a key, all
+    pipelined). Only the keys whose answer was not that (WRONGTYPE; or nothing: gone since the scan, another type's
+    nil in the MGET or its empty answer) are asked their TYPE and read again as what they are; a key whose TYPE is
+    `none` is gone and left out, as a key never scanned would be."""
     pipe = client.pipeline(transaction=False)
+    strings = [key for key, _, expected in durable if expected[0] == "string"]
+    if strings:  # one MGET for the page's string keys (a key of another type answers nil: asked its TYPE below)
+        pipe.mget(strings)
     for key, _, expected in durable:
-        _READERS[expected[0]](pipe, key)
-    values = pipe.execute(raise_on_error=False)
+        if expected[0] != "string":
+            _READERS[expected[0]](pipe, key)
+    answers = pipe.execute(raise_on_error=False)
+    fetched = answers.pop(0) if strings else []
+    if not isinstance(fetched, list):  # the MGET failed as a whole: each of its keys answers that error
+        fetched = [fetched] * len(strings)
+    by_string, others = iter(fetched), iter(answers)
+    values = [next(by_string) if expected[0] == "string" else next(others) for _, _, expected in durable]
     out: list[RawKey | None] = []
     retry = []
     for (key, kind, expected), value in zip(durable, values):
