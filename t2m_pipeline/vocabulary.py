@@ -63,6 +63,7 @@ class JobType(StrEnum):
     FILE_PROCESSING = "file_processing"
 
 
+JOB_TYPES = tuple(JobType)
 PIPELINE_JOB_TYPES = (JobType.VIDEO_GENERATION, JobType.BATCH_VIDEO_GENERATION)
 
 
@@ -73,6 +74,9 @@ class Priority(StrEnum):
     NORMAL = "normal"
     HIGH = "high"
     URGENT = "urgent"
+
+
+PRIORITIES = tuple(Priority)
 
 
 def priority_order_sql(column: str = "priority") -> str:

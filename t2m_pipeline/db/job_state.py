@@ -20,7 +20,6 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.engine import Connection
 
 from t2m_pipeline.db.engine import in_transaction
-from t2m_pipeline.db.models import Job, JobQueue
 from t2m_pipeline.vocabulary import JobStatus
 
 Q, P, C, F, X, HELD = (JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.COMPLETED, JobStatus.FAILED,
@@ -100,6 +99,8 @@ def apply_transition(
     allow_same: bool = True,
 ) -> JobState:
     """The transition inside the caller's transaction (for callers that must commit it with other writes)."""
+    from t2m_pipeline.db.models import Job, JobQueue  # the ORM's import (0.3 s): paid by what changes a job only
+
     job_id = uuid.UUID(str(job_id))
     row = conn.execute(
         select(Job.status, Job.metrics, Job.started_at).where(Job.id == job_id).with_for_update()

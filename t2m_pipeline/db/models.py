@@ -29,12 +29,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from t2m_pipeline.vocabulary import JobStatus, JobType, Priority, priority_order_sql, sql_list
+from t2m_pipeline.vocabulary import JOB_TYPES, PRIORITIES, JobStatus, priority_order_sql, sql_list
 
 # The vocabulary is `t2m_pipeline.vocabulary`'s; the constraints below hold the database to it.
 JOB_STATUSES = tuple(JobStatus)
-PRIORITIES = tuple(Priority)
-JOB_TYPES = tuple(JobType)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

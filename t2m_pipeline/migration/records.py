@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
+import orjson
+
 from t2m_pipeline.db.job_state import status_on_import
-from t2m_pipeline.db.models import JOB_TYPES, PRIORITIES
-from t2m_pipeline.vocabulary import LEGACY_JOB_STATUSES
+from t2m_pipeline.vocabulary import JOB_TYPES, LEGACY_JOB_STATUSES, PRIORITIES
 from t2m_pipeline.migration.legacy_paths import CLERK_ID
 
 _ENUM_PREFIX = re.compile(r"^[A-Za-z]+\.")
@@ -46,7 +47,23 @@ def _finite_float(token: str) -> float:
     return value
 
 
+_LONG_INTEGER = re.compile(r"\d{19}")  # orjson reads an integer beyond 64 bits as a float: json reads it exactly
+
+
 def _loads(text: str, what: str):
+    """`_loads_exact`, by orjson where that gives the same value: no `\\u` escape and at most 200 brackets (so
+    nothing `check_storable` would look for), no run of 19 digits; anything orjson refuses (NaN, `1e400`, a lone
+    surrogate...) goes to `_loads_exact`, which says why. About twice as fast on the legacy job records; a property
+    test holds the two equal."""
+    if not _may_hide_unstorable(text) and not _LONG_INTEGER.search(text):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return _loads_exact(text, what)
+
+
+def _loads_exact(text: str, what: str):
     """`json.loads` that refuses what PostgreSQL cannot store and turns every parse failure into a BadRecord.
 
     Python's parser accepts `NaN`/`Infinity` and overflows `1e400` to infinity (jsonb takes neither), raises

@@ -69,3 +69,39 @@ def test_skipping_the_storable_walk_never_changes_what_is_refused(value, ascii_o
         mp.setattr(records, "_may_hide_unstorable", lambda text: True)
         exact = _outcome(raw)
     assert fast == exact
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=30,
+)
+EDGES = ['{"a":1e400}', "NaN", "[Infinity]", '"\\ud800"', '"\\u0000"', "\ufeff{}", "123456789012345678901234567890",
+         "-9223372036854775809", "18446744073709551615", "1.7976931348623159e308", "[" * 250 + "]" * 250, "[1,]", "",
+         '{"a":1,"a":2}', "4.9e-324", "-0", '"a\x01b"', " {\"x\" : [1.5e-320, -0.0]} "]
+
+
+def _either(loads, text):
+    from t2m_pipeline.migration.records import BadRecord
+
+    try:
+        return "value", loads(text, "x")
+    except BadRecord:
+        return "refused", None
+
+
+@given(JSON_VALUES, st.booleans())
+def test_the_fast_json_reader_reads_what_the_exact_one_reads(value, ascii_only):
+    from t2m_pipeline.migration.records import _loads, _loads_exact
+
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert _either(_loads, text) == _either(_loads_exact, text)
+
+
+def test_the_fast_json_reader_on_the_edges():
+    from t2m_pipeline.migration.records import _loads, _loads_exact
+
+    for text in EDGES:
+        fast, exact = _either(_loads, text), _either(_loads_exact, text)
+        assert fast == exact and type(fast[1]) is type(exact[1]), text
