@@ -84,15 +84,16 @@ def upload_keys(kind: str, shards: Mapping[str, int]) -> list[str]:
 
 
 def count_uploads(legacy_root, kinds: Iterable[str]) -> dict[str, int]:
-    """Files (every entry) under each of these upload type folders: the work its shards share."""
+    """Files (every entry) under each of these upload type folders that can be read: the work its shards share."""
     root = root_bytes(legacy_root)
-    return {kind: sum(1 for _ in _walk(root, b"storage/uploads/" + os.fsencode(kind))) for kind in kinds}
+    rels = {kind: b"storage/uploads/" + os.fsencode(kind) for kind in kinds}
+    return {kind: sum(1 for _ in _walk(root, rel)) for kind, rel in rels.items() if _readable(os.path.join(root, rel))}
 
 
 def upload_types(legacy_root) -> list[str]:
     """The known upload types with a folder under `storage/uploads/`."""
-    uploads = os.path.join(root_bytes(legacy_root), b"storage", b"uploads")
-    return [c.name.decode() for c in _children(uploads) if _is_real_dir(c) and c.name.decode("utf-8", "replace") in UPLOAD_FILE_TYPES]
+    found = _folders_in(root_bytes(legacy_root), b"storage/uploads")
+    return [c.name.decode() for c in found if _is_real_dir(c) and c.name.decode("utf-8", "replace") in UPLOAD_FILE_TYPES]
 
 
 def _walk(root: bytes, rel: bytes, prune=lambda rel: False) -> Iterator[Entry]:
@@ -126,8 +127,22 @@ def _children(path: bytes) -> list[os.DirEntry]:
     try:
         with os.scandir(path) as it:
             return sorted(it, key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, not a folder, unreadable: the loose walk meets it, and reports it
         return []
+
+
+def _folders_in(root: bytes, rel: bytes) -> list[os.DirEntry]:
+    """The children of root/rel when every folder on the way is a real one: `output`, `storage` or `storage/uploads`
+    as a symlink is the loose walk's entry (never followed), and its target no partition's."""
+    path = root
+    for part in rel.split(b"/"):
+        path = os.path.join(path, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return []
+        except OSError:
+            return []
+    return _children(path)
 
 
 def _is_real_dir(entry: os.DirEntry) -> bool:
@@ -159,10 +174,10 @@ def discover_sources(legacy_root, shards: Mapping[str, int]) -> list[str]:
     if not os.path.isdir(root):
         raise FileNotFoundError(f"legacy root {os.fsdecode(root)!r} is not a directory")
     keys: list[str] = []
-    for child in _children(os.path.join(root, b"output")):
+    for child in _folders_in(root, b"output"):
         if _is_real_dir(child) and child.name != RENDER_CACHE:
             keys.append(topic_partition(child.name))
-    for child in _children(os.path.join(root, b"storage", b"uploads")):
+    for child in _folders_in(root, b"storage/uploads"):
         if _is_real_dir(child):
             kind = child.name.decode("utf-8", "replace")
             keys.extend(upload_keys(kind, shards))
@@ -182,14 +197,13 @@ def _walk_units(root: bytes, shards: Mapping[str, int]) -> Iterator[tuple[list[s
     """The tree in walk units, each with the partitions it completes: a topic folder (its partition), an upload
     type folder (its shards; unknown types together: `uploads/other`), then the rest (`loose`). Each directory is
     read by one unit only (an upload type folder that cannot be read is a loose entry: the loose walk meets it)."""
-    output, uploads = os.path.join(root, b"output"), os.path.join(root, b"storage", b"uploads")
     elsewhere: set[bytes] = set()  # the directories the topic and upload units walk
     topics: dict[str, list[bytes]] = {}
-    for child in _children(output):
+    for child in _folders_in(root, b"output"):
         if _is_real_dir(child) and child.name != RENDER_CACHE:
             topics.setdefault(topic_partition(child.name), []).append(b"output/" + child.name)
     types: dict[str, list[bytes]] = {}
-    for child in _children(uploads):
+    for child in _folders_in(root, b"storage/uploads"):
         if _is_real_dir(child):
             kind = child.name.decode("utf-8", "replace")
             rels = types.setdefault(kind if kind in UPLOAD_FILE_TYPES else "other", [])
@@ -214,6 +228,9 @@ def iter_partitions(
     by partition read each upload type's folder once per shard, and the whole tree for the loose files)."""
     root = root_bytes(legacy_root)
     wanted = None if partitions is None else set(partitions)
+    for key in wanted or ():
+        if not (key.startswith(("topic/", "uploads/")) or key == LOOSE):
+            raise ValueError(f"unknown legacy partition {key!r}: expected topic/..., uploads/... or loose")
     strays: list[Entry] = []  # a unit's entries of another partition: a folder that became unreadable meanwhile
     for keys, entries in _walk_units(root, shards):
         keys = [k for k in keys if wanted is None or k in wanted]
@@ -234,8 +251,6 @@ def iter_partitions(
 
 def partition_entries(legacy_root, partition_key: str, shards: Mapping[str, int]) -> list[Entry]:
     """Every entry of one partition."""
-    if not partition_key.startswith(("topic/", "uploads/")) and partition_key != LOOSE:
-        raise ValueError(f"unknown legacy partition {partition_key!r}: expected topic/..., uploads/... or loose")
     return dict(iter_partitions(legacy_root, shards, [partition_key]))[partition_key]
 
 

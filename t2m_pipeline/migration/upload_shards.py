@@ -24,9 +24,13 @@ def upload_shards(engine: Engine, legacy_root, *, record: bool = True) -> dict[s
     missing = [kind for kind in upload_types(legacy_root) if kind not in recorded]
     if not missing:
         return recorded
-    counted = count_uploads(legacy_root, missing)
+    # An empty or unreadable folder is left undecided (one shard meanwhile: it has no upload to place), so a folder
+    # just made, or not yet readable, is sized by its files once they are there.
+    counted = {kind: n for kind, n in count_uploads(legacy_root, missing).items() if n}
     if not record:
         return {**recorded, **{kind: shards_for(n) for kind, n in counted.items()}}
+    if not counted:
+        return recorded
 
     def decide(conn: Connection) -> dict[str, int]:
         conn.execute(

@@ -90,3 +90,22 @@ def test_a_topic_folder_that_is_a_symlink_is_a_loose_entry_in_both(tmp_path):
     walked = one_walk(tmp_path)
     assert walked == per_partition(tmp_path) == reference(tmp_path)
     assert (b"output/linked", "symlink") in walked["loose"] and "topic/linked" not in walked
+
+
+def test_output_or_uploads_as_a_symlink_is_a_loose_entry_never_followed(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    build(elsewhere, [(b"topic_a", b"f.txt", "file"), (b"image", b"u.png", "file")])
+    root = tmp_path / "legacy"
+    (root / "storage").mkdir(parents=True)
+    os.symlink(elsewhere, root / "output")
+    os.symlink(elsewhere, root / "storage" / "uploads")
+    walked = one_walk(root)
+    assert walked == per_partition(root) == reference(root)
+    assert walked == {"loose": [(b"output", "symlink"), (b"storage/uploads", "symlink")]}
+
+
+def test_a_partition_key_of_no_known_form_is_refused(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown legacy partition"):
+        all_entries(tmp_path, SHARDS, ["uplods/image/0"])
