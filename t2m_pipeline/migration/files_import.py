@@ -52,8 +52,8 @@ from sqlalchemy.engine import Connection
 
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
-from t2m_pipeline.db.files import FileRecord, record_files
 from t2m_pipeline.db.users import NewUser, ensure_users
+from t2m_pipeline.migration import json_text
 from t2m_pipeline.migration.attribution import (
     SYSTEM_CLERK_ID,
     SYSTEM_USER_METADATA,
@@ -700,7 +700,8 @@ class FilesMigration:
             if restat:
                 conn.execute(text(_LEDGER_RESTAT), {c: [r[c] for r in restat] for c in ("p", "mt", "ino")})
 
-        in_transaction(self.engine, write)
+        if intents or failures or restat:  # an unchanged chunk writes nothing: no transaction
+            in_transaction(self.engine, write)
         unchanged = [p for p in files if p.outcome == "migrated"]
         self._tick(len(unchanged) + len(read_failures), sum(p.size or 0 for p in unchanged))
         self.fault("after_intents")
@@ -711,7 +712,8 @@ class FilesMigration:
             list(pool.map(lambda todo: self._upload_group(todo, claimed, listed), work))
         self.fault("after_uploads")
         done = [p for todo in work for p, _ in todo]
-        in_transaction(self.engine, lambda conn: self._record(conn, done, batch_id))
+        if done:
+            in_transaction(self.engine, lambda conn: self._record(conn, done, batch_id))
         for p in files:
             p.data = None  # free the chunk's bodies
 
@@ -839,6 +841,8 @@ class FilesMigration:
         buckets = self.settings.buckets
         fm_ids: dict[tuple[str, str, str | None], uuid.UUID] = {}
         if ok:
+            from t2m_pipeline.db.files import FileRecord, record_files  # with the ORM (0.1 s): not for a rerun
+
             records = [
                 FileRecord(
                     user_id=p.target.user_id, job_id=p.target.job_id, file_type=p.target.file_type,
@@ -901,21 +905,22 @@ class FilesMigration:
         rows = in_transaction(
             self.engine,
             lambda conn: conn.execute(
-                text("SELECT id, s3_bucket, s3_key, metadata FROM file_metadata WHERE metadata->>'legacy_path' = ANY(:p)"),
+                text("SELECT id, s3_bucket, s3_key, metadata::text FROM file_metadata WHERE metadata->>'legacy_path' = ANY(:p)"),
                 {"p": list(by_path)},
             ).all(),
         )
         buckets = self.settings.buckets
         stale_ids: dict[str, Planned | None] = {}
         current: dict[str, dict] = {}
-        for row in rows:
-            plans = by_path[row.metadata["legacy_path"]]
+        for row_id, s3_bucket, s3_key, metadata_text in rows:
+            metadata = json_text.loads(metadata_text)  # every migrated row of these files: read fast
+            plans = by_path[metadata["legacy_path"]]
             places = {(buckets[p.target.bucket_kind], p.target.key) for p in plans if p.outcome == "migrated"}
-            if (row.s3_bucket, row.s3_key) in places:
-                current[str(row.id)] = {"id": row.id, "metadata": row.metadata}
+            if (s3_bucket, s3_key) in places:
+                current[str(row_id)] = {"id": row_id, "metadata": metadata}
                 continue
             original = next((p for p in plans if p.copy_source is None), None)
-            stale_ids[str(row.id)] = original if original is not None and original.stored else next((p for p in plans if p.stored), None)
+            stale_ids[str(row_id)] = original if original is not None and original.stored else next((p for p in plans if p.stored), None)
         stale: list[dict] = []
         if stale_ids:  # rare (a file that moved): whole rows, for the batch's images
             images = in_transaction(

@@ -17,6 +17,7 @@ import orjson
 
 from t2m_pipeline.db.job_state import status_on_import
 from t2m_pipeline.vocabulary import JOB_TYPES, LEGACY_JOB_STATUSES, PRIORITIES
+from t2m_pipeline.migration.json_text import LONG_INTEGER
 from t2m_pipeline.migration.legacy_paths import CLERK_ID
 
 _ENUM_PREFIX = re.compile(r"^[A-Za-z]+\.")
@@ -47,7 +48,6 @@ def _finite_float(token: str) -> float:
     return value
 
 
-_LONG_INTEGER = re.compile(r"\d{19}")  # orjson reads an integer beyond 64 bits as a float: json reads it exactly
 
 
 def _loads(text: str, what: str):
@@ -55,7 +55,7 @@ def _loads(text: str, what: str):
     nothing `check_storable` would look for), no run of 19 digits; anything orjson refuses (NaN, `1e400`, a lone
     surrogate...) goes to `_loads_exact`, which says why. About twice as fast on the legacy job records; a property
     test holds the two equal."""
-    if not _may_hide_unstorable(text) and not _LONG_INTEGER.search(text):
+    if not _may_hide_unstorable(text) and not LONG_INTEGER.search(text):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
