@@ -135,17 +135,20 @@ def test_the_sql_folder_rule_is_pythons_for_every_ascii_topic(migration_db):
 
 def test_the_index_of_some_folders_files_their_jobs_as_the_whole_index_does(migration_db, redis_db):
     import json
+    import os
 
     import redis
     from sqlalchemy import text
 
     from t2m_pipeline.migration.attribution import load_index, load_records
     from t2m_pipeline.migration.redis_import import migrate_redis
-    from t2m_pipeline_tests.migration.legacy_world import _job, video_record
+    from t2m_pipeline_tests.migration.legacy_world import CLAIM_KEY, _job, video_record
 
     topics = ["Binary Search", "binary   search", "Caf\u00e9 au lait", "\u212aelvin", "kelvin", "\uff26ull", "a--b!!c",
               "Tab\tTopic", "\u0130stanbul", "Moved", "Other"]
     r = redis.Redis.from_url(redis_db)
+    r.flushdb()  # the session's Redis database: another test's world may be in it
+    r.set(CLAIM_KEY, str(os.getpid()), ex=3600)
     jobs = {}
     for n, topic in enumerate(topics):
         job_id = str(uuid.uuid4())
