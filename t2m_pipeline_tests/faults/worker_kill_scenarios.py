@@ -7,7 +7,9 @@ worker is a fork of the warm server, which reaps its workers every 0.5 s and rep
 failed ("Run execution process for <id> was terminated by signal 9 (SIGKILL)", Dagster's own wording, as its code
 server says it) with no failure reason, so `run_retries` (which skips only step failures) re-executes it. If the
 server were lost with the worker, run monitoring's health check (the worker's pid, in the run's `t2m/run_worker` tag)
-fails the run at its next poll; on ECS the EcsRunLauncher checks the task.
+fails the run at its next poll; on ECS the EcsRunLauncher checks the task. Dagster's retry daemon can read the failure
+before the run is marked failed and then never retries it; the `missed_run_retries` sensor has it read again
+(t2m_pipeline/launcher/retries.py; a CI run once lost the retry that way).
 
 The scenario starts its own daemon on a DAGSTER_HOME holding the project's dagster.yaml with shorter intervals,
 inserts jobs with plain SQL, waits until a `render_scene` run's worker has manim running (the worker's pid is in the
@@ -37,7 +39,7 @@ import yaml
 from sqlalchemy import Engine, text
 
 from t2m_pipeline.audits.policy import AuditPolicy
-from t2m_pipeline.defs.scenes.sensors import WILL_RETRY_TAG
+from t2m_pipeline.launcher.retries import WILL_RETRY_TAG
 from t2m_pipeline.audits.stuck_jobs import JobAuditStats, job_findings
 from t2m_pipeline.config import Settings
 from t2m_pipeline.storage.s3 import make_s3_client
@@ -498,7 +500,12 @@ def remove_render_slots(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+_ROUTINE = re.compile(r"Checking for new runs for sensor|Sensor \S+ skipped|No new runs for sensor")
+
+
 def explain(report: WorkerKillReport) -> str:
+    """The report and the daemon log's last lines, without the sensors' routine ticks (they crowd out the rest)."""
     log = Path(report.daemon_log)
-    tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    tail = "\n".join(line for line in lines if not _ROUTINE.search(line))[-6000:]
     return f"{report}\ndaemon log tail:\n{tail}"
