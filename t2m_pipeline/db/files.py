@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 
@@ -10,6 +9,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from t2m_pipeline.db import json_text
 from t2m_pipeline.db.models import FileMetadata
 
 
@@ -70,7 +70,7 @@ def record_files(conn: Connection, records: list[FileRecord]) -> list[RecordedRo
         "ct": [r.content_type for r in records],
         "v": [r.version_id for r in records],
         "cs": [r.sha256 for r in records],
-        "m": [json.dumps(r.extra) if r.extra else None for r in records],
+        "m": [json_text.dumps(r.extra) if r.extra else None for r in records],  # orjson: a tenth of json's time
     }
     return [RecordedRow(row.id, row.s3_bucket, row.s3_key, row.version_id, row.inserted) for row in conn.execute(_RECORD_FILES, columns)]
 

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import Connection
 
 from t2m_pipeline.db.engine import in_transaction
-from t2m_pipeline.migration import json_text
+from t2m_pipeline.db import json_text
 
 ROW_LISTS = (
     "users", "jobs", "jobs_before", "job_queue", "quarantine", "legacy_records", "legacy_records_before",

@@ -17,7 +17,7 @@ import orjson
 
 from t2m_pipeline.db.job_state import status_on_import
 from t2m_pipeline.vocabulary import JOB_TYPES, LEGACY_JOB_STATUSES, PRIORITIES
-from t2m_pipeline.migration.json_text import LONG_INTEGER
+from t2m_pipeline.db.json_text import LONG_INTEGER
 from t2m_pipeline.migration.legacy_paths import CLERK_ID
 
 _ENUM_PREFIX = re.compile(r"^[A-Za-z]+\.")

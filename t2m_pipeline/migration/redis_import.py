@@ -31,7 +31,7 @@ from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.job_state import HELD
 from t2m_pipeline.db.users import NewUser, ensure_users
 from t2m_pipeline.migration.batches import created_rows, created_rows_insert, finish_batch, record_created, start_batch
-from t2m_pipeline.migration import json_text
+from t2m_pipeline.db import json_text
 from t2m_pipeline.migration.attribution import combined_video_folder
 from t2m_pipeline.migration.discovery import topic_partition
 from t2m_pipeline.migration.legacy_paths import ledger_path, path_text, slugify

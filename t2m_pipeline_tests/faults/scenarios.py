@@ -76,13 +76,20 @@ def faulted_settings(settings: Settings, proxy: FaultProxy, *, max_attempts: int
     return dataclasses.replace(settings, **changes)
 
 
+TRANSPORTS = ("boto3", "crt")  # what sends a one-request PUT: the boto3 client, or `crt_puts.CrtPuts`
+
+
 def faulted_storage(
     settings: Settings, engine: Engine, proxy: FaultProxy, *, max_attempts: int | None = None,
-    remove_duplicates: bool = True, read_timeout: float | None = None,
+    remove_duplicates: bool = True, read_timeout: float | None = None, transport: str = "boto3",
 ) -> S3Storage:
+    from t2m_pipeline.storage.crt_puts import CrtPuts
+
     through_proxy = faulted_settings(settings, proxy, max_attempts=max_attempts)
-    client = make_s3_client(through_proxy, read_timeout=read_timeout or read_timeout_for(proxy.plan))
-    return S3Storage(through_proxy, engine, client=client, remove_retry_duplicates=remove_duplicates)
+    read_timeout = read_timeout or read_timeout_for(proxy.plan)
+    client = make_s3_client(through_proxy, read_timeout=read_timeout)
+    single_puts = CrtPuts(through_proxy, read_timeout=read_timeout) if transport == "crt" else None
+    return S3Storage(through_proxy, engine, client=client, remove_retry_duplicates=remove_duplicates, single_puts=single_puts)
 
 
 @dataclass(frozen=True)
@@ -246,6 +253,7 @@ def run_upload_scenario(
     remove_duplicates: bool = True,
     sweep: bool = True,
     workers: int = 8,
+    transport: str = "boto3",
 ) -> UploadReport:
     """Single and multipart uploads through S3Storage behind the proxy; the oracle's verdict afterwards."""
     report = UploadReport(label or ",".join(k.value for k in plan.kinds), plan)
@@ -255,7 +263,9 @@ def run_upload_scenario(
     lock = threading.Lock()
     started = time.monotonic()
     with FaultProxy(settings.endpoint_url, plan) as proxy:
-        storage = faulted_storage(settings, engine, proxy, max_attempts=max_attempts, remove_duplicates=remove_duplicates)
+        storage = faulted_storage(
+            settings, engine, proxy, max_attempts=max_attempts, remove_duplicates=remove_duplicates, transport=transport
+        )
         owner = ObjectOwner(user_id=user_id, file_type="plan")
         video_owner = ObjectOwner(user_id=user_id, file_type="video", scene_number=1)
 

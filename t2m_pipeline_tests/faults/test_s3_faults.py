@@ -1,5 +1,6 @@
 """Uploads through S3Storage under 20% injected S3 faults (each kind, and mixed) finish correctly; with the
-protection off, the same faults get through.
+protection off, the same faults get through. Each for both ways a one-request PUT is sent: the boto3 client, and the
+AWS Common Runtime (`crt_puts.CrtPuts`, the migration's), whose retries are its own and counted.
 
 Sizes here are small; `make reliability` (`t2m_pipeline_tests/faults/reliability_report.py`) runs the same scenarios larger and writes RELIABILITY.md.
 """
@@ -18,6 +19,7 @@ from t2m_pipeline.storage.errors import StorageError
 from t2m_pipeline.storage.s3 import WRITE_ID_METADATA, ObjectOwner, S3Storage, make_s3_client, object_metadata
 from t2m_pipeline_tests.faults.scenarios import (
     HELD_SECONDS,
+    TRANSPORTS,
     check_writes,
     faulted_storage,
     run_upload_scenario,
@@ -40,9 +42,12 @@ def label(kinds) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("kinds", SCENARIOS, ids=label)
-def test_uploads_finish_correctly_under_faults(fault_settings, engine, tmp_path, kinds):
-    report = run_upload_scenario(fault_settings, engine, plan(kinds), tmp_path, keys=KEYS, multiparts=MULTIPARTS)
+def test_uploads_finish_correctly_under_faults(fault_settings, engine, tmp_path, kinds, transport):
+    report = run_upload_scenario(
+        fault_settings, engine, plan(kinds), tmp_path, keys=KEYS, multiparts=MULTIPARTS, transport=transport
+    )
 
     assert report.failed == 0, report.failures
     assert report.problems == []
@@ -60,23 +65,27 @@ def test_uploads_finish_correctly_under_faults(fault_settings, engine, tmp_path,
         assert report.duplicates_before_sweep == 0 and report.removed_by_sweep == 0
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("kind", list(FaultKind), ids=lambda k: k.value)
-def test_without_retries_the_fault_reaches_the_caller(fault_settings, engine, tmp_path, kind):
+def test_without_retries_the_fault_reaches_the_caller(fault_settings, engine, tmp_path, kind, transport):
     report = run_upload_scenario(
-        fault_settings, engine, plan((kind,)), tmp_path, keys=CONTROL_KEYS, multiparts=0, max_attempts=1, sweep=False
+        fault_settings, engine, plan((kind,)), tmp_path, keys=CONTROL_KEYS, multiparts=0, max_attempts=1, sweep=False,
+        transport=transport,
     )
     # every injected fault failed its write (a slow moment of the machine may fail one more)
     assert report.failed >= report.faults_on({"PutObject"}) > 0
-    assert all("StorageError" in f for f in report.failures)
+    assert all("StorageError" in f for f in report.failures), report.failures
     if kind in LANDING:
         # the failed write landed all the same: an orphan version no row records
         assert any("no write recorded" in p for p in report.problems)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("kind", LANDING, ids=lambda k: k.value)
-def test_without_duplicate_cleanup_lost_answers_leave_extra_versions(fault_settings, engine, tmp_path, kind):
+def test_without_duplicate_cleanup_lost_answers_leave_extra_versions(fault_settings, engine, tmp_path, kind, transport):
     report = run_upload_scenario(
-        fault_settings, engine, plan((kind,)), tmp_path, keys=CONTROL_KEYS, multiparts=0, remove_duplicates=False, sweep=False
+        fault_settings, engine, plan((kind,)), tmp_path, keys=CONTROL_KEYS, multiparts=0, remove_duplicates=False,
+        sweep=False, transport=transport,
     )
     assert report.failed == 0
     assert report.duplicates_before_sweep >= report.faults_on({"PutObject"}) > 0

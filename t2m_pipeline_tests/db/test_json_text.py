@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from t2m_pipeline.migration import json_text
+from t2m_pipeline.db import json_text
 
 SCALARS = (
     st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80)

@@ -1,6 +1,6 @@
 """JSON text to and from PostgreSQL's jsonb, fast: orjson where it means what json means (`dumps` writes what
-`json.dumps(value, default=str)` writes, about ten times faster: 100,000 legacy jobs write 400,000 documents; `loads`
-reads jsonb's own text as `json.loads` does).
+`json.dumps(value, default=str)` writes, about ten times faster: 100,000 legacy jobs write 400,000 documents, and
+every migrated file a `file_metadata.metadata`; `loads` reads jsonb's own text as `json.loads` does).
 
 orjson writes the same values except where it refuses what json accepts (an integer beyond 64 bits, a lone
 surrogate, a key that is not a string): those documents are written by json, as before. Dates and dataclasses go

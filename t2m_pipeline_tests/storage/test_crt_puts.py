@@ -1,0 +1,122 @@
+"""One-request PUTs over the AWS Common Runtime (`crt_puts.CrtPuts`) against the moto server over HTTP: they store
+what boto3's put_object stores, sign as botocore signs for S3, and fail as boto3 fails. Their behaviour under faults
+(retries counted, duplicates removed, faults reaching the caller without retries) is in
+`faults/test_s3_faults.py`, for both transports."""
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+import uuid
+
+import pytest
+from awscrt import auth, http
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from devtools.fault_proxy import FaultPlan, FaultProxy
+from t2m_pipeline.storage import layout
+from t2m_pipeline.storage.crt_puts import CrtPuts
+from t2m_pipeline.storage.errors import BucketNotFoundError, CredentialsMissingError, EndpointUnreachableError
+from t2m_pipeline.storage.s3 import WRITE_ID_METADATA, ObjectOwner, S3Storage
+
+# What differs between two writes of the same bytes by design: when, and which write
+PER_WRITE = {"uploaded-at", WRITE_ID_METADATA}
+ODD_KEYS = ["a b/ü+%x?y#z", "sp  ace/&=;,$@!'()*", "tilde~/~x", "dots/../x/./y", "plus+/equals=="]
+
+
+@pytest.fixture
+def crt_storage(settings, engine, buckets):
+    return S3Storage(settings, engine, single_puts=CrtPuts(settings))
+
+
+def _head(storage: S3Storage, bucket: str, key: str, version_id: str) -> dict:
+    head = storage.client.head_object(Bucket=bucket, Key=key, VersionId=version_id, ChecksumMode="ENABLED")
+    return {
+        "ContentType": head["ContentType"], "ContentLength": head["ContentLength"], "SSE": head["ServerSideEncryption"],
+        "ChecksumSHA256": head["ChecksumSHA256"],
+        "Metadata": {k: v for k, v in head["Metadata"].items() if k not in PER_WRITE},
+    }
+
+
+def test_a_crt_put_stores_what_boto3_put_object_stores(storage, crt_storage, buckets, make_user):
+    user_id, _ = make_user()
+    owner = ObjectOwner(user_id, "plan")
+    data = b"<SCENE_OUTLINE>hello</SCENE_OUTLINE>"
+    heads = {}
+    for name, store in (("boto3", storage), ("crt", crt_storage)):
+        key = layout.job_plan_key(user_id, uuid.uuid4(), f"{name}.txt")
+        stored = store.put_bytes(buckets["code"], key, data, owner=owner, content_type="text/plain", original_name="Outline ü.txt")
+        [listed] = store.client.list_object_versions(Bucket=buckets["code"], Prefix=key)["Versions"]
+        assert stored.version_id == listed["VersionId"] and store.get_bytes(buckets["code"], key) == data
+        heads[name] = _head(store, buckets["code"], key, stored.version_id)
+    assert heads["crt"] == heads["boto3"]
+    assert heads["crt"]["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+@pytest.mark.parametrize("key", ODD_KEYS)
+def test_keys_with_any_character_land_under_their_own_name(crt_storage, buckets, make_user, key):
+    user_id, _ = make_user()
+    data = key.encode() * 3
+    stored = crt_storage.put_bytes(buckets["temp"], key, data, owner=ObjectOwner(user_id, "temp"), content_type="text/plain")
+    assert crt_storage.get_bytes(buckets["temp"], key, stored.version_id) == data
+    assert [v["Key"] for v in crt_storage.client.list_object_versions(Bucket=buckets["temp"], Prefix=key)["Versions"]] == [key]
+
+
+@pytest.mark.parametrize("key", ["plain/key.mp4", *ODD_KEYS])
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:9000"], ids=["aws", "local"])
+def test_the_signature_is_botocores_s3_sigv4_for_the_same_request(settings, monkeypatch, key, endpoint):
+    """Signed at one instant with one key pair, the CRT's Authorization header equals botocore's S3SigV4Auth's (the
+    signer boto3 uses against AWS): S3 accepts one exactly when it accepts the other. moto checks no signature, so
+    this is the proof."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    when = dt.datetime(2026, 12, 6, 8, 0, 0, tzinfo=dt.timezone.utc)
+    puts = CrtPuts(dataclasses.replace(settings, endpoint_url=endpoint, region="eu-west-1"))
+    headers = {"Content-Type": "video/mp4", "x-amz-meta-user-id": "u1", "x-amz-checksum-sha256": "abc=",
+               "x-amz-server-side-encryption": "AES256"}
+    host, path = puts._where("bucket-a", key)  # noqa: SLF001
+    request = http.HttpRequest("PUT", path, http.HttpHeaders([("Host", host), ("Content-Length", "3"), *headers.items()]))
+    auth.aws_sign_request(request, puts.signing.replace(date=when)).result()
+    crt = dict(request.headers)
+
+    scheme = "https" if endpoint is None else "http"
+    ours = AWSRequest("PUT", f"{scheme}://{host}{path}", headers={"Content-Length": "3", **headers}, data=b"abc")
+    signer = S3SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"), "s3", "eu-west-1")
+    monkeypatch.setattr(signer, "_should_sha256_sign_payload", lambda request: False)  # UNSIGNED-PAYLOAD, as ours
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def utcnow(cls):
+            return when.replace(tzinfo=None)
+
+        @classmethod
+        def now(cls, tz=None):
+            return when
+
+    monkeypatch.setattr("botocore.auth.datetime.datetime", Frozen)
+    signer.add_auth(ours)
+    assert crt["x-amz-content-sha256"] == ours.headers["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+    assert crt["Authorization"] == ours.headers["Authorization"]
+
+
+def test_errors_are_storage_errors_and_only_transient_ones_are_retried(settings, engine, buckets, make_user, monkeypatch, tmp_path):
+    user_id, _ = make_user()
+    owner = ObjectOwner(user_id, "temp")
+    with FaultProxy(settings.endpoint_url, FaultPlan(rate=0.0)) as proxy:
+        through = dataclasses.replace(settings, endpoint_url=proxy.url)
+        store = S3Storage(through, None, single_puts=CrtPuts(through))
+        with pytest.raises(BucketNotFoundError, match="does not exist"):
+            store.put_bytes("no-such-bucket-here", "k", b"x", owner=owner, content_type="text/plain")
+        assert proxy.stats.requests["PutObject"] == 1  # not retried
+    closed = dataclasses.replace(settings, endpoint_url="http://127.0.0.1:9", s3_max_attempts=2)  # nothing listens
+    with pytest.raises(EndpointUnreachableError, match="unreachable"):
+        S3Storage(closed, None, single_puts=CrtPuts(closed)).put_bytes(buckets["temp"], "k", b"x", owner=owner, content_type="text/plain")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(CredentialsMissingError, match="no AWS credentials"):
+        S3Storage(settings, None, single_puts=CrtPuts(settings)).put_bytes(buckets["temp"], "k", b"x", owner=owner, content_type="text/plain")
