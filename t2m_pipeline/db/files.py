@@ -43,10 +43,9 @@ _RECORD_FILES = text(
     """
     INSERT INTO file_metadata (user_id, job_id, file_type, original_filename, s3_bucket, s3_key, file_size,
                                content_type, version_id, checksum, metadata)
-    SELECT u, j, ft, ofn, b, k, sz, ct, v, cs, CAST(m AS jsonb)
-    FROM unnest(CAST(:u AS uuid[]), CAST(:j AS uuid[]), CAST(:ft AS text[]), CAST(:ofn AS text[]), CAST(:b AS text[]),
-                CAST(:k AS text[]), CAST(:sz AS bigint[]), CAST(:ct AS text[]), CAST(:v AS text[]),
-                CAST(:cs AS text[]), CAST(:m AS text[])) AS t(u, j, ft, ofn, b, k, sz, ct, v, cs, m)
+    SELECT u, j, ft, ofn, b, k, sz, ct, v, cs, m
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS t(u uuid, j uuid, ft text, ofn text, b text, k text, sz bigint, ct text, v text, cs text, m jsonb)
     ON CONFLICT ON CONSTRAINT uq_file_metadata_object_version DO UPDATE SET
         file_size = EXCLUDED.file_size, checksum = EXCLUDED.checksum, content_type = EXCLUDED.content_type,
         metadata = EXCLUDED.metadata, original_filename = EXCLUDED.original_filename
@@ -59,20 +58,14 @@ def record_files(conn: Connection, records: list[FileRecord]) -> list[RecordedRo
     """Insert or refresh the rows of these object versions (one statement); returns each row written."""
     if not records:
         return []
-    columns = {
-        "u": [str(r.user_id) for r in records],
-        "j": [str(r.job_id) if r.job_id else None for r in records],
-        "ft": [str(r.file_type) for r in records],
-        "ofn": [r.original_filename for r in records],
-        "b": [r.bucket for r in records],
-        "k": [r.key for r in records],
-        "sz": [r.size for r in records],
-        "ct": [r.content_type for r in records],
-        "v": [r.version_id for r in records],
-        "cs": [r.sha256 for r in records],
-        "m": [json_text.dumps(r.extra) if r.extra else None for r in records],  # orjson: a tenth of json's time
-    }
-    return [RecordedRow(row.id, row.s3_bucket, row.s3_key, row.version_id, row.inserted) for row in conn.execute(_RECORD_FILES, columns)]
+    rows = [
+        {"u": str(r.user_id), "j": str(r.job_id) if r.job_id else None, "ft": str(r.file_type), "ofn": r.original_filename,
+         "b": r.bucket, "k": r.key, "sz": r.size, "ct": r.content_type, "v": r.version_id, "cs": r.sha256,
+         "m": r.extra or None}
+        for r in records
+    ]
+    written = conn.execute(_RECORD_FILES, {"rows": json_text.recordset(rows)})
+    return [RecordedRow(row.id, row.s3_bucket, row.s3_key, row.version_id, row.inserted) for row in written]
 
 
 def record_file(conn: Connection, record: FileRecord) -> uuid.UUID:

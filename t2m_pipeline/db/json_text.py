@@ -32,3 +32,10 @@ def loads(text: str):
     if LONG_INTEGER.search(text):
         return json.loads(text)
     return orjson.loads(text)
+
+
+def recordset(rows: list[dict]) -> str:
+    """Rows as one JSON array, for `jsonb_to_recordset(CAST(:rows AS jsonb)) AS t(name type, ...)` (a missing key or
+    a null is SQL NULL). A bulk statement's rows encoded in C: psycopg dumps an array parameter element by element in
+    Python, and the migration's unnest arrays were a tenth of its client CPU."""
+    return dumps(rows)

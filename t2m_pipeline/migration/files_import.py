@@ -284,10 +284,8 @@ _LEDGER_UPSERT = """
 INSERT INTO migration_ledger (legacy_path, partition_key, size, sha256, outcome, reason, bucket, key, version_id,
                               file_metadata_id, batch_id, write_id, mtime_ns, inode)
 SELECT p, pk, sz, sha, oc, rs, b, k, NULL, NULL, :batch, w, mt, ino
-FROM unnest(CAST(:p AS text[]), CAST(:pk AS text[]), CAST(:sz AS bigint[]), CAST(:sha AS text[]),
-            CAST(:oc AS text[]), CAST(:rs AS text[]), CAST(:b AS text[]), CAST(:k AS text[]), CAST(:w AS text[]),
-            CAST(:mt AS bigint[]), CAST(:ino AS bigint[]))
-     AS t(p, pk, sz, sha, oc, rs, b, k, w, mt, ino)
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS t(p text, pk text, sz bigint, sha text, oc text, rs text, b text, k text, w text, mt bigint, ino bigint)
 ON CONFLICT (legacy_path) DO UPDATE SET partition_key = EXCLUDED.partition_key, size = EXCLUDED.size,
     sha256 = EXCLUDED.sha256, outcome = EXCLUDED.outcome, reason = EXCLUDED.reason, bucket = EXCLUDED.bucket,
     key = EXCLUDED.key, version_id = NULL, file_metadata_id = NULL, batch_id = EXCLUDED.batch_id,
@@ -310,8 +308,7 @@ def _write_ledger(conn: Connection, batch_id: uuid.UUID, rows: list[dict], exist
     if not rows:
         return
     before = _ledger_images(conn, [r["p"] for r in rows if r["p"] in existing])
-    cols = {c: [r.get(c) for r in rows] for c in ("p", "pk", "sz", "sha", "oc", "rs", "b", "k", "w", "mt", "ino")}
-    written = conn.execute(text(_LEDGER_UPSERT), {**cols, "batch": batch_id}).all()
+    written = conn.execute(text(_LEDGER_UPSERT), {"rows": json_text.recordset(rows), "batch": batch_id}).all()
     overwritten = {r.legacy_path for r in written if not r.inserted}
     record_created(
         conn, batch_id,
@@ -329,8 +326,7 @@ WHERE l.legacy_path = v.p
 _LEDGER_FINISH = """
 UPDATE migration_ledger l SET outcome = v.oc, reason = v.rs, version_id = v.ver, file_metadata_id = v.fm,
     batch_id = :batch, updated_at = now()
-FROM unnest(CAST(:p AS text[]), CAST(:oc AS text[]), CAST(:rs AS text[]), CAST(:ver AS text[]), CAST(:fm AS uuid[]))
-     AS v(p, oc, rs, ver, fm)
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(p text, oc text, rs text, ver text, fm uuid)
 WHERE l.legacy_path = v.p
 """
 
@@ -873,15 +869,13 @@ class FilesMigration:
             p.written_reason = _ledger_reason(p)
         finished = [p for p in done if p.outcome in ("migrated", "failed") and (p.result or p.outcome == "failed")]
         if finished:
-            params = dict(
-                p=[p.legacy_path for p in finished],
-                oc=[p.outcome for p in finished],
-                rs=[_ledger_reason(p) if p.outcome == "migrated" else p.reason for p in finished],
-                ver=[p.result["version_id"] if p.result else None for p in finished],
-                fm=[fm_ids.get((buckets[p.target.bucket_kind], p.target.key, p.result["version_id"])) if p.result else None for p in finished],
-                batch=batch_id,
-            )
-            conn.execute(text(_LEDGER_FINISH), params)
+            rows = [
+                {"p": p.legacy_path, "oc": p.outcome, "rs": _ledger_reason(p) if p.outcome == "migrated" else p.reason,
+                 "ver": p.result["version_id"] if p.result else None,
+                 "fm": fm_ids.get((buckets[p.target.bucket_kind], p.target.key, p.result["version_id"])) if p.result else None}
+                for p in finished
+            ]
+            conn.execute(text(_LEDGER_FINISH), {"rows": json_text.recordset(rows), "batch": batch_id})
         with self._lock:  # two chunks may record at once
             for p in ok:
                 self.counts["adopted_versions"] += int(p.result["adopted"])
