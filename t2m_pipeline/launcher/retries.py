@@ -8,8 +8,9 @@ nothing, and moves its cursor past the event for good: the run is never retried 
 audit, hours later (the worker-kill scenario lost a retry that way on a loaded machine). Nothing upstream fixes it.
 
 The remedy is Dagster's own machinery: a failed run tagged to be retried that has no retry a while after its
-failure has its RUN_FAILURE event read again, by moving the consumer's cursor back to just before it. Retrying is
-idempotent there (a run with a retry already is left alone), so events read twice cost a lookup each.
+failure has its RUN_FAILURE event read again, by moving the consumer's cursor back to just before it. The consumer
+then reads every failure after that point again; retrying is idempotent there for a run it retried itself, and a
+run someone re-executed by hand is first tagged not to be retried, so it gets no second run.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ import dagster as dg
 WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run that run retries will re-execute
 AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"  # set on a failed run once its retry exists
 PARENT_RUN_TAG = "dagster/parent_run_id"
+BACKFILL_ID_TAG = "dagster/backfill"
 
 GRACE_S = 30.0  # the consumer ticks every 5 s: a retry not made after 30 s was missed
 WINDOW = timedelta(hours=1)  # failures older than this are left to the stuck-job audit
-MAX_RUNS_PER_PASS = 200
+PAGE_RUNS = 200
+MAX_RUNS_PER_PASS = 2000  # failed runs looked at per pass, newest first (a mass crash is when retries get missed)
+MAX_REREADS = 3  # times one failure is read again: a run Dagster declines to retry is not pulled back forever
 
 
 @dataclass(frozen=True)
@@ -48,42 +52,73 @@ def retry_cursor(instance: dg.DagsterInstance) -> int | None:
     return int(raw) if raw is not None else None
 
 
+def _failed_runs(instance: dg.DagsterInstance, since: datetime):
+    """Failed runs tagged to be retried, updated since `since`, newest first, a page at a time."""
+    filters = dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], tags={WILL_RETRY_TAG: "true"}, updated_after=since)
+    cursor, seen = None, 0
+    while seen < MAX_RUNS_PER_PASS:
+        page = instance.get_run_records(filters=filters, limit=PAGE_RUNS, cursor=cursor)
+        yield from page
+        seen += len(page)
+        if len(page) < PAGE_RUNS:
+            return
+        cursor = page[-1].dagster_run.run_id
+
+
+def _in_finished_backfill(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES
+
+    backfill_id = run.tags.get(BACKFILL_ID_TAG)
+    if backfill_id is None:
+        return False
+    backfill = instance.get_backfill(backfill_id)
+    return backfill is None or backfill.status in BULK_ACTION_TERMINAL_STATUSES  # Dagster retries neither
+
+
 def missed_retries(
     instance: dg.DagsterInstance, *, grace_s: float | None = None, now: datetime | None = None
 ) -> list[MissedRetry]:
     """Failed runs, failed within `WINDOW` and at least `grace_s` (`GRACE_S`) ago, tagged to be retried, with no
-    retry."""
+    retry. A run that was re-executed by hand instead is tagged `dagster/will_retry=false` here: a failure read again
+    would otherwise get it an automatic retry too (Dagster recognizes only its own retries)."""
     grace_s = GRACE_S if grace_s is None else grace_s
     now = now or datetime.now(timezone.utc)
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(
-            statuses=[dg.DagsterRunStatus.FAILURE], tags={WILL_RETRY_TAG: "true"}, updated_after=now - WINDOW
-        ),
-        limit=MAX_RUNS_PER_PASS,
-    )
     missed = []
-    for record in records:
+    for record in _failed_runs(instance, now - WINDOW):
         run = record.dagster_run
         age = now.timestamp() - (record.end_time or record.update_timestamp.timestamp())
-        if age < grace_s or run.tags.get(AUTO_RETRY_RUN_ID_TAG):
+        if not grace_s <= age <= WINDOW.total_seconds() or run.tags.get(AUTO_RETRY_RUN_ID_TAG):
             continue
         if instance.get_run_ids(filters=dg.RunsFilter(tags={PARENT_RUN_TAG: run.run_id}), limit=1):
-            continue  # a retry (or a re-execution from the UI) exists
+            instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "false"})  # re-executed by hand
+            continue
+        if _in_finished_backfill(instance, run):
+            continue
         failures = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
         if failures:
             missed.append(MissedRetry(run.run_id, failures[-1].storage_id, round(age, 1)))
     return missed
 
 
-def reread_failures(instance: dg.DagsterInstance, missed: list[MissedRetry]) -> int | None:
-    """Move the consumer's cursor back to just before the earliest missed failure it has passed; the new cursor, or
-    None if it had passed none (it will read them still; or it never ran and then ignores older failures, by
-    design). A consumer tick in flight may write its own cursor over this one: the next pass finds the run still
-    missed and does it again."""
+def reread_failures(
+    instance: dg.DagsterInstance, missed: list[MissedRetry], rereads: dict[int, int]
+) -> tuple[int | None, dict[int, int]]:
+    """Move the consumer's cursor back to just before the earliest missed failure it has passed and that was read
+    again fewer than `MAX_REREADS` times (`rereads`: failure id -> times, as this returned it last time; kept for the
+    runs still missed). Returns the new cursor (None: nothing to read again: the consumer has not reached them yet,
+    or never ran and then ignores older failures by design, or they were read again enough) and the counts. A
+    consumer tick in flight may write its own cursor over this one: the run is still missed next pass, and read
+    again then."""
     cursor = retry_cursor(instance)
-    passed = [m.failure_storage_id for m in missed if cursor is not None and m.failure_storage_id <= cursor]
+    rereads = {m.failure_storage_id: rereads.get(m.failure_storage_id, 0) for m in missed}
+    passed = [
+        m.failure_storage_id for m in missed
+        if cursor is not None and m.failure_storage_id <= cursor and rereads[m.failure_storage_id] < MAX_REREADS
+    ]
     if not passed:
-        return None
+        return None, rereads
     rewound = min(passed) - 1
     instance.daemon_cursor_storage.set_cursor_values({_failure_cursor_key(): str(rewound)})
-    return rewound
+    for failure_id in passed:
+        rereads[failure_id] += 1
+    return rewound, rereads

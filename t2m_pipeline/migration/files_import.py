@@ -337,10 +337,13 @@ def _new_write_id() -> str:
     return new_write_id()
 
 
-TASK_FILES = 4  # files (or key groups) per pool task: a Future per file was 6% of a first run's Python CPU
+TASK_FILES = 4  # at most, files (or key groups) per pool task: a Future per file was 6% of a first run's Python CPU
 
 
-def _batched(items: list, size: int = TASK_FILES) -> list[list]:
+def _batched(items: list, workers: int) -> list[list]:
+    """`items` in tasks of up to TASK_FILES, never fewer tasks than workers when there are that many items (a
+    chunk of a few large files keeps every worker busy)."""
+    size = max(1, min(TASK_FILES, len(items) // workers))
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
@@ -666,7 +669,7 @@ class FilesMigration:
                 to_read.append(p)
         with self._lock:
             self.counts["unread_files"] += len(files) - len(to_read)
-        list(pool.map(lambda batch: [self._read(p) for p in batch], _batched(to_read)))
+        list(pool.map(lambda batch: [self._read(p) for p in batch], _batched(to_read, self.workers)))
         buckets = self.settings.buckets
         intents, work, restat = [], [], []
         for group in chunk:
@@ -714,7 +717,7 @@ class FilesMigration:
             checks = [p for todo in work for p, check in todo if check]
             claimed = self._claimed_versions(checks)
             listed = version_ids_by_key(self.storage.client, {(buckets[p.target.bucket_kind], p.target.key) for p in checks}) if checks else {}
-            list(pool.map(lambda batch: [self._upload_group(todo, claimed, listed) for todo in batch], _batched(work)))
+            list(pool.map(lambda batch: [self._upload_group(todo, claimed, listed) for todo in batch], _batched(work, self.workers)))
         self.fault("after_uploads")
         done = [p for todo in work for p, _ in todo]
         if done:

@@ -8,6 +8,8 @@ Errors are raised as botocore's (`ClientError`, `EndpointConnectionError`, `Conn
 `ReadTimeoutError`), so the storage layer maps them as it maps botocore's own.
 
 Used for what S3Storage sends in one request (below its multipart threshold); everything else stays on boto3.
+It connects directly with the system's trust store: boto3's proxy and `AWS_CA_BUNDLE` settings do not apply (none
+of our deployments uses them).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import IO
 from urllib.parse import quote, urlsplit
 
@@ -30,6 +33,7 @@ from botocore.exceptions import (
     ConnectionClosedError,
     CredentialRetrievalError,
     EndpointConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     ReadTimeoutError,
 )
@@ -46,12 +50,18 @@ TRANSIENT_CODES = frozenset(
 )
 CONNECT_TIMEOUT_MS = 5000
 MAX_BACKOFF_S = 20  # botocore's cap
+# The read timeout bounds a whole exchange here (botocore's, each read): a large body gets time for its bytes too.
+MIN_UPLOAD_RATE = 64 * 1024  # bytes/s
 
 
 @dataclass(frozen=True)
 class PutResult:
     version_id: str | None
     attempts: int  # requests sent: more than one means an earlier one may have written a version too
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -162,15 +172,21 @@ class CrtPuts:
         version_id = retrying(attempt)
         return PutResult(version_id, attempts)
 
-    def _send(self, bucket: str, key: str, stream: IO[bytes], size: int, headers: dict[str, str]) -> str | None:
+    def signed_request(self, bucket: str, key: str, stream: IO[bytes] | None, size: int, headers: dict[str, str]) -> http.HttpRequest:
+        """The PutObject request as it is sent: addressed, signed now."""
         host, path = self._where(bucket, key)
         request = http.HttpRequest(
             "PUT", path, http.HttpHeaders([("Host", host), ("Content-Length", str(size)), *headers.items()]), stream
         )
-        try:
-            auth.aws_sign_request(request, self.signing).result()
+        try:  # a config signs at the date it holds: each request gets its own (S3 refuses one 15 minutes old)
+            auth.aws_sign_request(request, self.signing.replace(date=_now())).result()
         except AwsCrtError as exc:  # the credentials could not be had (a refresh failed)
             raise CredentialRetrievalError(provider="boto3's default chain", error_msg=str(exc)) from exc
+        return request
+
+    def _send(self, bucket: str, key: str, stream: IO[bytes], size: int, headers: dict[str, str]) -> str | None:
+        host, path = self._where(bucket, key)
+        request = self.signed_request(bucket, key, stream, size, headers)
         answer: dict = {}
         body: list[bytes] = []
 
@@ -183,13 +199,15 @@ class CrtPuts:
         try:
             http_stream = self._connection(host).request(request, on_response, on_body)
             http_stream.activate()
-            http_stream.completion_future.result(self.read_timeout)
+            http_stream.completion_future.result(self.read_timeout + size / MIN_UPLOAD_RATE)  # the whole exchange
         except TimeoutError as exc:
             self._drop(host)  # the request may still land: only a counted retry tells the caller so
             raise ReadTimeoutError(endpoint_url=f"{self.scheme}://{host}{path}", error=exc) from exc
-        except AwsCrtError as exc:  # the connection broke during the exchange (reset, closed)
+        except AwsCrtError as exc:
             self._drop(host)
-            raise ConnectionClosedError(endpoint_url=f"{self.scheme}://{host}{path}", error=exc) from exc
+            if "LENGTH" in exc.name:  # the body is not the size announced (the file changed): no retry mends that
+                raise HTTPClientError(error=exc) from exc
+            raise ConnectionClosedError(endpoint_url=f"{self.scheme}://{host}{path}", error=exc) from exc  # reset, closed
         status = answer.get("status", 0)
         if status >= 300:
             raise _client_error(status, b"".join(body), "PutObject")

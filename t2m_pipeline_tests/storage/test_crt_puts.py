@@ -10,13 +10,12 @@ import hashlib
 import uuid
 
 import pytest
-from awscrt import auth, http
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from devtools.fault_proxy import FaultPlan, FaultProxy
-from t2m_pipeline.storage import layout
+from t2m_pipeline.storage import crt_puts, layout
 from t2m_pipeline.storage.crt_puts import CrtPuts
 from t2m_pipeline.storage.errors import BucketNotFoundError, CredentialsMissingError, EndpointUnreachableError
 from t2m_pipeline.storage.s3 import WRITE_ID_METADATA, ObjectOwner, S3Storage
@@ -76,10 +75,9 @@ def test_the_signature_is_botocores_s3_sigv4_for_the_same_request(settings, monk
     puts = CrtPuts(dataclasses.replace(settings, endpoint_url=endpoint, region="eu-west-1"))
     headers = {"Content-Type": "video/mp4", "x-amz-meta-user-id": "u1", "x-amz-checksum-sha256": "abc=",
                "x-amz-server-side-encryption": "AES256"}
+    monkeypatch.setattr(crt_puts, "_now", lambda: when)
     host, path = puts._where("bucket-a", key)  # noqa: SLF001
-    request = http.HttpRequest("PUT", path, http.HttpHeaders([("Host", host), ("Content-Length", "3"), *headers.items()]))
-    auth.aws_sign_request(request, puts.signing.replace(date=when)).result()
-    crt = dict(request.headers)
+    crt = dict(puts.signed_request("bucket-a", key, None, 3, headers).headers)
 
     scheme = "https" if endpoint is None else "http"
     ours = AWSRequest("PUT", f"{scheme}://{host}{path}", headers={"Content-Length": "3", **headers}, data=b"abc")
@@ -99,6 +97,18 @@ def test_the_signature_is_botocores_s3_sigv4_for_the_same_request(settings, monk
     signer.add_auth(ours)
     assert crt["x-amz-content-sha256"] == ours.headers["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
     assert crt["Authorization"] == ours.headers["Authorization"]
+
+
+def test_each_request_is_signed_at_its_own_time(settings, monkeypatch):
+    """S3 refuses a signature more than 15 minutes from its clock: a long migration's requests are each signed when
+    sent, not when the client was made."""
+    puts = CrtPuts(settings)
+    for minutes in (0, 20, 24 * 60):
+        when = dt.datetime(2026, 12, 6, 23, 50, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=minutes)
+        monkeypatch.setattr(crt_puts, "_now", lambda when=when: when)
+        headers = dict(puts.signed_request("bucket-a", "k", None, 1, {}).headers)
+        assert headers["X-Amz-Date"] == when.strftime("%Y%m%dT%H%M%SZ")
+        assert f"/{when:%Y%m%d}/{settings.region}/s3/aws4_request" in headers["Authorization"]
 
 
 def test_errors_are_storage_errors_and_only_transient_ones_are_retried(settings, engine, buckets, make_user, monkeypatch, tmp_path):
