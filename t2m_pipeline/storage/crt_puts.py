@@ -8,8 +8,8 @@ Errors are raised as botocore's (`ClientError`, `EndpointConnectionError`, `Conn
 `ReadTimeoutError`), so the storage layer maps them as it maps botocore's own.
 
 Used for what S3Storage sends in one request (below its multipart threshold); everything else stays on boto3.
-It connects directly with the system's trust store: boto3's proxy and `AWS_CA_BUNDLE` settings do not apply (none
-of our deployments uses them).
+It verifies TLS against the system's trust store, or the CA bundle boto3 would use (`AWS_CA_BUNDLE`, `ca_bundle`);
+boto3's proxy settings do not apply (none of our deployments uses a proxy).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from typing import IO
 from urllib.parse import quote, urlsplit
 
-import boto3
+import botocore.session
 from awscrt import auth, http
 from awscrt import io as crt_io
 from awscrt.exceptions import AwsCrtError
@@ -86,7 +86,8 @@ class CrtPuts:
     """PutObject in one request, from any thread: each thread keeps its own keep-alive connection per host."""
 
     def __init__(self, settings: Settings, *, max_attempts: int | None = None, read_timeout: float | None = None):
-        credentials = boto3.session.Session().get_credentials()  # boto3's default chain, as the rest of the layer
+        session = botocore.session.get_session()  # boto3's default chain and config, as the rest of the layer
+        credentials = session.get_credentials()
         self.has_credentials = credentials is not None  # none: each put fails as boto3's would, at the request
         self.max_attempts = max_attempts or settings.s3_max_attempts
         self.read_timeout = read_timeout or settings.s3_read_timeout_s
@@ -98,7 +99,13 @@ class CrtPuts:
         self.bootstrap = crt_io.ClientBootstrap(group, crt_io.DefaultHostResolver(group))
         self.socket_options = crt_io.SocketOptions()
         self.socket_options.connect_timeout_ms = CONNECT_TIMEOUT_MS
-        self.tls = crt_io.ClientTlsContext(crt_io.TlsContextOptions()) if self.scheme == "https" else None
+        self.tls = None
+        if self.scheme == "https":
+            options = crt_io.TlsContextOptions()  # verify_peer: always
+            ca_bundle = session.get_config_variable("ca_bundle")
+            if ca_bundle:
+                options.override_default_trust_store_from_path(ca_filepath=ca_bundle)
+            self.tls = crt_io.ClientTlsContext(options)
         self.signing = auth.AwsSigningConfig(
             algorithm=auth.AwsSigningAlgorithm.V4,
             signature_type=auth.AwsSignatureType.HTTP_REQUEST_HEADERS,

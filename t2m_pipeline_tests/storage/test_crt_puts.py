@@ -130,3 +130,77 @@ def test_errors_are_storage_errors_and_only_transient_ones_are_retried(settings,
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(CredentialsMissingError, match="no AWS credentials"):
         S3Storage(settings, None, single_puts=CrtPuts(settings)).put_bytes(buckets["temp"], "k", b"x", owner=owner, content_type="text/plain")
+
+
+@pytest.fixture
+def tls_endpoint(settings, tmp_path):
+    """The moto server behind an HTTPS reverse proxy of the test's own, its certificate self-signed for 127.0.0.1:
+    (the endpoint's URL, the certificate's path)."""
+    import http.client
+    import ssl
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    target = urlsplit(settings.endpoint_url)
+
+    class Forward(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_PUT(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            upstream.request("PUT", self.path, body, dict(self.headers))
+            answer = upstream.getresponse()
+            data = answer.read()
+            self.send_response(answer.status)
+            for name, value in answer.getheaders():
+                if name.lower() not in ("connection", "content-length", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            upstream.close()
+
+        def log_message(self, *args):
+            pass
+
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request, client_address):
+            pass  # a client that refuses the certificate ends its connection mid-handshake
+
+    server = Server(("127.0.0.1", 0), Forward)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    # the handshake in each connection's own thread: a client that refused the certificate and lingers holds no one up
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", str(cert)
+    server.shutdown()
+
+
+def test_over_tls_the_endpoint_certificate_is_verified(settings, buckets, make_user, tls_endpoint, monkeypatch):
+    """TLS, as against AWS: a certificate no trusted CA vouches for is refused (fail closed, nothing written);
+    trusted through the CA bundle boto3 would use (AWS_CA_BUNDLE), the object lands."""
+    url, cert = tls_endpoint
+    user_id, _ = make_user()
+    owner, key, data = ObjectOwner(user_id, "temp"), f"tls/{uuid.uuid4()}.txt", b"over TLS"
+    over_tls = dataclasses.replace(settings, endpoint_url=url, s3_max_attempts=1)
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    with pytest.raises(EndpointUnreachableError):
+        S3Storage(over_tls, None, single_puts=CrtPuts(over_tls)).put_bytes(buckets["temp"], key, data, owner=owner, content_type="text/plain")
+    plain = S3Storage(settings)
+    assert plain.client.list_object_versions(Bucket=buckets["temp"], Prefix=key).get("Versions", []) == []
+
+    monkeypatch.setenv("AWS_CA_BUNDLE", cert)
+    stored = S3Storage(over_tls, None, single_puts=CrtPuts(over_tls)).put_bytes(
+        buckets["temp"], key, data, owner=owner, content_type="text/plain"
+    )
+    assert plain.get_bytes(buckets["temp"], key, stored.version_id) == data
