@@ -64,6 +64,8 @@ RETRY_DUPLICATE_WINDOW = timedelta(minutes=15)
 UNRECORDED_TWIN_GRACE = timedelta(hours=1)
 
 log = logging.getLogger(__name__)
+# put_object's encryption arguments as the headers boto3 sends for them (`_put_headers`)
+_SSE_HEADERS = {"ServerSideEncryption": "x-amz-server-side-encryption", "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id"}
 
 
 def make_s3_client(settings: Settings, *, max_attempts: int | None = None, read_timeout: float | None = None):
@@ -228,11 +230,9 @@ class S3Storage:
             "Content-Type": content_type,
             "x-amz-sdk-checksum-algorithm": "SHA256",
             "x-amz-checksum-sha256": base64.b64encode(digest).decode(),
-            "x-amz-server-side-encryption": self.settings.sse_algorithm,
+            **{_SSE_HEADERS[name]: value for name, value in self._encryption_args().items()},
             **{f"x-amz-meta-{name}": value for name, value in meta.items()},
         }
-        if self.settings.sse_algorithm == "aws:kms" and self.settings.kms_key_id:
-            headers["x-amz-server-side-encryption-aws-kms-key-id"] = self.settings.kms_key_id
         return headers
 
     def put_bytes(
