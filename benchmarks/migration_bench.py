@@ -248,7 +248,7 @@ LIBRARY_CATEGORIES = [
     ("HTTP (urllib3, http.client, sockets)", ("urllib3/", "http/client.py", "botocore/awsrequest.py", "botocore/httpsession.py")),
     ("botocore and s3transfer (serialize, parse, hooks, retries)", ("botocore/", "boto3/", "s3transfer/")),
     ("ledger and metadata SQL (SQLAlchemy, psycopg)", ("sqlalchemy/", "psycopg/", "psycopg_pool/")),
-    ("PUTs over the AWS CRT (awscrt, storage/crt_puts.py)", ("awscrt/", "storage/crt_puts.py")),
+    ("one-request PUTs (storage/direct_puts.py: http.client, the CRT's signer)", ("awscrt/", "storage/direct_puts.py", "http/client.py")),
     ("t2m_pipeline's own code", ("t2m_pipeline/",)),
 ]
 STDLIB_CATEGORIES = [

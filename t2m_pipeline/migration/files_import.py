@@ -447,15 +447,15 @@ class FilesMigration:
     def storage(self) -> S3Storage:
         """Made when the run first needs S3: an unchanged rerun never does, and boto3's import and a client cost a
         tenth of its time. Its connection pool is at least as large as the upload pool. Files sent in one request go
-        over the AWS Common Runtime (`storage/crt_puts.py`): botocore's Python was half the CPU per file."""
+        by `storage/direct_puts.py` (the CRT's signer, http.client): botocore's Python was half the CPU per file."""
         with self._lock:
             if self._storage is None:
-                from t2m_pipeline.storage.crt_puts import CrtPuts
+                from t2m_pipeline.storage.direct_puts import DirectPuts
                 from t2m_pipeline.storage.s3 import S3Storage
 
                 pool = max(self.settings.s3_max_pool_connections, self.workers + 4)
                 tuned = dataclasses.replace(self.settings, s3_max_pool_connections=pool)
-                self._storage = S3Storage(tuned, None, single_puts=CrtPuts(tuned))
+                self._storage = S3Storage(tuned, None, single_puts=DirectPuts(tuned))
             return self._storage
 
     # -- planning ------------------------------------------------------------------------------------------------

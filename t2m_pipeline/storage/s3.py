@@ -192,7 +192,7 @@ class S3Storage:
         self.settings = settings
         self.engine = engine
         self._client = client
-        # What sends a one-request PUT instead of the boto3 client (`crt_puts.CrtPuts`: signing and HTTP in C)
+        # What sends a one-request PUT instead of the boto3 client (`direct_puts.DirectPuts`: signed in C, sent over http.client)
         self.single_puts = single_puts
         # Off only in tests that show what the cleanup protects against.
         self.remove_retry_duplicates = remove_retry_duplicates

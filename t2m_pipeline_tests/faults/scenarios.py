@@ -76,19 +76,19 @@ def faulted_settings(settings: Settings, proxy: FaultProxy, *, max_attempts: int
     return dataclasses.replace(settings, **changes)
 
 
-TRANSPORTS = ("boto3", "crt")  # what sends a one-request PUT: the boto3 client, or `crt_puts.CrtPuts`
+TRANSPORTS = ("boto3", "direct")  # what sends a one-request PUT: the boto3 client, or `direct_puts.DirectPuts`
 
 
 def faulted_storage(
     settings: Settings, engine: Engine, proxy: FaultProxy, *, max_attempts: int | None = None,
     remove_duplicates: bool = True, read_timeout: float | None = None, transport: str = "boto3",
 ) -> S3Storage:
-    from t2m_pipeline.storage.crt_puts import CrtPuts
+    from t2m_pipeline.storage.direct_puts import DirectPuts
 
     through_proxy = faulted_settings(settings, proxy, max_attempts=max_attempts)
     read_timeout = read_timeout or read_timeout_for(proxy.plan)
     client = make_s3_client(through_proxy, read_timeout=read_timeout)
-    single_puts = CrtPuts(through_proxy, read_timeout=read_timeout) if transport == "crt" else None
+    single_puts = DirectPuts(through_proxy, read_timeout=read_timeout) if transport == "direct" else None
     return S3Storage(through_proxy, engine, client=client, remove_retry_duplicates=remove_duplicates, single_puts=single_puts)
 
 

@@ -1,6 +1,6 @@
 """Uploads through S3Storage under 20% injected S3 faults (each kind, and mixed) finish correctly; with the
-protection off, the same faults get through. Each for both ways a one-request PUT is sent: the boto3 client, and the
-AWS Common Runtime (`crt_puts.CrtPuts`, the migration's), whose retries are its own and counted.
+protection off, the same faults get through. Each for both ways a one-request PUT is sent: the boto3 client, and
+`direct_puts.DirectPuts` (the migration's: the CRT's signer, http.client), whose retries are its own and counted.
 
 Sizes here are small; `make reliability` (`t2m_pipeline_tests/faults/reliability_report.py`) runs the same scenarios larger and writes RELIABILITY.md.
 """

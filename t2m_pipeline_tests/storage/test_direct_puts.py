@@ -1,4 +1,4 @@
-"""One-request PUTs over the AWS Common Runtime (`crt_puts.CrtPuts`) against the moto server over HTTP: they store
+"""One-request PUTs (`direct_puts.DirectPuts`: the CRT's SigV4 signer, http.client) against the moto server over HTTP: they store
 what boto3's put_object stores, sign as botocore signs for S3, and fail as boto3 fails. Their behaviour under faults
 (retries counted, duplicates removed, faults reaching the caller without retries) is in
 `faults/test_s3_faults.py`, for both transports."""
@@ -15,8 +15,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from devtools.fault_proxy import FaultPlan, FaultProxy
-from t2m_pipeline.storage import crt_puts, layout
-from t2m_pipeline.storage.crt_puts import CrtPuts
+from t2m_pipeline.storage import direct_puts, layout
+from t2m_pipeline.storage.direct_puts import DirectPuts
 from t2m_pipeline.storage.errors import BucketNotFoundError, CredentialsMissingError, EndpointUnreachableError
 from t2m_pipeline.storage.s3 import WRITE_ID_METADATA, ObjectOwner, S3Storage
 
@@ -26,8 +26,8 @@ ODD_KEYS = ["a b/ü+%x?y#z", "sp  ace/&=;,$@!'()*", "tilde~/~x", "dots/../x/./y"
 
 
 @pytest.fixture
-def crt_storage(settings, engine, buckets):
-    return S3Storage(settings, engine, single_puts=CrtPuts(settings))
+def direct_storage(settings, engine, buckets):
+    return S3Storage(settings, engine, single_puts=DirectPuts(settings))
 
 
 def _head(storage: S3Storage, bucket: str, key: str, version_id: str) -> dict:
@@ -39,28 +39,28 @@ def _head(storage: S3Storage, bucket: str, key: str, version_id: str) -> dict:
     }
 
 
-def test_a_crt_put_stores_what_boto3_put_object_stores(storage, crt_storage, buckets, make_user):
+def test_a_direct_put_stores_what_boto3_put_object_stores(storage, direct_storage, buckets, make_user):
     user_id, _ = make_user()
     owner = ObjectOwner(user_id, "plan")
     data = b"<SCENE_OUTLINE>hello</SCENE_OUTLINE>"
     heads = {}
-    for name, store in (("boto3", storage), ("crt", crt_storage)):
+    for name, store in (("boto3", storage), ("direct", direct_storage)):
         key = layout.job_plan_key(user_id, uuid.uuid4(), f"{name}.txt")
         stored = store.put_bytes(buckets["code"], key, data, owner=owner, content_type="text/plain", original_name="Outline ü.txt")
         [listed] = store.client.list_object_versions(Bucket=buckets["code"], Prefix=key)["Versions"]
         assert stored.version_id == listed["VersionId"] and store.get_bytes(buckets["code"], key) == data
         heads[name] = _head(store, buckets["code"], key, stored.version_id)
-    assert heads["crt"] == heads["boto3"]
-    assert heads["crt"]["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert heads["direct"] == heads["boto3"]
+    assert heads["direct"]["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 @pytest.mark.parametrize("key", ODD_KEYS)
-def test_keys_with_any_character_land_under_their_own_name(crt_storage, buckets, make_user, key):
+def test_keys_with_any_character_land_under_their_own_name(direct_storage, buckets, make_user, key):
     user_id, _ = make_user()
     data = key.encode() * 3
-    stored = crt_storage.put_bytes(buckets["temp"], key, data, owner=ObjectOwner(user_id, "temp"), content_type="text/plain")
-    assert crt_storage.get_bytes(buckets["temp"], key, stored.version_id) == data
-    assert [v["Key"] for v in crt_storage.client.list_object_versions(Bucket=buckets["temp"], Prefix=key)["Versions"]] == [key]
+    stored = direct_storage.put_bytes(buckets["temp"], key, data, owner=ObjectOwner(user_id, "temp"), content_type="text/plain")
+    assert direct_storage.get_bytes(buckets["temp"], key, stored.version_id) == data
+    assert [v["Key"] for v in direct_storage.client.list_object_versions(Bucket=buckets["temp"], Prefix=key)["Versions"]] == [key]
 
 
 @pytest.mark.parametrize("key", ["plain/key.mp4", *ODD_KEYS])
@@ -72,12 +72,12 @@ def test_the_signature_is_botocores_s3_sigv4_for_the_same_request(settings, monk
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
     when = dt.datetime(2026, 12, 6, 8, 0, 0, tzinfo=dt.timezone.utc)
-    puts = CrtPuts(dataclasses.replace(settings, endpoint_url=endpoint, region="eu-west-1"))
+    puts = DirectPuts(dataclasses.replace(settings, endpoint_url=endpoint, region="eu-west-1"))
     headers = {"Content-Type": "video/mp4", "x-amz-meta-user-id": "u1", "x-amz-checksum-sha256": "abc=",
                "x-amz-server-side-encryption": "AES256"}
-    monkeypatch.setattr(crt_puts, "_now", lambda: when)
+    monkeypatch.setattr(direct_puts, "_now", lambda: when)
     host, path = puts._where("bucket-a", key)  # noqa: SLF001
-    crt = dict(puts.signed_request("bucket-a", key, None, 3, headers).headers)
+    crt = dict(puts.signed_request("bucket-a", key, 3, headers).headers)
 
     scheme = "https" if endpoint is None else "http"
     ours = AWSRequest("PUT", f"{scheme}://{host}{path}", headers={"Content-Length": "3", **headers}, data=b"abc")
@@ -102,11 +102,11 @@ def test_the_signature_is_botocores_s3_sigv4_for_the_same_request(settings, monk
 def test_each_request_is_signed_at_its_own_time(settings, monkeypatch):
     """S3 refuses a signature more than 15 minutes from its clock: a long migration's requests are each signed when
     sent, not when the client was made."""
-    puts = CrtPuts(settings)
+    puts = DirectPuts(settings)
     for minutes in (0, 20, 24 * 60):
         when = dt.datetime(2026, 12, 6, 23, 50, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=minutes)
-        monkeypatch.setattr(crt_puts, "_now", lambda when=when: when)
-        headers = dict(puts.signed_request("bucket-a", "k", None, 1, {}).headers)
+        monkeypatch.setattr(direct_puts, "_now", lambda when=when: when)
+        headers = dict(puts.signed_request("bucket-a", "k", 1, {}).headers)
         assert headers["X-Amz-Date"] == when.strftime("%Y%m%dT%H%M%SZ")
         assert f"/{when:%Y%m%d}/{settings.region}/s3/aws4_request" in headers["Authorization"]
 
@@ -116,20 +116,20 @@ def test_errors_are_storage_errors_and_only_transient_ones_are_retried(settings,
     owner = ObjectOwner(user_id, "temp")
     with FaultProxy(settings.endpoint_url, FaultPlan(rate=0.0)) as proxy:
         through = dataclasses.replace(settings, endpoint_url=proxy.url)
-        store = S3Storage(through, None, single_puts=CrtPuts(through))
+        store = S3Storage(through, None, single_puts=DirectPuts(through))
         with pytest.raises(BucketNotFoundError, match="does not exist"):
             store.put_bytes("no-such-bucket-here", "k", b"x", owner=owner, content_type="text/plain")
         assert proxy.stats.requests["PutObject"] == 1  # not retried
     closed = dataclasses.replace(settings, endpoint_url="http://127.0.0.1:9", s3_max_attempts=2)  # nothing listens
     with pytest.raises(EndpointUnreachableError, match="unreachable"):
-        S3Storage(closed, None, single_puts=CrtPuts(closed)).put_bytes(buckets["temp"], "k", b"x", owner=owner, content_type="text/plain")
+        S3Storage(closed, None, single_puts=DirectPuts(closed)).put_bytes(buckets["temp"], "k", b"x", owner=owner, content_type="text/plain")
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(CredentialsMissingError, match="no AWS credentials"):
-        S3Storage(settings, None, single_puts=CrtPuts(settings)).put_bytes(buckets["temp"], "k", b"x", owner=owner, content_type="text/plain")
+        S3Storage(settings, None, single_puts=DirectPuts(settings)).put_bytes(buckets["temp"], "k", b"x", owner=owner, content_type="text/plain")
 
 
 @pytest.fixture
@@ -195,12 +195,46 @@ def test_over_tls_the_endpoint_certificate_is_verified(settings, buckets, make_u
     over_tls = dataclasses.replace(settings, endpoint_url=url, s3_max_attempts=1)
     monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
     with pytest.raises(EndpointUnreachableError):
-        S3Storage(over_tls, None, single_puts=CrtPuts(over_tls)).put_bytes(buckets["temp"], key, data, owner=owner, content_type="text/plain")
+        S3Storage(over_tls, None, single_puts=DirectPuts(over_tls)).put_bytes(buckets["temp"], key, data, owner=owner, content_type="text/plain")
     plain = S3Storage(settings)
     assert plain.client.list_object_versions(Bucket=buckets["temp"], Prefix=key).get("Versions", []) == []
 
     monkeypatch.setenv("AWS_CA_BUNDLE", cert)
-    stored = S3Storage(over_tls, None, single_puts=CrtPuts(over_tls)).put_bytes(
-        buckets["temp"], key, data, owner=owner, content_type="text/plain"
-    )
+    puts = DirectPuts(over_tls)
+    stored = S3Storage(over_tls, None, single_puts=puts).put_bytes(buckets["temp"], key, data, owner=owner, content_type="text/plain")
     assert plain.get_bytes(buckets["temp"], key, stored.version_id) == data
+    # this proxy keeps connections alive (moto closes each): the next PUT goes over the same TLS connection
+    [connection] = puts._local.connections.values()  # noqa: SLF001
+    again = S3Storage(over_tls, None, single_puts=puts).put_bytes(buckets["temp"], key, b"again", owner=owner, content_type="text/plain")
+    assert puts._local.connections[next(iter(puts._local.connections))] is connection  # noqa: SLF001
+    assert plain.get_bytes(buckets["temp"], key, again.version_id) == b"again"
+
+
+@pytest.mark.parametrize("sent", [b"12345", b"1234567890ab"], ids=["short", "long"])
+def test_a_body_of_another_length_than_announced_is_refused_not_retried_and_stores_nothing(settings, buckets, sent):
+    """A file that changed between its hash and its upload: the request never completes, so S3 stores nothing, and
+    no retry is made (the same bytes would fail again). Control: the right length lands."""
+    import io
+
+    from botocore.exceptions import HTTPClientError
+
+    puts, key = DirectPuts(settings), f"length/{uuid.uuid4()}"
+    with pytest.raises(HTTPClientError, match="announced"):
+        puts.put(buckets["temp"], key, io.BytesIO(sent), 10, {"Content-Type": "text/plain"})
+    with pytest.raises(HTTPClientError, match="announced"):
+        puts.put(buckets["temp"], key, sent, 10, {"Content-Type": "text/plain"})
+    plain = S3Storage(settings)
+    assert plain.client.list_object_versions(Bucket=buckets["temp"], Prefix=key).get("Versions", []) == []
+    landed = puts.put(buckets["temp"], key, io.BytesIO(b"0123456789"), 10, {"Content-Type": "text/plain"})
+    assert landed.attempts == 1 and plain.get_bytes(buckets["temp"], key, landed.version_id) == b"0123456789"
+
+
+def test_a_keep_alive_connection_the_server_closed_is_not_reused():
+    """Reusing a connection the server has closed would fail after the request was written, and count as a retry."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    assert not direct_puts._dropped(ours)  # noqa: SLF001
+    theirs.close()
+    assert direct_puts._dropped(ours)  # noqa: SLF001
+    ours.close()

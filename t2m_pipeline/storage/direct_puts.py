@@ -1,21 +1,28 @@
-"""Single-request PUTs over the AWS Common Runtime: the SigV4 signing and the HTTP exchange run in C.
+"""Single-request PUTs: signed by the AWS Common Runtime's SigV4 signer (C), sent over the standard library's
+`http.client` on a blocking keep-alive connection per thread.
 
 For a migration of many small files, botocore's Python (request serialization, hooks, urllib3, signing) was over
 half the client's CPU per file (BENCHMARKS.md). The CRT's own S3 client retries inside C without saying so, and a
-retried PUT whose first answer was lost leaves an extra version that only a known retry lets us remove; so this uses
-the CRT's signer and HTTP connections and keeps the retries here (tenacity), where the attempts are counted.
+retried PUT whose first answer was lost leaves an extra version that only a known retry lets us remove; so the
+retries stay here (tenacity), where the attempts are counted. The CRT's HTTP connections were tried too: each of
+their callbacks (connection up, body read, headers, completion, shutdown) crosses from the CRT's event-loop thread
+into Python, and those GIL handoffs cost twice the CPU per PUT of a plain blocking exchange (0.75 against 0.37 ms).
 Errors are raised as botocore's (`ClientError`, `EndpointConnectionError`, `ConnectionClosedError`,
-`ReadTimeoutError`), so the storage layer maps them as it maps botocore's own.
+`ReadTimeoutError`, `HTTPClientError`), so the storage layer maps them as it maps botocore's own.
 
 Used for what S3Storage sends in one request (below its multipart threshold); everything else stays on boto3.
 It verifies TLS against the system's trust store, or the CA bundle boto3 would use (`AWS_CA_BUNDLE`, `ca_bundle`);
-boto3's proxy settings do not apply (none of our deployments uses a proxy).
+boto3's proxy settings do not apply (none of our deployments uses a proxy). Timeouts are botocore's: one to
+connect, then one for each read or write on the socket.
 """
 
 from __future__ import annotations
 
-import io
+import http.client
 import random
+import select
+import socket
+import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -25,8 +32,8 @@ from typing import IO
 from urllib.parse import quote, urlsplit
 
 import botocore.session
-from awscrt import auth, http
-from awscrt import io as crt_io
+from awscrt import auth
+from awscrt import http as crt_http
 from awscrt.exceptions import AwsCrtError
 from botocore.exceptions import (
     ClientError,
@@ -48,10 +55,9 @@ TRANSIENT_CODES = frozenset(
     {"RequestTimeout", "RequestTimeoutException", "SlowDown", "Throttling", "ThrottlingException", "InternalError",
      "ServiceUnavailable", "RequestLimitExceeded", "BandwidthLimitExceeded", "PriorRequestNotComplete"}
 )
-CONNECT_TIMEOUT_MS = 5000
+CONNECT_TIMEOUT_S = 5  # as make_s3_client
 MAX_BACKOFF_S = 20  # botocore's cap
-# The read timeout bounds a whole exchange here (botocore's, each read): a large body gets time for its bytes too.
-MIN_UPLOAD_RATE = 64 * 1024  # bytes/s
+BLOCK = 1 << 20  # a file body is sent this much at a time
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,11 @@ def _client_error(status: int, body: bytes, operation: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
 
 
-class CrtPuts:
+class WrongLengthError(ValueError):
+    """The body is not as long as the Content-Length sent for it (the file changed): no retry mends that."""
+
+
+class DirectPuts:
     """PutObject in one request, from any thread: each thread keeps its own keep-alive connection per host."""
 
     def __init__(self, settings: Settings, *, max_attempts: int | None = None, read_timeout: float | None = None):
@@ -95,17 +105,9 @@ class CrtPuts:
         self.scheme, self.endpoint_host = endpoint.scheme, endpoint.hostname or ""
         self.port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
         self.path_style = settings.endpoint_url is not None  # as make_s3_client: path style on a local endpoint
-        group = crt_io.EventLoopGroup(1)
-        self.bootstrap = crt_io.ClientBootstrap(group, crt_io.DefaultHostResolver(group))
-        self.socket_options = crt_io.SocketOptions()
-        self.socket_options.connect_timeout_ms = CONNECT_TIMEOUT_MS
         self.tls = None
-        if self.scheme == "https":
-            options = crt_io.TlsContextOptions()  # verify_peer: always
-            ca_bundle = session.get_config_variable("ca_bundle")
-            if ca_bundle:
-                options.override_default_trust_store_from_path(ca_filepath=ca_bundle)
-            self.tls = crt_io.ClientTlsContext(options)
+        if self.scheme == "https":  # verify_mode CERT_REQUIRED and hostname checks: always
+            self.tls = ssl.create_default_context(cafile=session.get_config_variable("ca_bundle") or None)
         self.signing = auth.AwsSigningConfig(
             algorithm=auth.AwsSigningAlgorithm.V4,
             signature_type=auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
@@ -128,23 +130,26 @@ class CrtPuts:
             return f"{self.endpoint_host}:{self.port}" if self.port not in (80, 443) else self.endpoint_host, f"/{bucket}{path}"
         return f"{bucket}.{self.endpoint_host}", path
 
-    def _connection(self, host: str) -> http.HttpClientConnection:
+    def _connection(self, host: str) -> http.client.HTTPConnection:
+        """This thread's open connection to `host`, connected now if it has none."""
         pool = self._local.__dict__.setdefault("connections", {})
         connection = pool.get(host)
-        if connection is None or not connection.is_open():
-            tls = None
-            if self.tls is not None:
-                tls = self.tls.new_connection_options()
-                tls.set_server_name(host.split(":")[0])
-            connect_host = self.endpoint_host if self.path_style else host
-            try:
-                connection = http.HttpClientConnection.new(
-                    host_name=connect_host, port=self.port, bootstrap=self.bootstrap,
-                    socket_options=self.socket_options, tls_connection_options=tls,
-                ).result(CONNECT_TIMEOUT_MS / 1000 + 1)
-            except (AwsCrtError, TimeoutError) as exc:
-                raise EndpointConnectionError(endpoint_url=f"{self.scheme}://{connect_host}:{self.port}", error=exc) from exc
-            pool[host] = connection
+        if connection is not None and connection.sock is not None and not _dropped(connection.sock):
+            return connection
+        if connection is not None:
+            connection.close()
+        connect_host = self.endpoint_host if self.path_style else host
+        if self.tls is not None:
+            connection = http.client.HTTPSConnection(connect_host, self.port, timeout=CONNECT_TIMEOUT_S, context=self.tls)
+        else:
+            connection = http.client.HTTPConnection(connect_host, self.port, timeout=CONNECT_TIMEOUT_S)
+        try:
+            connection.connect()  # the TLS handshake too: a certificate no trusted CA vouches for fails here
+        except OSError as exc:
+            connection.close()
+            raise EndpointConnectionError(endpoint_url=f"{self.scheme}://{connect_host}:{self.port}", error=exc) from exc
+        connection.sock.settimeout(self.read_timeout)
+        pool[host] = connection
         return connection
 
     def _drop(self, host: str) -> None:
@@ -156,15 +161,15 @@ class CrtPuts:
         """One PutObject (retried as botocore's standard mode would); the version S3 answered with."""
         if not self.has_credentials:
             raise NoCredentialsError()
-        stream = io.BytesIO(body) if isinstance(body, (bytes, bytearray, memoryview)) else body
-        start = stream.tell()
+        start = None if isinstance(body, (bytes, bytearray, memoryview)) else body.tell()
         attempts = 0
 
         def attempt() -> str | None:
             nonlocal attempts
             attempts += 1
-            stream.seek(start)
-            return self._send(bucket, key, stream, size, headers)
+            if start is not None:
+                body.seek(start)
+            return self._send(bucket, key, body, size, headers)
 
         try:
             return PutResult(attempt(), attempts)  # nearly every PUT: no retry machinery to set up
@@ -179,43 +184,68 @@ class CrtPuts:
         version_id = retrying(attempt)
         return PutResult(version_id, attempts)
 
-    def signed_request(self, bucket: str, key: str, stream: IO[bytes] | None, size: int, headers: dict[str, str]) -> http.HttpRequest:
-        """The PutObject request as it is sent: addressed, signed now."""
+    def signed_request(self, bucket: str, key: str, size: int, headers: dict[str, str]) -> crt_http.HttpRequest:
+        """The PutObject request as it is sent (its body aside): addressed, signed now."""
         host, path = self._where(bucket, key)
-        request = http.HttpRequest(
-            "PUT", path, http.HttpHeaders([("Host", host), ("Content-Length", str(size)), *headers.items()]), stream
-        )
+        request = crt_http.HttpRequest("PUT", path, crt_http.HttpHeaders([("Host", host), ("Content-Length", str(size)), *headers.items()]))
         try:  # a config signs at the date it holds: each request gets its own (S3 refuses one 15 minutes old)
             auth.aws_sign_request(request, self.signing.replace(date=_now())).result()
         except AwsCrtError as exc:  # the credentials could not be had (a refresh failed)
             raise CredentialRetrievalError(provider="boto3's default chain", error_msg=str(exc)) from exc
         return request
 
-    def _send(self, bucket: str, key: str, stream: IO[bytes], size: int, headers: dict[str, str]) -> str | None:
+    def _send(self, bucket: str, key: str, body: bytes | IO[bytes], size: int, headers: dict[str, str]) -> str | None:
         host, path = self._where(bucket, key)
-        request = self.signed_request(bucket, key, stream, size, headers)
-        answer: dict = {}
-        body: list[bytes] = []
-
-        def on_response(http_stream, status_code, headers, **kwargs):
-            answer["status"], answer["headers"] = status_code, headers
-
-        def on_body(http_stream, chunk, **kwargs):
-            body.append(bytes(chunk))
-
+        request = self.signed_request(bucket, key, size, headers)
+        connection = self._connection(host)
         try:
-            http_stream = self._connection(host).request(request, on_response, on_body)
-            http_stream.activate()
-            http_stream.completion_future.result(self.read_timeout + size / MIN_UPLOAD_RATE)  # the whole exchange
-        except TimeoutError as exc:
+            connection.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
+            for name, value in request.headers:
+                connection.putheader(name, value)
+            if isinstance(body, (bytes, bytearray, memoryview)):
+                if len(body) != size:
+                    raise WrongLengthError(f"{len(body)} bytes to send, {size} announced")
+                connection.endheaders(bytes(body))  # one write with the headers: no wait on a delayed ACK
+            else:
+                connection.endheaders()
+                _send_exactly(connection, body, size)
+            response = connection.getresponse()
+            answer = response.read()
+        except (TimeoutError, socket.timeout) as exc:
             self._drop(host)  # the request may still land: only a counted retry tells the caller so
             raise ReadTimeoutError(endpoint_url=f"{self.scheme}://{host}{path}", error=exc) from exc
-        except AwsCrtError as exc:
+        except WrongLengthError as exc:
             self._drop(host)
-            if "LENGTH" in exc.name:  # the body is not the size announced (the file changed): no retry mends that
-                raise HTTPClientError(error=exc) from exc
-            raise ConnectionClosedError(endpoint_url=f"{self.scheme}://{host}{path}", error=exc) from exc  # reset, closed
-        status = answer.get("status", 0)
-        if status >= 300:
-            raise _client_error(status, b"".join(body), "PutObject")
-        return next((v for k, v in answer.get("headers", []) if k.lower() == "x-amz-version-id"), None)
+            raise HTTPClientError(error=exc) from exc
+        except (OSError, http.client.HTTPException) as exc:  # reset, closed, a garbled answer
+            self._drop(host)
+            raise ConnectionClosedError(endpoint_url=f"{self.scheme}://{host}{path}", error=exc) from exc
+        if response.will_close:
+            self._drop(host)
+        if response.status >= 300:
+            raise _client_error(response.status, answer, "PutObject")
+        return response.getheader("x-amz-version-id")
+
+
+def _send_exactly(connection: http.client.HTTPConnection, stream: IO[bytes], size: int) -> None:
+    """`size` bytes of `stream` onto the connection, a block at a time; WrongLengthError if it holds fewer or more
+    (found before the last block goes out: the server never gets a whole request to store)."""
+    left = size
+    while True:
+        block = stream.read(min(BLOCK, left)) if left else b""
+        if left and not block:
+            raise WrongLengthError(f"the body ended {left} bytes short of the {size} announced")
+        left -= len(block)
+        if not left and stream.read(1):
+            raise WrongLengthError(f"the body holds more than the {size} bytes announced")
+        connection.send(block)
+        if not left:
+            return
+
+
+def _dropped(sock: socket.socket) -> bool:
+    """An idle keep-alive connection with something to read has been closed by the server (or is out of step): a
+    request sent on it would fail after the fact, and count as a retry. urllib3 checks the same before reuse."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
