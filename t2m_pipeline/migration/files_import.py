@@ -99,6 +99,7 @@ MIB = 1 << 20
 INLINE_LIMIT = 8 * MIB  # files up to this size are read once into memory (hash + body from the same read)
 CHUNK_BYTES = 128 * MIB
 WAVE_FILES = 10_000  # a run holds this many files' plans at a time (whole partitions): memory does not grow with the tree
+FIRST_WAVE_FILES = 1_000  # the first wave is planned before any upload: a small one starts the endpoint sooner
 
 
 @dataclass(eq=False)
@@ -408,6 +409,15 @@ def _partition_report(by_partition: dict[str, list[Entry]], plans: list[Planned]
     return out
 
 
+@dataclass
+class PlannedWave:
+    """Whole partitions, planned: what `_migrate_wave` migrates."""
+
+    by_partition: dict[str, list[Entry]]
+    plans: list[Planned]
+    existing: dict[str, dict]  # their ledger rows by legacy path
+
+
 class FilesMigration:
     """One run over some partitions (all of them by default). `fault` is a test seam called between stages.
 
@@ -478,41 +488,43 @@ class FilesMigration:
         return report
 
     def _waves(self, partitions: list[str] | None) -> Iterator[dict[str, list[Entry]]]:
-        """Whole partitions, `wave_files` entries or more at a time (the last wave fewer)."""
+        """Whole partitions, `wave_files` entries or more at a time (the first wave `FIRST_WAVE_FILES` or more, the
+        last fewer)."""
         wave: dict[str, list[Entry]] = {}
-        size = 0
+        size, target = 0, min(self.wave_files, FIRST_WAVE_FILES)
         for key, entries in iter_partitions(self.root, upload_shards(self.engine, self.root), partitions):
             wave[key] = entries
             size += len(entries)
-            if size >= self.wave_files:
+            if size >= target:
+                target = self.wave_files
                 yield wave
                 wave, size = {}, 0
         if wave:
             yield wave
 
     def _run(self, partitions: list[str] | None, batch_id: uuid.UUID) -> dict:
-        """The tree wave by wave: each wave's partitions planned, migrated and reconciled before the next is walked,
-        so memory holds one wave, not the tree. That keeps every rule, because what a rule needs together lies in
-        one partition: a key with versions in order is a scene's or a job's, and a job's files and the copies made
+        """The tree wave by wave: each wave's partitions planned, migrated and reconciled (the next one planned and the
+        one before reconciled meanwhile), so memory holds three waves, not the tree. That keeps every rule, because
+        what a rule needs together lies in one partition: a key with versions in order is a scene's or a job's, and a job's files and the copies made
         of them are in its topic folder (`attribution.add_run` files a job under one folder). The legacy jobs are read
         for the wave's folders; the other records once."""
         records = in_transaction(self.engine, load_records)
         by_partition_report: dict[str, dict] = {}
-        for by_partition in self._waves(partitions):
-            folders = sorted({e.parts[1].decode("utf-8", "surrogateescape") for key, entries in by_partition.items()
-                              if key.startswith("topic/") for e in entries})
-            index = in_transaction(self.engine, lambda conn, folders=folders: load_index(conn, folders, records))
-            plans = self._migrate_wave(by_partition, index, batch_id)
-            by_partition_report.update(_partition_report(by_partition, plans))
-            with self._lock:
-                self.counts["waves"] += 1
-                for p in plans:
-                    if p.copy_source is not None:
-                        self.counts[f"copies_{p.outcome}"] += 1
-                        continue
-                    self.counts["files"] += 1
-                    self.counts[f"outcome_{p.outcome}"] += 1
-                    self.counts["unattributed_files"] += bool(p.outcome == "migrated" and p.attribution and p.attribution.owner is None)
+        waves = (self._plan_wave(by_partition, records, batch_id) for by_partition in self._waves(partitions))
+        # The next wave is walked and planned while this one uploads, and a wave is reconciled while the next one
+        # uploads (waves share no partition, so no file): the endpoint never waits between waves.
+        with ThreadPoolExecutor(1, thread_name_prefix="plan-next-wave") as ahead, \
+                ThreadPoolExecutor(1, thread_name_prefix="reconcile-wave") as behind:
+            upcoming, reconciling = ahead.submit(next, waves, None), None
+            while (wave := upcoming.result()) is not None:
+                upcoming = ahead.submit(next, waves, None)
+                plans = self._migrate_wave(wave, batch_id)
+                self.fault("before_reconcile")
+                if reconciling is not None:
+                    self._count_wave(*reconciling.result(), by_partition_report)
+                reconciling = behind.submit(self._reconcile_wave, wave, plans, batch_id)
+            if reconciling is not None:
+                self._count_wave(*reconciling.result(), by_partition_report)
         keys = sorted(by_partition_report)
         scenes = self.migrated_scenes(keys)
         for scene in scenes:
@@ -536,14 +548,21 @@ class FilesMigration:
             "scenes": scenes,
         }
 
-    def _migrate_wave(self, by_partition: dict[str, list[Entry]], index: AttributionIndex, batch_id: uuid.UUID) -> list[Planned]:
+    def _plan_wave(self, by_partition: dict[str, list[Entry]], records, batch_id: uuid.UUID) -> PlannedWave:
+        """A wave's evidence, owners, plans and ledger rows: read (and its users made) before it migrates."""
+        folders = sorted({e.parts[1].decode("utf-8", "surrogateescape") for key, entries in by_partition.items()
+                          if key.startswith("topic/") for e in entries})
+        index = in_transaction(self.engine, lambda conn: load_index(conn, folders, records))
         uploads = [e for key, entries in by_partition.items() if key.startswith("uploads/") for e in entries]
         clerks = {c: LEGACY_USER_METADATA for c in _upload_clerks(uploads, index)}
         clerks[SYSTEM_CLERK_ID] = SYSTEM_USER_METADATA
         users = in_transaction(self.engine, lambda conn: _ensure_users(conn, clerks, batch_id))
         plans = plan_entries(by_partition, index, users, users[SYSTEM_CLERK_ID])
         existing = _existing_ledger(self.engine, [p.legacy_path for p in plans], sorted(by_partition))
+        return PlannedWave(by_partition, plans, existing)
 
+    def _migrate_wave(self, wave: PlannedWave, batch_id: uuid.UUID) -> list[Planned]:
+        plans, existing = wave.plans, wave.existing
         settled = [p for p in plans if p.outcome is not None]
         to_migrate = [p for p in plans if p.outcome is None]
         with self._lock:  # the walk goes on as the run does: the totals grow wave by wave
@@ -577,9 +596,23 @@ class FilesMigration:
                 finally:
                     for future in inflight:
                         future.cancel()
-        self.fault("before_reconcile")
-        self._reconcile(plans, existing, batch_id)
         return plans
+
+    def _reconcile_wave(self, wave: PlannedWave, plans: list[Planned], batch_id: uuid.UUID) -> tuple[PlannedWave, list[Planned]]:
+        self._reconcile(plans, wave.existing, batch_id)
+        return wave, plans
+
+    def _count_wave(self, wave: PlannedWave, plans: list[Planned], by_partition_report: dict[str, dict]) -> None:
+        by_partition_report.update(_partition_report(wave.by_partition, plans))
+        with self._lock:
+            self.counts["waves"] += 1
+            for p in plans:
+                if p.copy_source is not None:
+                    self.counts[f"copies_{p.outcome}"] += 1
+                    continue
+                self.counts["files"] += 1
+                self.counts[f"outcome_{p.outcome}"] += 1
+                self.counts["unattributed_files"] += bool(p.outcome == "migrated" and p.attribution and p.attribution.owner is None)
 
     def _tick(self, files: int, size: int) -> None:
         with self._lock:
