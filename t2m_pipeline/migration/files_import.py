@@ -512,19 +512,16 @@ class FilesMigration:
         by_partition_report: dict[str, dict] = {}
         waves = (self._plan_wave(by_partition, records, batch_id) for by_partition in self._waves(partitions))
         # The next wave is walked and planned while this one uploads, and a wave is reconciled while the next one
-        # uploads (waves share no partition, so no file): the endpoint never waits between waves.
-        with ThreadPoolExecutor(1, thread_name_prefix="plan-next-wave") as ahead, \
-                ThreadPoolExecutor(1, thread_name_prefix="reconcile-wave") as behind:
-            upcoming, reconciling = ahead.submit(next, waves, None), None
-            while (wave := upcoming.result()) is not None:
-                upcoming = ahead.submit(next, waves, None)
-                plans = self._migrate_wave(wave, batch_id)
-                self.fault("before_reconcile")
-                if reconciling is not None:
-                    self._count_wave(*reconciling.result(), by_partition_report)
-                reconciling = behind.submit(self._reconcile_wave, wave, plans, batch_id)
-            if reconciling is not None:
-                self._count_wave(*reconciling.result(), by_partition_report)
+        # uploads (waves share no partition, so no file): the endpoint never waits between waves. One upload pool
+        # for the run: its threads keep their connections from wave to wave.
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="plan-next-wave") as ahead, \
+                    ThreadPoolExecutor(1, thread_name_prefix="reconcile-wave") as behind, \
+                    ThreadPoolExecutor(self.workers, thread_name_prefix="migrate") as pool:
+                self._waves_overlapped(ahead, behind, pool, waves, batch_id, by_partition_report)
+        finally:  # the upload threads are done: their connections close
+            if self._storage is not None and hasattr(self._storage.single_puts, "close"):
+                self._storage.single_puts.close()
         keys = sorted(by_partition_report)
         scenes = self.migrated_scenes(keys)
         for scene in scenes:
@@ -548,6 +545,31 @@ class FilesMigration:
             "scenes": scenes,
         }
 
+    def _waves_overlapped(self, ahead, behind, pool, waves: Iterator[PlannedWave], batch_id, by_partition_report: dict) -> None:
+        upcoming, reconciling = ahead.submit(next, waves, None), None
+        try:
+            while (wave := upcoming.result()) is not None:
+                if reconciling is not None and reconciling.done():
+                    reconciling.result()  # the wave before failed to reconcile: stop now, not a wave later
+                upcoming = ahead.submit(next, waves, None)
+                plans = self._migrate_wave(wave, batch_id, pool)
+                self.fault("before_reconcile")
+                if reconciling is not None:
+                    done, reconciling = reconciling, None
+                    self._count_wave(*done.result(), by_partition_report)
+                reconciling = behind.submit(self._reconcile_wave, wave, plans, batch_id)
+            if reconciling is not None:
+                done, reconciling = reconciling, None
+                self._count_wave(*done.result(), by_partition_report)
+        except BaseException as exc:
+            upcoming.cancel()
+            if reconciling is not None:
+                try:  # the wave reconciled meanwhile counts; or its own failure is told as well
+                    self._count_wave(*reconciling.result(), by_partition_report)
+                except BaseException as other:  # noqa: BLE001 (told, then the first failure is raised)
+                    exc.add_note(f"the reconcile of the wave before failed too: {other!r}")
+            raise
+
     def _plan_wave(self, by_partition: dict[str, list[Entry]], records, batch_id: uuid.UUID) -> PlannedWave:
         """A wave's evidence, owners, plans and ledger rows: read (and its users made) before it migrates."""
         folders = sorted({e.parts[1].decode("utf-8", "surrogateescape") for key, entries in by_partition.items()
@@ -561,7 +583,7 @@ class FilesMigration:
         existing = _existing_ledger(self.engine, [p.legacy_path for p in plans], sorted(by_partition))
         return PlannedWave(by_partition, plans, existing)
 
-    def _migrate_wave(self, wave: PlannedWave, batch_id: uuid.UUID) -> list[Planned]:
+    def _migrate_wave(self, wave: PlannedWave, batch_id: uuid.UUID, pool: ThreadPoolExecutor) -> list[Planned]:
         plans, existing = wave.plans, wave.existing
         settled = [p for p in plans if p.outcome is not None]
         to_migrate = [p for p in plans if p.outcome is None]
@@ -583,7 +605,7 @@ class FilesMigration:
         # Two chunks in flight: one hashes / writes its intents / records while the other uploads, so the upload
         # pool never waits on those steps. Chunks never share a key, so version order is unaffected. A level starts
         # when the one before it is recorded: copies then find their sources in S3.
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="migrate") as pool, ThreadPoolExecutor(2) as chunks:
+        with ThreadPoolExecutor(2) as chunks:
             for level in _levels(groups):
                 inflight: deque[Future] = deque()
                 try:

@@ -35,7 +35,7 @@ _CONTENT_TYPES = {
     ".srt": "application/x-subrip",
     ".mp4": "video/mp4",
 }
-_MIME = re.compile(r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+$")
+_MIME = re.compile(r"[A-Za-z0-9][\w.+-]*/[\w.+-]+", re.ASCII)  # whole value (fullmatch): no trailing newline
 
 
 class Skip(Exception):
@@ -202,7 +202,7 @@ def map_upload_entry(entry: Entry, index, users: dict[str, uuid.UUID], system_us
     if not isinstance(original, str) or not original:  # another system's record may hold anything there
         original = display_name(parts[-1])
     mime = (record or {}).get("mime_type")
-    ctype = mime if isinstance(mime, str) and _MIME.match(mime) else content_type_for(name)
+    ctype = mime if isinstance(mime, str) and _MIME.fullmatch(mime) else content_type_for(name)
     checksum = (record or {}).get("checksum")
     checksum = checksum.lower() if isinstance(checksum, str) and re.fullmatch(r"[0-9a-fA-F]{64}", checksum) else None
     if record is not None:

@@ -13,7 +13,7 @@ Errors are raised as botocore's (`ClientError`, `EndpointConnectionError`, `Conn
 Used for what S3Storage sends in one request (below its multipart threshold); everything else stays on boto3.
 It verifies TLS against the system's trust store, or the CA bundle boto3 would use (`AWS_CA_BUNDLE`, `ca_bundle`);
 boto3's proxy settings do not apply (none of our deployments uses a proxy). Timeouts are botocore's: one to
-connect, then one for each read or write on the socket.
+connect, then one for each read or write on the socket (a body goes out a block at a time, each with its own).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import random
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -42,6 +43,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     HTTPClientError,
     NoCredentialsError,
+    ParamValidationError,
     ReadTimeoutError,
 )
 from s3transfer.crt import BotocoreCRTCredentialsWrapper
@@ -102,6 +104,8 @@ class DirectPuts:
         self.max_attempts = max_attempts or settings.s3_max_attempts
         self.read_timeout = read_timeout or settings.s3_read_timeout_s
         endpoint = urlsplit(settings.endpoint_url or f"https://s3.{settings.region}.amazonaws.com")
+        if endpoint.scheme not in ("http", "https"):  # as botocore: nothing else is an S3 endpoint
+            raise ValueError(f"S3 endpoint {settings.endpoint_url!r}: the scheme must be http or https")
         self.scheme, self.endpoint_host = endpoint.scheme, endpoint.hostname or ""
         self.port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
         self.path_style = settings.endpoint_url is not None  # as make_s3_client: path style on a local endpoint
@@ -123,22 +127,35 @@ class DirectPuts:
             signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
         )
         self._local = threading.local()
+        self._pools: list[dict] = []  # every thread's connections, for close()
+        self._pools_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every thread's connections (when the threads that sent are done)."""
+        with self._pools_lock:
+            for pool in self._pools:
+                while pool:
+                    pool.popitem()[1].close()
 
     def _where(self, bucket: str, key: str) -> tuple[str, str]:
         path = "/" + quote(key, safe="/~")
-        if self.path_style:
+        if self.path_style or "." in bucket:  # a dotted name fails the certificate of *.s3...: path style, as botocore
             return f"{self.endpoint_host}:{self.port}" if self.port not in (80, 443) else self.endpoint_host, f"/{bucket}{path}"
         return f"{bucket}.{self.endpoint_host}", path
 
     def _connection(self, host: str) -> http.client.HTTPConnection:
         """This thread's open connection to `host`, connected now if it has none."""
-        pool = self._local.__dict__.setdefault("connections", {})
+        pool = self._local.__dict__.get("connections")
+        if pool is None:
+            pool = self._local.connections = {}
+            with self._pools_lock:
+                self._pools.append(pool)
         connection = pool.get(host)
         if connection is not None and connection.sock is not None and not _dropped(connection.sock):
             return connection
         if connection is not None:
             connection.close()
-        connect_host = self.endpoint_host if self.path_style else host
+        connect_host = self.endpoint_host if self.path_style else host.split(":")[0]
         if self.tls is not None:
             connection = http.client.HTTPSConnection(connect_host, self.port, timeout=CONNECT_TIMEOUT_S, context=self.tls)
         else:
@@ -186,6 +203,9 @@ class DirectPuts:
 
     def signed_request(self, bucket: str, key: str, size: int, headers: dict[str, str]) -> crt_http.HttpRequest:
         """The PutObject request as it is sent (its body aside): addressed, signed now."""
+        for name, value in headers.items():  # what http.client would refuse, or send as other bytes than were signed
+            if not (value.isascii() and value.isprintable()):
+                raise ParamValidationError(report=f"header {name}: {value!r} is not printable ASCII")
         host, path = self._where(bucket, key)
         request = crt_http.HttpRequest("PUT", path, crt_http.HttpHeaders([("Host", host), ("Content-Length", str(size)), *headers.items()]))
         try:  # a config signs at the date it holds: each request gets its own (S3 refuses one 15 minutes old)
@@ -202,14 +222,15 @@ class DirectPuts:
             connection.putrequest("PUT", path, skip_host=True, skip_accept_encoding=True)
             for name, value in request.headers:
                 connection.putheader(name, value)
-            if isinstance(body, (bytes, bytearray, memoryview)):
-                if len(body) != size:
-                    raise WrongLengthError(f"{len(body)} bytes to send, {size} announced")
-                connection.endheaders(bytes(body))  # one write with the headers: no wait on a delayed ACK
-            else:
-                connection.endheaders()
+            connection.endheaders()
+            try:
                 _send_exactly(connection, body, size)
-            response = connection.getresponse()
+            except TimeoutError:
+                raise
+            except OSError:  # S3 may answer early (an error) and close while the body is still going out
+                response = _early_answer(connection)
+            else:
+                response = connection.getresponse()
             answer = response.read()
         except (TimeoutError, socket.timeout) as exc:
             self._drop(host)  # the request may still land: only a counted retry tells the caller so
@@ -220,6 +241,9 @@ class DirectPuts:
         except (OSError, http.client.HTTPException) as exc:  # reset, closed, a garbled answer
             self._drop(host)
             raise ConnectionClosedError(endpoint_url=f"{self.scheme}://{host}{path}", error=exc) from exc
+        except BaseException:  # never leave a connection halfway through a request for the next PUT
+            self._drop(host)
+            raise
         if response.will_close:
             self._drop(host)
         if response.status >= 300:
@@ -227,16 +251,34 @@ class DirectPuts:
         return response.getheader("x-amz-version-id")
 
 
-def _send_exactly(connection: http.client.HTTPConnection, stream: IO[bytes], size: int) -> None:
-    """`size` bytes of `stream` onto the connection, a block at a time; WrongLengthError if it holds fewer or more
-    (found before the last block goes out: the server never gets a whole request to store)."""
+def _early_answer(connection: http.client.HTTPConnection) -> http.client.HTTPResponse:
+    """The answer the server sent before it stopped reading the body, if there is one; else the send's error
+    stands (botocore reads such an answer too, through its Expect: 100-continue)."""
+    error = sys.exc_info()[1]
+    try:
+        return connection.getresponse()
+    except (OSError, http.client.HTTPException):
+        raise error from None
+
+
+def _send_exactly(connection: http.client.HTTPConnection, body: bytes | IO[bytes], size: int) -> None:
+    """`size` bytes of `body` onto the connection, a block at a time (each block its own write timeout);
+    WrongLengthError if it holds fewer or more, found before the last block goes out: the server never gets a whole
+    request to store."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        if len(body) != size:
+            raise WrongLengthError(f"{len(body)} bytes to send, {size} announced")
+        view = memoryview(body)
+        for start in range(0, size, BLOCK):
+            connection.send(view[start : start + BLOCK])
+        return
     left = size
     while True:
-        block = stream.read(min(BLOCK, left)) if left else b""
+        block = body.read(min(BLOCK, left)) if left else b""
         if left and not block:
             raise WrongLengthError(f"the body ended {left} bytes short of the {size} announced")
         left -= len(block)
-        if not left and stream.read(1):
+        if not left and body.read(1):
             raise WrongLengthError(f"the body holds more than the {size} bytes announced")
         connection.send(block)
         if not left:

@@ -296,6 +296,33 @@ def test_an_interrupted_run_is_finished_by_a_rerun_without_duplicates(world, mig
     assert dupes == 0
 
 
+def test_a_wave_that_fails_to_reconcile_while_the_next_uploads_fails_the_run(world, migrated_redis, buckets):
+    """Waves are reconciled in the background while the next one uploads: a failure there still fails the run (and
+    the batch), no later than the next wave's end, and a rerun finishes the job. Control: the same run without the
+    fault succeeds."""
+    settings, engine = migrated_redis
+
+    class ReconcileFailed(Exception):
+        pass
+
+    seen: list[str] = []
+
+    def fault(stage):
+        seen.append(stage)
+        if stage == "after_stale_deletes" and seen.count(stage) == 1:
+            raise ReconcileFailed()
+
+    with pytest.raises(ReconcileFailed):
+        migrate_files(settings, engine, world.root, workers=4, chunk_files=10, wave_files=1, fault=fault)
+    assert seen.count("before_reconcile") <= 2  # noticed at the next wave's end, not the run's
+    with engine.connect() as conn:
+        status = conn.execute(text("SELECT status FROM migration_batches WHERE source = 'files' ORDER BY started_at DESC LIMIT 1")).scalar_one()
+    assert status == "failed"
+    rerun = migrate_files(settings, engine, world.root, workers=4, wave_files=1)
+    assert rerun["outcomes"]["failed"] == 0 and rerun["waves"] > 2
+    assert verify_files(settings, engine, world.root)["ok"]
+
+
 def test_rolling_back_a_killed_batch_removes_its_unrecorded_uploads_too(world, migrated_redis, buckets):
     from t2m_pipeline.migration.files_import import FilesMigration
 

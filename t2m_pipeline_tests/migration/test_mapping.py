@@ -78,3 +78,16 @@ def test_partitions():
     assert partition_of(b"storage/uploads/audio/a.mp3", shards) == "uploads/audio/0"  # not decided yet: one
     assert partition_of(b"storage/uploads/weird/a.bin", shards) == "uploads/other"
     assert topic_partition(b"caf\xe9 topic").startswith("topic/caf") and " " not in topic_partition(b"caf\xe9 topic")
+
+
+@pytest.mark.parametrize("mime", ["text/plain\n", "image/日本", "text/plain; x", ""])
+def test_a_legacy_mime_type_that_is_no_clean_header_value_gives_way_to_the_extension(mime):
+    """The record's mime type becomes the object's Content-Type: one with a newline or a non-ASCII letter would be
+    refused at the request (or signed as other bytes than sent), so the file's extension decides instead. Control: a
+    clean one is kept."""
+    name = "user_a_20240101_101010_0123abcd.png"
+    file_id = name.rsplit(".", 1)[0]
+    for record_mime, expected in ((mime, "image/png"), ("image/x-custom", "image/x-custom")):
+        index = AttributionIndex(owner_by_file_id={}, file_records={file_id: {"mime_type": record_mime}})
+        up = map_upload_entry(Entry(f"storage/uploads/image/{name}".encode(), "file", 5), index, {"user_a": USER}, SYSTEM)
+        assert up.content_type == expected

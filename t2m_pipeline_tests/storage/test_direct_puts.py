@@ -238,3 +238,86 @@ def test_a_keep_alive_connection_the_server_closed_is_not_reused():
     theirs.close()
     assert direct_puts._dropped(ours)  # noqa: SLF001
     ours.close()
+
+
+def _answering_early_server(answer: bytes):
+    """A server that reads a request's headers, answers `answer` at once and closes without reading the body (as S3
+    does when it refuses a request): its URL, and how many requests it got."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    got = {"requests": 0}
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                got["requests"] += 1
+                conn.sendall(answer)
+                conn.shutdown(socket.SHUT_WR)
+                conn.settimeout(2)
+                try:  # read a little of the body, then close with the rest unread: the client's send fails
+                    conn.recv(65536)
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}", got
+
+
+@pytest.mark.parametrize("early_answers_read", [True, False], ids=["protected", "control"])
+def test_an_error_s3_sends_before_the_body_is_read_is_the_error_raised(settings, monkeypatch, early_answers_read):
+    """S3 refuses a large PUT (access denied, a bad signature) as soon as it has the headers and closes: the refusal is
+    what the caller gets, not a connection error retried ten times. Control: with the early answer not read, the
+    send's broken pipe is all there is, and it is retried."""
+    import io
+    import sys
+
+    from botocore.exceptions import ClientError, ConnectionClosedError
+
+    body = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+    answer = b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    listener, url, got = _answering_early_server(answer)
+    try:
+        if not early_answers_read:
+            def no_early_answer(connection):
+                raise sys.exc_info()[1]
+
+            monkeypatch.setattr(direct_puts, "_early_answer", no_early_answer)
+            monkeypatch.setattr(direct_puts.time, "sleep", lambda s: None)
+            monkeypatch.setattr(direct_puts, "wait_random_exponential", lambda **kw: (lambda state: 0))
+        puts = DirectPuts(dataclasses.replace(settings, endpoint_url=url, s3_max_attempts=3))
+        size = 32 << 20  # far more than the socket buffers hold
+        expected = ClientError if early_answers_read else ConnectionClosedError
+        with pytest.raises(expected) as raised:
+            puts.put("bucket-a", "k", io.BytesIO(bytes(size)), size, {"Content-Type": "application/octet-stream"})
+        if early_answers_read:
+            assert raised.value.response["Error"]["Code"] == "AccessDenied"
+            assert got["requests"] == 1
+        else:
+            assert got["requests"] == 3
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("value", ["text/plain\r\nX-Injected: 1", "vidéo/mp4"])
+def test_a_header_value_that_is_not_printable_ascii_is_refused_before_anything_is_sent(settings, buckets, value):
+    """A newline would inject a header; a non-ASCII letter would go out as other bytes than were signed. Refused
+    with a validation error (not retried), and the thread's connection still serves the next PUT."""
+    from botocore.exceptions import ParamValidationError
+
+    puts, key = DirectPuts(settings), f"headers/{uuid.uuid4()}"
+    with pytest.raises(ParamValidationError, match="printable ASCII"):
+        puts.put(buckets["temp"], key, b"x", 1, {"Content-Type": value})
+    landed = puts.put(buckets["temp"], key, b"y", 1, {"Content-Type": "text/plain"})
+    assert landed.attempts == 1 and S3Storage(settings).get_bytes(buckets["temp"], key, landed.version_id) == b"y"
