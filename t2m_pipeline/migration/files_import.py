@@ -505,9 +505,9 @@ class FilesMigration:
     def _run(self, partitions: list[str] | None, batch_id: uuid.UUID) -> dict:
         """The tree wave by wave: each wave's partitions planned, migrated and reconciled (the next one planned and the
         one before reconciled meanwhile), so memory holds three waves, not the tree. That keeps every rule, because
-        what a rule needs together lies in one partition: a key with versions in order is a scene's or a job's, and a job's files and the copies made
-        of them are in its topic folder (`attribution.add_run` files a job under one folder). The legacy jobs are read
-        for the wave's folders; the other records once."""
+        what a rule needs together lies in one partition: a key with versions in order is a scene's or a job's, and a
+        job's files and the copies made of them are in its topic folder (`attribution.add_run` files a job under one
+        folder). The legacy jobs are read for the wave's folders; the other records once."""
         records = in_transaction(self.engine, load_records)
         by_partition_report: dict[str, dict] = {}
         waves = (self._plan_wave(by_partition, records, batch_id) for by_partition in self._waves(partitions))
@@ -546,6 +546,8 @@ class FilesMigration:
         }
 
     def _waves_overlapped(self, ahead, behind, pool, waves: Iterator[PlannedWave], batch_id, by_partition_report: dict) -> None:
+        """Wave N uploads in this thread while `ahead` plans wave N+1 and `behind` reconciles wave N-1. A wave is
+        counted once reconciled; a failure anywhere fails the run, none hides another."""
         upcoming, reconciling = ahead.submit(next, waves, None), None
         try:
             while (wave := upcoming.result()) is not None:
