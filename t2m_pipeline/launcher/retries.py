@@ -20,10 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run that run retries will re-execute
-AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"  # set on a failed run once its retry exists
-PARENT_RUN_TAG = "dagster/parent_run_id"
-BACKFILL_ID_TAG = "dagster/backfill"
+from t2m_pipeline.pipeline.run_labels import AUTO_RETRY_RUN_ID_TAG, BACKFILL_TAG, PARENT_RUN_TAG, WILL_RETRY_TAG
 
 GRACE_S = 30.0  # the consumer ticks every 5 s: a retry not made after 30 s was missed
 WINDOW = timedelta(hours=1)  # failures older than this are left to the stuck-job audit
@@ -68,7 +65,7 @@ def _failed_runs(instance: dg.DagsterInstance, since: datetime):
 def _in_finished_backfill(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES
 
-    backfill_id = run.tags.get(BACKFILL_ID_TAG)
+    backfill_id = run.tags.get(BACKFILL_TAG)
     if backfill_id is None:
         return False
     backfill = instance.get_backfill(backfill_id)

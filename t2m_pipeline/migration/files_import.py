@@ -145,9 +145,11 @@ def _ensure_users(conn: Connection, clerks: dict[str, dict], batch_id: uuid.UUID
     return users.ids
 
 
-def _upload_clerks(entries: list[Entry], index: AttributionIndex) -> set[str]:
+def _upload_clerks(by_partition: dict[str, list[Entry]], index: AttributionIndex) -> set[str]:
+    """The Clerk ids the uploads of these partitions name or are listed under: their owners, made users."""
     clerks = set()
-    for entry in entries:
+    uploads = (e for key, entries in by_partition.items() if key.startswith("uploads/") for e in entries)
+    for entry in uploads:
         if entry.kind != "file":
             continue
         parsed = parse_upload_name(entry.parts[-1].decode("utf-8", "surrogateescape"))
@@ -228,8 +230,7 @@ def expected_plans(engine: Engine, by_partition: dict[str, list[Entry]]) -> list
 
     def read(conn: Connection) -> tuple[AttributionIndex, dict[str, uuid.UUID]]:
         index = load_index(conn)
-        uploads = [e for key, entries in by_partition.items() if key.startswith("uploads/") for e in entries]
-        clerks = sorted(_upload_clerks(uploads, index) | {SYSTEM_CLERK_ID})
+        clerks = sorted(_upload_clerks(by_partition, index) | {SYSTEM_CLERK_ID})
         rows = conn.execute(text("SELECT clerk_user_id, id FROM users WHERE clerk_user_id = ANY(:c)"), {"c": clerks})
         return index, {r.clerk_user_id: r.id for r in rows}
 
@@ -520,7 +521,7 @@ class FilesMigration:
                     ThreadPoolExecutor(self.workers, thread_name_prefix="migrate") as pool:
                 self._waves_overlapped(ahead, behind, pool, waves, batch_id, by_partition_report)
         finally:  # the upload threads are done: their connections close
-            if self._storage is not None and hasattr(self._storage.single_puts, "close"):
+            if self._storage is not None:
                 self._storage.single_puts.close()
         keys = sorted(by_partition_report)
         scenes = self.migrated_scenes(keys)
@@ -577,8 +578,7 @@ class FilesMigration:
         folders = sorted({e.parts[1].decode("utf-8", "surrogateescape") for key, entries in by_partition.items()
                           if key.startswith("topic/") for e in entries})
         index = in_transaction(self.engine, lambda conn: load_index(conn, folders, records))
-        uploads = [e for key, entries in by_partition.items() if key.startswith("uploads/") for e in entries]
-        clerks = {c: LEGACY_USER_METADATA for c in _upload_clerks(uploads, index)}
+        clerks = {c: LEGACY_USER_METADATA for c in _upload_clerks(by_partition, index)}
         clerks[SYSTEM_CLERK_ID] = SYSTEM_USER_METADATA
         users = in_transaction(self.engine, lambda conn: _ensure_users(conn, clerks, batch_id))
         plans = plan_entries(by_partition, index, users, users[SYSTEM_CLERK_ID])

@@ -31,6 +31,8 @@ PARENT_RUN_TAG = "dagster/parent_run_id"
 RETRY_NUMBER_TAG = "dagster/retry_number"
 SENSOR_NAME_TAG = "dagster/sensor_name"
 BACKFILL_TAG = "dagster/backfill"
+WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run that run retries will re-execute
+AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"  # set on a failed run once its retry exists
 
 _LABELS_SQL = text(
     """

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import http.client
 import random
-import select
 import socket
 import ssl
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -48,6 +46,7 @@ from botocore.exceptions import (
 )
 from s3transfer.crt import BotocoreCRTCredentialsWrapper
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from urllib3.util.wait import wait_for_read
 
 from t2m_pipeline.config import Settings
 
@@ -151,7 +150,9 @@ class DirectPuts:
             with self._pools_lock:
                 self._pools.append(pool)
         connection = pool.get(host)
-        if connection is not None and connection.sock is not None and not _dropped(connection.sock):
+        # an idle connection with something to read was closed by the server (or is out of step): a request sent on
+        # it would fail after the fact and count as a retry (urllib3 checks the same before reuse)
+        if connection is not None and connection.sock is not None and not wait_for_read(connection.sock, timeout=0):
             return connection
         if connection is not None:
             connection.close()
@@ -227,8 +228,8 @@ class DirectPuts:
                 _send_exactly(connection, body, size)
             except TimeoutError:
                 raise
-            except OSError:  # S3 may answer early (an error) and close while the body is still going out
-                response = _early_answer(connection)
+            except OSError as error:  # S3 may answer early (an error) and close while the body is still going out
+                response = _early_answer(connection, error)
             else:
                 response = connection.getresponse()
             answer = response.read()
@@ -251,10 +252,9 @@ class DirectPuts:
         return response.getheader("x-amz-version-id")
 
 
-def _early_answer(connection: http.client.HTTPConnection) -> http.client.HTTPResponse:
-    """The answer the server sent before it stopped reading the body, if there is one; else the send's error
+def _early_answer(connection: http.client.HTTPConnection, error: OSError) -> http.client.HTTPResponse:
+    """The answer the server sent before it stopped reading the body, if there is one; else the send's `error`
     stands (botocore reads such an answer too, through its Expect: 100-continue)."""
-    error = sys.exc_info()[1]
     try:
         return connection.getresponse()
     except (OSError, http.client.HTTPException):
@@ -283,11 +283,3 @@ def _send_exactly(connection: http.client.HTTPConnection, body: bytes | IO[bytes
         connection.send(block)
         if not left:
             return
-
-
-def _dropped(sock: socket.socket) -> bool:
-    """An idle keep-alive connection with something to read has been closed by the server (or is out of step): a
-    request sent on it would fail after the fact, and count as a retry. urllib3 checks the same before reuse."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))

@@ -39,7 +39,7 @@ import yaml
 from sqlalchemy import Engine, text
 
 from t2m_pipeline.audits.policy import AuditPolicy
-from t2m_pipeline.launcher.retries import WILL_RETRY_TAG
+from t2m_pipeline.pipeline.run_labels import WILL_RETRY_TAG
 from t2m_pipeline.audits.stuck_jobs import JobAuditStats, job_findings
 from t2m_pipeline.config import Settings
 from t2m_pipeline.storage.s3 import make_s3_client

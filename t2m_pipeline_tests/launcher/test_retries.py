@@ -18,6 +18,7 @@ from dagster._daemon.auto_run_reexecution.event_log_consumer import EventLogCons
 from devtools.dagster_daemon import daemon_databases
 from t2m_pipeline.defs.runs.sensors import missed_run_retries
 from t2m_pipeline.launcher import retries
+from t2m_pipeline.pipeline.run_labels import PARENT_RUN_TAG, WILL_RETRY_TAG
 from t2m_pipeline_tests.launcher import tiny_location
 
 RETRY_NUMBER_TAG = "dagster/retry_number"
@@ -78,7 +79,7 @@ def fail_with_a_tick_in_between(instance, workspace, run, monkeypatch) -> None:
 
 
 def retries_of(instance, run_id: str) -> list[dg.DagsterRun]:
-    return instance.get_runs(filters=dg.RunsFilter(tags={retries.PARENT_RUN_TAG: run_id}))
+    return instance.get_runs(filters=dg.RunsFilter(tags={PARENT_RUN_TAG: run_id}))
 
 
 def automatic_retries_of(instance, run_id: str) -> list[dg.DagsterRun]:
@@ -102,7 +103,7 @@ def missed_failure(instance, workspace, monkeypatch) -> tuple[dg.DagsterRun, int
     run = started_run(instance, workspace)
     fail_with_a_tick_in_between(instance, workspace, run, monkeypatch)
     failure = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[-1]
-    assert instance.get_run_by_id(run.run_id).tags.get(retries.WILL_RETRY_TAG) == "true"
+    assert instance.get_run_by_id(run.run_id).tags.get(WILL_RETRY_TAG) == "true"
     assert retries.retry_cursor(instance) >= failure.storage_id  # the consumer passed it
     return run, failure.storage_id
 
@@ -166,7 +167,7 @@ def test_a_run_re_executed_by_hand_gets_no_automatic_retry_when_failures_are_rea
     re_execute_by_hand(instance, workspace, by_hand)
     assert "missed their retry" in Sensor(instance).tick()
     consumer_tick(workspace)
-    assert instance.get_run_by_id(by_hand.run_id).tags[retries.WILL_RETRY_TAG] == "false"
+    assert instance.get_run_by_id(by_hand.run_id).tags[WILL_RETRY_TAG] == "false"
     assert automatic_retries_of(instance, by_hand.run_id) == [] and len(retries_of(instance, by_hand.run_id)) == 1
     assert len(automatic_retries_of(instance, missed.run_id)) == 1
 
@@ -205,7 +206,7 @@ def test_a_run_not_to_be_retried_and_a_failure_not_yet_read_are_left_alone(insta
     not_retried = started_run(instance, workspace)
     instance.add_run_tags(not_retried.run_id, {"dagster/max_retries": "0"})
     instance.report_run_failed(not_retried)
-    assert instance.get_run_by_id(not_retried.run_id).tags.get(retries.WILL_RETRY_TAG) == "false"
+    assert instance.get_run_by_id(not_retried.run_id).tags.get(WILL_RETRY_TAG) == "false"
     unread = started_run(instance, workspace)
     instance.report_run_failed(unread)  # no consumer tick since: it will read it
     cursor = retries.retry_cursor(instance)

@@ -33,3 +33,16 @@ def test_scene_runs_carry_the_scene_and_job_runs_do_not():
     labels = JobLabels("j", "u", "Topic", "ada@example.com")
     assert labels.tags(3)["t2m/scene"] == "3" and "t2m/scene" not in labels.tags()
     assert labels.tags()["t2m/user"] == "ada@example.com" and labels.metadata() == {"topic": "Topic", "user": "ada@example.com"}
+
+
+def test_the_dagster_tag_names_are_dagsters_own():
+    """run_labels names Dagster's tags without importing dagster (light modules read it): the names must be Dagster's
+    (`dagster/from_ui` is set by the UI, not named in Dagster's Python)."""
+    from dagster._core.storage import tags
+
+    from t2m_pipeline.pipeline import run_labels
+
+    assert (run_labels.PARENT_RUN_TAG, run_labels.RETRY_NUMBER_TAG, run_labels.SENSOR_NAME_TAG,
+            run_labels.BACKFILL_TAG, run_labels.WILL_RETRY_TAG, run_labels.AUTO_RETRY_RUN_ID_TAG) == (
+        tags.PARENT_RUN_ID_TAG, tags.RETRY_NUMBER_TAG, tags.SENSOR_NAME_TAG, tags.BACKFILL_ID_TAG,
+        tags.WILL_RETRY_TAG, tags.AUTO_RETRY_RUN_ID_TAG)

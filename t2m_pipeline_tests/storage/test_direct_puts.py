@@ -7,6 +7,7 @@ import base64
 import dataclasses
 import datetime as dt
 import hashlib
+import time
 import uuid
 
 import pytest
@@ -229,15 +230,57 @@ def test_a_body_of_another_length_than_announced_is_refused_not_retried_and_stor
     assert landed.attempts == 1 and plain.get_bytes(buckets["temp"], key, landed.version_id) == b"0123456789"
 
 
-def test_a_keep_alive_connection_the_server_closed_is_not_reused():
-    """Reusing a connection the server has closed would fail after the request was written, and count as a retry."""
+def _keep_alive_server_that_closes_when_idle():
+    """A server that answers each PUT 200 on a keep-alive connection, then closes that connection 0.2 s later (as S3
+    closes idle ones): its URL, and how many requests it answered."""
     import socket
+    import threading
 
-    ours, theirs = socket.socketpair()
-    assert not direct_puts._dropped(ours)  # noqa: SLF001
-    theirs.close()
-    assert direct_puts._dropped(ours)  # noqa: SLF001
-    ours.close()
+    listener = socket.create_server(("127.0.0.1", 0))
+    got = {"requests": 0}
+
+    def handle(conn):
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+            while len(body) < length:
+                body += conn.recv(65536)
+            got["requests"] += 1
+            conn.sendall(b"HTTP/1.1 200 OK\r\nx-amz-version-id: v1\r\nContent-Length: 0\r\n\r\n")
+            time.sleep(0.2)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}", got
+
+
+@pytest.mark.parametrize("checked", [True, False], ids=["protected", "control"])
+def test_a_keep_alive_connection_the_server_closed_is_not_reused(settings, monkeypatch, checked):
+    """A PUT on a connection the server closed while it was idle would fail after being written, and count as a
+    retry (which costs a scan for duplicate versions). Control: without the check before reuse, it does."""
+    if not checked:
+        monkeypatch.setattr(direct_puts, "wait_for_read", lambda sock, timeout: False)
+        monkeypatch.setattr(direct_puts.time, "sleep", lambda s: None)
+    listener, url, got = _keep_alive_server_that_closes_when_idle()
+    try:
+        puts = DirectPuts(dataclasses.replace(settings, endpoint_url=url, s3_max_attempts=3))
+        assert puts.put("bucket-a", "k", b"one", 3, {}).attempts == 1
+        time.sleep(0.5)  # the server has closed the idle connection
+        second = puts.put("bucket-a", "k", b"two", 3, {})
+        assert second.version_id == "v1" and got["requests"] == 2
+        assert second.attempts == (1 if checked else 2)
+    finally:
+        listener.close()
 
 
 def _answering_early_server(answer: bytes):
@@ -281,7 +324,6 @@ def test_an_error_s3_sends_before_the_body_is_read_is_the_error_raised(settings,
     what the caller gets, not a connection error retried ten times. Control: with the early answer not read, the
     send's broken pipe is all there is, and it is retried."""
     import io
-    import sys
 
     from botocore.exceptions import ClientError, ConnectionClosedError
 
@@ -290,8 +332,8 @@ def test_an_error_s3_sends_before_the_body_is_read_is_the_error_raised(settings,
     listener, url, got = _answering_early_server(answer)
     try:
         if not early_answers_read:
-            def no_early_answer(connection):
-                raise sys.exc_info()[1]
+            def no_early_answer(connection, error):
+                raise error
 
             monkeypatch.setattr(direct_puts, "_early_answer", no_early_answer)
             monkeypatch.setattr(direct_puts.time, "sleep", lambda s: None)

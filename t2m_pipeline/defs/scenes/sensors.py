@@ -24,7 +24,7 @@ from t2m_pipeline.defs.resources import PostgresResource
 from t2m_pipeline.defs.scenes import handoff
 from t2m_pipeline.defs.scenes.jobs import combine_job, plan_job, render_scene_job
 from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE, THUMBNAIL, job_partitions, scene_partitions
-from t2m_pipeline.launcher.retries import PARENT_RUN_TAG, WILL_RETRY_TAG
+from t2m_pipeline.pipeline.run_labels import PARENT_RUN_TAG, WILL_RETRY_TAG
 from t2m_pipeline.partition_keys import PartitionKeyError, decode_job_key, decode_scene_key
 from t2m_pipeline.pipeline import dispatch, status
 from t2m_pipeline.vocabulary import STAGE_OF_ASSET, Stage
