@@ -230,27 +230,25 @@ def test_a_body_of_another_length_than_announced_is_refused_not_retried_and_stor
     assert landed.attempts == 1 and plain.get_bytes(buckets["temp"], key, landed.version_id) == b"0123456789"
 
 
-def _keep_alive_server_that_closes_when_idle():
-    """A server that answers each PUT 200 on a keep-alive connection, then closes that connection 0.2 s later (as S3
-    closes idle ones): its URL, and how many requests it answered."""
+def _raw_server(handle):
+    """A listener on loopback calling `handle(conn, head)` in a thread per connection, once a request's headers are
+    read: its URL, and how many requests it got (a dict the handler may read)."""
     import socket
     import threading
 
     listener = socket.create_server(("127.0.0.1", 0))
     got = {"requests": 0}
 
-    def handle(conn):
+    def serve_one(conn):
         with conn:
             data = b""
             while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
-            while len(body) < length:
-                body += conn.recv(65536)
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
             got["requests"] += 1
-            conn.sendall(b"HTTP/1.1 200 OK\r\nx-amz-version-id: v1\r\nContent-Length: 0\r\n\r\n")
-            time.sleep(0.2)
+            handle(conn, data)
 
     def serve():
         while True:
@@ -258,10 +256,25 @@ def _keep_alive_server_that_closes_when_idle():
                 conn, _ = listener.accept()
             except OSError:
                 return
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+            threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
     return listener, f"http://127.0.0.1:{listener.getsockname()[1]}", got
+
+
+def _keep_alive_server_that_closes_when_idle():
+    """Answers a PUT 200 on a keep-alive connection, then closes that connection 0.2 s later (as S3 closes idle
+    ones)."""
+
+    def handle(conn, data):
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        while len(body) < length:
+            body += conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nx-amz-version-id: v1\r\nContent-Length: 0\r\n\r\n")
+        time.sleep(0.2)
+
+    return _raw_server(handle)
 
 
 @pytest.mark.parametrize("checked", [True, False], ids=["protected", "control"])
@@ -284,38 +297,20 @@ def test_a_keep_alive_connection_the_server_closed_is_not_reused(settings, monke
 
 
 def _answering_early_server(answer: bytes):
-    """A server that reads a request's headers, answers `answer` at once and closes without reading the body (as S3
-    does when it refuses a request): its URL, and how many requests it got."""
+    """Answers `answer` as soon as a request's headers are read and closes without reading the body (as S3 does when
+    it refuses a request)."""
     import socket
-    import threading
 
-    listener = socket.create_server(("127.0.0.1", 0))
-    got = {"requests": 0}
+    def handle(conn, data):
+        conn.sendall(answer)
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(2)
+        try:  # read a little of the body, then close with the rest unread: the client's send fails
+            conn.recv(65536)
+        except OSError:
+            pass
 
-    def serve():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                got["requests"] += 1
-                conn.sendall(answer)
-                conn.shutdown(socket.SHUT_WR)
-                conn.settimeout(2)
-                try:  # read a little of the body, then close with the rest unread: the client's send fails
-                    conn.recv(65536)
-                except OSError:
-                    pass
-
-    threading.Thread(target=serve, daemon=True).start()
-    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}", got
+    return _raw_server(handle)
 
 
 @pytest.mark.parametrize("early_answers_read", [True, False], ids=["protected", "control"])
