@@ -19,8 +19,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
-
-from t2m_pipeline.pipeline.run_labels import AUTO_RETRY_RUN_ID_TAG, BACKFILL_TAG, PARENT_RUN_TAG, WILL_RETRY_TAG
+from dagster._core.storage.tags import (  # Dagster's own names: the launcher layer imports Dagster only
+    AUTO_RETRY_RUN_ID_TAG,
+    BACKFILL_ID_TAG,
+    PARENT_RUN_ID_TAG,
+    WILL_RETRY_TAG,
+)
 
 GRACE_S = 30.0  # the consumer ticks every 5 s: a retry not made after 30 s was missed
 WINDOW = timedelta(hours=1)  # failures older than this are left to the stuck-job audit
@@ -65,7 +69,7 @@ def _failed_runs(instance: dg.DagsterInstance, since: datetime):
 def _in_finished_backfill(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
     from dagster._core.execution.backfill import BULK_ACTION_TERMINAL_STATUSES
 
-    backfill_id = run.tags.get(BACKFILL_TAG)
+    backfill_id = run.tags.get(BACKFILL_ID_TAG)
     if backfill_id is None:
         return False
     backfill = instance.get_backfill(backfill_id)
@@ -86,7 +90,7 @@ def missed_retries(
         age = now.timestamp() - (record.end_time or record.update_timestamp.timestamp())
         if not grace_s <= age <= WINDOW.total_seconds() or run.tags.get(AUTO_RETRY_RUN_ID_TAG):
             continue
-        if instance.get_run_ids(filters=dg.RunsFilter(tags={PARENT_RUN_TAG: run.run_id}), limit=1):
+        if instance.get_run_ids(filters=dg.RunsFilter(tags={PARENT_RUN_ID_TAG: run.run_id}), limit=1):
             instance.add_run_tags(run.run_id, {WILL_RETRY_TAG: "false"})  # re-executed by hand
             continue
         if _in_finished_backfill(instance, run):
