@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -146,3 +147,32 @@ def claim_queued_jobs(engine: Engine, limit: int = DEFAULT_BATCH, exclude: Itera
         return Claimed(launched, rejected, skipped)
 
     return in_transaction(engine, work)
+
+
+# -- waiting for the next queued job --------------------------------------------------------------------------------
+
+QUEUE_CHANNEL = "t2m_job_queue"  # notified by a trigger on job_queue (migration 0011) when a commit queues a job
+
+
+@contextmanager
+def queue_notifications(engine: Engine) -> Iterator[Callable[[float], bool]]:
+    """LISTEN for queued jobs for the block, on a connection of its own; yields `wait(seconds)`, which returns as soon
+    as a job is queued (True) or when the time is up (False).
+
+    Listen first, then look at the queue, then wait: a job committed between the look and the wait is still heard.
+    A driver without notifications (not psycopg 3) makes `wait` return False at once: the caller's next pass finds
+    the job instead, as before."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"LISTEN {QUEUE_CHANNEL}")
+        driver = conn.connection.driver_connection
+        notifies = getattr(driver, "notifies", None)
+
+        def wait(seconds: float) -> bool:
+            if notifies is None or seconds <= 0:
+                return False
+            return any(True for _ in notifies(timeout=seconds, stop_after=1))
+
+        try:
+            yield wait
+        finally:
+            conn.exec_driver_sql("UNLISTEN *")

@@ -38,11 +38,33 @@ class RenderBackendResource(dg.ConfigurableResource):
         return load_settings().render_timeout_s
 
 
-def pipeline_resources_for(settings: Settings) -> dict:
-    """Every resource a scene pipeline run needs, for a settings object (a script's or a test's)."""
-    return {**resources_for(settings), "code_generator": CodeGeneratorResource.from_settings(settings), "render": RenderBackendResource()}
+class JobQueueResource(dg.ConfigurableResource):
+    """How the `new_jobs` sensor waits for work: a tick that finds no queued job listens for one (the queue's
+    NOTIFY, `dispatch.queue_notifications`) for up to `wait_ms` and claims it the moment it is committed.
+
+    Under the sensor daemon's 5 s pass on purpose: a tick still running at the next pass is skipped, and the one
+    after would start 5 s later. 0 turns the wait off (a script or a test evaluating one tick at a time)."""
+
+    wait_ms: int = 4_000
+
+    @property
+    def wait_s(self) -> float:
+        return max(0, min(self.wait_ms, 4_500)) / 1000
+
+
+def pipeline_resources_for(settings: Settings, *, job_queue_wait_ms: int = 0) -> dict:
+    """Every resource the scene pipeline's runs and sensors need, for a settings object (a script's or a test's,
+    which evaluate one sensor tick at a time: by default a tick does not wait for jobs)."""
+    return {
+        **resources_for(settings),
+        "code_generator": CodeGeneratorResource.from_settings(settings),
+        "render": RenderBackendResource(),
+        "job_queue": JobQueueResource(wait_ms=job_queue_wait_ms),
+    }
 
 
 @dg.definitions
 def scene_resources() -> dg.Definitions:
-    return dg.Definitions(resources={"code_generator": CodeGeneratorResource.from_environment(), "render": RenderBackendResource()})
+    return dg.Definitions(
+        resources={"code_generator": CodeGeneratorResource.from_environment(), "render": RenderBackendResource(), "job_queue": JobQueueResource()}
+    )

@@ -1,6 +1,8 @@
 """Sensors that run the pipeline with nobody clicking, and write failures back.
 
 - `new_jobs`: queued job rows -> job partitions + a `plan_job` run each (run_key per queueing), jobs -> processing.
+  A tick that finds none listens for the queue's notification for a few seconds (`JobQueueResource`), so a job
+  committed meanwhile starts at once rather than at the daemon's next pass.
 - `scene_runs`: each new `scene_outline` materialization -> its scenes registered as `scenes` partitions and a
   `render_scene` run per scene.
 - `combine_ready_jobs`: each new `thumbnail` materialization -> when every scene of its job has a video and a
@@ -23,6 +25,7 @@ import dagster as dg
 from t2m_pipeline.defs.resources import PostgresResource
 from t2m_pipeline.defs.scenes import handoff
 from t2m_pipeline.defs.scenes.jobs import combine_job, plan_job, render_scene_job
+from t2m_pipeline.defs.scenes.resources import JobQueueResource
 from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE, THUMBNAIL, job_partitions, scene_partitions
 from t2m_pipeline.pipeline.run_labels import PARENT_RUN_TAG, WILL_RETRY_TAG
 from t2m_pipeline.partition_keys import PartitionKeyError, decode_job_key, decode_scene_key
@@ -55,10 +58,13 @@ def _load_cursor(raw: str | None) -> dict:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Queued job rows (highest priority first) become job partitions and plan_job runs.",
 )
-def new_jobs(context: dg.SensorEvaluationContext, database: PostgresResource) -> dg.SensorResult:
+def new_jobs(context: dg.SensorEvaluationContext, database: PostgresResource, job_queue: JobQueueResource) -> dg.SensorResult:
     cursor = _load_cursor(context.cursor)
     skipped = [s for s in cursor.get("skipped", []) if isinstance(s, str)]
-    claimed = dispatch.claim_queued_jobs(database.engine, MAX_JOBS_PER_TICK, exclude=skipped)
+    with dispatch.queue_notifications(database.engine) as wait_for_a_job:
+        claimed = dispatch.claim_queued_jobs(database.engine, MAX_JOBS_PER_TICK, exclude=skipped)
+        if not (claimed.launched or claimed.rejected or claimed.skipped) and wait_for_a_job(job_queue.wait_s):
+            claimed = dispatch.claim_queued_jobs(database.engine, MAX_JOBS_PER_TICK, exclude=skipped)
     for job_id, reason in claimed.rejected:
         context.log.warning(f"job {job_id} rejected and marked failed: {reason}")
     for job_id, reason in claimed.skipped:

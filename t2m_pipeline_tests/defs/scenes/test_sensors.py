@@ -322,3 +322,52 @@ def test_a_sensor_stopped_in_the_ui_gets_nothing_queued_on_its_behalf(instance):
     assert handoff._stopped(instance, handoff.SCENE_RUNS_SENSOR, ours)
     assert not handoff._stopped(instance, handoff.COMBINE_SENSOR, ours)  # the other sensor still runs
     assert not handoff._stopped(instance, handoff.SCENE_RUNS_SENSOR, other)  # another location's sensor of that name
+
+
+# -- new_jobs waits for the queue's notification ----------------------------------------------------------------------
+
+
+def _tick_while_a_job_is_queued(instance, resources, engine, wait_ms: int, after_s: float):
+    """A tick on an empty queue while another thread queues a job `after_s` later: (the tick, its seconds, the job)."""
+    import threading
+    import time
+
+    from t2m_pipeline.defs.scenes.resources import JobQueueResource
+
+    queued = {}
+    writer = threading.Timer(after_s, lambda: queued.update(job=insert_job(engine)[1]))
+    started = time.monotonic()
+    writer.start()
+    try:
+        tick = sensor_result(new_jobs, instance, {**resources, "job_queue": JobQueueResource(wait_ms=wait_ms)})
+    finally:
+        writer.join()
+    return tick, time.monotonic() - started, queued["job"]
+
+
+def test_a_tick_on_an_empty_queue_claims_a_job_committed_while_it_waits(instance, resources, pipeline_engine):
+    tick, seconds, job_id = _tick_while_a_job_is_queued(instance, resources, pipeline_engine, wait_ms=4_000, after_s=0.5)
+    assert launched_jobs(tick) == [job_id]
+    assert seconds < 3.0, f"the tick returned {seconds:.2f} s after it began: it did not wake on the notification"
+    # control: a tick that does not wait leaves the job to the next pass
+    control, _, late = _tick_while_a_job_is_queued(instance, resources, pipeline_engine, wait_ms=0, after_s=0.5)
+    assert not control.run_requests
+    assert launched_jobs(sensor_result(new_jobs, instance, resources, control.cursor)) == [late]
+
+
+def test_the_queue_notifies_when_a_queued_row_commits_and_not_before(pipeline_engine):
+    import importlib
+
+    from t2m_pipeline.pipeline import dispatch
+
+    migration = importlib.import_module("t2m_pipeline.db.migrations.versions.0011_job_queue_notify")
+    assert migration.CHANNEL == dispatch.QUEUE_CHANNEL
+    with dispatch.queue_notifications(pipeline_engine) as wait:
+        insert_job(pipeline_engine, status="completed")  # a row that is not queued says nothing
+        assert not wait(0.3)
+        _, job_id = insert_job(pipeline_engine)
+        assert wait(2.0)
+        with pipeline_engine.begin() as conn:  # re-queued in a transaction: heard at its commit, not before
+            conn.execute(text("UPDATE job_queue SET status = 'queued', queued_at = now() WHERE job_id = :j"), {"j": job_id})
+            assert not wait(0.3)
+        assert wait(2.0)
