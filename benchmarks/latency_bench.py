@@ -17,7 +17,7 @@ clicks anything.
    the ideal on 2 cores: that sum / 2).
 3. Breakdown, from Dagster's own records (run records and each run's event log): for each run, sensor wait (from
    what it reacts to: the row's insert for `plan_job`, the job's `scene_outline` materialization for
-   `render_scene`, its last `thumbnail` materialization for `combine_scenes`, the parent's end for a retry; none
+   `render_scenes`, its last `thumbnail` materialization for `combine_scenes`, the parent's end for a retry; none
    for a run the run before it queued, `t2m/handed_off_by`) to the run's creation; run queue (created to RUN_STARTING, which the queue daemon reports when it dequeues); process
    start (RUN_STARTING to the worker's "Started process for run" event: spawn, `import dagster`, the instance);
    code load (that event to RUN_START: the worker imports `t2m_pipeline.definitions` and builds the job); each step
@@ -60,8 +60,9 @@ JOB_TAG = "t2m/job_id"
 PARENT_RUN_TAG = "dagster/parent_run_id"
 POLL_S = 0.25
 # What each run's sensor reacts to (an asset materialization of the job); plan_job reacts to the row itself.
-TRIGGER_ASSET = {"render_scene": "scene_outline", "combine_scenes": "thumbnail"}
+TRIGGER_ASSET = {"render_scenes": "scene_outline", "combine_scenes": "thumbnail"}
 STEPS = ("scene_outline", "scene_code", "rendered_video", "thumbnail", "combined_video")
+SCENES_STEP = "scenes"  # one step makes a run's scenes (code, render, thumbnail each): split per scene below
 OVERHEADS = ("in-run overhead", "code load", "process start", "run queue", "sensor wait")
 # Wall-clock split: the first category active at an instant takes it (renders first: they are the real work).
 PRIORITY = ("rendered_video", "combined_video", "scene_outline", "scene_code", "thumbnail", *OVERHEADS)
@@ -208,8 +209,34 @@ class RunTimes:
     handed_off: bool = False  # queued by the run before it (handoff.py), not by a sensor
     marks: dict = field(default_factory=dict)  # starting, process, started, ended
     steps: dict = field(default_factory=dict)  # step key -> [start, end]
-    materializations: list = field(default_factory=list)  # (asset key, timestamp)
+    materializations: list = field(default_factory=list)  # (asset key, timestamp, partition, render seconds or None)
     outcome: str = ""
+
+    def step_intervals(self) -> list[tuple[str, float, float]]:
+        """(stage, start, end) of each step; the scenes step split per scene by its materializations: code from the
+        step's start to the scene's scene_code, rendered_video from there to its video (a wait for a core
+        included), thumbnail from there to its thumbnail."""
+        out = []
+        for key, (start, end) in self.steps.items():
+            end = end if end is not None else self.marks.get("ended", start)
+            if key != SCENES_STEP:
+                out.append((key, start, end))
+                continue
+            made: dict[str, dict[str, float]] = {}
+            for asset, ts, partition, _ in self.materializations:
+                if partition and start <= ts <= end:
+                    made.setdefault(partition, {})[asset] = ts
+            for stamps in made.values():
+                cursor = start
+                for stage in ("scene_code", "rendered_video", "thumbnail"):
+                    if stage in stamps:
+                        out.append((stage, cursor, stamps[stage]))
+                        cursor = stamps[stage]
+        return out
+
+    def render_intervals(self) -> list[tuple[str, float, float]]:
+        """Each manim render in this run: its own seconds (`render_seconds`) up to its video's materialization."""
+        return [("manim", ts - seconds, ts) for asset, ts, _, seconds in self.materializations if asset == "rendered_video" and seconds]
 
     def intervals(self, trigger: float) -> list[tuple[str, float, float]]:
         m = self.marks
@@ -219,10 +246,9 @@ class RunTimes:
             if a is not None and b is not None:
                 out.append((name, a, b))
         cursor = m.get("started")
-        for key, (start, end) in sorted(self.steps.items(), key=lambda item: item[1][0]):
+        for key, start, end in sorted(self.step_intervals(), key=lambda item: item[1]):
             if cursor is not None and start > cursor:
                 out.append(("in-run overhead", cursor, start))
-            end = end if end is not None else m.get("ended", start)
             out.append((key, start, end))
             cursor = end if cursor is None else max(cursor, end)
         if cursor is not None and m.get("ended") and m["ended"] > cursor:
@@ -258,7 +284,9 @@ def job_runs(instance, job_id) -> list[RunTimes]:
             elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE) and event.step_key in times.steps:
                 times.steps[event.step_key][1] = ts
             elif kind == DagsterEventType.ASSET_MATERIALIZATION:
-                times.materializations.append((event.asset_key.to_user_string(), ts))
+                materialization = event.event_specific_data.materialization
+                render = materialization.metadata.get("render_seconds")
+                times.materializations.append((event.asset_key.to_user_string(), ts, materialization.partition, render.value if render else None))
         runs.append(times)
     return runs
 
@@ -274,7 +302,7 @@ def trigger_of(run: RunTimes, runs: list[RunTimes], inserted: float) -> float:
     asset = TRIGGER_ASSET.get(run.job_name)
     if asset is None:
         return inserted
-    seen = [ts for r in runs for key, ts in r.materializations if key == asset and ts <= run.created]
+    seen = [ts for r in runs for key, ts, _, _ in r.materializations if key == asset and ts <= run.created]
     return max(seen) if seen else inserted
 
 
@@ -329,7 +357,7 @@ def concurrency(intervals: list[tuple[str, float, float]], step: str, start: flo
 
 
 def per_run_means(runs: list[RunTimes], inserted: dict[str, float]) -> dict[str, dict]:
-    """Mean seconds of each stage per run, by Dagster job (plan_job, render_scene, combine_scenes)."""
+    """Mean seconds of each stage per run, by Dagster job (plan_job, render_scenes, combine_scenes)."""
     by_name: dict[str, list[dict]] = {}
     for job_id, group in by_job(runs).items():
         for run in group:
@@ -433,7 +461,7 @@ def summarize(instance, jobs: dict, window: tuple[float, float] | None = None) -
         "wall_split": {k: round(v, 2) for k, v in wall_split(intervals, start, end).items()},
         "run_seconds": {k: round(v, 2) for k, v in run_seconds(intervals).items()},
         "per_run_means": per_run_means(runs, inserted),
-        "renders_at_once": {k: round(v, 2) for k, v in concurrency(intervals, "rendered_video", start, end).items()},
+        "renders_at_once": {k: round(v, 2) for k, v in concurrency([i for r in runs for i in r.render_intervals()], "manim", start, end).items()},
     }
 
 

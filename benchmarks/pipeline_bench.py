@@ -5,7 +5,7 @@
    after tick (100 jobs claimed per tick), and timed. Baseline in the same run: the dispatch query as written
    (walking the partial index `ix_job_queue_dispatch`) against the same query with an ORDER BY that does not match
    the index (PostgreSQL must read and sort every queued row), and the tick against Dagster's 60 s tick limit.
-2. Per-scene overhead. For each of N scenes of one job, the wall time of the `render_scene` run (scene_code +
+2. Per-scene overhead. For each of N scenes of one job, the wall time of a one-scene `render_scenes` run (scene_code +
    rendered_video + thumbnail, executed in process through Dagster, S3 over HTTP to a local moto server, status
    write-back to PostgreSQL) minus the wall time of a bare `manim` render of the very same code (same quality, same
    machine, interleaved in the same run).
@@ -174,12 +174,10 @@ def bench_scene_overhead(scenes: int) -> dict:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         assert defs.resolve_job_def("plan_job").execute_in_process(instance=instance, partition_key=tick.run_requests[0].partition_key, run_config=QUIET).success
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
-            scenes_tick = scene_runs(context)
-        for request in scenes_tick.dynamic_partitions_requests:
-            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-        requests = scenes_tick.run_requests
+            scene_runs(context)  # registers the job's scenes as partitions (and asks for one run over them)
+        requests = [dg.RunRequest(partition_key=key) for key in instance.get_dynamic_partitions("scenes")]  # one scene a run
         storage = S3Storage(settings, engine)
-        render_job = defs.resolve_job_def("render_scene")
+        render_job = defs.resolve_job_def("render_scenes")
         # Warm-up: imports, font caches and the first connection are paid once, by neither side.
         warm = requests[0]
         render_job.execute_in_process(instance=instance, partition_key=warm.partition_key, run_config=QUIET)
@@ -262,7 +260,7 @@ def markdown(sensor: dict, scenes: dict, command: str) -> str:
         "batch size, not by the backlog.",
         "",
         f"**Per-scene pipeline overhead.** One job of {len(scenes['scenes']) + 1} scenes (template generator, `-ql`); the "
-        "first scene's run is a warm-up and not counted. For each other scene: the `render_scene` run executed in "
+        "first scene's run is a warm-up and not counted. For each other scene: a one-scene `render_scenes` run executed in "
         "process (scene_code + rendered_video + thumbnail: outline and code read from S3, code generated and stored, "
         "manim in a credential-free subprocess, video probed and uploaded with its sha256, thumbnail decoded and "
         "uploaded, `file_metadata` rows, status write-back, Dagster's event log) against a bare `manim render -ql` of "

@@ -90,13 +90,14 @@ def test_daemon_completes_a_job_inserted_with_plain_sql(service_env, buckets, se
     )
     with engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM job_queue WHERE job_id = :j"), {"j": job_id}).scalar_one() == "completed"
-    # One run per scene and one combine run, each queued by the run before it (handoff.py): the sensors, reacting to
-    # the same materializations, found them under their run keys and launched no second one.
+    # One run for the job's scenes (their partition range) and one combine run, each queued by the run before it
+    # (handoff.py): the sensors, reacting to the same materializations, found them under their run keys and launched
+    # no second one.
     [plan] = runs["plan_job"]
-    renders, [combine] = runs["render_scene"], runs["combine_scenes"]
-    assert sorted(r["dagster/partition"] for r in renders) == [f"{user_id}/{job_id}/001", f"{user_id}/{job_id}/002"], (
-        json.dumps([{k: v for k, v in r.items() if k != "run_config"} for r in renders], indent=1) + "\n" + log_path.read_text()[-8000:]
-    )
+    renders, [combine] = runs["render_scenes"], runs["combine_scenes"]
+    assert [(r.get("dagster/asset_partition_range_start"), r.get("dagster/asset_partition_range_end")) for r in renders] == [
+        (f"{user_id}/{job_id}/001", f"{user_id}/{job_id}/002")
+    ], json.dumps([{k: v for k, v in r.items() if k != "run_config"} for r in renders], indent=1) + "\n" + log_path.read_text()[-8000:]
     assert plan["dagster/sensor_name"] == "new_jobs" and "t2m/handed_off_by" not in plan
     assert {r["t2m/handed_off_by"] for r in renders} == {plan["run_id"]}
     assert combine["t2m/handed_off_by"] in {r["run_id"] for r in renders}

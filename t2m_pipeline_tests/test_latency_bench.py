@@ -16,13 +16,14 @@ spec.loader.exec_module(bench)
 
 
 def render_run(job: str, created: float, offset: float, parent: str | None = None) -> "bench.RunTimes":
-    """A render_scene run: queued 1 s, process 2 s, code 1 s, then code 1 s, render 3 s, thumbnail 1 s, 0.5 s teardown."""
+    """A render_scenes run of one scene: queued 1 s, process 2 s, code load 1 s, then its scenes step: code 1 s,
+    render 3 s (2.5 s of it manim), thumbnail 1 s; 0.5 s teardown."""
     o = created + offset
     return bench.RunTimes(
-        job, f"run-{offset}", "render_scene", created, parent,
+        job, f"run-{offset}", "render_scenes", created, parent,
         marks={"starting": o + 1, "process": o + 3, "started": o + 4, "ended": o + 9.5},
-        steps={"scene_code": [o + 4, o + 5], "rendered_video": [o + 5, o + 8], "thumbnail": [o + 8, o + 9]},
-        materializations=[("thumbnail", o + 9)],
+        steps={"scenes": [o + 4, o + 9]},
+        materializations=[("scene_code", o + 5, "u/j/001", None), ("rendered_video", o + 8, "u/j/001", 2.5), ("thumbnail", o + 9, "u/j/001", None)],
     )
 
 
@@ -34,7 +35,7 @@ def test_stages_of_one_run_follow_its_events():
 
 
 def test_trigger_is_the_materialization_the_sensor_reacts_to():
-    plan = bench.RunTimes("j", "p", "plan_job", 12.0, None, marks={"ended": 20.0}, materializations=[("scene_outline", 19.0)])
+    plan = bench.RunTimes("j", "p", "plan_job", 12.0, None, marks={"ended": 20.0}, materializations=[("scene_outline", 19.0, "u/j", None)])
     render = render_run("j", created=25.0, offset=0.0)
     assert bench.trigger_of(plan, [plan, render], inserted=10.0) == 10.0  # the row's insert
     assert bench.trigger_of(render, [plan, render], inserted=10.0) == 19.0  # the outline, not the plan run's end
@@ -53,6 +54,21 @@ def test_wall_split_adds_up_and_renders_take_precedence():
     assert split["sensor wait"] == pytest.approx(2.0)  # 8..10, before either run existed
     # Summed over runs, each run pays its own stages.
     assert bench.run_seconds(intervals)["process start"] == pytest.approx(4.0)
+
+
+def test_the_scenes_step_splits_per_scene_by_its_materializations():
+    o = 100.0
+    run = bench.RunTimes(
+        "j", "r", "render_scenes", o, None, marks={"started": o, "ended": o + 7},
+        steps={"scenes": [o + 1, o + 6]},
+        materializations=[("scene_code", o + 2, "u/j/001", None), ("scene_code", o + 2.5, "u/j/002", None),
+                          ("rendered_video", o + 4, "u/j/001", 1.5), ("rendered_video", o + 5, "u/j/002", 1.0),
+                          ("thumbnail", o + 6, "u/j/002", None)],  # scene 001's thumbnail failed
+    )
+    stages = sorted((name, round(a - o, 2), round(b - o, 2)) for name, a, b in run.step_intervals())
+    assert stages == [("rendered_video", 2.0, 4.0), ("rendered_video", 2.5, 5.0), ("scene_code", 1.0, 2.0), ("scene_code", 1.0, 2.5),
+                      ("thumbnail", 5.0, 6.0)]
+    assert sorted((round(a - o, 2), round(b - o, 2)) for _, a, b in run.render_intervals()) == [(2.5, 4.0), (4.0, 5.0)]
 
 
 def test_concurrency_histogram_counts_overlapping_renders():

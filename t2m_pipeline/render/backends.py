@@ -5,7 +5,8 @@ of the video (or a one-line failure), the render log (size-capped) and what the 
 stores the video and the log the same way whatever the backend; below it:
 
 - `LocalSandboxBackend` (`T2M_RENDER_BACKEND=local`, the default): the entrypoint runs in the local sandbox
-  (`render.sandbox`) as a Dagster Pipes subprocess; its messages come back over its stdout.
+  (`render.sandbox`) as a Dagster Pipes subprocess; its messages come back over its stdout. Each local render
+  holds one of the machine's cores (`render.cores`) while it runs.
 - `EcsRenderBackend` (`T2M_RENDER_BACKEND=ecs`, `render.ecs`): each render is its own ECS task launched with
   dagster-aws' PipesECSClient; the worker that holds the credentials never runs the code.
 - `UnconfinedBackend` (`T2M_RENDER_SANDBOX=unconfined-local-only`): the entrypoint runs as the worker itself. For
@@ -29,6 +30,7 @@ from typing import Protocol
 from dagster import PipesEnvContextInjector, open_pipes_session
 
 from t2m_pipeline.render import entrypoint
+from t2m_pipeline.render.cores import render_core
 from t2m_pipeline.render.intake import MAX_LOG_BYTES, MAX_VIDEO_BYTES, IntakeError, check_video, read_log, take_file
 from t2m_pipeline.render.media import VideoInfo
 from t2m_pipeline.render.messages import MessageStats, SandboxStdioMessageReader, clean_line
@@ -226,6 +228,7 @@ class LocalSandboxBackend:
             )
         reader = SandboxStdioMessageReader(guarded=self.guarded_messages)
         with (
+            render_core(root=self.work_root),
             render_slot(self.work_root, limits=self.limits, protections=self.protections) as slot,
             tempfile.TemporaryDirectory(prefix="t2m-intake-") as scratch,
         ):
@@ -270,6 +273,7 @@ class UnconfinedBackend:
         log.warning(UNCONFINED_WARNING)
         reader = SandboxStdioMessageReader()
         with (
+            render_core(root=self.work_root),
             render_slot(self.work_root, confined=False) as slot,
             tempfile.TemporaryDirectory(prefix="t2m-intake-") as scratch,
         ):

@@ -22,7 +22,7 @@ import dagster as dg
 
 from t2m_pipeline.config import load_settings
 from t2m_pipeline.defs.resources import resources_for
-from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
+from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, JobQueueResource, RenderBackendResource
 from t2m_pipeline.render.backends import LocalSandboxBackend
 from t2m_pipeline.render.intake import MAX_LOG_BYTES
 from t2m_pipeline.render.sandbox import PROTECTIONS, RenderLimits
@@ -89,6 +89,7 @@ def main(plan_path: str) -> None:
         for job in plan["jobs"]:
             resources = {
                 **shared,
+                "job_queue": JobQueueResource(wait_ms=0),
                 "code_generator": CodeGeneratorResource(code_generator="openai"),
                 "render": ControlRender(
                     protections_off=job.get("off", []),
@@ -113,7 +114,7 @@ def main(plan_path: str) -> None:
             scenes = sensor_result(scene_runs, instance, resources, cursors["scene_runs"])
             cursors["scene_runs"] = scenes.cursor
             for request in scenes.run_requests:
-                runs.append(run_requested(defs, instance, "render_scene", request).run_id)
+                runs.append(run_requested(defs, instance, "render_scenes", request).run_id)
             results["jobs"][job["name"]] = {
                 "user_id": user_id, "job_id": job_id, "runs": runs, "seconds": round(time.monotonic() - started, 1),
                 "survivors": survivors(f"t2m-survivor-{job['marker']}"),  # right after its runs, seen from outside

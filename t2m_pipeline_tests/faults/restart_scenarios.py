@@ -5,7 +5,7 @@ What runs, at once, against a private cluster (`PrivatePostgres`) and a moto ser
 - the migration, as real CLI processes: `t2m migrate redis`, then `t2m migrate files` over a legacy tree
   (`legacy_world.build_world`), with `T2M_DATABASE_URL` on the private cluster;
 - a pipeline job, in process: a job row inserted with plain SQL, the sensors (`new_jobs`, `scene_runs`,
-  `combine_ready_jobs`) and the runs they request (`plan_job`, `render_scene` per scene, `combine_scenes`) executed
+  `combine_ready_jobs`) and the runs they request (`plan_job`, `render_scenes` for the job's scenes, `combine_scenes`) executed
   with `execute_in_process` on an ephemeral Dagster instance (Dagster's own storage is not on the restarted server).
 
 How a restart is placed: a sleep would often land between two transactions of a run (renders and uploads touch no
@@ -215,7 +215,8 @@ def _drive_pipeline(defs, instance, resources, job_partition: str, report: RunsR
     outcomes: list = []
 
     def ours(requests, prefix):
-        return [r for r in requests if (r.partition_key or "").startswith(prefix)]
+        """The requests for the job: its partition, or a range that starts at one of its scenes."""
+        return [r for r in requests if (r.partition_key or r.tags.get("dagster/asset_partition_range_start") or "").startswith(prefix)]
 
     def run_all(name, requests) -> bool:
         for request in requests:
@@ -232,7 +233,7 @@ def _drive_pipeline(defs, instance, resources, job_partition: str, report: RunsR
             report.problems.append(f"new_jobs requested {len(tick.run_requests)} run(s), {len(mine)} for the job")
         if run_all("plan_job", mine):
             scenes = ours(sensor_result(scene_runs, instance, resources).run_requests, job_partition)
-            if run_all("render_scene", scenes):
+            if run_all("render_scenes", scenes):
                 run_all("combine_scenes", ours(sensor_result(combine_ready_jobs, instance, resources).run_requests, job_partition))
     except Exception as exc:  # noqa: BLE001 - recorded: the protected run must have none
         report.pipeline_errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")

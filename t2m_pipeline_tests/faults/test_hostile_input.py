@@ -145,12 +145,13 @@ def test_arbitrary_configuration_json_is_launched_or_rejected_and_stalls_nothing
 
     from t2m_pipeline.defs.scenes.sensors import new_jobs
     from t2m_pipeline.defs.resources import PostgresResource
+    from t2m_pipeline.defs.scenes.resources import JobQueueResource
 
     url, engine = sensor_database
     before = job_states(engine)
     hostile = insert_job_with_plain_sql(engine, topic, configuration)
     good = insert_job_with_plain_sql(engine, "Pythagorean theorem", {"quality": "low", "scene_count": 2})
-    with dg.build_sensor_context(instance=dagster_instance, resources={"database": PostgresResource(database_url=url)}) as ctx:
+    with dg.build_sensor_context(instance=dagster_instance, resources={"database": PostgresResource(database_url=url), "job_queue": JobQueueResource(wait_ms=0)}) as ctx:
         result = new_jobs(ctx)  # never raises, whatever the row holds
 
     launched = {pk.decode_job_key(r.partition_key).job_id for r in result.run_requests}

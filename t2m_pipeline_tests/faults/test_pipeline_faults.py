@@ -1,4 +1,4 @@
-"""A pipeline job end to end (a job row inserted with plain SQL -> sensors -> plan_job, render_scene, combine_scenes
+"""A pipeline job end to end (a job row inserted with plain SQL -> sensors -> plan_job, render_scenes, combine_scenes
 in process) with every S3 request going through the FaultProxy at 20% mixed faults: the job completes, every
 `file_metadata` row points at a version holding exactly its checksum's bytes, and after the duplicate sweep each key
 holds only its recorded versions. With retries off (`T2M_S3_MAX_ATTEMPTS=1`) the same faults get through to the

@@ -12,7 +12,7 @@ before the run is marked failed and then never retries it; the `missed_run_retri
 (t2m_pipeline/launcher/retries.py; a CI run once lost the retry that way).
 
 The scenario starts its own daemon on a DAGSTER_HOME holding the project's dagster.yaml with shorter intervals,
-inserts jobs with plain SQL, waits until a `render_scene` run's worker has manim running (the worker's pid is in the
+inserts jobs with plain SQL, waits until a `render_scenes` run's worker has manim running (the worker's pid is in the
 run's own event log, "Started process for run (pid: N)"; its children are read from /proc) and SIGKILLs the worker
 (manim, under bubblewrap's --die-with-parent, dies with it). The control's run is first tagged `dagster/max_retries=0`
 (run retries off for it alone), so both share one daemon and one wait.
@@ -48,7 +48,7 @@ from t2m_pipeline_tests.defs.scenes.support import file_rows, insert_job, job_ro
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_ID_TAG = "t2m/job_id"
-RENDER_JOB = "render_scene"
+RENDER_JOB = "render_scenes"
 FAILURE_SENSOR = "pipeline_run_failures"
 ROOT_RUN_TAG = "dagster/root_run_id"
 MAX_RETRIES_TAG = "dagster/max_retries"
@@ -362,7 +362,7 @@ def run_worker_kill_scenario(
     settle_seconds: float = 15.0,
     deadline_seconds: float = 300.0,
 ) -> WorkerKillReport:
-    """Jobs of `scenes` scenes under one real daemon; in each, the first render_scene run to get manim going loses
+    """Jobs of `scenes` scenes under one real daemon; in each, the first render_scenes run to get manim going loses
     its worker to SIGKILL. `retried_jobs` are left to run retries (the project's setting); in `unretried_jobs` the
     run is tagged `dagster/max_retries=0` before the kill (the control). The wait ends when every retried job has
     completed and every other job has had nothing in progress for `settle_seconds`; then the stuck-job audit runs

@@ -79,7 +79,7 @@ def run_job(instance, resources, engine, scene_code_answer=None):
     apply_partition_requests(instance, tick)
     assert run_requested(defs, instance, "plan_job", tick.run_requests[0]).success
     (request,) = sensor_result(scene_runs, instance, resources).run_requests
-    result = run_requested(defs, instance, "render_scene", request)
+    result = run_requested(defs, instance, "render_scenes", request)
     return user_id, job_id, request.partition_key, result
 
 
@@ -257,7 +257,7 @@ def test_the_launch_fits_ecs_limit_with_session_credentials_in_every_url(setting
         "upload_urls": {"video": signer.presigned_put(temp, key + "output.mp4", expires=3600), "log": signer.presigned_put(temp, key + "render.log", expires=3600)},
         "max_video_bytes": 1 << 30, "max_log_bytes": 1 << 20,
     }
-    context = {"asset_keys": ["rendered_video"], "partition_key": request.label, "run_id": "0" * 36, "job_name": "render_scene",
+    context = {"asset_keys": ["rendered_video"], "partition_key": request.label, "run_id": "0" * 36, "job_name": "render_scenes",
                "extras": extras, "code_version_by_asset_key": None, "provenance_by_asset_key": None, "partition_key_range": None,
                "partition_time_window": None, "retry_number": 0}
     with PipesEnvContextInjector().inject_context(context) as params:

@@ -1,5 +1,11 @@
 """The pipeline's assets: scene_outline [job] -> scene_code -> rendered_video -> thumbnail [scene] -> combined_video [job].
 
+Three runs per job: the plan run (scene_outline), one run for all of the job's scenes (the `scenes` multi-asset over
+the job's scene-partition range), the combine run. Inside the scenes step each scene goes code -> render ->
+thumbnail on its own thread as soon as its input is ready, so two scenes render while a third is coded; each
+partition still gets its own materialization and checks the moment it is made, and a single scene re-runs alone
+(a one-partition run of the same step, from the UI or a backfill).
+
 Each asset fetches its partition's inputs from S3, calls one function of `t2m_pipeline.pipeline.steps`, writes the
 job's status back through `pipeline.status`, and reports its object (S3 URI, size, sha256, version id, and video or
 image facts) as materialization metadata. Every S3 write goes through the storage layer, which records the
@@ -15,11 +21,16 @@ retry policy (exponential backoff with jitter) and written back only when the re
 """
 
 
+import queue
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes import checks, handoff
@@ -28,16 +39,18 @@ from t2m_pipeline.defs.scenes.partitions import (
     RENDERED_VIDEO,
     SCENE_CODE,
     SCENE_OUTLINE,
+    SCENES_STEP,
     THUMBNAIL,
     job_partitions,
     scene_partitions,
 )
 from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
-from t2m_pipeline.partition_keys import decode_job_key, decode_scene_key
+from t2m_pipeline.partition_keys import SceneKey, decode_job_key, decode_scene_key
 from t2m_pipeline.pipeline import status, steps
 from t2m_pipeline.pipeline.retry import is_transient
-from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, fallback_labels, job_labels, launched_by
+from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, JobLabels, fallback_labels, job_labels, launched_by
 from t2m_pipeline.render.codegen import scene_class_name
+from t2m_pipeline.render.outline import MAX_SCENES
 from t2m_pipeline.storage.links import object_url
 from t2m_pipeline.storage.s3 import StoredObject
 from t2m_pipeline.vocabulary import Stage
@@ -67,21 +80,26 @@ def object_metadata(stored: StoredObject) -> dict:
 
 
 def label_run(context: dg.AssetExecutionContext, p: steps.Pipeline, user_id: str, job_id: str, scene: int | None) -> dict:
-    """Tag the run with the job's topic, user and scene and with who really launched it (a run from the UI or a
-    backfill has none of the sensors' tags; a re-execution carries its parent's), and return the same facts as
-    materialization metadata. Labels are a courtesy: a database error here never fails the step."""
+    """Tag the run with the job's topic, user and scene (`tag_run`), and return the same facts as materialization
+    metadata. Labels are a courtesy: a database error here never fails the step."""
     try:
         with p.engine.connect() as conn:
             labels = job_labels(conn, [job_id]).get(job_id) or fallback_labels(job_id, user_id)
     except Exception as exc:  # noqa: BLE001 - the step itself reports a database that is really down
         context.log.warning(f"run labels unavailable: {exc}")
         labels = fallback_labels(job_id, user_id)
+    tag_run(context, labels, scene)
+    return {key: dg.MetadataValue.text(value) for key, value in labels.metadata().items()}
+
+
+def tag_run(context: dg.AssetExecutionContext, labels: JobLabels, scene: int | None) -> None:
+    """The run's tags: its job's labels and who really launched it (a run from the UI or a backfill has none of the
+    sensors' tags; a re-execution carries its parent's)."""
     current = context.run.tags
     wanted = {**labels.tags(scene), LAUNCHED_BY_TAG: launched_by(current)}
     missing = {k: v for k, v in wanted.items() if current.get(k) != v}
     if missing:
         context.instance.add_run_tags(context.run_id, missing)
-    return {key: dg.MetadataValue.text(value) for key, value in labels.metadata().items()}
 
 
 def run_step(
@@ -153,7 +171,7 @@ def _write_failure(context, p: steps.Pipeline, job_id: str, stage: str, message:
     group_name=GROUP,
     kinds={"s3", "json"},
     description="The job's scene plan (3 to 7 scenes, or configuration.scene_count) in the code bucket. Its "
-    "scenes become `scenes` partitions ({user}/{job}/NNN) with a render_scene run each, queued by this run as it "
+    "scenes become `scenes` partitions ({user}/{job}/NNN) with one render_scenes run for them, queued by this run as it "
     "ends (or by the scene_runs sensor, if it could not).",
 )
 def scene_outline(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
@@ -177,109 +195,97 @@ def scene_outline(context: dg.AssetExecutionContext, database: PostgresResource,
     )
 
 
-@dg.asset(
-    key=SCENE_CODE,
-    partitions_def=scene_partitions,
-    retry_policy=RETRY_POLICY,
-    group_name=GROUP,
-    kinds={"s3", "python"},
-    description="A scene's manim source from the code generator, checked before it is stored. Reads the "
-    "scene_outline of its job ({user}/{job}/NNN reads {user}/{job}): Dagster cannot map one dynamic partition set "
-    "onto another, so the graph draws no edge rather than a false one; the scene_runs sensor launches it after "
-    "the outline.",
-    check_specs=checks.check_specs(SCENE_CODE, scene_partitions),
-)
-def scene_code(
-    context: dg.AssetExecutionContext,
-    database: PostgresResource,
-    storage: S3StorageResource,
-    code_generator: CodeGeneratorResource,
-) -> dg.MaterializeResult:
-    key = decode_scene_key(context.partition_key)
-    p = pipeline_of(database, storage)
-    labels = label_run(context, p, key.user_id, key.job_id, key.scene_number)
+# -- a job's scenes: scene_code -> rendered_video -> thumbnail, each scene on its own ----------------------------
+
+
+@dataclass(frozen=True)
+class Produced:
+    """One asset partition a scene stage made: what its materialization and its checks report."""
+
+    asset_key: dg.AssetKey
+    partition: str
+    metadata: dict
+    checks: list[dg.AssetCheckResult]
+    data_version: str
+
+    def events(self) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+        """The partition's own materialization, then its own check evaluations (a range run reports each scene
+        apart: a failed scene is the only partition that shows failed)."""
+        yield dg.AssetMaterialization(
+            self.asset_key, partition=self.partition, metadata=self.metadata, tags={DATA_VERSION_TAG: self.data_version}
+        )
+        for result in self.checks:
+            yield dg.AssetCheckEvaluation(
+                asset_key=self.asset_key,
+                check_name=str(result.check_name),
+                passed=result.passed,
+                severity=result.severity,
+                description=result.description,
+                metadata=result.metadata,
+                partition=self.partition,
+            )
+
+
+@dataclass(frozen=True)
+class SceneTools:
+    """What every scene of a step shares: the pipeline, the generator, the render backend, each job's labels."""
+
+    p: steps.Pipeline
+    code_generator: CodeGeneratorResource
+    render: RenderBackendResource
+    labels: dict[str, dict]
+
+
+def produce_scene_code(context: dg.AssetExecutionContext, tools: SceneTools, key: SceneKey) -> Produced:
+    p = tools.p
     (generated, stored), seconds = run_step(
         context,
         p,
         job_id=key.job_id,
         scene=key.scene_number,
         stage=Stage.CODE_GENERATION,
-        work=lambda: steps.generate_code(p, key, code_generator.get()),
+        work=lambda: steps.generate_code(p, key, tools.code_generator.get()),
     )
     preview = generated.code if len(generated.code) <= MAX_CODE_PREVIEW else generated.code[:MAX_CODE_PREVIEW] + "\n# ..."
     check_results, extra = checks.verify_scene_code(p, stored, scene_class_name(key.scene_number))
-    return dg.MaterializeResult(
-        check_results=check_results,
-        metadata={
-            **labels,
-            **object_metadata(stored),
-            **extra,
-            "generator": dg.MetadataValue.text(generated.generator),
-            "class_name": dg.MetadataValue.text(generated.class_name),
-            "code": dg.MetadataValue.md(f"```python\n{preview}\n```"),
-            "seconds": dg.MetadataValue.float(round(seconds, 3)),
-        },
-        data_version=dg.DataVersion(stored.sha256),
-    )
+    metadata = {
+        **tools.labels[key.job_id],
+        **object_metadata(stored),
+        **extra,
+        "generator": dg.MetadataValue.text(generated.generator),
+        "class_name": dg.MetadataValue.text(generated.class_name),
+        "code": dg.MetadataValue.md(f"```python\n{preview}\n```"),
+        "seconds": dg.MetadataValue.float(round(seconds, 3)),
+    }
+    return Produced(SCENE_CODE, key.encode(), metadata, check_results, stored.sha256)
 
 
-@dg.asset(
-    key=RENDERED_VIDEO,
-    partitions_def=scene_partitions,
-    deps=[SCENE_CODE],
-    retry_policy=RETRY_POLICY,
-    pool=RENDER_POOL,
-    group_name=GROUP,
-    kinds={"s3", "manim"},
-    description="The scene rendered by manim inside the render boundary (the local sandbox, or its own ECS task), "
-    "reached through Dagster Pipes; the video is checked before it is stored; on failure its log is in the code bucket.",
-    check_specs=checks.check_specs(RENDERED_VIDEO, scene_partitions),
-)
-def rendered_video(
-    context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource, render: RenderBackendResource
-) -> dg.MaterializeResult:
-    key = decode_scene_key(context.partition_key)
-    p = pipeline_of(database, storage)
-    labels = label_run(context, p, key.user_id, key.job_id, key.scene_number)
+def produce_rendered_video(context: dg.AssetExecutionContext, tools: SceneTools, key: SceneKey) -> Produced:
+    p, render = tools.p, tools.render
     backend = render.get(p.storage)
     video, seconds = run_step(
         context, p, job_id=key.job_id, scene=key.scene_number, stage=Stage.RENDERING,
         work=lambda: steps.render_video(p, key, backend, context, timeout_s=render.timeout_s),
     )
     check_results, extra = checks.verify_rendered_video(p, video.stored, video.quality, max_duration_s=render.timeout_s)
-    return dg.MaterializeResult(
-        check_results=check_results,
-        metadata={
-            **labels,
-            **object_metadata(video.stored),
-            **extra,
-            "duration_s": dg.MetadataValue.float(video.info.duration_s),
-            "resolution": dg.MetadataValue.text(video.info.resolution),
-            "fps": dg.MetadataValue.float(video.info.fps),
-            "quality": dg.MetadataValue.text(video.quality),
-            "render_seconds": dg.MetadataValue.float(round(video.render_seconds, 3)),
-            "render_backend": dg.MetadataValue.text(video.backend),
-            "render_usage": dg.MetadataValue.text(video.usage),
-            "seconds": dg.MetadataValue.float(round(seconds, 3)),
-        },
-        data_version=dg.DataVersion(video.stored.sha256),
-    )
+    metadata = {
+        **tools.labels[key.job_id],
+        **object_metadata(video.stored),
+        **extra,
+        "duration_s": dg.MetadataValue.float(video.info.duration_s),
+        "resolution": dg.MetadataValue.text(video.info.resolution),
+        "fps": dg.MetadataValue.float(video.info.fps),
+        "quality": dg.MetadataValue.text(video.quality),
+        "render_seconds": dg.MetadataValue.float(round(video.render_seconds, 3)),
+        "render_backend": dg.MetadataValue.text(video.backend),
+        "render_usage": dg.MetadataValue.text(video.usage),
+        "seconds": dg.MetadataValue.float(round(seconds, 3)),
+    }
+    return Produced(RENDERED_VIDEO, key.encode(), metadata, check_results, video.stored.sha256)
 
 
-@dg.asset(
-    key=THUMBNAIL,
-    partitions_def=scene_partitions,
-    deps=[RENDERED_VIDEO],
-    retry_policy=RETRY_POLICY,
-    group_name=GROUP,
-    kinds={"s3", "jpeg"},
-    description="A real frame of the scene's video (at 5 s, or mid-video when shorter) as JPEG.",
-    check_specs=checks.check_specs(THUMBNAIL, scene_partitions),
-)
-def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
-    key = decode_scene_key(context.partition_key)
-    p = pipeline_of(database, storage)
-    labels = label_run(context, p, key.user_id, key.job_id, key.scene_number)
+def produce_thumbnail(context: dg.AssetExecutionContext, tools: SceneTools, key: SceneKey) -> Produced:
+    p = tools.p
     (thumb, stored), seconds = run_step(
         context,
         p,
@@ -290,20 +296,193 @@ def thumbnail(context: dg.AssetExecutionContext, database: PostgresResource, sto
         reopens=False,  # a thumbnail alone (say, backfilled for a migrated video) does not re-open a job
     )
     check_results, extra = checks.verify_thumbnail(p, stored, thumb.width, thumb.height)
-    handoff.hand_off_combine_run(context, p.engine, key.job.encode())  # last: before the materialization exists
-    return dg.MaterializeResult(
-        check_results=check_results,
-        metadata={
-            **labels,
-            **object_metadata(stored),
-            **extra,
-            "width": dg.MetadataValue.int(thumb.width),
-            "height": dg.MetadataValue.int(thumb.height),
-            "at_seconds": dg.MetadataValue.float(thumb.at_seconds),
-            "seconds": dg.MetadataValue.float(round(seconds, 3)),
-        },
-        data_version=dg.DataVersion(stored.sha256),
-    )
+    metadata = {
+        **tools.labels[key.job_id],
+        **object_metadata(stored),
+        **extra,
+        "width": dg.MetadataValue.int(thumb.width),
+        "height": dg.MetadataValue.int(thumb.height),
+        "at_seconds": dg.MetadataValue.float(thumb.at_seconds),
+        "seconds": dg.MetadataValue.float(round(seconds, 3)),
+    }
+    return Produced(THUMBNAIL, key.encode(), metadata, check_results, stored.sha256)
+
+
+SCENE_STAGES: tuple[tuple[dg.AssetKey, Callable[[dg.AssetExecutionContext, SceneTools, SceneKey], Produced]], ...] = (
+    (SCENE_CODE, produce_scene_code),
+    (RENDERED_VIDEO, produce_rendered_video),
+    (THUMBNAIL, produce_thumbnail),
+)
+
+
+@dataclass
+class SceneOutcome:
+    """How one scene's stages went in this step: what it made, and why it stopped, if it did."""
+
+    key: SceneKey
+    produced: list[Produced] = field(default_factory=list)
+    failure: dg.Failure | None = None
+    transient: BaseException | None = None
+
+
+def run_scene(context: dg.AssetExecutionContext, tools: SceneTools, key: SceneKey, stages, done: set, out: queue.Queue) -> SceneOutcome:
+    """One scene's selected stages in order, each reported to `out` as soon as it is made; stops at its first
+    failure (run_step has written it back). `done`: (asset, partition) already made in this run (a retried step)."""
+    outcome = SceneOutcome(key)
+    for asset_key, produce in stages:
+        if (asset_key, key.encode()) in done:
+            continue
+        try:
+            produced = produce(context, tools, key)
+        except dg.Failure as exc:
+            outcome.failure = exc
+            break
+        except Exception as exc:  # noqa: BLE001 - a transient error with retries left: the step is retried
+            outcome.transient = exc
+            break
+        outcome.produced.append(produced)
+        out.put(produced)
+    return outcome
+
+
+def made_in_this_run(context: dg.AssetExecutionContext, keys: list[str]) -> set[tuple[dg.AssetKey, str]]:
+    """(asset, partition) this run has materialized already: a retry of the step does not make them again."""
+    if context.retry_number == 0:
+        return set()
+    made = set()
+    for asset_key in context.selected_asset_keys:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys), limit=len(keys) * 4
+        ).records
+        made |= {(asset_key, r.partition_key) for r in records if r.run_id == context.run_id and r.partition_key}
+    return made
+
+
+def scene_labels(context: dg.AssetExecutionContext, p: steps.Pipeline, keys: list[SceneKey]) -> dict[str, dict]:
+    """Each job's labels as materialization metadata; the run tagged with them when it holds one job (one scene:
+    with the scene too). A courtesy: a database error here never fails the step."""
+    jobs = {key.job_id: key.user_id for key in keys}
+    try:
+        with p.engine.connect() as conn:
+            found = job_labels(conn, list(jobs))
+    except Exception as exc:  # noqa: BLE001 - the step itself reports a database that is really down
+        context.log.warning(f"run labels unavailable: {exc}")
+        found = {}
+    labels = {job_id: found.get(job_id) or fallback_labels(job_id, user_id) for job_id, user_id in jobs.items()}
+    if len(labels) == 1:
+        [only] = labels.values()
+        tag_run(context, only, keys[0].scene_number if len(keys) == 1 else None)
+    return {job_id: {k: dg.MetadataValue.text(v) for k, v in label.metadata().items()} for job_id, label in labels.items()}
+
+
+def _reported_per_partition(context: dg.AssetExecutionContext) -> None:
+    """Tell Dagster this step's results were reported, partition by partition, as events.
+
+    A Pipes session (each render opens one) makes Dagster require every selected output of the step to be yielded
+    whole, which for a range means one materialization per partition with the same facts, failed scenes included.
+    The step reports each partition's own materialization and checks instead (`Produced.events`), and a failed
+    scene raises, so that requirement is lifted here, once every scene is done. Dagster keeps the flag on the
+    step's context and has no public way to clear it; the pipeline tests fail if that ever changes."""
+    step = context.op_execution_context._step_execution_context  # noqa: SLF001 - see the docstring
+    if not hasattr(step, "_requires_typed_event_stream"):
+        raise RuntimeError("Dagster's step context changed: the scenes step cannot report per partition")
+    step._requires_typed_event_stream = False  # noqa: SLF001
+
+
+@dg.multi_asset(
+    name=SCENES_STEP,
+    specs=[
+        dg.AssetSpec(
+            SCENE_CODE,
+            group_name=GROUP,
+            kinds={"s3", "python"},
+            description="A scene's manim source from the code generator, checked before it is stored. Reads the "
+            "scene_outline of its job ({user}/{job}/NNN reads {user}/{job}): Dagster cannot map one dynamic partition "
+            "set onto another, so the graph draws no edge rather than a false one; the job's plan run queues its scenes.",
+        ),
+        dg.AssetSpec(
+            RENDERED_VIDEO,
+            deps=[SCENE_CODE],
+            group_name=GROUP,
+            kinds={"s3", "manim"},
+            description="The scene rendered by manim inside the render boundary (the local sandbox, or its own ECS "
+            "task), reached through Dagster Pipes; the video is checked before it is stored; on failure its log is in "
+            "the code bucket.",
+        ),
+        dg.AssetSpec(
+            THUMBNAIL,
+            deps=[RENDERED_VIDEO],
+            group_name=GROUP,
+            kinds={"s3", "jpeg"},
+            description="A real frame of the scene's video (at 5 s, or mid-video when shorter) as JPEG.",
+        ),
+    ],
+    check_specs=[*checks.check_specs(SCENE_CODE, scene_partitions), *checks.check_specs(RENDERED_VIDEO, scene_partitions),
+                 *checks.check_specs(THUMBNAIL, scene_partitions)],
+    partitions_def=scene_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_SCENES),
+    can_subset=True,
+    retry_policy=RETRY_POLICY,
+    pool=RENDER_POOL,
+    description="A run's scenes (one scene, or a job's scene range): each scene goes code -> render -> thumbnail on "
+    "its own, as soon as its input is ready, beside the others; renders take one of the machine's cores each. Every "
+    "partition gets its own materializations and check results as it is made; a scene that fails fails the step "
+    "after the others are done, and only its partitions show failed.",
+)
+def scenes(
+    context: dg.AssetExecutionContext,
+    database: PostgresResource,
+    storage: S3StorageResource,
+    code_generator: CodeGeneratorResource,
+    render: RenderBackendResource,
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    keys = [decode_scene_key(pk) for pk in context.partition_keys]
+    p = pipeline_of(database, storage)
+    tools = SceneTools(p, code_generator, render, scene_labels(context, p, keys))
+    stages = [(asset_key, produce) for asset_key, produce in SCENE_STAGES if asset_key in context.selected_asset_keys]
+    done = made_in_this_run(context, [key.encode() for key in keys])
+    pending_thumbnails = Counter(key.job_id for key in keys) if any(a == THUMBNAIL for a, _ in stages) else Counter()
+    made: queue.Queue[Produced] = queue.Queue()
+    outcomes: list[SceneOutcome] = []
+    with ThreadPoolExecutor(max_workers=min(len(keys), MAX_SCENES), thread_name_prefix="scene") as pool:
+        futures = [pool.submit(run_scene, context, tools, key, stages, done, made) for key in keys]
+        while True:
+            try:
+                produced = made.get(timeout=0.05)
+            except queue.Empty:
+                if all(f.done() for f in futures) and made.empty():
+                    break
+                continue
+            if produced.asset_key == THUMBNAIL:
+                job = decode_scene_key(produced.partition).job
+                pending_thumbnails[job.job_id] -= 1
+                if pending_thumbnails[job.job_id] == 0:  # the job's last thumbnail here: before its materialization
+                    handoff.hand_off_combine_run(context, p.engine, job.encode())
+            yield from produced.events()
+        outcomes = [f.result() for f in futures]
+    _reported_per_partition(context)
+    transient = [o.transient for o in outcomes if o.transient is not None]
+    if transient:
+        raise transient[0]  # the retry policy takes the step again; what is made stays made (made_in_this_run)
+    failed = [o for o in outcomes if o.failure is not None]
+    if not failed:
+        # each check's output, as Dagster yields one after a check result: its evaluations are the events above
+        for output_name, spec in context.assets_def.check_specs_by_output_name.items():
+            if spec.key in context.selected_asset_check_keys:
+                yield dg.Output(None, output_name=output_name)
+    else:
+        raise scenes_failure(failed, len(outcomes))
+
+
+def scenes_failure(failed: list[SceneOutcome], of: int) -> dg.Failure:
+    """The step's failure: each failed scene's own message; one failed scene keeps its metadata (log link and tail)
+    as it is, several have theirs under their scene number."""
+    lines = [f"scene {o.key.scene_number:03d} of job {o.key.job_id}: {o.failure.description}" for o in failed]
+    metadata = {"failed_scenes": dg.MetadataValue.json([o.key.encode() for o in failed])}
+    for o in failed:
+        prefix = "" if len(failed) == 1 else f"{o.key.scene_number:03d}: "
+        metadata.update({f"{prefix}{k}": v for k, v in (o.failure.metadata or {}).items()})
+    return dg.Failure(description=f"{len(failed)} of {of} scene(s) failed: " + "; ".join(lines), metadata=metadata, allow_retries=False)
 
 
 @dg.asset(
@@ -343,4 +522,4 @@ def combined_video(context: dg.AssetExecutionContext, database: PostgresResource
     )
 
 
-SCENE_ASSETS = [scene_outline, scene_code, rendered_video, thumbnail, combined_video]
+SCENE_ASSETS = [scene_outline, scenes, combined_video]

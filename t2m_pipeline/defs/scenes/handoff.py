@@ -2,8 +2,8 @@
 
 A sensor sees a new materialization on the sensor daemon's next pass, and Dagster passes every 5 s at best (its fixed
 `MIN_INTERVAL_LOOP_TIME`): two such waits per job (outline -> scene runs, last thumbnail -> combine run) were 5 to 7 s
-of a 3-scene job's 18 s (BENCHMARKS.md). So the plan run queues its scene runs, and the run that writes a job's last
-thumbnail queues its combine run, just before the asset returns: before its materialization exists. Each run is
+of a 3-scene job's 18 s (BENCHMARKS.md). So the plan run queues its scenes' run, and the scenes step queues the
+combine run just before it reports the job's last thumbnail: before that materialization exists. Each run is
 what the sensor would have asked for (the same job, partition, tags) and carries the sensor's name and the run key it
 would have given, so the sensor, reacting to the materialization a moment later, finds the run there and launches
 nothing (Dagster's run-key rule). The sensors stay the guarantee: a handoff that cannot queue (a run executed in
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 import dagster as dg
 from dagster._core.origin import JobPythonOrigin
 from dagster._core.remote_origin import RemoteJobOrigin
-from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, RUN_KEY_TAG, SENSOR_NAME_TAG
 from sqlalchemy import text
 
-from t2m_pipeline.defs.scenes.jobs import combine_job, render_scene_job
-from t2m_pipeline.defs.scenes.partitions import scene_partitions
+from t2m_pipeline.defs.scenes.jobs import combine_job, render_scenes_job
+from t2m_pipeline.defs.scenes.partitions import scene_keys_in_range, scene_partitions
 from t2m_pipeline.partition_keys import decode_job_key, encode_scene_key
 from t2m_pipeline.pipeline import status
 from t2m_pipeline.pipeline.run_labels import HANDED_OFF_BY_TAG, LAUNCHED_BY_TAG, fallback_labels, job_labels, launched_by
@@ -46,15 +46,19 @@ COMBINE_SENSOR = "combine_ready_jobs"
 
 @dataclass(frozen=True)
 class NextRun:
-    """One run a sensor would request: its job, partition, run key and tags."""
+    """One run a sensor would request: its job, partition (or first and last partition of a range), run key, tags."""
 
     job_name: str
     partition_key: str
     run_key: str
     tags: dict[str, str]
+    last_partition_key: str | None = None  # a range run: partition_key .. last_partition_key
 
     def request(self) -> dg.RunRequest:
-        return dg.RunRequest(run_key=self.run_key, partition_key=self.partition_key, tags=self.tags)
+        if self.last_partition_key is None:
+            return dg.RunRequest(run_key=self.run_key, partition_key=self.partition_key, tags=self.tags)
+        bounds = {ASSET_PARTITION_RANGE_START_TAG: self.partition_key, ASSET_PARTITION_RANGE_END_TAG: self.last_partition_key}
+        return dg.RunRequest(run_key=self.run_key, tags={**self.tags, **bounds})
 
 
 def run_tags(conn, sensor: str, wanted: list[tuple[str, str, int | None]]) -> list[dict[str, str]]:
@@ -69,19 +73,33 @@ def run_tags(conn, sensor: str, wanted: list[tuple[str, str, int | None]]) -> li
 # -- what comes next ----------------------------------------------------------------------------------------------
 
 
-def scene_run_key(scene_key: str, outline_run_id: str) -> str:
+def scene_run_key(scene_keys: str, outline_run_id: str) -> str:
     """One render per scene per outline: a new plan (a re-run of the plan) renders its scenes again."""
-    return f"{scene_key}@{outline_run_id}"
+    return f"{scene_keys}@{outline_run_id}"
 
 
-def scene_runs_after_outline(conn, job_key: str, scene_count: int, outline_run_id: str) -> list[NextRun]:
+def scene_runs_after_outline(conn, instance, job_key: str, scene_count: int, outline_run_id: str) -> list[NextRun]:
+    """One run for all of the job's scenes (their partition range), or, when the range would hold any other
+    partition, one run per scene.
+
+    A dynamic partition range is "every key added between the first and the last": a job's scenes are added in one
+    request, but another job's can interleave (two plans at once, or scenes added again by a re-plan), and a range
+    over them would render another user's scenes in this job's run. So the range is used only when Dagster's own
+    reading of it is exactly this job's scenes, and the scenes must exist as partitions already (`register_scenes`)."""
     job = decode_job_key(job_key)
-    numbers = scene_numbers(scene_count)
+    numbers = list(scene_numbers(scene_count))
+    keys = [encode_scene_key(job.user_id, job.job_id, n) for n in numbers]
+    if len(keys) > 1 and scene_keys_in_range(instance, keys[0], keys[-1]) == keys:
+        [tags] = run_tags(conn, SCENE_RUNS_SENSOR, [(job.user_id, job.job_id, None)])
+        return [NextRun(render_scenes_job.name, keys[0], scene_run_key(f"{keys[0]}..{keys[-1]}", outline_run_id), tags, keys[-1])]
     tags = run_tags(conn, SCENE_RUNS_SENSOR, [(job.user_id, job.job_id, n) for n in numbers])
-    return [
-        NextRun(render_scene_job.name, key, scene_run_key(key, outline_run_id), run_tag)
-        for key, run_tag in zip([encode_scene_key(job.user_id, job.job_id, n) for n in numbers], tags, strict=True)
-    ]
+    return [NextRun(render_scenes_job.name, key, scene_run_key(key, outline_run_id), tag) for key, tag in zip(keys, tags, strict=True)]
+
+
+def register_scenes(instance, job_key: str, scene_count: int) -> None:
+    """The job's scenes as `scenes` partitions, in order, in one request (adding a known key changes nothing)."""
+    job = decode_job_key(job_key)
+    instance.add_dynamic_partitions(scene_partitions.name, [encode_scene_key(job.user_id, job.job_id, n) for n in scene_numbers(scene_count)])
 
 
 def combine_run_key(job_key: str, objects: status.JobObjects) -> str:
@@ -110,18 +128,17 @@ def combine_run_when_ready(conn, job_key: str, recorded: Callable[[list[str]], b
 
 
 def hand_off_scene_runs(context: dg.AssetExecutionContext, engine, scene_count: int) -> list[str]:
-    """From the plan run: its scenes as partitions, and a render run each. Never raises (the sensor does it then)."""
+    """From the plan run: its scenes as partitions, and their render run. Never raises (the sensor does it then)."""
     def runs():
+        register_scenes(context.instance, context.partition_key, scene_count)
         with engine.connect() as conn:
-            found = scene_runs_after_outline(conn, context.partition_key, scene_count, context.run_id)
-        context.instance.add_dynamic_partitions(scene_partitions.name, [run.partition_key for run in found])
-        return found
+            return scene_runs_after_outline(conn, context.instance, context.partition_key, scene_count, context.run_id)
 
     return _queue_for_sensor(context, engine, SCENE_RUNS_SENSOR, runs)
 
 
 def hand_off_combine_run(context: dg.AssetExecutionContext, engine, job_key: str) -> list[str]:
-    """From a scene's run: the job's combine run, if this was its last thumbnail. Never raises."""
+    """From a scenes run: the job's combine run, if its every scene has a thumbnail now. Never raises."""
     def runs():
         with engine.connect() as conn:
             found = combine_run_when_ready(conn, job_key)

@@ -1,4 +1,4 @@
-"""The runs the sensors launch: one per job to plan it, one per scene to code, render and thumbnail it, one per
+"""The runs the sensors launch: one per job to plan it, one for its scenes (code, render and thumbnail each), one per
 job to combine. In-process executors: a run is one process (step subprocesses would double the start-up cost);
 the tag lets the run queue cap how many CPU-heavy runs share the machine (dagster.yaml)."""
 
@@ -40,14 +40,15 @@ plan_job = dg.define_asset_job(
     tags={MAX_RUNTIME_TAG: "600"},
     description="Plan one job: its scene outline and scene partitions.",
 )
-render_scene_job = dg.define_asset_job(
-    "render_scene",
+render_scenes_job = dg.define_asset_job(
+    "render_scenes",
     config=RUN_CONFIG,
     selection=pipeline_selection(SCENE_CODE, RENDERED_VIDEO, THUMBNAIL),
     partitions_def=scene_partitions,
     executor_def=dg.in_process_executor,
     tags={CPU_TAG: "heavy", MAX_RUNTIME_TAG: "1800"},  # a render times out at T2M_RENDER_TIMEOUT_S (300 s) anyway
-    description="One scene: code, manim render, thumbnail.",
+    description="A job's scenes (its scene-partition range; or one scene): code, manim render, thumbnail, the scenes "
+    "side by side.",
 )
 combine_job = dg.define_asset_job(
     "combine_scenes",
@@ -59,4 +60,4 @@ combine_job = dg.define_asset_job(
     description="Concatenate a job's scene videos and complete the job.",
 )
 
-PIPELINE_JOBS = [plan_job, render_scene_job, combine_job]
+PIPELINE_JOBS = [plan_job, render_scenes_job, combine_job]

@@ -3,8 +3,8 @@
 - `new_jobs`: queued job rows -> job partitions + a `plan_job` run each (run_key per queueing), jobs -> processing.
   A tick that finds none listens for the queue's notification for a few seconds (`JobQueueResource`), so a job
   committed meanwhile starts at once rather than at the daemon's next pass.
-- `scene_runs`: each new `scene_outline` materialization -> its scenes registered as `scenes` partitions and a
-  `render_scene` run per scene.
+- `scene_runs`: each new `scene_outline` materialization -> its scenes registered as `scenes` partitions and one
+  `render_scenes` run over their range (one per scene when the range would hold another job's partitions).
 - `combine_ready_jobs`: each new `thumbnail` materialization -> when every scene of its job has a video and a
   thumbnail, a `combine_scenes` run keyed by the scene videos' versions (same videos, same key: one run).
 
@@ -21,12 +21,13 @@ long the backlog; the cursors carry on where the last tick stopped.
 import json
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
 from t2m_pipeline.defs.resources import PostgresResource
 from t2m_pipeline.defs.scenes import handoff
-from t2m_pipeline.defs.scenes.jobs import combine_job, plan_job, render_scene_job
+from t2m_pipeline.defs.scenes.jobs import combine_job, plan_job, render_scenes_job
 from t2m_pipeline.defs.scenes.resources import JobQueueResource
-from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE, THUMBNAIL, job_partitions, scene_partitions
+from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE, SCENES_STEP, THUMBNAIL, job_partitions, scene_keys_in_range
 from t2m_pipeline.pipeline.run_labels import PARENT_RUN_TAG, WILL_RETRY_TAG
 from t2m_pipeline.partition_keys import PartitionKeyError, decode_job_key, decode_scene_key
 from t2m_pipeline.pipeline import dispatch, status
@@ -112,10 +113,10 @@ def _new_materializations(context: dg.SensorEvaluationContext, asset_key: dg.Ass
 
 @dg.sensor(
     name=handoff.SCENE_RUNS_SENSOR,
-    job=render_scene_job,
+    job=render_scenes_job,
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Each new scene outline registers its scenes as partitions and launches one render_scene run each.",
+    description="Each new scene outline registers its scenes as partitions and launches one render_scenes run for them.",
 )
 def scene_runs(context: dg.SensorEvaluationContext, database: PostgresResource) -> dg.SensorResult:
     after, records = _new_materializations(context, SCENE_OUTLINE)
@@ -126,8 +127,10 @@ def scene_runs(context: dg.SensorEvaluationContext, database: PostgresResource) 
             try:
                 job_key = decode_job_key(materialization.partition if materialization else None).encode()
                 count = int(materialization.metadata["scene_count"].value)
-                # the same key as the plan run's handoff (which queued these runs already, unless it could not)
-                found = handoff.scene_runs_after_outline(conn, job_key, count, record.run_id or str(record.storage_id))
+                # the scenes become partitions first (in order: a range run needs them), then the same run as the
+                # plan run's handoff asked for (which queued it already, unless it could not)
+                handoff.register_scenes(context.instance, job_key, count)
+                found = handoff.scene_runs_after_outline(conn, context.instance, job_key, count, record.run_id or str(record.storage_id))
             except (PartitionKeyError, KeyError, TypeError, ValueError) as exc:
                 context.log.warning(f"outline materialization {record.storage_id} skipped: {exc}")
                 after = record.storage_id
@@ -136,11 +139,8 @@ def scene_runs(context: dg.SensorEvaluationContext, database: PostgresResource) 
                 break  # the rest next tick
             runs += found
             after = record.storage_id
-    # The scenes become partitions here, in the same tick that launches them (adding a known key changes nothing).
-    partition_keys = list(dict.fromkeys(run.partition_key for run in runs))
     return dg.SensorResult(
         run_requests=[run.request() for run in runs],
-        dynamic_partitions_requests=[scene_partitions.build_add_request(partition_keys)] if partition_keys else [],
         cursor=str(after),
         skip_reason=None if runs else "no new outlines",
     )
@@ -188,7 +188,10 @@ def _thumbnails_recorded(context: dg.SensorEvaluationContext, scene_keys: list[s
 
 # -- failure write-back -------------------------------------------------------------------------------------------
 
-STAGE_OF_JOB = {plan_job.name: Stage.PLANNING, render_scene_job.name: Stage.RENDERING, combine_job.name: Stage.COMBINING}
+# A failed step's stage: each asset's own, and the scenes step's (each scene it failed was written back already; a
+# step that failed otherwise most likely failed rendering).
+STAGE_OF_STEP = {**STAGE_OF_ASSET, SCENES_STEP: Stage.RENDERING}
+STAGE_OF_JOB = {plan_job.name: Stage.PLANNING, render_scenes_job.name: Stage.RENDERING, combine_job.name: Stage.COMBINING}
 
 
 def failed_partition(partition: str | None) -> tuple[str, int | None] | None:
@@ -202,6 +205,21 @@ def failed_partition(partition: str | None) -> tuple[str, int | None] | None:
         return decode_job_key(partition).job_id, None
     except PartitionKeyError:
         return None
+
+
+def failed_targets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[tuple[str, int | None]]:
+    """What a failed run held: its partition's (job, scene or None), or, for a scenes range run, (job, None) for each
+    job of the range (a worker lost mid-range leaves no telling which scene it was on; the UI shows the partitions
+    the run did not make as failed)."""
+    if run.tags.get(PARTITION_NAME_TAG):
+        target = failed_partition(run.tags[PARTITION_NAME_TAG])
+        return [target] if target else []
+    start, end = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
+    if not (start and end):
+        return []
+    keys = scene_keys_in_range(instance, start, end) or []
+    jobs = {target[0]: None for key in keys if (target := failed_partition(key))}
+    return list(jobs.items())
 
 
 def _retried(instance: dg.DagsterInstance, run_id: str) -> bool:
@@ -225,18 +243,15 @@ def pipeline_run_failures(context: dg.RunFailureSensorContext, database: Postgre
     if _retried(context.instance, run.run_id):
         return  # run retries re-execute it (a crashed worker): the retry's own outcome is written back
     step_keys = [event.step_key for event in context.get_step_failure_events()]
-    stages = [STAGE_OF_ASSET[key] for key in step_keys if key in STAGE_OF_ASSET]
+    stages = [STAGE_OF_STEP[key] for key in step_keys if key in STAGE_OF_STEP]
     if step_keys and not stages:
         return  # another domain's run
-    target = failed_partition(run.tags.get("dagster/partition"))
-    if target is None:
-        return
-    job_id, scene = target
-    stage = stages[0] if stages else STAGE_OF_JOB.get(run.job_name, Stage.RENDERING if scene else Stage.PLANNING)
     message = f"run {run.run_id} failed: {context.failure_event.message or 'no message'}"
-    state = status.step_failed(database.engine, job_id, stage=stage, message=message, scene=scene, only_if_unrecorded=True)
-    if state is not None:
-        context.log.info(f"job {job_id} marked failed ({stage}) after run {run.run_id}")
+    for job_id, scene in failed_targets(context.instance, run):
+        stage = stages[0] if stages else STAGE_OF_JOB.get(run.job_name, Stage.RENDERING if scene else Stage.PLANNING)
+        state = status.step_failed(database.engine, job_id, stage=stage, message=message, scene=scene, only_if_unrecorded=True)
+        if state is not None:
+            context.log.info(f"job {job_id} marked failed ({stage}) after run {run.run_id}")
 
 
 PIPELINE_SENSORS = [new_jobs, scene_runs, combine_ready_jobs, pipeline_run_failures]

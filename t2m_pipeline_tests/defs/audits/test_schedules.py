@@ -108,10 +108,10 @@ def test_every_check_sits_on_the_data_it_judges_says_what_it_checks_and_follows_
 
 def test_no_pipeline_run_runs_a_whole_partition_set_check(defs):
     partition_checks = {key for check in PARTITION_KEY_CHECKS for key in check.check_keys}
-    for name in ("plan_job", "render_scene", "combine_scenes"):
+    for name in ("plan_job", "render_scenes", "combine_scenes"):
         job = defs.resolve_job_def(name)
         assert not partition_checks & set(job.asset_layer.asset_graph.asset_check_keys), name
-    render = defs.resolve_job_def("render_scene").asset_layer.asset_graph.asset_check_keys
+    render = defs.resolve_job_def("render_scenes").asset_layer.asset_graph.asset_check_keys
     assert dg.AssetCheckKey(dg.AssetKey("scene_code"), "code_checks") in render  # the assets' own checks still run
     audit = defs.resolve_job_def("audit_checks").asset_layer.asset_graph.asset_check_keys
     assert partition_checks <= set(audit)

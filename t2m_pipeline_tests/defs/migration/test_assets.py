@@ -126,12 +126,11 @@ def test_redis_discovery_files_backfill_in_one_run_check_and_scene_graph(resourc
         assert code_event.metadata["s3_uri"].value.endswith("/code/scene_001/scene.py")
 
         # and a thumbnail is backfilled for the legacy video through the pipeline's own asset
-        from t2m_pipeline.defs.scenes.assets import thumbnail
+        from t2m_pipeline_tests.defs.scenes.support import materialize_thumbnail
 
-        thumb = dg.materialize([thumbnail], partition_key=key, instance=instance,
-                               resources={"database": resources["database"], "storage": resources["storage"]})
+        thumb = materialize_thumbnail(instance, resources, key)
         assert thumb.success
-        assert thumb.asset_materializations_for_node("thumbnail")[0].metadata["width"].value == 64
+        assert thumb.asset_materializations_for_node("scenes")[0].metadata["width"].value == 64
 
         # nothing pending any more: the next tick only re-syncs Redis
         later = list(migration_cutover(dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2025, 1, 1, 13))))

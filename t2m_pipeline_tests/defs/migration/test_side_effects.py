@@ -11,9 +11,10 @@ from t2m_pipeline.defs.migration.assets import MIGRATION_ASSETS, legacy_files, l
 from t2m_pipeline.defs.migration.partitions import LEGACY_SOURCES_NAME
 from t2m_pipeline.defs.migration.resources import LegacySourcesResource
 from t2m_pipeline.defs.resources import resources_for
-from t2m_pipeline.defs.scenes.assets import thumbnail
-from t2m_pipeline.defs.scenes.partitions import SCENES_PARTITIONS_NAME
+from t2m_pipeline.defs.scenes.resources import JobQueueResource
+from t2m_pipeline.defs.scenes.partitions import SCENES_PARTITIONS_NAME, THUMBNAIL
 from t2m_pipeline.partition_keys import decode_scene_key
+from t2m_pipeline_tests.defs.scenes.support import materialize_thumbnail
 
 
 def tick(sensor, instance, resources, cursor=None) -> dg.SensorResult:
@@ -26,6 +27,7 @@ def resources(ownership_world, migration_db, buckets):
     settings, engine = migration_db
     return {
         **resources_for(settings),
+        "job_queue": JobQueueResource(wait_ms=0),
         "legacy": LegacySourcesResource(legacy_root=str(ownership_world.root), redis_url=ownership_world.redis_url, workers=4),
     }
 
@@ -54,9 +56,8 @@ def test_audits_keep_migrated_scenes_and_their_thumbnail_backfill_launches_nothi
         # the thumbnail backfill for a1's migrated scenes: both succeed, nothing is combined (a migrated job has no
         # outline row with the pipeline's scene count: its combined video is the migrated one), nothing launched
         for key in sorted(a1):
-            assert dg.materialize([thumbnail], partition_key=key, instance=instance,
-                                  resources={"database": resources["database"], "storage": resources["storage"]}).success
-        assert instance.get_materialized_partitions(thumbnail.key) == a1
+            assert materialize_thumbnail(instance, resources, key).success
+        assert instance.get_materialized_partitions(THUMBNAIL) == a1
         assert tick(combine_ready_jobs, instance, resources).run_requests == []
         assert tick(new_jobs, instance, resources).run_requests == []
         assert instance.get_runs_count(dg.RunsFilter(job_name="plan_job")) == 0

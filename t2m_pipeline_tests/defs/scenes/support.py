@@ -156,7 +156,7 @@ def drive_job(defs, instance, resources):
     if not outcomes[-1].success:
         return outcomes
     for scene_request in sensor_result(scene_runs, instance, resources).run_requests:
-        outcomes.append(run_requested(defs, instance, "render_scene", scene_request))
+        outcomes.append(run_requested(defs, instance, "render_scenes", scene_request))
         if not outcomes[-1].success:
             return outcomes
     for combine_request in sensor_result(combine_ready_jobs, instance, resources).run_requests:
@@ -177,3 +177,17 @@ def expected_job_objects(settings, user_id, job_id, scenes: int) -> set[tuple[st
         }
     objects.add((settings.bucket("videos"), layout.combined_video_key(user_id, job_id)))
     return objects
+
+
+def materialize_thumbnail(instance, resources: dict, partition_key: str) -> dg.ExecuteInProcessResult:
+    """A thumbnail alone for one scene partition (say, backfilled for a migrated video): the scenes step with only
+    `thumbnail` selected, as the UI or a backfill would run it."""
+    from t2m_pipeline.defs.scenes.assets import scenes
+    from t2m_pipeline.defs.scenes.partitions import THUMBNAIL
+    from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
+
+    return dg.materialize(
+        [scenes], selection=[THUMBNAIL], partition_key=partition_key, instance=instance,
+        resources={"database": resources["database"], "storage": resources["storage"],
+                   "code_generator": CodeGeneratorResource(), "render": RenderBackendResource()},
+    )

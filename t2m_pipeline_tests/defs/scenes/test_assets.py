@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs, pipeline_run_failures, scene_runs
-from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENE_OUTLINE, THUMBNAIL
+from t2m_pipeline.defs.scenes.checks import CHECKS
+from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENE_OUTLINE, THUMBNAIL, scene_partitions
 from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource
 from t2m_pipeline.partition_keys import encode_job_key, encode_scene_key
 from t2m_pipeline.render.codegen import GeneratedCode, TemplateCodeGenerator, scene_class_name
@@ -50,10 +51,15 @@ def latest_metadata(instance, asset_key, partition):
     return records[0].asset_materialization.metadata
 
 
-def run_scene_runs(defs, instance, resources, cursor=None):
-    result = sensor_result(scene_runs, instance, resources, cursor)
-    outcomes = {r.partition_key: run_requested(defs, instance, "render_scene", r) for r in result.run_requests}
-    return result, outcomes
+def checks_of(instance, asset_key, partition) -> dict[str, bool]:
+    """The latest evaluation of each check of `asset_key` on `partition`: passed or not."""
+    found = {}
+    for name in CHECKS[asset_key]:
+        history = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(asset_key, name), limit=100)
+        mine = [record for record in history if record.partition == partition]  # newest first
+        if mine:
+            found[name] = mine[0].event.dagster_event.event_specific_data.passed
+    return found
 
 
 def test_a_job_row_becomes_every_object_of_the_layout_and_a_completed_job(instance, resources, pipeline_engine, settings, storage):
@@ -76,17 +82,25 @@ def test_a_job_row_becomes_every_object_of_the_layout_and_a_completed_job(instan
     job = job_row(pipeline_engine, job_id)
     assert (job["status"], job["current_stage"], float(job["progress_percentage"])) == ("processing", "code_generation", 10.0)
 
-    # The outline's materialization: its scenes become partitions and get one render_scene run each, in one tick.
+    # The outline's materialization: its scenes become partitions, in order, and one run for their range.
     assert instance.get_dynamic_partitions("scenes") == []
     scenes_tick = sensor_result(scene_runs, instance, resources)
-    assert [k for r in scenes_tick.dynamic_partitions_requests for k in r.partition_keys] == scene_keys
-    assert sorted(instance.get_dynamic_partitions("scenes")) == scene_keys
-    assert sorted(r.partition_key for r in scenes_tick.run_requests) == scene_keys
-    assert run_requested(defs, instance, "render_scene", scenes_tick.run_requests[0]).success
-    assert float(job_row(pipeline_engine, job_id)["progress_percentage"]) == 50.0  # 10 + 80 * 3/6
-    assert not sensor_result(combine_ready_jobs, instance, resources).run_requests  # scene 2 has no video yet
-    assert run_requested(defs, instance, "render_scene", scenes_tick.run_requests[1]).success
+    assert instance.get_dynamic_partitions("scenes") == scene_keys
+    (scenes_request,) = scenes_tick.run_requests
+    assert scenes_request.partition_key is None
+    assert (scenes_request.tags["dagster/asset_partition_range_start"], scenes_request.tags["dagster/asset_partition_range_end"]) == tuple(scene_keys)
+    scenes_run = run_requested(defs, instance, "render_scenes", scenes_request)
+    assert scenes_run.success
     assert not sensor_result(scene_runs, instance, resources, scenes_tick.cursor).run_requests
+
+    # Each scene partition has its own materializations and its own check results, as a one-scene run would.
+    for asset_key in (SCENE_CODE, RENDERED_VIDEO, THUMBNAIL):
+        made = [e.event_specific_data.materialization for e in scenes_run.all_events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION]
+        assert sorted(m.partition for m in made if m.asset_key == asset_key) == scene_keys
+        for key in scene_keys:
+            evaluations = checks_of(instance, asset_key, key)
+            assert evaluations and all(passed for passed in evaluations.values()), (asset_key, key, evaluations)
+    assert {latest_metadata(instance, SCENE_CODE, k)["class_name"].value for k in scene_keys} == {"Scene001", "Scene002"}
 
     job = job_row(pipeline_engine, job_id)
     assert (job["current_stage"], float(job["progress_percentage"])) == ("combining", 90.0)
@@ -172,9 +186,17 @@ def test_a_failed_scene_fails_the_job_keeps_the_others_and_a_rerun_of_that_parti
     tick = sensor_result(new_jobs, instance, resources)
     apply_partition_requests(instance, tick)
     assert run_requested(broken_defs, instance, "plan_job", tick.run_requests[0]).success
-    scenes_tick, outcomes = run_scene_runs(broken_defs, instance, resources)
+    (scenes_request,) = sensor_result(scene_runs, instance, resources).run_requests
+    bad_run = run_requested(broken_defs, instance, "render_scenes", scenes_request)
     good_key, bad_key = (encode_scene_key(user_id, job_id, n) for n in (1, 2))
-    assert outcomes[good_key].success and not outcomes[bad_key].success
+    assert not bad_run.success
+    # Only the failed scene's video and thumbnail show failed; the other scene and both codes are materialized.
+    for asset_key, failed in ((SCENE_CODE, set()), (RENDERED_VIDEO, {bad_key}), (THUMBNAIL, {bad_key})):
+        statuses = instance.get_status_by_partition(asset_key, [good_key, bad_key], scene_partitions)
+        assert {k for k, v in statuses.items() if v == dg.AssetPartitionStatus.FAILED} == failed, (asset_key, statuses)
+        assert {k for k, v in statuses.items() if v == dg.AssetPartitionStatus.MATERIALIZED} == {good_key, bad_key} - failed
+    (step_failure,) = [e for e in bad_run.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "1 of 2 scene(s) failed: scene 002" in step_failure.event_specific_data.error.message
 
     # The job failed, saying where and why, with the render log in the code bucket.
     job = job_row(pipeline_engine, job_id)
@@ -187,7 +209,6 @@ def test_a_failed_scene_fails_the_job_keeps_the_others_and_a_rerun_of_that_parti
     assert "NameError" in log and "Wirte" in log
     assert any(r["s3_key"] == error["log_key"] and r["file_type"] == "render_log" for r in file_rows(pipeline_engine, job_id))
     # The failed step was not retried: a render error is not transient.
-    bad_run = outcomes[bad_key]
     assert not [e for e in bad_run.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
 
     # The other scene is intact; the failed one has its code but no video; nothing is combined.
@@ -205,11 +226,11 @@ def test_a_failed_scene_fails_the_job_keeps_the_others_and_a_rerun_of_that_parti
         pipeline_run_failures(context.for_run_failure())
     assert job_row(pipeline_engine, job_id)["error_info"] == error
 
-    # The fix (here: a generator that writes correct code), then only the failed partition again.
-    rerun = sensor_result(scene_runs, instance, resources).run_requests  # the same requests the daemon deduplicates
+    # The fix (here: a generator that writes correct code), then only the failed partition again (as from the UI).
     good_defs = pipeline_defs(resources)
-    bad_request = next(r for r in rerun if r.partition_key == bad_key)
-    assert run_requested(good_defs, instance, "render_scene", bad_request).success
+    assert run_requested(good_defs, instance, "render_scenes", dg.RunRequest(partition_key=bad_key)).success
+    statuses = instance.get_status_by_partition(RENDERED_VIDEO, [good_key, bad_key], scene_partitions)
+    assert set(statuses.values()) == {dg.AssetPartitionStatus.MATERIALIZED}
     job = job_row(pipeline_engine, job_id)
     assert (job["status"], job["error_info"]) == ("processing", None)
 
@@ -251,7 +272,7 @@ def test_transient_failures_are_retried_with_backoff(instance, resources, pipeli
     assert run_requested(defs, instance, "plan_job", tick.run_requests[0]).success
     FLAKY_CALLS.clear()
     (request,) = sensor_result(scene_runs, instance, resources).run_requests
-    outcome = run_requested(defs, instance, "render_scene", request)
+    outcome = run_requested(defs, instance, "render_scenes", request)
     assert outcome.success and len(FLAKY_CALLS) == 2
     assert [e for e in outcome.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
     assert job_row(pipeline_engine, job_id)["status"] == "processing"
@@ -288,7 +309,7 @@ def test_the_openai_generator_plugs_in_through_settings(instance, resources, pip
         monkeypatch.setenv("T2M_LLM_BASE_URL", stub.base_url)
         monkeypatch.setenv("T2M_LLM_MODEL", "stub-model")
         (request,) = sensor_result(scene_runs, instance, resources).run_requests
-        assert run_requested(defs, instance, "render_scene", request).success
+        assert run_requested(defs, instance, "render_scenes", request).success
     assert stub.requests and stub.requests[0]["json"]["model"] == "stub-model"
     code = storage.get_bytes(settings.bucket("code"), layout.scene_code_key(user_id, job_id, 1)).decode()
     assert "Create(Circle())" in code and "Sure." not in code

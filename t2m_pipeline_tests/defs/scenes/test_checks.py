@@ -47,7 +47,7 @@ def test_a_good_scene_passes_every_check_and_shows_its_pictures(instance, resour
     apply_partition_requests(instance, tick)
     assert run_requested(defs, instance, "plan_job", tick.run_requests[0]).success
     (scene_request,) = sensor_result(scene_runs, instance, resources).run_requests
-    scene = run_requested(defs, instance, "render_scene", scene_request)
+    scene = run_requested(defs, instance, "render_scenes", scene_request)
     assert scene.success
     (combine_request,) = sensor_result(combine_ready_jobs, instance, resources).run_requests
     combined = run_requested(defs, instance, "combine_scenes", combine_request)
@@ -86,13 +86,13 @@ def test_a_failed_render_links_its_log_and_shows_manims_last_lines(instance, res
     tick = sensor_result(new_jobs, instance, resources)
     apply_partition_requests(instance, tick)
     assert run_requested(defs, instance, "plan_job", tick.run_requests[0]).success
-    requests = sensor_result(scene_runs, instance, resources).run_requests
-    failed = run_requested(defs, instance, "render_scene", next(r for r in requests if r.partition_key.endswith("/002")))
+    (request,) = sensor_result(scene_runs, instance, resources).run_requests  # the job's two scenes in one run
+    failed = run_requested(defs, instance, "render_scenes", request)
     assert not failed.success
     (step_failure,) = [e for e in failed.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     error = step_failure.step_failure_data.error
     user = step_failure.step_failure_data.user_failure_data
-    assert user.description.startswith("rendering failed:")
+    assert user.description.startswith("1 of 2 scene(s) failed: scene 002 of job ") and ": rendering failed:" in user.description
     meta = user.metadata
     assert meta["log_url"].value.startswith(f"{settings.endpoint_url}/{settings.bucket('code')}/")
     assert meta["log"].value == f"s3://{settings.bucket('code')}/{meta['log_key'].value}"

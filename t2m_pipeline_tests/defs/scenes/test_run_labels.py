@@ -6,7 +6,7 @@ import dagster as dg
 
 from t2m_pipeline.defs.scenes.sensors import new_jobs, scene_runs
 from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE
-from t2m_pipeline.partition_keys import encode_job_key
+from t2m_pipeline.partition_keys import encode_job_key, encode_scene_key
 from t2m_pipeline_tests.defs.scenes.support import (
     apply_partition_requests,
     insert_job,
@@ -35,10 +35,12 @@ def test_sensor_runs_carry_topic_user_and_scene(instance, resources, pipeline_en
     ).records[0].asset_materialization.metadata
     assert metadata["user"].value == "user_labels@example.com" and metadata["topic"].value == tags["t2m/topic"]
 
-    scenes = sensor_result(scene_runs, instance, resources).run_requests
-    assert sorted(r.tags["t2m/scene"] for r in scenes) == ["1", "2"]
-    assert {r.tags["t2m/user"] for r in scenes} == {"user_labels@example.com"}
-    assert {r.tags["t2m/launched_by"] for r in scenes} == {"sensor scene_runs"}
+    (scenes,) = sensor_result(scene_runs, instance, resources).run_requests  # one run for the job's two scenes
+    assert "t2m/scene" not in scenes.tags and scenes.tags["t2m/job_id"] == job_id
+    assert scenes.tags["t2m/user"] == "user_labels@example.com" and scenes.tags["t2m/launched_by"] == "sensor scene_runs"
+    # a one-scene run (a re-run from the UI) names its scene
+    one = run_requested(defs, instance, "render_scenes", dg.RunRequest(partition_key=encode_scene_key(user_id, job_id, 2)))
+    assert one.success and instance.get_run_by_id(one.run_id).tags["t2m/scene"] == "2"
 
 
 def plan(defs, instance, key, tags):

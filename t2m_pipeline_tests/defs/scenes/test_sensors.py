@@ -169,7 +169,7 @@ def test_dispatch_query_walks_the_partial_index(pipeline_engine):
 
 
 def test_scene_runs_are_bounded_per_tick_and_skip_malformed_outlines(instance, resources, pipeline_engine, monkeypatch):
-    monkeypatch.setattr(sensors, "MAX_RUNS_PER_TICK", 5)
+    monkeypatch.setattr(sensors, "MAX_RUNS_PER_TICK", 2)
     defs = pipeline_defs(resources)
     for _ in range(3):
         insert_job(pipeline_engine, configuration={"scene_count": 3})
@@ -178,13 +178,12 @@ def test_scene_runs_are_bounded_per_tick_and_skip_malformed_outlines(instance, r
     for request in tick.run_requests:
         assert run_requested(defs, instance, "plan_job", request).success
     first = sensor_result(scene_runs, instance, resources)
-    assert len(first.run_requests) == 3  # a whole outline per request batch: 3 + 3 would exceed 5
+    assert len(first.run_requests) == 2  # one run per outline (its scenes' range), at most 2 a tick
     second = sensor_result(scene_runs, instance, resources, first.cursor)
-    third = sensor_result(scene_runs, instance, resources, second.cursor)
-    assert len(second.run_requests) == 3 and len(third.run_requests) == 3
-    keys = [r.partition_key for r in first.run_requests + second.run_requests + third.run_requests]
-    assert len(set(keys)) == 9 and len({r.run_key for r in first.run_requests + second.run_requests}) == 6
-    assert not sensor_result(scene_runs, instance, resources, third.cursor).run_requests
+    assert len(second.run_requests) == 1
+    starts = [r.tags["dagster/asset_partition_range_start"] for r in first.run_requests + second.run_requests]
+    assert len(set(starts)) == 3 and all(s.endswith("/001") for s in starts)
+    assert not sensor_result(scene_runs, instance, resources, second.cursor).run_requests
 
 
 def test_run_failure_sensor_fails_the_job_when_the_step_could_not(instance, resources, pipeline_engine):
@@ -266,15 +265,14 @@ def test_the_sensors_ask_for_the_very_runs_a_handoff_queues(instance, resources,
     assert plan.success
     scenes = sensor_result(scene_runs, instance, resources)
     with pipeline_engine.connect() as conn:
-        handed = handoff.scene_runs_after_outline(conn, job_key, 2, plan.run_id)
-        replanned = handoff.scene_runs_after_outline(conn, job_key, 2, "a-later-plan-run")
-    assert [(r.run_key, r.partition_key, dict(r.tags)) for r in scenes.run_requests] == [(r.run_key, r.partition_key, r.tags) for r in handed]
+        handed = [r.request() for r in handoff.scene_runs_after_outline(conn, instance, job_key, 2, plan.run_id)]
+        replanned = handoff.scene_runs_after_outline(conn, instance, job_key, 2, "a-later-plan-run")
+    assert [(r.run_key, r.partition_key, dict(r.tags)) for r in scenes.run_requests] == [(r.run_key, r.partition_key, dict(r.tags)) for r in handed]
     assert not {r.run_key for r in replanned} & {r.run_key for r in handed}  # a new plan renders its scenes again
-    apply_partition_requests(instance, scenes)
     with pipeline_engine.connect() as conn:
         assert handoff.combine_run_when_ready(conn, job_key) is None  # nothing rendered yet
     for request in scenes.run_requests:
-        assert run_requested(defs, instance, "render_scene", request).success
+        assert run_requested(defs, instance, "render_scenes", request).success
     combine = sensor_result(combine_ready_jobs, instance, resources)
     with pipeline_engine.connect() as conn:
         ready = handoff.combine_run_when_ready(conn, job_key)
@@ -299,7 +297,7 @@ def test_the_combine_sensor_waits_for_the_last_thumbnail_materialization(instanc
     scenes = sensor_result(scene_runs, instance, resources)
     apply_partition_requests(instance, scenes)
     for request in scenes.run_requests:
-        assert run_requested(defs, instance, "render_scene", request).success
+        assert run_requested(defs, instance, "render_scenes", request).success
     first = sensor_result(combine_ready_jobs, instance, resources)
     second = sensor_result(combine_ready_jobs, instance, resources, first.cursor)
     if rule == "on":
@@ -371,3 +369,26 @@ def test_the_queue_notifies_when_a_queued_row_commits_and_not_before(pipeline_en
             conn.execute(text("UPDATE job_queue SET status = 'queued', queued_at = now() WHERE job_id = :j"), {"j": job_id})
             assert not wait(0.3)
         assert wait(2.0)
+
+
+def test_a_scene_range_that_would_hold_another_jobs_scene_becomes_one_run_per_scene(instance, pipeline_engine):
+    """A range run renders every partition Dagster reads between its ends: when another job's scene was added among
+    this job's (two plans at once), the job gets one run per scene, never a range over the other user's scene."""
+    from t2m_pipeline.partition_keys import encode_scene_key
+
+    (mine_user, mine), (other_user, other) = insert_job(pipeline_engine), insert_job(pipeline_engine)
+    mine_keys = [encode_scene_key(mine_user, mine, n) for n in (1, 2, 3)]
+    other_keys = [encode_scene_key(other_user, other, n) for n in (1, 2)]
+    instance.add_dynamic_partitions("scenes", [mine_keys[0], other_keys[0], mine_keys[1], mine_keys[2], other_keys[1]])
+    with pipeline_engine.connect() as conn:
+        runs = handoff.scene_runs_after_outline(conn, instance, encode_job_key(mine_user, mine), 3, "outline-run")
+    assert [(r.partition_key, r.last_partition_key) for r in runs] == [(k, None) for k in mine_keys]
+    assert all(r.request().partition_key in mine_keys for r in runs)
+    # control: a job whose scenes were added together gets one run over exactly its own range
+    third_user, third = insert_job(pipeline_engine)
+    third_keys = [encode_scene_key(third_user, third, n) for n in (1, 2)]
+    handoff.register_scenes(instance, encode_job_key(third_user, third), 2)
+    with pipeline_engine.connect() as conn:
+        (ranged,) = handoff.scene_runs_after_outline(conn, instance, encode_job_key(third_user, third), 2, "outline-run")
+    assert (ranged.partition_key, ranged.last_partition_key) == tuple(third_keys)
+    assert ranged.request().partition_key_range == dg.PartitionKeyRange(*third_keys)
