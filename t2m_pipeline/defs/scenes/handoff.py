@@ -32,7 +32,7 @@ from dagster._core.remote_origin import RemoteJobOrigin
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, RUN_KEY_TAG, SENSOR_NAME_TAG
 from sqlalchemy import text
 
-from t2m_pipeline.defs.scenes.jobs import combine_job, render_scenes_job
+from t2m_pipeline.defs.scenes.jobs import RUN_CONFIG, combine_job, render_scenes_job
 from t2m_pipeline.defs.scenes.partitions import scene_keys_in_range, scene_partitions
 from t2m_pipeline.partition_keys import decode_job_key, encode_scene_key
 from t2m_pipeline.pipeline import status
@@ -58,7 +58,7 @@ class NextRun:
         if self.last_partition_key is None:
             return dg.RunRequest(run_key=self.run_key, partition_key=self.partition_key, tags=self.tags)
         bounds = {ASSET_PARTITION_RANGE_START_TAG: self.partition_key, ASSET_PARTITION_RANGE_END_TAG: self.last_partition_key}
-        return dg.RunRequest(run_key=self.run_key, tags={**self.tags, **bounds})
+        return dg.RunRequest(run_key=self.run_key, tags={**self.tags, **bounds}, run_config=RUN_CONFIG)
 
 
 def run_tags(conn, sensor: str, wanted: list[tuple[str, str, int | None]]) -> list[dict[str, str]]:
@@ -186,8 +186,11 @@ def _queue_one(context: dg.AssetExecutionContext, engine, sensor: str, run: Next
         if instance.get_run_ids(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run.run_key, SENSOR_NAME_TAG: sensor}), limit=1):
             return None
         # Dagster's own resolution of a sensor's request: the partition's tags and run config (the job's config,
-        # its console log level among them), as the sensor daemon would have them
-        request = run.request().with_resolved_tags_and_config(job_def, [], instance)
+        # its console log level among them), as the sensor daemon would have them; a range request carries its own
+        # (the daemon resolves nothing for one)
+        request = run.request()
+        if run.last_partition_key is None:
+            request = request.with_resolved_tags_and_config(job_def, [], instance)
         tags = {
             **job_def.run_tags,
             **(request.tags or {}),
