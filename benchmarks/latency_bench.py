@@ -563,14 +563,15 @@ def markdown(result: dict, command: str) -> str:
         SECTION_START,
         "## Submit to video: latency through the real daemon (benchmarks/latency_bench.py, issue 13)",
         "",
-        "**Where issue 13 stands**: still one `plan_job` run per job, one `render_scene` run per scene and one "
-        "`combine_scenes` run, so every scene keeps its own materializations, checks and re-run. Each run's worker is "
-        "a fork of a warm server that has imported the code (`t2m_pipeline/launcher`; a fresh interpreter per run "
-        "cost 4.8 s of process start and 3.2 s of code load on a 3-scene job's path); the plan run queues its scene "
-        "runs and the last thumbnail's run the combine run (`defs/scenes/handoff.py`), so only the row's insert waits "
-        "for a sensor pass (every 5 s, Dagster's fixed loop); queued runs dequeue every second. Before these, on a "
-        "quieter machine: 1 scene 8.77x, 3 scenes 3.69x, 7 scenes 4.23x, throughput 3.99x (the issue measured 4.7x "
-        "for 3 scenes).",
+        "**Where issue 13 stands**: three runs per job: `plan_job`, one `render_scenes` run over the job's "
+        "scene-partition range (the `scenes` step: each scene code -> render -> thumbnail on its own beside the others, "
+        "each render holding one of the machine's cores; every partition keeps its own materializations and checks, "
+        "and a scene re-runs alone), `combine_scenes`. A queued row starts at once: the `new_jobs` tick listens for "
+        "the queue's notification instead of waiting for the daemon's next pass (5 s). Each run's worker is a fork of "
+        "a warm server that has imported the code (`t2m_pipeline/launcher`); the plan run queues the scenes' run and "
+        "the scenes step the combine run (`defs/scenes/handoff.py`); queued runs dequeue every second (Dagster's "
+        "queue daemon). Before these, on this machine: 3 scenes 3.55x (15.22 s against 4.29 s; one run per scene, "
+        "4.7 s of sensor wait); the issue measured 4.7x.",
         "",
         f"Command: `{command}` (`make bench-latency` runs the full size). Measured {result['started']} UTC on a "
         f"{result['cores']}-core machine; 1-minute load average {result['load_before']} before, "

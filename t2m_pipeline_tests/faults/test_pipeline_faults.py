@@ -45,7 +45,7 @@ def test_a_job_completes_under_mixed_s3_faults_and_every_row_points_at_its_bytes
     landed = injected.get("PutObject:reset-after", 0) + injected.get("PutObject:late-write", 0)
     assert landed >= 1, injected  # a write landed whose answer was lost: a duplicate to prevent or remove
     # ... and none got past the storage layer: no step attempt failed, every run succeeded, the job is complete
-    assert (report.runs, report.runs_failed, report.step_troubles) == (2 + SCENES, 0, [])
+    assert (report.runs, report.runs_failed, report.step_troubles) == (3, 0, [])  # plan, the scenes' range, combine
     assert report.completed == 1 and report.rows == 2 + 3 * SCENES
     # every row holds its bytes; after the sweep each key holds exactly its recorded versions, newest on top
     assert report.problems == [] and report.stale_latest == [] and report.unrecorded_left == 0

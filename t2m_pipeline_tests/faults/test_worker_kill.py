@@ -4,6 +4,8 @@ retried from failure, and the job completes; with retries off for the run nothin
 `worker_kill_scenarios.py`.
 """
 
+import re
+
 import pytest
 
 from t2m_pipeline_tests.faults.worker_kill_scenarios import (
@@ -13,6 +15,8 @@ from t2m_pipeline_tests.faults.worker_kill_scenarios import (
     run_worker_kill_scenario,
     scenario_databases,
 )
+
+KILLED = re.compile(r"signal 9 \(SIGKILL\)|run worker \S+ is gone")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def killed_workers(service_env, buckets, settings, tmp_path_factory):
 def test_the_killed_run_is_failed_as_a_crash_and_retried_from_failure(killed_workers):
     job = killed_workers.job(retried=True)
     assert job.killed is not None, explain(killed_workers)
-    assert "signal 9 (SIGKILL)" in (job.crash_message or ""), explain(killed_workers)
+    assert KILLED.search(job.crash_message or ""), explain(killed_workers)
     killed = next(r for r in job.runs if r["run_id"] == job.killed.run_id)
     assert (killed["status"], job.will_retry) == ("FAILURE", "true"), explain(killed_workers)
     [retry] = job.retry_runs
@@ -69,7 +73,7 @@ def test_control_a_killed_run_not_retried_stays_dead_and_only_the_audit_ends_its
     forever but for the stuck-job audit, which fails it."""
     job = killed_workers.job(retried=False)
     assert job.killed is not None, explain(killed_workers)
-    assert "signal 9 (SIGKILL)" in (job.crash_message or ""), explain(killed_workers)
+    assert KILLED.search(job.crash_message or ""), explain(killed_workers)  # a crash, whichever detector saw it first
     assert job.will_retry == "false" and job.retry_runs == [], explain(killed_workers)
     assert [r["status"] for r in job.runs if r["job"] == RENDER_JOB] == ["FAILURE"], explain(killed_workers)
     assert job.status_at_end == "processing" and "combined_video" not in job.file_types, explain(killed_workers)

@@ -54,7 +54,9 @@ ROOT_RUN_TAG = "dagster/root_run_id"
 MAX_RETRIES_TAG = "dagster/max_retries"
 RETRY_NUMBER_TAG = "dagster/retry_number"
 _STARTED_PROCESS = re.compile(r"Started process for run \(pid: (\d+)\)")
-_CRASH = re.compile(r"Run execution process for \S+ (was terminated by signal .*|unexpectedly exited .*)")
+# How the killed run's failure is reported: by the warm server that reaps its worker (the exit, in Dagster's own
+# words), or, when run monitoring's health check gets there first (a loaded machine), by that check.
+_CRASH = re.compile(r"Run execution process for \S+ (was terminated by signal .*|unexpectedly exited .*)|Detected run worker status FAILED: .*is gone.*")
 # Shorter intervals than the project's instance so a scenario takes seconds: run monitoring's poll, the run queue,
 # the daemon that launches retries (DAGSTER_EVENT_LOG_CONSUMER_DAEMON_INTERVAL_SECONDS, 5 s by default), and the
 # time after a run ended when monitoring frees the `manim_render` pool slot it still holds: a killed worker never
@@ -170,7 +172,7 @@ def worker_pid(instance, run_id: str) -> int | None:
 def crash_message(instance, run_id: str) -> str | None:
     from dagster import DagsterEventType
 
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+    for entry in instance.all_logs(run_id, of_type={DagsterEventType.ENGINE_EVENT, DagsterEventType.RUN_FAILURE}):
         match = _CRASH.search(entry.message or "")
         if match:
             return match.group(0)

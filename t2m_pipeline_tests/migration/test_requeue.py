@@ -12,13 +12,14 @@ from t2m_pipeline.cli import main
 from t2m_pipeline.defs.scenes.sensors import new_jobs
 from t2m_pipeline.defs.migration.requeue import legacy_jobs_requeue_job
 from t2m_pipeline.defs.resources import PostgresResource
+from t2m_pipeline.defs.scenes.resources import JobQueueResource
 from t2m_pipeline.migration.redis_import import migrate_redis
 from t2m_pipeline.migration.requeue import RequeueError, requeue_held_jobs
 from t2m_pipeline.partition_keys import decode_job_key
 
 
 def tick(database: PostgresResource, instance, cursor=None) -> dg.SensorResult:
-    with dg.build_sensor_context(instance=instance, resources={"database": database}, cursor=cursor) as context:
+    with dg.build_sensor_context(instance=instance, resources={"database": database, "job_queue": JobQueueResource(wait_ms=0)}, cursor=cursor) as context:
         return new_jobs(context)
 
 

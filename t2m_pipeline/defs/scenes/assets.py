@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
+from dagster._core.storage.tags import PARENT_RUN_ID_TAG, RESUME_RETRY_TAG
 
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes import checks, handoff
@@ -61,6 +62,7 @@ RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONEN
 RENDER_POOL = "manim_render"
 GROUP = "scenes"
 MAX_CODE_PREVIEW = 20_000
+MAX_RESUMED_RUNS = 10
 LOG_TAIL_LINES = 40
 
 
@@ -345,16 +347,26 @@ def run_scene(context: dg.AssetExecutionContext, tools: SceneTools, key: SceneKe
     return outcome
 
 
-def made_in_this_run(context: dg.AssetExecutionContext, keys: list[str]) -> set[tuple[dg.AssetKey, str]]:
-    """(asset, partition) this run has materialized already: a retry of the step does not make them again."""
-    if context.retry_number == 0:
+def made_before(context: dg.AssetExecutionContext, keys: list[str]) -> set[tuple[dg.AssetKey, str]]:
+    """(asset, partition) this run, or the run it resumes, has materialized already, so a retried step or a
+    re-execution from failure (a crashed worker's retry among them) makes only what is missing: a scene whose code
+    was generated is not sent to the language model again. A re-execution of everything makes everything."""
+    runs = {context.run_id} if context.retry_number > 0 else set()
+    run = context.run
+    while run is not None and run.tags.get(RESUME_RETRY_TAG) == "true" and len(runs) < MAX_RESUMED_RUNS:
+        parent = run.tags.get(PARENT_RUN_ID_TAG) or run.parent_run_id
+        if not parent:
+            break
+        runs.add(parent)  # the chain of runs resumed from failure, newest first
+        run = context.instance.get_run_by_id(parent)
+    if not runs:
         return set()
     made = set()
     for asset_key in context.selected_asset_keys:
         records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys), limit=len(keys) * 4
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys), limit=len(keys) * (len(runs) + 2)
         ).records
-        made |= {(asset_key, r.partition_key) for r in records if r.run_id == context.run_id and r.partition_key}
+        made |= {(asset_key, r.partition_key) for r in records if r.run_id in runs and r.partition_key}
     return made
 
 
@@ -440,8 +452,9 @@ def scenes(
     p = pipeline_of(database, storage)
     tools = SceneTools(p, code_generator, render, scene_labels(context, p, keys))
     stages = [(asset_key, produce) for asset_key, produce in SCENE_STAGES if asset_key in context.selected_asset_keys]
-    done = made_in_this_run(context, [key.encode() for key in keys])
-    pending_thumbnails = Counter(key.job_id for key in keys) if any(a == THUMBNAIL for a, _ in stages) else Counter()
+    done = made_before(context, [key.encode() for key in keys])
+    making_thumbnails = any(a == THUMBNAIL for a, _ in stages)
+    pending_thumbnails = Counter(key.job_id for key in keys if making_thumbnails and (THUMBNAIL, key.encode()) not in done)
     made: queue.Queue[Produced] = queue.Queue()
     outcomes: list[SceneOutcome] = []
     with ThreadPoolExecutor(max_workers=min(len(keys), MAX_SCENES), thread_name_prefix="scene") as pool:
@@ -463,7 +476,7 @@ def scenes(
     _reported_per_partition(context)
     transient = [o.transient for o in outcomes if o.transient is not None]
     if transient:
-        raise transient[0]  # the retry policy takes the step again; what is made stays made (made_in_this_run)
+        raise transient[0]  # the retry policy takes the step again; what is made stays made (made_before)
     failed = [o for o in outcomes if o.failure is not None]
     if not failed:
         # each check's output, as Dagster yields one after a check result: its evaluations are the events above

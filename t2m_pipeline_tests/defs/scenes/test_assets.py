@@ -15,7 +15,7 @@ from PIL import Image
 from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs, pipeline_run_failures, scene_runs
 from t2m_pipeline.defs.scenes.checks import CHECKS
 from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENE_OUTLINE, THUMBNAIL, scene_partitions
-from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource
+from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
 from t2m_pipeline.partition_keys import encode_job_key, encode_scene_key
 from t2m_pipeline.render.codegen import GeneratedCode, TemplateCodeGenerator, scene_class_name
 from t2m_pipeline.render.media import probe_video
@@ -315,3 +315,69 @@ def test_the_openai_generator_plugs_in_through_settings(instance, resources, pip
     assert "Create(Circle())" in code and "Sure." not in code
     assert latest_metadata(instance, SCENE_CODE, request.partition_key)["generator"].value == "openai"
     assert 0.2 <= latest_metadata(instance, RENDERED_VIDEO, request.partition_key)["duration_s"].value <= 1.0
+
+
+class CountingGenerator(CodeGeneratorResource):
+    """The template generator, counting the scenes it is asked for (as a language model's bill would)."""
+
+    def get(self):
+        calls = GENERATED
+
+        class Generator(TemplateCodeGenerator):
+            def generate(self, outline, scene):
+                calls.append(scene.number)
+                return super().generate(outline, scene)
+
+        return Generator()
+
+
+GENERATED: list[int] = []
+
+
+class WorkerLostOnScene2(RenderBackendResource):
+    """The render of scene 2 dies the way a lost worker does (an error the step does not understand)."""
+
+    def get(self, storage):
+        real = super().get(storage)
+
+        class Backend:
+            name = real.name
+
+            def describe(self):
+                return real.describe()
+
+            def render(self, context, request):
+                if request.label.endswith("/002"):
+                    raise RuntimeError("worker lost (test)")
+                return real.render(context, request)
+
+        return Backend()
+
+
+@pytest.mark.parametrize("resume", [True, False], ids=["from-failure", "control-everything"])
+def test_a_re_execution_from_failure_makes_only_what_the_failed_run_did_not(instance, resources, pipeline_engine, resume):
+    """A crashed worker's run is retried from failure: the scenes the failed run finished, and the code it generated
+    for the scene it did not, are not made again (no second call to the language model, no second version)."""
+    user_id, job_id = insert_job(pipeline_engine, configuration={"scene_count": 2})
+    tick = sensor_result(new_jobs, instance, resources)
+    apply_partition_requests(instance, tick)
+    assert run_requested(pipeline_defs(resources), instance, "plan_job", tick.run_requests[0]).success
+    (scenes_request,) = sensor_result(scene_runs, instance, resources).run_requests
+    failed = run_requested(pipeline_defs({**resources, "render": WorkerLostOnScene2()}), instance, "render_scenes", scenes_request)
+    assert not failed.success  # scene 1 made whole, scene 2's code made and its render lost
+
+    GENERATED.clear()
+    tags = {**scenes_request.tags, "dagster/parent_run_id": failed.run_id, "dagster/root_run_id": failed.run_id}
+    if resume:
+        tags["dagster/is_resume_retry"] = "true"
+    fixed = pipeline_defs({**resources, "code_generator": CountingGenerator()})
+    again = run_requested(fixed, instance, "render_scenes", dg.RunRequest(run_key=None, tags=tags))
+    assert again.success
+    made = sorted((e.event_specific_data.materialization.asset_key.to_user_string(), e.event_specific_data.materialization.partition[-3:])
+                  for e in again.all_events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION)
+    code_rows = [r for r in file_rows(pipeline_engine, job_id) if r["file_type"] == "scene_code"]
+    if resume:
+        assert made == [("rendered_video", "002"), ("thumbnail", "002")] and GENERATED == []
+        assert len(code_rows) == 2  # one version of each scene's code
+    else:  # the control: a re-execution of everything makes everything again
+        assert len(made) == 6 and sorted(GENERATED) == [1, 2] and len(code_rows) == 4

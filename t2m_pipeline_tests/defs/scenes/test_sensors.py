@@ -392,3 +392,27 @@ def test_a_scene_range_that_would_hold_another_jobs_scene_becomes_one_run_per_sc
         (ranged,) = handoff.scene_runs_after_outline(conn, instance, encode_job_key(third_user, third), 2, "outline-run")
     assert (ranged.partition_key, ranged.last_partition_key) == tuple(third_keys)
     assert ranged.request().partition_key_range == dg.PartitionKeyRange(*third_keys)
+
+
+def test_run_failure_sensor_fails_the_job_of_a_scenes_range_run_that_crashed(instance, resources, pipeline_engine):
+    """A range run whose worker was lost wrote nothing back: the sensor fails the job its range holds (which scene
+    it was on is unknown; the UI shows the partitions the run did not make as failed)."""
+    from t2m_pipeline.partition_keys import encode_scene_key
+
+    user_id, job_id = insert_job(pipeline_engine, configuration={"scene_count": 2})
+    sensor_result(new_jobs, instance, resources)
+    first, last = (encode_scene_key(user_id, job_id, n) for n in (1, 2))
+    handoff.register_scenes(instance, encode_job_key(user_id, job_id), 2)
+
+    @dg.op(name="scenes")
+    def crash():
+        raise RuntimeError("worker lost")
+
+    crash_job = dg.GraphDefinition(name="render_scenes", node_defs=[crash]).to_job(name="render_scenes")
+    range_tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    result = crash_job.execute_in_process(instance=instance, tags=range_tags, raise_on_error=False)
+    assert not result.success and job_row(pipeline_engine, job_id)["status"] == "processing"
+    failure_sensor_sees(result, instance, resources)
+    row = job_row(pipeline_engine, job_id)
+    assert row["status"] == "failed" and row["error_info"]["stage"] == "rendering" and row["error_info"]["scene"] is None
+    assert result.run_id in row["error_info"]["message"]
