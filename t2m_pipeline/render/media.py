@@ -10,6 +10,8 @@ from pathlib import Path
 
 import av
 
+from t2m_pipeline.render.cores import render_core
+
 THUMBNAIL_AT_SECONDS = 5.0
 JPEG_QUALITY = 85
 
@@ -121,7 +123,8 @@ def concat_videos(paths: Sequence[str | Path], out: str | Path) -> VideoInfo:
     if all(sig == signatures[0] for sig in signatures):
         _remux(paths, out)
     else:
-        _reencode(paths, out)
+        with render_core():  # encoding is a render's worth of CPU: it takes one of the machine's cores
+            _reencode(paths, out)
     return probe_video(out)
 
 

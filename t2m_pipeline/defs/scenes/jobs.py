@@ -1,6 +1,7 @@
 """The runs the sensors launch: one per job to plan it, one for its scenes (code, render and thumbnail each), one per
 job to combine. In-process executors: a run is one process (step subprocesses would double the start-up cost);
-the tag lets the run queue cap how many CPU-heavy runs share the machine (dagster.yaml)."""
+the tag lets the run queue cap how many CPU-heavy runs share the machine (dagster.yaml), and each job's priority
+which queued run starts first."""
 
 import os
 
@@ -22,6 +23,10 @@ RUN_CONSOLE_LOG_LEVEL = os.environ.get("T2M_RUN_LOG_LEVEL", "").strip().upper() 
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": RUN_CONSOLE_LOG_LEVEL}}}}
 CPU_TAG = "t2m/cpu"
 MAX_RUNTIME_TAG = "dagster/max_runtime"  # seconds; enforced by run monitoring (dagster.yaml)
+# The queue starts higher priorities first: a job under way is finished (combine, then its scenes) before the next
+# is planned, so renders are not left waiting behind planning runs and a user's first video comes first.
+PRIORITY_TAG = "dagster/priority"
+PRIORITY = {"plan": "0", "scenes": "1", "combine": "2"}
 
 
 def pipeline_selection(*keys: dg.AssetKey) -> dg.AssetSelection:
@@ -37,7 +42,7 @@ plan_job = dg.define_asset_job(
     selection=pipeline_selection(SCENE_OUTLINE),
     partitions_def=job_partitions,
     executor_def=dg.in_process_executor,
-    tags={MAX_RUNTIME_TAG: "600"},
+    tags={MAX_RUNTIME_TAG: "600", PRIORITY_TAG: PRIORITY["plan"]},
     description="Plan one job: its scene outline and scene partitions.",
 )
 render_scenes_job = dg.define_asset_job(
@@ -46,7 +51,7 @@ render_scenes_job = dg.define_asset_job(
     selection=pipeline_selection(SCENE_CODE, RENDERED_VIDEO, THUMBNAIL),
     partitions_def=scene_partitions,
     executor_def=dg.in_process_executor,
-    tags={CPU_TAG: "heavy", MAX_RUNTIME_TAG: "1800"},  # a render times out at T2M_RENDER_TIMEOUT_S (300 s) anyway
+    tags={CPU_TAG: "heavy", MAX_RUNTIME_TAG: "1800", PRIORITY_TAG: PRIORITY["scenes"]},  # a render times out at 300 s anyway
     description="A job's scenes (its scene-partition range; or one scene): code, manim render, thumbnail, the scenes "
     "side by side.",
 )
@@ -56,7 +61,8 @@ combine_job = dg.define_asset_job(
     selection=pipeline_selection(COMBINED_VIDEO),
     partitions_def=job_partitions,
     executor_def=dg.in_process_executor,
-    tags={CPU_TAG: "heavy", MAX_RUNTIME_TAG: "1800"},
+    # not heavy: it copies packets (a re-encode, for scenes that differ, holds one of the machine's cores)
+    tags={MAX_RUNTIME_TAG: "1800", PRIORITY_TAG: PRIORITY["combine"]},
     description="Concatenate a job's scene videos and complete the job.",
 )
 
