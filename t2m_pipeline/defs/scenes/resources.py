@@ -42,10 +42,11 @@ class JobQueueResource(dg.ConfigurableResource):
     """How the `new_jobs` sensor waits for work: a tick that finds no queued job listens for one (the queue's
     NOTIFY, `dispatch.queue_notifications`) for up to `wait_ms` and claims it the moment it is committed.
 
-    Under the sensor daemon's 5 s pass on purpose: a tick still running at the next pass is skipped, and the one
-    after would start 5 s later. 0 turns the wait off (a script or a test evaluating one tick at a time)."""
+    Well under the sensor daemon's 5 s pass on purpose: a tick still running at the next pass is skipped, and the one
+    after would start 5 s later (a 4 s wait overran once under load, BENCHMARKS.md). 0 turns the wait off (a script
+    or a test evaluating one tick at a time)."""
 
-    wait_ms: int = 4_000
+    wait_ms: int = 3_500
 
     @property
     def wait_s(self) -> float:
