@@ -105,3 +105,11 @@ STAGE_OF_ASSET: dict[str, Stage] = {
 def scene_numbers(scene_count: int) -> range:
     """A job's scenes: 1-based, as the outline numbers them and the keys pad them."""
     return range(1, int(scene_count) + 1)
+
+
+# The legacy system's topic folder rule (its `slugify`) in SQL over a job row, exact for ASCII topics: C collation
+# lowers only A-Z, as Python's `str.lower` does on ASCII. Rows whose topic is not ASCII are always read (Python's
+# rule then decides). Indexed (db/models.py, migration 0012): the expressions must stay verbatim.
+LEGACY_TOPIC_SQL = "coalesce(configuration->>'topic', topic)"
+LEGACY_FOLDER_SQL = f"""regexp_replace(lower({LEGACY_TOPIC_SQL} COLLATE "C"), '[^a-z0-9_]+', '_', 'g')"""
+LEGACY_NON_ASCII_TOPIC_SQL = f"octet_length({LEGACY_TOPIC_SQL}) <> char_length({LEGACY_TOPIC_SQL})"

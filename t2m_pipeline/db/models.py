@@ -29,7 +29,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from t2m_pipeline.vocabulary import JOB_TYPES, PRIORITIES, JobStatus, priority_order_sql, sql_list
+from t2m_pipeline.vocabulary import (
+    JOB_TYPES,
+    LEGACY_FOLDER_SQL,
+    LEGACY_NON_ASCII_TOPIC_SQL,
+    PRIORITIES,
+    JobStatus,
+    priority_order_sql,
+    sql_list,
+)
 
 # The vocabulary is `t2m_pipeline.vocabulary`'s; the constraints below hold the database to it.
 JOB_STATUSES = tuple(JobStatus)
@@ -74,6 +82,9 @@ class Job(Base):
         Index("ix_jobs_status_updated_at", "status", "updated_at"),
         Index("ix_jobs_updated_at_id", "updated_at", "id"),
         Index("ix_jobs_queued_created_at", "created_at", postgresql_where=text("status = 'queued'")),
+        # a files migration's wave reads the legacy jobs of its topic folders (migration/attribution.py)
+        Index("ix_jobs_legacy_folder", text(LEGACY_FOLDER_SQL), postgresql_where=text("configuration ? 'legacy'")),
+        Index("ix_jobs_legacy_non_ascii_topic", text(f"({LEGACY_NON_ASCII_TOPIC_SQL})"), postgresql_where=text("configuration ? 'legacy'")),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()

@@ -32,19 +32,23 @@ class EnsuredUsers:
 
 
 def ensure_users(conn: Connection, users: Mapping[str, NewUser]) -> EnsuredUsers:
-    """Every user asked for, inserted when new (one statement however many), with their ids."""
+    """Every user asked for, inserted when new (one statement however many), with their ids. Those that exist are
+    read first, so a caller that asks again for the same users (a migration's rerun, wave after wave) only reads."""
     if not users:
         return EnsuredUsers({}, [])
-    clerks = sorted(users)
+    ids = {r.clerk_user_id: r.id for r in conn.execute(_IDS, {"ids": sorted(users)})}
+    missing = sorted(set(users) - set(ids))
+    if not missing:
+        return EnsuredUsers(ids, [])
     created = conn.execute(
         _INSERT,
         {
-            "ids": clerks,
-            "emails": [users[c].email or "" for c in clerks],
-            "meta": [None if users[c].metadata is None else json.dumps(users[c].metadata) for c in clerks],
+            "ids": missing,
+            "emails": [users[c].email or "" for c in missing],
+            "meta": [None if users[c].metadata is None else json.dumps(users[c].metadata) for c in missing],
         },
     ).scalars().all()
-    ids = {r.clerk_user_id: r.id for r in conn.execute(_IDS, {"ids": clerks})}
+    ids |= {r.clerk_user_id: r.id for r in conn.execute(_IDS, {"ids": missing})}  # a concurrent caller's rows too
     return EnsuredUsers(ids, list(created))
 
 

@@ -39,6 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from t2m_pipeline.migration.legacy_paths import slugify
+from t2m_pipeline.vocabulary import LEGACY_FOLDER_SQL, LEGACY_NON_ASCII_TOPIC_SQL, LEGACY_TOPIC_SQL
 
 SYSTEM_CLERK_ID = "system_legacy_unattributed"
 SYSTEM_USER_METADATA = {
@@ -209,12 +210,12 @@ def add_run(index: AttributionIndex, run: LegacyRun, topic: str) -> None:
     index.runs_by_folder.setdefault(folder, []).append(run)
 
 
-# The legacy folder rule (`slugify`) in SQL, exact for ASCII topics: C collation lowers only A-Z, as Python's
-# `str.lower` does on ASCII. Topics with other characters are always read (Python's rule then decides).
-_TOPIC = "coalesce(configuration->>'topic', topic)"
 _FOLDER_FILTER = f"""
-    AND (regexp_replace(lower({_TOPIC} COLLATE "C"), '[^a-z0-9_]+', '_', 'g') = ANY(:folders)
-         OR octet_length({_TOPIC}) <> char_length({_TOPIC}) OR id = ANY(CAST(:named AS uuid[])))"""
+    AND ({LEGACY_FOLDER_SQL} = ANY(:folders) OR {LEGACY_NON_ASCII_TOPIC_SQL} OR id = ANY(CAST(:named AS uuid[])))"""
+LEGACY_JOBS_SQL = (
+    f"SELECT id, user_id, status, {LEGACY_TOPIC_SQL} AS topic, configuration->'legacy' AS legacy, "
+    f"created_at, started_at, completed_at, updated_at FROM jobs WHERE configuration ? 'legacy'"
+)
 
 
 def load_index(conn: Connection, folders: list[str] | None = None, records: AttributionIndex | None = None) -> AttributionIndex:
@@ -230,13 +231,7 @@ def load_index(conn: Connection, folders: list[str] | None = None, records: Attr
         named = [str(j) for j, v in index.video_records.items() if combined_video_folder(v.get("file_path")) in wanted]
         slugs = sorted(f for f in wanted if f.isascii())  # a slug is ASCII (other names are not even valid text)
         where, params = _FOLDER_FILTER, {"folders": slugs, "named": named}
-    rows = conn.execute(
-        text(
-            f"SELECT id, user_id, status, {_TOPIC} AS topic, configuration->'legacy' AS legacy, "
-            f"created_at, started_at, completed_at, updated_at FROM jobs WHERE configuration ? 'legacy'{where}"
-        ),
-        params,
-    )
+    rows = conn.execute(text(LEGACY_JOBS_SQL + where), params)
     for row in rows:
         legacy = row.legacy if isinstance(row.legacy, dict) else {}
         has_status = isinstance(legacy.get("status"), str)  # imports before the status was kept: the row is the record

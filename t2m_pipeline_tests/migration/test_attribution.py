@@ -175,3 +175,39 @@ def test_the_index_of_some_folders_files_their_jobs_as_the_whole_index_does(migr
         assert {f: filed(few, f) for f in ("binary_search", "elsewhere")} == {f: filed(whole, f) for f in ("binary_search", "elsewhere")}
         assert sum(len(runs) for runs in few.runs_by_folder.values()) < len(topics)  # not every job was read
         assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == len(topics)
+
+
+def test_a_waves_legacy_jobs_are_read_through_the_folder_indexes_not_the_whole_table(migration_db):
+    """100,000 legacy jobs made each wave's read a scan of them all; the filter's arms have indexes (migration 0012,
+    whose expressions must be the filter's own, verbatim). Control: without the indexes the same query scans."""
+    import importlib
+
+    from sqlalchemy import text
+
+    from t2m_pipeline.migration import attribution
+
+    migration = importlib.import_module("t2m_pipeline.db.migrations.versions.0012_jobs_legacy_folder_index")
+    from t2m_pipeline.vocabulary import LEGACY_FOLDER_SQL, LEGACY_NON_ASCII_TOPIC_SQL
+
+    assert (migration.FOLDER, migration.NON_ASCII) == (LEGACY_FOLDER_SQL, LEGACY_NON_ASCII_TOPIC_SQL)
+    _, engine = migration_db
+    query = "EXPLAIN " + attribution.LEGACY_JOBS_SQL + attribution._FOLDER_FILTER
+    params = {"folders": ["topic_7", "topic_11"], "named": []}
+    with engine.begin() as conn:  # rolled back: the rows and the dropped indexes are this test's alone
+        user = conn.execute(text("INSERT INTO users (clerk_user_id) VALUES ('user_plan') RETURNING id")).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO jobs (user_id, job_type, status, priority, topic, configuration) "
+                "SELECT :u, 'video_generation', 'completed', 'normal', 'Topic ' || (n % 500), "
+                "jsonb_build_object('legacy', jsonb_build_object('status', 'completed')) FROM generate_series(1, 20000) n"
+            ),
+            {"u": user},
+        )
+        conn.execute(text("ANALYZE jobs"))
+        plan = "\n".join(conn.execute(text(query), params).scalars())
+        assert "ix_jobs_legacy_folder" in plan and "ix_jobs_legacy_non_ascii_topic" in plan and "Seq Scan" not in plan, plan
+        conn.execute(text("DROP INDEX ix_jobs_legacy_folder"))
+        conn.execute(text("DROP INDEX ix_jobs_legacy_non_ascii_topic"))
+        control = "\n".join(conn.execute(text(query), params).scalars())
+        assert "Seq Scan on jobs" in control, control
+        conn.rollback()
