@@ -432,7 +432,9 @@ def _reported_per_partition(context: dg.AssetExecutionContext) -> None:
     check_specs=[*checks.check_specs(SCENE_CODE, scene_partitions), *checks.check_specs(RENDERED_VIDEO, scene_partitions),
                  *checks.check_specs(THUMBNAIL, scene_partitions)],
     partitions_def=scene_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MAX_SCENES),
+    # A backfill runs each scene on its own: a render's Pipes context names its run's partitions, and only one job's
+    # scenes may share a run (the plan run's handoff makes sure of it), never another user's.
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     can_subset=True,
     retry_policy=RETRY_POLICY,
     pool=RENDER_POOL,
