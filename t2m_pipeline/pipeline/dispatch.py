@@ -175,4 +175,7 @@ def queue_notifications(engine: Engine) -> Iterator[Callable[[float], bool]]:
         try:
             yield wait
         finally:
-            conn.exec_driver_sql("UNLISTEN *")
+            try:
+                conn.exec_driver_sql("UNLISTEN *")
+            except SQLAlchemyError:  # a broken connection: the pool's pre-ping replaces it; the block's own error stands
+                conn.invalidate()

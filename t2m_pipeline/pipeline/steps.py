@@ -9,6 +9,7 @@ with the S3 key of its log; anything else propagates for the caller's retry poli
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -156,7 +157,8 @@ class RenderedVideo:
 
 
 def render_video(
-    p: Pipeline, key: SceneKey, backend: RenderBackend, context, *, timeout_s: float, quality: str | None = None
+    p: Pipeline, key: SceneKey, backend: RenderBackend, context, *, timeout_s: float, quality: str | None = None,
+    stop: threading.Event | None = None,
 ) -> RenderedVideo:
     """Render the scene's stored code through the render backend (never in this process); the checked video goes
     to its layout key, a failure's log (the worker's header, then the render's own output, capped) to S3."""
@@ -169,7 +171,7 @@ def render_video(
         log_key = store_log(p, key, "render", f"stored code at {code_key} fails the check: {exc}\n")
         raise StepFailed(Stage.RENDERING, f"stored code rejected: {exc}", scene=key.scene_number, log_key=log_key) from exc
     quality = quality or load_outline(p, key.job).quality
-    request = RenderRequest(code, class_name, quality, float(timeout_s), label=key.encode())
+    request = RenderRequest(code, class_name, quality, float(timeout_s), label=key.encode(), stop=stop)
     header = f"scene: {key.encode()}\ncode: s3://{p.bucket('code')}/{code_key}\nquality: {quality}\n"
     try:
         with backend.render(context, request) as output:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ class RenderRequest:
     quality: str
     timeout_s: float
     label: str = ""  # the scene's partition key, for tags and logs
+    stop: threading.Event | None = field(default=None, compare=False)  # set: the render ends as on a timeout
 
 
 @dataclass
@@ -244,6 +246,7 @@ class LocalSandboxBackend:
                     on_line=reader.feed,
                     limits=self.limits,
                     protections=self.protections,
+                    stop=request.stop,
                 )
                 broken = _sandbox_failure(result, reader.stats)
                 if broken:

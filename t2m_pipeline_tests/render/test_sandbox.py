@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from t2m_pipeline.render import sandbox
@@ -495,3 +496,28 @@ def test_control_a_fresh_tmp_mounted_after_the_interpreter_hides_it(interpreter_
     assert report.get("seen") is None
     # in a checkout under /tmp the old order hides the interpreter itself: the render cannot even start
     assert result.returncode == 0 or "No such file" in result.stderr_tail, result.stderr_tail
+
+
+def test_a_stopped_render_ends_at_once_as_on_a_timeout():
+    """A cancelled run sets the scenes step's stop: a render in the sandbox then ends like one that timed out,
+    instead of running to its 60 s timeout."""
+    import threading
+
+    from t2m_pipeline.render.backends import LocalSandboxBackend, RenderRequest
+
+    code = "import time\nfrom manim import Scene\nclass Scene001(Scene):\n    def construct(self):\n        time.sleep(120)\n"
+    seen = {}
+
+    @dg.asset
+    def render_then_stop(context) -> dg.MaterializeResult:
+        stop = threading.Event()
+        threading.Timer(2.0, stop.set).start()
+        started = time.monotonic()
+        request = RenderRequest(code, "Scene001", "low", 60.0, label="u/j/001", stop=stop)
+        with LocalSandboxBackend().render(context, request) as output:
+            seen.update(seconds=time.monotonic() - started, failure=output.failure, timed_out=output.timed_out)
+        return dg.MaterializeResult()  # the Pipes session asks for a result
+
+    assert dg.materialize([render_then_stop]).success
+    assert seen["failure"] is not None and seen["timed_out"], seen
+    assert seen["seconds"] < 15, f"the render ran {seen['seconds']:.1f} s after its stop"

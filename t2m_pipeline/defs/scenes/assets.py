@@ -22,6 +22,7 @@ retry policy (exponential backoff with jitter) and written back only when the re
 
 
 import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -54,7 +55,7 @@ from t2m_pipeline.render.codegen import scene_class_name
 from t2m_pipeline.render.outline import MAX_SCENES
 from t2m_pipeline.storage.links import object_url
 from t2m_pipeline.storage.s3 import StoredObject
-from t2m_pipeline.vocabulary import Stage
+from t2m_pipeline.vocabulary import STAGE_OF_ASSET, Stage
 
 T = TypeVar("T")
 
@@ -230,12 +231,14 @@ class Produced:
 
 @dataclass(frozen=True)
 class SceneTools:
-    """What every scene of a step shares: the pipeline, the generator, the render backend, each job's labels."""
+    """What every scene of a step shares: the pipeline, the generator, the render backend, each job's labels, and
+    the step's stop (set when the step is torn down: a cancelled run; scenes stop between stages, renders at once)."""
 
     p: steps.Pipeline
     code_generator: CodeGeneratorResource
     render: RenderBackendResource
     labels: dict[str, dict]
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 def produce_scene_code(context: dg.AssetExecutionContext, tools: SceneTools, key: SceneKey) -> Produced:
@@ -267,7 +270,7 @@ def produce_rendered_video(context: dg.AssetExecutionContext, tools: SceneTools,
     backend = render.get(p.storage)
     video, seconds = run_step(
         context, p, job_id=key.job_id, scene=key.scene_number, stage=Stage.RENDERING,
-        work=lambda: steps.render_video(p, key, backend, context, timeout_s=render.timeout_s),
+        work=lambda: steps.render_video(p, key, backend, context, timeout_s=render.timeout_s, stop=tools.stop),
     )
     check_results, extra = checks.verify_rendered_video(p, video.stored, video.quality, max_duration_s=render.timeout_s)
     metadata = {
@@ -325,6 +328,7 @@ class SceneOutcome:
     produced: list[Produced] = field(default_factory=list)
     failure: dg.Failure | None = None
     transient: BaseException | None = None
+    stage: str | None = None  # the stage it stopped at
 
 
 def run_scene(context: dg.AssetExecutionContext, tools: SceneTools, key: SceneKey, stages, done: set, out: queue.Queue) -> SceneOutcome:
@@ -332,15 +336,17 @@ def run_scene(context: dg.AssetExecutionContext, tools: SceneTools, key: SceneKe
     failure (run_step has written it back). `done`: (asset, partition) already made in this run (a retried step)."""
     outcome = SceneOutcome(key)
     for asset_key, produce in stages:
+        if tools.stop.is_set():
+            break  # the step is being torn down (a cancelled run): nothing more is started
         if (asset_key, key.encode()) in done:
             continue
         try:
             produced = produce(context, tools, key)
         except dg.Failure as exc:
-            outcome.failure = exc
+            outcome.failure, outcome.stage = exc, STAGE_OF_ASSET[asset_key.to_user_string()]
             break
         except Exception as exc:  # noqa: BLE001 - a transient error with retries left: the step is retried
-            outcome.transient = exc
+            outcome.transient, outcome.stage = exc, STAGE_OF_ASSET[asset_key.to_user_string()]
             break
         outcome.produced.append(produced)
         out.put(produced)
@@ -452,14 +458,16 @@ def scenes(
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     keys = [decode_scene_key(pk) for pk in context.partition_keys]
     p = pipeline_of(database, storage)
+    one_job(keys)
     tools = SceneTools(p, code_generator, render, scene_labels(context, p, keys))
     stages = [(asset_key, produce) for asset_key, produce in SCENE_STAGES if asset_key in context.selected_asset_keys]
     done = made_before(context, [key.encode() for key in keys])
     making_thumbnails = any(a == THUMBNAIL for a, _ in stages)
     pending_thumbnails = Counter(key.job_id for key in keys if making_thumbnails and (THUMBNAIL, key.encode()) not in done)
     made: queue.Queue[Produced] = queue.Queue()
-    outcomes: list[SceneOutcome] = []
-    with ThreadPoolExecutor(max_workers=min(len(keys), MAX_SCENES), thread_name_prefix="scene") as pool:
+    pool = ThreadPoolExecutor(max_workers=min(len(keys), MAX_SCENES), thread_name_prefix="scene")
+    finished = False
+    try:
         futures = [pool.submit(run_scene, context, tools, key, stages, done, made) for key in keys]
         while True:
             try:
@@ -475,11 +483,19 @@ def scenes(
                     handoff.hand_off_combine_run(context, p.engine, job.encode())
             yield from produced.events()
         outcomes = [f.result() for f in futures]
+        finished = True
+    finally:
+        if not finished:  # the run is being stopped (its interrupt lands on this thread) or the step failed
+            tools.stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
     _reported_per_partition(context)
-    transient = [o.transient for o in outcomes if o.transient is not None]
-    if transient:
-        raise transient[0]  # the retry policy takes the step again; what is made stays made (made_before)
     failed = [o for o in outcomes if o.failure is not None]
+    transient = [o for o in outcomes if o.transient is not None]
+    if transient and not failed:
+        raise transient[0].transient  # the retry policy takes the step again; what is made stays made (made_before)
+    for o in transient:  # a scene failed for good: no retry of the step, so the transient ones fail now too
+        o.failure = _transient_failure(context, tools, o)
+        failed.append(o)
     if not failed:
         # each check's output, as Dagster yields one after a check result: its evaluations are the events above
         for output_name, spec in context.assets_def.check_specs_by_output_name.items():
@@ -487,6 +503,25 @@ def scenes(
                 yield dg.Output(None, output_name=output_name)
     else:
         raise scenes_failure(failed, len(outcomes))
+
+
+def _transient_failure(context: dg.AssetExecutionContext, tools: SceneTools, outcome: SceneOutcome) -> dg.Failure:
+    """A transient error written back as the scene's failure (the step is not retried: another scene failed for
+    good, and a retry would run that one again)."""
+    exc, key = outcome.transient, outcome.key
+    message = f"{type(exc).__name__}: {exc}"
+    _write_failure(context, tools.p, key.job_id, outcome.stage or Stage.RENDERING, message, key.scene_number, None)
+    return dg.Failure(description=f"{outcome.stage} failed: {message} (transient; not retried: another scene failed for good)")
+
+
+def one_job(keys: list[SceneKey]) -> None:
+    """Fail closed unless the run's scenes are one job's: a range is "every partition added between its ends", and
+    one whose ends were read before another plan's partitions committed among them would hold another user's scenes.
+    (The plan run's handoff makes ranges of one job's scenes only; backfills run one scene a run.)"""
+    jobs = sorted({key.job.encode() for key in keys})
+    if len(jobs) > 1:
+        raise dg.Failure(description=f"this run's scenes belong to {len(jobs)} jobs ({', '.join(jobs[:3])}...): a run renders "
+                         "one job's scenes only; nothing was done", allow_retries=False)
 
 
 def scenes_failure(failed: list[SceneOutcome], of: int) -> dg.Failure:

@@ -96,6 +96,14 @@ def scene_runs_after_outline(conn, instance, job_key: str, scene_count: int, out
     return [NextRun(render_scenes_job.name, key, scene_run_key(key, outline_run_id), tag) for key, tag in zip(keys, tags, strict=True)]
 
 
+def handed_off(instance, outline_run_id: str) -> bool:
+    """Whether the plan run `outline_run_id` queued its scenes' run(s) itself. The sensor then asks for nothing: it
+    could read the scenes' range differently by now (another plan's partitions committed among them) and ask for
+    runs under other keys, which Dagster would launch a second time."""
+    tags = {HANDED_OFF_BY_TAG: outline_run_id, SENSOR_NAME_TAG: SCENE_RUNS_SENSOR}
+    return bool(instance.get_run_ids(filters=dg.RunsFilter(tags=tags), limit=1))
+
+
 def register_scenes(instance, job_key: str, scene_count: int) -> None:
     """The job's scenes as `scenes` partitions, in order, in one request (adding a known key changes nothing)."""
     job = decode_job_key(job_key)

@@ -21,13 +21,13 @@ long the backlog; the cursors carry on where the last tick stopped.
 import json
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
 from t2m_pipeline.defs.resources import PostgresResource
 from t2m_pipeline.defs.scenes import handoff
 from t2m_pipeline.defs.scenes.jobs import combine_job, plan_job, render_scenes_job
 from t2m_pipeline.defs.scenes.resources import JobQueueResource
-from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE, SCENES_STEP, THUMBNAIL, job_partitions, scene_keys_in_range
+from t2m_pipeline.defs.scenes.partitions import SCENE_OUTLINE, SCENES_STEP, THUMBNAIL, job_partitions
 from t2m_pipeline.pipeline.run_labels import PARENT_RUN_TAG, WILL_RETRY_TAG
 from t2m_pipeline.partition_keys import PartitionKeyError, decode_job_key, decode_scene_key
 from t2m_pipeline.pipeline import dispatch, status
@@ -127,8 +127,11 @@ def scene_runs(context: dg.SensorEvaluationContext, database: PostgresResource) 
             try:
                 job_key = decode_job_key(materialization.partition if materialization else None).encode()
                 count = int(materialization.metadata["scene_count"].value)
-                # the scenes become partitions first (in order: a range run needs them), then the same run as the
-                # plan run's handoff asked for (which queued it already, unless it could not)
+                if record.run_id and handoff.handed_off(context.instance, record.run_id):
+                    after = record.storage_id  # the plan run queued its scenes' run(s) itself, whatever their shape
+                    continue
+                # the scenes become partitions first (in order: a range run needs them), then the run(s) the plan
+                # run's handoff would have queued
                 handoff.register_scenes(context.instance, job_key, count)
                 found = handoff.scene_runs_after_outline(conn, context.instance, job_key, count, record.run_id or str(record.storage_id))
             except (PartitionKeyError, KeyError, TypeError, ValueError) as exc:
@@ -207,19 +210,15 @@ def failed_partition(partition: str | None) -> tuple[str, int | None] | None:
         return None
 
 
-def failed_targets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[tuple[str, int | None]]:
-    """What a failed run held: its partition's (job, scene or None), or, for a scenes range run, (job, None) for each
-    job of the range (a worker lost mid-range leaves no telling which scene it was on; the UI shows the partitions
-    the run did not make as failed)."""
+def failed_targets(run: dg.DagsterRun) -> list[tuple[str, int | None]]:
+    """What a failed run held: its partition's (job, scene or None), or, for a scenes range run, (its job, None): a
+    range starts at its job's first scene (handoff.py), and a worker lost mid-range leaves no telling which scene it
+    was on (the UI shows the partitions the run did not make as failed)."""
     if run.tags.get(PARTITION_NAME_TAG):
         target = failed_partition(run.tags[PARTITION_NAME_TAG])
         return [target] if target else []
-    start, end = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
-    if not (start and end):
-        return []
-    keys = scene_keys_in_range(instance, start, end) or []
-    jobs = {target[0]: None for key in keys if (target := failed_partition(key))}
-    return list(jobs.items())
+    target = failed_partition(run.tags.get(ASSET_PARTITION_RANGE_START_TAG))
+    return [(target[0], None)] if target else []
 
 
 def _retried(instance: dg.DagsterInstance, run_id: str) -> bool:
@@ -247,7 +246,7 @@ def pipeline_run_failures(context: dg.RunFailureSensorContext, database: Postgre
     if step_keys and not stages:
         return  # another domain's run
     message = f"run {run.run_id} failed: {context.failure_event.message or 'no message'}"
-    for job_id, scene in failed_targets(context.instance, run):
+    for job_id, scene in failed_targets(run):
         stage = stages[0] if stages else STAGE_OF_JOB.get(run.job_name, Stage.RENDERING if scene else Stage.PLANNING)
         state = status.step_failed(database.engine, job_id, stage=stage, message=message, scene=scene, only_if_unrecorded=True)
         if state is not None:

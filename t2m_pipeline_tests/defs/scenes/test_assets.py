@@ -381,3 +381,54 @@ def test_a_re_execution_from_failure_makes_only_what_the_failed_run_did_not(inst
         assert len(code_rows) == 2  # one version of each scene's code
     else:  # the control: a re-execution of everything makes everything again
         assert len(made) == 6 and sorted(GENERATED) == [1, 2] and len(code_rows) == 4
+
+
+def test_a_run_whose_scenes_are_two_jobs_does_nothing(instance, resources, pipeline_engine):
+    """A range read after another plan's partitions committed among a job's (a race the handoff cannot see) holds
+    another user's scene: the step refuses before it generates, renders or stores anything."""
+    (user_a, job_a), (user_b, job_b) = insert_job(pipeline_engine), insert_job(pipeline_engine)
+    a1, b1, a2 = encode_scene_key(user_a, job_a, 1), encode_scene_key(user_b, job_b, 1), encode_scene_key(user_a, job_a, 2)
+    instance.add_dynamic_partitions("scenes", [a1, b1, a2])
+    GENERATED.clear()
+    ranged = dg.RunRequest(tags={"dagster/asset_partition_range_start": a1, "dagster/asset_partition_range_end": a2})
+    result = run_requested(pipeline_defs({**resources, "code_generator": CountingGenerator()}), instance, "render_scenes", ranged)
+    assert not result.success and GENERATED == []
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "belong to 2 jobs" in failure.event_specific_data.error.message
+    assert file_rows(pipeline_engine, job_b) == [] and file_rows(pipeline_engine, job_a) == []
+
+
+class TransientOnScene1(CodeGeneratorResource):
+    """Scene 1's code endpoint is down for good (a transient error every time); scene 2's code fails in manim."""
+
+    def get(self):
+        from t2m_pipeline.render.codegen import CodeGenerationError
+
+        broken = BrokenSceneGenerator().get()
+        calls = GENERATED
+
+        class Generator(type(broken)):
+            def generate(self, outline, scene):
+                calls.append(scene.number)
+                if scene.number == 1:
+                    raise CodeGenerationError("code endpoint unreachable (test)", transient=True)
+                return super().generate(outline, scene)
+
+        return Generator()
+
+
+def test_a_scene_failed_for_good_is_not_run_again_by_another_scenes_transient_retry(instance, resources, pipeline_engine):
+    """Retrying the step for scene 1's transient error would run scene 2 again (its code to the language model, its
+    job re-opened): with a scene failed for good the step is not retried, and the transient one is written back."""
+    user_id, job_id = insert_job(pipeline_engine, configuration={"scene_count": 2})
+    tick = sensor_result(new_jobs, instance, resources)
+    apply_partition_requests(instance, tick)
+    assert run_requested(pipeline_defs(resources), instance, "plan_job", tick.run_requests[0]).success
+    (request,) = sensor_result(scene_runs, instance, resources).run_requests
+    GENERATED.clear()
+    result = run_requested(pipeline_defs({**resources, "code_generator": TransientOnScene1()}), instance, "render_scenes", request)
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
+    assert sorted(GENERATED) == [1, 2]  # each scene's code asked for once
+    job = job_row(pipeline_engine, job_id)
+    assert job["status"] == "failed" and job["error_info"]["failed_scenes"] == [1, 2]

@@ -416,3 +416,19 @@ def test_run_failure_sensor_fails_the_job_of_a_scenes_range_run_that_crashed(ins
     row = job_row(pipeline_engine, job_id)
     assert row["status"] == "failed" and row["error_info"]["stage"] == "rendering" and row["error_info"]["scene"] is None
     assert result.run_id in row["error_info"]["message"]
+
+
+def test_scene_runs_asks_for_nothing_when_the_plan_run_queued_its_scenes_itself(instance, resources, pipeline_engine):
+    """The sensor could read the scenes' range differently by now (another plan's partitions committed among them)
+    and ask for runs under other keys, which Dagster would launch a second time: a handed-off run settles it."""
+    defs = pipeline_defs(resources)
+    insert_job(pipeline_engine, configuration={"scene_count": 2})
+    tick = sensor_result(new_jobs, instance, resources)
+    plan = run_requested(defs, instance, "plan_job", tick.run_requests[0])
+    assert plan.success
+    assert len(sensor_result(scene_runs, instance, resources).run_requests) == 1  # control: nothing handed off yet
+    instance.create_run_for_job(
+        defs.resolve_job_def("render_scenes"), run_config={},
+        tags={"t2m/handed_off_by": plan.run_id, "dagster/sensor_name": "scene_runs"},
+    )
+    assert sensor_result(scene_runs, instance, resources).run_requests == []

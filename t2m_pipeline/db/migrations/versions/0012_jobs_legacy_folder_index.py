@@ -26,10 +26,13 @@ NON_ASCII = f"octet_length({TOPIC}) <> char_length({TOPIC})"
 
 def upgrade() -> None:
     with op.get_context().autocommit_block():
-        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_jobs_legacy_folder ON jobs (({FOLDER})) WHERE configuration ? 'legacy'")
+        # a concurrent build that failed or was cancelled leaves an INVALID index that IF NOT EXISTS would keep
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_jobs_legacy_folder")
+        op.execute(f"CREATE INDEX CONCURRENTLY ix_jobs_legacy_folder ON jobs (({FOLDER})) WHERE configuration ? 'legacy'")
         # on the test itself, not on id under it as a predicate: PostgreSQL then keeps statistics of the test and
         # knows it is almost never true (as a predicate it guessed 99 % of rows and read the whole table)
-        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_jobs_legacy_non_ascii_topic ON jobs (({NON_ASCII})) WHERE configuration ? 'legacy'")
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_jobs_legacy_non_ascii_topic")
+        op.execute(f"CREATE INDEX CONCURRENTLY ix_jobs_legacy_non_ascii_topic ON jobs (({NON_ASCII})) WHERE configuration ? 'legacy'")
 
 
 def downgrade() -> None:
