@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TypeVar
 
 import dagster as dg
@@ -51,7 +52,8 @@ from t2m_pipeline.partition_keys import SceneKey, decode_job_key, decode_scene_k
 from t2m_pipeline.pipeline import status, steps
 from t2m_pipeline.pipeline.retry import is_transient
 from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, JobLabels, fallback_labels, job_labels, launched_by
-from t2m_pipeline.render.codegen import scene_class_name
+from t2m_pipeline.render.backends import RenderBackend
+from t2m_pipeline.render.codegen import CodeGenerator, scene_class_name
 from t2m_pipeline.render.outline import MAX_SCENES
 from t2m_pipeline.storage.links import object_url
 from t2m_pipeline.storage.s3 import StoredObject
@@ -84,15 +86,22 @@ def object_metadata(stored: StoredObject) -> dict:
 
 def label_run(context: dg.AssetExecutionContext, p: steps.Pipeline, user_id: str, job_id: str, scene: int | None) -> dict:
     """Tag the run with the job's topic, user and scene (`tag_run`), and return the same facts as materialization
-    metadata. Labels are a courtesy: a database error here never fails the step."""
-    try:
-        with p.engine.connect() as conn:
-            labels = job_labels(conn, [job_id]).get(job_id) or fallback_labels(job_id, user_id)
-    except Exception as exc:  # noqa: BLE001 - the step itself reports a database that is really down
-        context.log.warning(f"run labels unavailable: {exc}")
-        labels = fallback_labels(job_id, user_id)
+    metadata."""
+    labels = labels_of(context, p, {job_id: user_id})[job_id]
     tag_run(context, labels, scene)
     return {key: dg.MetadataValue.text(value) for key, value in labels.metadata().items()}
+
+
+def labels_of(context: dg.AssetExecutionContext, p: steps.Pipeline, jobs: dict[str, str]) -> dict[str, JobLabels]:
+    """Each job's labels ({job id: user id} in), one query for all. Labels are a courtesy: a database error here
+    never fails the step (the ids still tell runs apart)."""
+    try:
+        with p.engine.connect() as conn:
+            found = job_labels(conn, list(jobs))
+    except Exception as exc:  # noqa: BLE001 - the step itself reports a database that is really down
+        context.log.warning(f"run labels unavailable: {exc}")
+        found = {}
+    return {job_id: found.get(job_id) or fallback_labels(job_id, user_id) for job_id, user_id in jobs.items()}
 
 
 def tag_run(context: dg.AssetExecutionContext, labels: JobLabels, scene: int | None) -> None:
@@ -229,16 +238,25 @@ class Produced:
             )
 
 
-@dataclass(frozen=True)
+@dataclass
 class SceneTools:
-    """What every scene of a step shares: the pipeline, the generator, the render backend, each job's labels, and
-    the step's stop (set when the step is torn down: a cancelled run; scenes stop between stages, renders at once)."""
+    """What every scene of a step shares: the pipeline, the code generator and the render backend (each made once,
+    when a scene first needs it: a thumbnail backfill needs neither), each job's labels, and the step's stop (set
+    when the step is torn down: a cancelled run; scenes stop between stages, renders at once)."""
 
     p: steps.Pipeline
-    code_generator: CodeGeneratorResource
+    code_generator_resource: CodeGeneratorResource
     render: RenderBackendResource
     labels: dict[str, dict]
     stop: threading.Event = field(default_factory=threading.Event)
+
+    @cached_property
+    def code_generator(self) -> CodeGenerator:
+        return self.code_generator_resource.get()
+
+    @cached_property
+    def backend(self) -> RenderBackend:
+        return self.render.get(self.p.storage)
 
 
 def produce_scene_code(context: dg.AssetExecutionContext, tools: SceneTools, key: SceneKey) -> Produced:
@@ -249,7 +267,7 @@ def produce_scene_code(context: dg.AssetExecutionContext, tools: SceneTools, key
         job_id=key.job_id,
         scene=key.scene_number,
         stage=Stage.CODE_GENERATION,
-        work=lambda: steps.generate_code(p, key, tools.code_generator.get()),
+        work=lambda: steps.generate_code(p, key, tools.code_generator),
     )
     preview = generated.code if len(generated.code) <= MAX_CODE_PREVIEW else generated.code[:MAX_CODE_PREVIEW] + "\n# ..."
     check_results, extra = checks.verify_scene_code(p, stored, scene_class_name(key.scene_number))
@@ -267,10 +285,9 @@ def produce_scene_code(context: dg.AssetExecutionContext, tools: SceneTools, key
 
 def produce_rendered_video(context: dg.AssetExecutionContext, tools: SceneTools, key: SceneKey) -> Produced:
     p, render = tools.p, tools.render
-    backend = render.get(p.storage)
     video, seconds = run_step(
         context, p, job_id=key.job_id, scene=key.scene_number, stage=Stage.RENDERING,
-        work=lambda: steps.render_video(p, key, backend, context, timeout_s=render.timeout_s, stop=tools.stop),
+        work=lambda: steps.render_video(p, key, tools.backend, context, timeout_s=render.timeout_s, stop=tools.stop),
     )
     check_results, extra = checks.verify_rendered_video(p, video.stored, video.quality, max_duration_s=render.timeout_s)
     metadata = {
@@ -378,15 +395,8 @@ def made_before(context: dg.AssetExecutionContext, keys: list[str]) -> set[tuple
 
 def scene_labels(context: dg.AssetExecutionContext, p: steps.Pipeline, keys: list[SceneKey]) -> dict[str, dict]:
     """Each job's labels as materialization metadata; the run tagged with them when it holds one job (one scene:
-    with the scene too). A courtesy: a database error here never fails the step."""
-    jobs = {key.job_id: key.user_id for key in keys}
-    try:
-        with p.engine.connect() as conn:
-            found = job_labels(conn, list(jobs))
-    except Exception as exc:  # noqa: BLE001 - the step itself reports a database that is really down
-        context.log.warning(f"run labels unavailable: {exc}")
-        found = {}
-    labels = {job_id: found.get(job_id) or fallback_labels(job_id, user_id) for job_id, user_id in jobs.items()}
+    with the scene too)."""
+    labels = labels_of(context, p, {key.job_id: key.user_id for key in keys})
     if len(labels) == 1:
         [only] = labels.values()
         tag_run(context, only, keys[0].scene_number if len(keys) == 1 else None)

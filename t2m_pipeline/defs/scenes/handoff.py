@@ -73,9 +73,10 @@ def run_tags(conn, sensor: str, wanted: list[tuple[str, str, int | None]]) -> li
 # -- what comes next ----------------------------------------------------------------------------------------------
 
 
-def scene_run_key(scene_keys: str, outline_run_id: str) -> str:
-    """One render per scene per outline: a new plan (a re-run of the plan) renders its scenes again."""
-    return f"{scene_keys}@{outline_run_id}"
+def scene_run_key(scenes: str, outline_run_id: str) -> str:
+    """One render per scene per outline (`scenes`: a scene key, or `first..last` of a range): a new plan (a re-run
+    of the plan) renders its scenes again."""
+    return f"{scenes}@{outline_run_id}"
 
 
 def scene_runs_after_outline(conn, instance, job_key: str, scene_count: int, outline_run_id: str) -> list[NextRun]:
