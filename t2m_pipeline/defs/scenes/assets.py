@@ -530,8 +530,9 @@ def one_job(keys: list[SceneKey]) -> None:
     (The plan run's handoff makes ranges of one job's scenes only; backfills run one scene a run.)"""
     jobs = sorted({key.job.encode() for key in keys})
     if len(jobs) > 1:
-        raise dg.Failure(description=f"this run's scenes belong to {len(jobs)} jobs ({', '.join(jobs[:3])}...): a run renders "
-                         "one job's scenes only; nothing was done", allow_retries=False)
+        # no key in the message: it could reach a job's error_info, and another user's ids are not its owner's to see
+        raise dg.Failure(description=f"this run's scenes belong to {len(jobs)} jobs: a run renders one job's scenes only; "
+                         "nothing was done", allow_retries=False)
 
 
 def scenes_failure(failed: list[SceneOutcome], of: int) -> dg.Failure:
