@@ -394,7 +394,8 @@ def test_a_run_whose_scenes_are_two_jobs_does_nothing(instance, resources, pipel
     result = run_requested(pipeline_defs({**resources, "code_generator": CountingGenerator()}), instance, "render_scenes", ranged)
     assert not result.success and GENERATED == []
     (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    assert "belong to 2 jobs" in failure.event_specific_data.error.message
+    message = failure.event_specific_data.error.message
+    assert "belong to 2 jobs" in message and user_b not in message and job_b not in message  # no other user's ids
     assert file_rows(pipeline_engine, job_b) == [] and file_rows(pipeline_engine, job_a) == []
 
 
