@@ -135,10 +135,13 @@ def conclude(
     stderr_tail: str = "",
     max_log_bytes: int = MAX_LOG_BYTES,
     missing_video: str | None = None,
+    subdir: str = "",
 ) -> RenderOutput:
     """What every backend does with a finished render: read its log, take and probe its video, say why not
-    (`missing_video`: why the backend has no video to offer, when it knows better than the intake)."""
-    render_log = read_log(out_dir, entrypoint.LOG_NAME, scratch, max_bytes=max_log_bytes, checked=checked)
+    (`missing_video`: why the backend has no video to offer, when it knows better than the intake). `subdir`: the
+    render's own directory under `out_dir` (a warm renderer's), taken through `out_dir` like every other level."""
+    inside = f"{subdir}/" if subdir else ""
+    render_log = read_log(out_dir, inside + entrypoint.LOG_NAME, scratch, max_bytes=max_log_bytes, checked=checked)
     result = stats.result or {}
     failure = None
     video = info = None
@@ -148,7 +151,7 @@ def conclude(
         failure = f"manim render of {request.class_name} stopped: memory limit of {usage.memory_limit_bytes // (1 << 20)} MiB reached"
     else:
         try:
-            taken = take_file(out_dir, OUTPUT_VIDEO, scratch / "video.mp4", max_bytes=max_video_bytes, checked=checked)
+            taken = take_file(out_dir, inside + OUTPUT_VIDEO, scratch / "video.mp4", max_bytes=max_video_bytes, checked=checked)
             info = check_video(taken.path)
             video = taken.path
         except (IntakeError, OSError) as exc:
@@ -203,8 +206,8 @@ ENTRYPOINT_SOURCE = Path(entrypoint.__file__).read_bytes()
 
 @dataclass
 class LocalSandboxBackend:
-    """Renders in the local sandbox. `limits`, `protections`, `checked_intake` exist for tests: a control run
-    switches one protection off; no setting reaches them."""
+    """Renders in the local sandbox. `limits`, `protections`, `checked_intake`, `isolated_forks` exist for tests: a
+    control run switches one protection off; no setting reaches them."""
 
     limits: RenderLimits = field(default_factory=RenderLimits)
     protections: frozenset[str] = PROTECTIONS
@@ -212,12 +215,20 @@ class LocalSandboxBackend:
     checked_intake: bool = True
     guarded_messages: bool = True
     max_log_bytes: int = MAX_LOG_BYTES
+    isolated_forks: bool = True  # a warm renderer's forks are not dumpable (`render.warm`)
     name: str = "sandbox"
 
     def describe(self) -> str:
         status = sandbox_status()
         off = sorted(PROTECTIONS - self.protections)
         return f"local sandbox ({status.detail})" + (f"; OFF FOR A CONTROL: {', '.join(off)}" if off else "")
+
+    def warm(self, **options):
+        """A context manager of a warm renderer (`render.warm`) over this backend: one sandbox, manim imported once,
+        for the renders of one job's scenes step."""
+        from t2m_pipeline.render.warm import warm_renderer
+
+        return warm_renderer(self, **{"isolated_forks": self.isolated_forks, **options})
 
     @contextmanager
     def render(self, context, request: RenderRequest) -> Iterator[RenderOutput]:

@@ -292,16 +292,25 @@ def cgroup_support() -> tuple[str, str]:
     return "rlimit", "no writable cgroup with memory and pids controllers: per-process rlimits only"
 
 
-def create_cgroup(name: str, limits: RenderLimits) -> RenderCgroup | None:
-    """A per-render cgroup with the limits written, or None when this machine has none to give."""
+def create_cgroup(name: str, limits: RenderLimits, parent: RenderCgroup | None = None) -> RenderCgroup | None:
+    """A per-render cgroup with the limits written (under `parent`'s, a warm renderer's, if given), or None when
+    this machine has none to give."""
     mode, _ = cgroup_support()
     own, mounts = _proc_cgroups(), _cgroup_mounts()
     dirs: dict[str, Path] = {}
+
+    def base(controller: str) -> Path | None:
+        if parent is not None:
+            return parent.dirs.get(controller)
+        return Path(mounts[controller] + own[controller]) if controller in mounts and controller in own else None
+
     try:
+        if parent is not None and parent.mode != mode:
+            return None
         if mode == "cgroup-v1":
             for controller in ("memory", "pids", "freezer"):
-                if controller in mounts and controller in own:
-                    d = Path(mounts[controller] + own[controller]) / name
+                if (where := base(controller)) is not None:
+                    d = where / name
                     if controller == "freezer" and not os.access(d.parent, os.W_OK):
                         continue
                     d.mkdir()
@@ -312,7 +321,9 @@ def create_cgroup(name: str, limits: RenderLimits) -> RenderCgroup | None:
                 memsw.write_text(str(limits.memory_bytes))
             (dirs["pids"] / "pids.max").write_text(str(limits.processes))
         elif mode == "cgroup-v2":
-            d = Path(mounts[""] + own[""]) / name
+            if parent is not None:  # a v2 cgroup with processes in it cannot hold child cgroups with limits
+                return None
+            d = base("") / name
             d.mkdir()
             dirs[""] = d
             (d / "memory.max").write_text(str(limits.memory_bytes))
@@ -624,10 +635,14 @@ def run_sandboxed(
     limits: RenderLimits | None = None,
     protections: frozenset[str] = PROTECTIONS,
     stop: threading.Event | None = None,
+    inherit_fds: Sequence[int] = (),
+    on_start: Callable[[RenderCgroup | None, int | None], None] | None = None,
 ) -> SandboxResult:
     """Run `argv` inside the sandbox (cwd /t2m-render); `files` appear read-only at their inside paths. Raises
     SandboxUnavailableError when the sandbox cannot be built; otherwise returns however the command ended. Setting
-    `stop` ends it like a timeout."""
+    `stop` ends it like a timeout. `inherit_fds` are handed to the command under their numbers (and closed here once
+    it has them: the sandbox holds the only copies). `on_start(cgroup, init_pid)` is called once the sandbox runs:
+    its cgroup, if any, and the host pid of its init (None without a pid namespace)."""
     limits = limits or RenderLimits()
     bwrap = shutil.which("bwrap")
     if bwrap is None:
@@ -636,6 +651,7 @@ def run_sandboxed(
     unprivileged = root and "unprivileged" in protections
     cgroup = create_cgroup(f"{slot.root.name}", limits) if "limits" in protections else None
     fds: list[int] = []
+    handed = list(inherit_fds)  # closed here whatever happens: after Popen the sandbox holds the only copies
     try:
         data_fds = {inside: _memfd(f"t2m-{i}", data) for i, (inside, data) in enumerate(files.items())}
         fds += data_fds.values()
@@ -684,9 +700,11 @@ def run_sandboxed(
             stderr=subprocess.PIPE,
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             cwd=slot.root,
-            pass_fds=tuple(fds),
+            pass_fds=(*fds, *inherit_fds),
             start_new_session=True,
         )
+        while handed:
+            os.close(handed.pop())
         os.close(info_write)
         fds.remove(info_write)
         out, err = _LinePump(proc.stdout, on_line), _TailPump(proc.stderr)
@@ -695,6 +713,8 @@ def run_sandboxed(
         inner = _open_child(info_read, proc.pid)
         if inner is not None:
             fds.append(inner)
+        if on_start is not None:
+            on_start(cgroup, _pidfd_pid(inner) if inner is not None else None)
         timed_out, peak = False, 0
         try:
             deadline = started + timeout_s
@@ -725,7 +745,7 @@ def run_sandboxed(
             stdout_dropped=out.dropped,
         )
     finally:
-        for fd in fds:
+        for fd in fds + handed:
             with suppress(OSError):
                 os.close(fd)
         if cgroup:
@@ -756,6 +776,14 @@ def _open_child(fd: int, parent: int) -> int | None:
         os.close(pidfd)
         return None
     return pidfd
+
+
+def _pidfd_pid(pidfd: int) -> int | None:
+    with suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/self/fdinfo/{pidfd}").read_text().splitlines():
+            if line.startswith("Pid:"):
+                return int(line.split()[1])
+    return None
 
 
 def _kill_tree(proc: subprocess.Popen, inner: int | None, cgroup: RenderCgroup | None, protections: frozenset[str]) -> None:

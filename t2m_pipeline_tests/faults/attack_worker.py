@@ -38,6 +38,7 @@ class ControlRender(RenderBackendResource):
     checked_intake: bool = True
     guarded_messages: bool = True
     max_log_bytes: int = MAX_LOG_BYTES
+    isolated_forks: bool = True
     limits: dict = {}
 
     def get(self, storage):
@@ -47,6 +48,7 @@ class ControlRender(RenderBackendResource):
             checked_intake=self.checked_intake,
             guarded_messages=self.guarded_messages,
             max_log_bytes=self.max_log_bytes,
+            isolated_forks=self.isolated_forks,
         )
 
 
@@ -96,6 +98,7 @@ def main(plan_path: str) -> None:
                     checked_intake=job.get("checked_intake", True),
                     guarded_messages=job.get("guarded", True),
                     max_log_bytes=job.get("max_log_bytes", MAX_LOG_BYTES),
+                    isolated_forks=job.get("isolated_forks", True),
                     limits=plan.get("limits", {}),
                 ),
             }

@@ -70,7 +70,10 @@ CONTROLS = {
     "processes": (["fork_bomb"], ["limits"], {}),
     "disk": (["disk_bomb"], ["disk"], {}),
     "tree_kill": (["grandchild"], ["process_tree"], {}),
-    "messages": (["flood"], [], {"guarded": False}),
+    # A warm renderer's forks are not dumpable, so the flood cannot take the Pipes channel from its parent: the
+    # message guard behind that is tested with the forks' isolation off, and its control with both off.
+    "channel": (["flood"], [], {"isolated_forks": False}),
+    "messages": (["flood"], [], {"guarded": False, "isolated_forks": False}),
     "log_cap": (["flood"], [], {"max_log_bytes": 1 << 30}),
 }
 
@@ -468,13 +471,25 @@ def persisting(snapshot, timeout_s: float = 60) -> list[str]:
     return sorted(first)
 
 
-def test_forged_pipes_messages_are_refused_and_the_log_is_capped(world):
+def test_a_render_cannot_take_the_pipes_channel_from_its_warm_renderer_fork(world):
     log = scene_log(world, "protected", "flood")
+    assert len(log.encode()) <= MAX_LOG_BYTES + 16_384
+    assert attack_report(log).get("channel") == "Operation not permitted"
+    assert "messages refused:" not in log
+
+
+def test_control_channel_with_the_forks_dumpable_the_render_takes_its_pipes_channel(world):
+    assert attack_report(scene_log(world, "channel", "flood")).get("channel") == "taken"
+
+
+def test_forged_pipes_messages_are_refused_and_the_log_is_capped(world):
+    """Behind the forks' isolation (off here: the channel is taken), the worker's guard on every message."""
+    log = scene_log(world, "channel", "flood")
     assert len(log.encode()) <= MAX_LOG_BYTES + 16_384
     assert attack_report(log).get("channel") == "taken", "the attack never reached the Pipes channel: nothing was tested"
     assert "messages refused:" in log and "not allowed" in log
     events = [dg.deserialize_value(e) for e in world["results"]["events"]]
-    flood_runs = set(world["results"]["jobs"]["protected"]["runs"])
+    flood_runs = set(world["results"]["jobs"]["channel"]["runs"])
     forged = world["plant"]("forged")
     mine = [e for e in events if e.run_id in flood_runs]
     with_forged = [e for e in mine if forged in dg.serialize_value(e)]

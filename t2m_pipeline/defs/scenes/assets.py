@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TypeVar
@@ -54,6 +55,7 @@ from t2m_pipeline.pipeline.retry import is_transient
 from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, JobLabels, fallback_labels, job_labels, launched_by
 from t2m_pipeline.render.backends import RenderBackend
 from t2m_pipeline.render.codegen import CodeGenerator, scene_class_name
+from t2m_pipeline.render.cores import machine_cores
 from t2m_pipeline.render.outline import MAX_SCENES
 from t2m_pipeline.storage.links import object_url
 from t2m_pipeline.storage.s3 import StoredObject
@@ -249,6 +251,7 @@ class SceneTools:
     render: RenderBackendResource
     labels: dict[str, dict]
     stop: threading.Event = field(default_factory=threading.Event)
+    warm: RenderBackend | None = None  # the step's warm renderer, while it is open
 
     @cached_property
     def code_generator(self) -> CodeGenerator:
@@ -257,6 +260,25 @@ class SceneTools:
     @cached_property
     def backend(self) -> RenderBackend:
         return self.render.get(self.p.storage)
+
+    @property
+    def renderer(self) -> RenderBackend:
+        return self.warm or self.backend
+
+    @contextmanager
+    def warmed_up(self, renders: int) -> Iterator[None]:
+        """For the block, a backend that can (the local sandbox) renders this step's scenes in one warm renderer
+        (`render.warm`), started now so that manim's import runs while the scenes' code is written."""
+        warm = getattr(self.backend, "warm", None) if renders else None
+        if warm is None:
+            yield
+            return
+        with warm(renders_at_once=min(renders, machine_cores())) as renderer:
+            self.warm = renderer
+            try:
+                yield
+            finally:
+                self.warm = None
 
 
 def produce_scene_code(context: dg.AssetExecutionContext, tools: SceneTools, key: SceneKey) -> Produced:
@@ -287,7 +309,7 @@ def produce_rendered_video(context: dg.AssetExecutionContext, tools: SceneTools,
     p, render = tools.p, tools.render
     video, seconds = run_step(
         context, p, job_id=key.job_id, scene=key.scene_number, stage=Stage.RENDERING,
-        work=lambda: steps.render_video(p, key, tools.backend, context, timeout_s=render.timeout_s, stop=tools.stop),
+        work=lambda: steps.render_video(p, key, tools.renderer, context, timeout_s=render.timeout_s, stop=tools.stop),
     )
     check_results, extra = checks.verify_rendered_video(p, video.stored, video.quality, max_duration_s=render.timeout_s)
     metadata = {
@@ -474,10 +496,14 @@ def scenes(
     done = made_before(context, [key.encode() for key in keys])
     making_thumbnails = any(a == THUMBNAIL for a, _ in stages)
     pending_thumbnails = Counter(key.job_id for key in keys if making_thumbnails and (THUMBNAIL, key.encode()) not in done)
+    rendering = RENDERED_VIDEO in context.selected_asset_keys
+    renders = sum(1 for key in keys if rendering and (RENDERED_VIDEO, key.encode()) not in done)
     made: queue.Queue[Produced] = queue.Queue()
+    stack = ExitStack()
     pool = ThreadPoolExecutor(max_workers=min(len(keys), MAX_SCENES), thread_name_prefix="scene")
     finished = False
     try:
+        stack.enter_context(tools.warmed_up(renders))
         futures = [pool.submit(run_scene, context, tools, key, stages, done, made) for key in keys]
         while True:
             try:
@@ -498,6 +524,7 @@ def scenes(
         if not finished:  # the run is being stopped (its interrupt lands on this thread) or the step failed
             tools.stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        stack.close()  # the warm renderer, once no scene can use it
     _reported_per_partition(context)
     failed = [o for o in outcomes if o.failure is not None]
     transient = [o for o in outcomes if o.transient is not None]
