@@ -636,13 +636,13 @@ def run_sandboxed(
     protections: frozenset[str] = PROTECTIONS,
     stop: threading.Event | None = None,
     inherit_fds: Sequence[int] = (),
-    on_start: Callable[[RenderCgroup | None, int | None], None] | None = None,
+    on_start: Callable[[RenderCgroup | None], None] | None = None,
 ) -> SandboxResult:
     """Run `argv` inside the sandbox (cwd /t2m-render); `files` appear read-only at their inside paths. Raises
     SandboxUnavailableError when the sandbox cannot be built; otherwise returns however the command ended. Setting
     `stop` ends it like a timeout. `inherit_fds` are handed to the command under their numbers (and closed here once
-    it has them: the sandbox holds the only copies). `on_start(cgroup, init_pid)` is called once the sandbox runs:
-    its cgroup, if any, and the host pid of its init (None without a pid namespace)."""
+    it has them: the sandbox holds the only copies). `on_start(cgroup)` is called once the sandbox runs, with its
+    cgroup (None where there is none)."""
     limits = limits or RenderLimits()
     bwrap = shutil.which("bwrap")
     if bwrap is None:
@@ -714,7 +714,7 @@ def run_sandboxed(
         if inner is not None:
             fds.append(inner)
         if on_start is not None:
-            on_start(cgroup, _pidfd_pid(inner) if inner is not None else None)
+            on_start(cgroup)
         timed_out, peak = False, 0
         try:
             deadline = started + timeout_s
@@ -776,14 +776,6 @@ def _open_child(fd: int, parent: int) -> int | None:
         os.close(pidfd)
         return None
     return pidfd
-
-
-def _pidfd_pid(pidfd: int) -> int | None:
-    with suppress(OSError, ValueError, IndexError):
-        for line in Path(f"/proc/self/fdinfo/{pidfd}").read_text().splitlines():
-            if line.startswith("Pid:"):
-                return int(line.split()[1])
-    return None
 
 
 def _kill_tree(proc: subprocess.Popen, inner: int | None, cgroup: RenderCgroup | None, protections: frozenset[str]) -> None:

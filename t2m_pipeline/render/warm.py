@@ -70,11 +70,9 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 60.0  # manim's import, under load
 LIFETIME_S = 7 * 24 * 3600.0  # the step closes it; this is only a backstop
 CLOSE_JOIN_S = 30.0
-
-
+PLACE_TIMEOUT_S = 30.0  # a fork telling its pid, so that it gets its cgroup
 RENDERER_MEMORY_BYTES = 512 << 20  # the renderer itself: an interpreter with manim imported
 RENDERER_PROCESSES = 16
-PLACE_TIMEOUT_S = 30.0
 
 
 def warm_limits(limits: RenderLimits, renders_at_once: int) -> RenderLimits:
@@ -165,7 +163,7 @@ class WarmRenderer:
                 os.close(fd)
             self._ended.set()
 
-    def _started(self, cgroup: RenderCgroup | None, init_pid: int | None) -> None:
+    def _started(self, cgroup: RenderCgroup | None) -> None:
         self._cgroup = cgroup
 
     def _line(self, line: bytes) -> None:
