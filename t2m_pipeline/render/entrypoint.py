@@ -39,7 +39,7 @@ _CLASS_NAME = re.compile(r"^Scene\d{3}$")
 MAX_CODE_BYTES = 200_000
 WARM_READY = "t2m_warm_ready"  # the line a warm renderer prints once manim is imported
 PIPES_ENV = ("DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES")
-PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
+PR_SET_NAME, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 15, 4, 36
 REAP_EVERY_S = 0.2
 
 
@@ -116,6 +116,7 @@ def _fork_manim(warm_cli, args: list[str], work: Path, log) -> int:
         return pid
     code = 1
     try:
+        _prctl(PR_SET_NAME, b"manim")  # what `ps` shows for it, as for manim's own command
         os.setsid()
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
@@ -205,10 +206,11 @@ def main(code: bytes | None = None, warm_cli=None) -> int:
 # -- warm: one import of manim, a fork per render ---------------------------------------------------------------
 
 
-def _prctl(option: int, value: int) -> None:
+def _prctl(option: int, value: int | bytes) -> None:
     import ctypes
 
-    if ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) != 0:
+    argument = ctypes.c_char_p(value) if isinstance(value, bytes) else ctypes.c_ulong(value)
+    if ctypes.CDLL(None, use_errno=True).prctl(option, argument, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 

@@ -112,8 +112,10 @@ def dagster_instance(home: Path, dagster_url: str):
 
 
 def _cmdline(pid: int) -> str:
+    """Its command line, then its name: a warm renderer's manim is a fork named `manim` (`render/entrypoint.py`)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        return f"{cmdline} [{Path(f'/proc/{pid}/comm').read_text().strip()}]"
     except OSError:
         return ""
 
