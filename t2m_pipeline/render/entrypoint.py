@@ -45,8 +45,13 @@ REAP_EVERY_S = 0.2
 
 def manim_command(python: str, quality: str, class_name: str, media_dir: str | Path, source: str | Path = "scene.py") -> list[str]:
     """The one manim command line: `class_name` from `source`, mp4 under `media_dir`, no cache, no progress bars."""
+    return [python, "-m", "manim", *manim_arguments(quality, class_name, media_dir, source)]
+
+
+def manim_arguments(quality: str, class_name: str, media_dir: str | Path, source: str | Path) -> list[str]:
+    """Its arguments after `manim` (what a warm renderer hands manim's imported command line)."""
     return [
-        python, "-m", "manim", "render", QUALITY_FLAGS[quality],
+        "render", QUALITY_FLAGS[quality],
         "--media_dir", str(media_dir), "--disable_caching", "--progress_bar", "none",
         "--format", "mp4", "-o", "output", str(source), class_name,
     ]
@@ -90,7 +95,7 @@ def run_manim(
     started = time.monotonic()
     with open(work / LOG_NAME, "ab") as log:
         if warm_cli is not None:
-            pid = _fork_manim(warm_cli, manim_command(sys.executable, quality, class_name, work / "media", source)[3:], work, log)
+            pid = _fork_manim(warm_cli, manim_arguments(quality, class_name, work / "media", source), work, log)
             return (*_wait_fork(pid, timeout_s), time.monotonic() - started)
         proc = subprocess.Popen(
             manim_command(sys.executable, quality, class_name, work / "media", source),
