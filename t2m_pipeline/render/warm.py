@@ -95,7 +95,7 @@ class WarmRenderer:
     cold: LocalSandboxBackend
     renders_at_once: int = field(default_factory=machine_cores)
     isolated_forks: bool = True
-    name: str = "sandbox"
+    name: str = "sandbox-warm"  # the render_backend a video's metadata names
     failure: str | None = None  # why it is not (or no longer) used
     result: SandboxResult | None = None  # how its sandbox ended
     slot: RenderSlot | None = None

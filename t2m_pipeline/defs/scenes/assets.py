@@ -68,6 +68,7 @@ RENDER_POOL = "manim_render"
 GROUP = "scenes"
 MAX_CODE_PREVIEW = 20_000
 MAX_RESUMED_RUNS = 10
+WARM_FROM_RENDERS = 2  # a step with this many renders to make opens a warm renderer
 LOG_TAIL_LINES = 40
 
 
@@ -268,8 +269,9 @@ class SceneTools:
     @contextmanager
     def warmed_up(self, renders: int) -> Iterator[None]:
         """For the block, a backend that can (the local sandbox) renders this step's scenes in one warm renderer
-        (`render.warm`), started now so that manim's import runs while the scenes' code is written."""
-        warm = getattr(self.backend, "warm", None) if renders else None
+        (`render.warm`), started now so that manim's import runs while the scenes' code is written. Only for two
+        renders or more: one render costs the same CPU either way (an import, then a render), so it goes cold."""
+        warm = getattr(self.backend, "warm", None) if renders >= WARM_FROM_RENDERS else None
         if warm is None:
             yield
             return

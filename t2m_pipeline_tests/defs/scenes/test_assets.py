@@ -139,6 +139,9 @@ def test_a_job_row_becomes_every_object_of_the_layout_and_a_completed_job(instan
     assert video_meta["sha256"].value == video_row["checksum"] and video_meta["version_id"].value == video_row["version_id"]
     assert video_meta["s3_uri"].value == f"s3://{settings.bucket('videos')}/{layout.scene_video_key(user_id, job_id, 1)}"
     assert video_meta["resolution"].value == "854x480" and 1.0 <= video_meta["duration_s"].value <= 3.0
+    # The job's two renders shared one warm renderer (render/warm.py), each in a cgroup of its own.
+    assert [latest_metadata(instance, RENDERED_VIDEO, k)["render_backend"].value for k in scene_keys] == ["sandbox-warm"] * 2
+    assert "processes peak" in video_meta["render_usage"].value
     thumb_meta = latest_metadata(instance, THUMBNAIL, scene_keys[1])
     thumb = Image.open(io.BytesIO(storage.get_bytes(settings.bucket("thumbnails"), layout.thumbnail_key(user_id, job_id, 2))))
     assert (thumb.format, thumb.size) == ("JPEG", (thumb_meta["width"].value, thumb_meta["height"].value)) and thumb.size == (854, 480)
@@ -231,6 +234,7 @@ def test_a_failed_scene_fails_the_job_keeps_the_others_and_a_rerun_of_that_parti
     assert run_requested(good_defs, instance, "render_scenes", dg.RunRequest(partition_key=bad_key)).success
     statuses = instance.get_status_by_partition(RENDERED_VIDEO, [good_key, bad_key], scene_partitions)
     assert set(statuses.values()) == {dg.AssetPartitionStatus.MATERIALIZED}
+    assert latest_metadata(instance, RENDERED_VIDEO, bad_key)["render_backend"].value == "sandbox"  # one render: cold
     job = job_row(pipeline_engine, job_id)
     assert (job["status"], job["error_info"]) == ("processing", None)
 
