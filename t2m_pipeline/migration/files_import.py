@@ -373,24 +373,26 @@ def _levels(groups: dict[tuple[str, str], list[Planned]]) -> list[list[list[Plan
     copies: a copy is of a file older than the copying job's completion, written by another job's run.)"""
     key_of = {id(p): key for key, group in groups.items() for p in group}
     level: dict[tuple[str, str], int] = {}
-
-    def level_of(key: tuple[str, str], path: frozenset = frozenset()) -> int:
-        if key in level:
-            return level[key]
-        copies = [p for p in groups[key] if p.copy_source is not None]
-        sources = {key_of[id(p.copy_source)] for p in copies if id(p.copy_source) in key_of}
-        if sources & (path | {key}):  # a cycle: conflicting evidence, never seen in a legacy tree; refused
-            for p in copies:
-                p.outcome, p.reason = "failed", "copy not attempted: its source depends on it (conflicting evidence)"
-            level[key] = 0
-        else:
-            level[key] = (1 + max((level_of(s, path | {key}) for s in sources), default=0)) if copies else 0
-        return level[key]
-
     by_level: dict[int, list[list[Planned]]] = defaultdict(list)
     for key, group in groups.items():
-        by_level[level_of(key)].append(group)
+        by_level[_level_of(key, groups, key_of, level)].append(group)
     return [by_level[n] for n in sorted(by_level)]
+
+
+def _level_of(key: tuple[str, str], groups: dict, key_of: dict, level: dict, path: frozenset = frozenset()) -> int:
+    """`_levels`' recursion, a function of its own: a nested one that calls itself is a reference cycle, which kept a
+    whole wave's plans alive until the cyclic garbage collector ran."""
+    if key in level:
+        return level[key]
+    copies = [p for p in groups[key] if p.copy_source is not None]
+    sources = {key_of[id(p.copy_source)] for p in copies if id(p.copy_source) in key_of}
+    if sources & (path | {key}):  # a cycle: conflicting evidence, never seen in a legacy tree; refused
+        for p in copies:
+            p.outcome, p.reason = "failed", "copy not attempted: its source depends on it (conflicting evidence)"
+        level[key] = 0
+    else:
+        level[key] = (1 + max((_level_of(s, groups, key_of, level, path | {key}) for s in sources), default=0)) if copies else 0
+    return level[key]
 
 
 def _partition_report(by_partition: dict[str, list[Entry]], plans: list[Planned]) -> dict[str, dict]:
