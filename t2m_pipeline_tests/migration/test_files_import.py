@@ -267,6 +267,44 @@ def test_rerun_uploads_nothing_and_changes_nothing_then_verify_and_rollback(worl
     assert all_versions(client, buckets) == before_versions - {(row.bucket, row.key, row.version_id)}
 
 
+def test_the_next_waves_chunk_starts_while_the_wave_before_is_still_uploading(world, migrated_redis, buckets):
+    """One pipeline of chunks for the whole run: the first wave's chunk, held after its uploads, does not keep the
+    next wave's chunk from reading its files and writing its intents (a run that finished each wave before the next
+    left the endpoint idle at every wave's end). Control: a single wave's only chunk, held the same way, sees no
+    other chunk's intents (there is none to come)."""
+    import threading
+
+    settings, engine = migrated_redis
+
+    def held_first_chunk():
+        seen: list[str] = []
+        second_intents, lock = threading.Event(), threading.Lock()
+        waited: list[bool] = []
+
+        def fault(stage):
+            with lock:
+                seen.append(stage)
+                intents, uploads = seen.count("after_intents"), seen.count("after_uploads")
+            if stage == "after_intents" and intents == 2:
+                second_intents.set()
+            if stage == "after_uploads" and uploads == 1:
+                waited.append(second_intents.wait(10))
+
+        return fault, waited
+
+    fault, waited = held_first_chunk()
+    report = migrate_files(settings, engine, world.root, workers=4, wave_files=1, fault=fault)
+    assert report["waves"] > 2 and report["outcomes"]["failed"] == 0
+    assert waited == [True]  # the second wave's chunk wrote its intents while the first was held
+
+    # the control: one wave, one chunk: nothing else comes while it is held
+    fault, waited = held_first_chunk()
+    rollback_batch(settings, engine, report["batch_id"])
+    one = migrate_files(settings, engine, world.root, workers=4, fault=fault, chunk_files=10_000)
+    assert one["waves"] == 1 and waited == [False]
+    assert verify_files(settings, engine, world.root)["ok"]
+
+
 def test_a_run_leaves_no_reference_cycle_holding_its_files(world, migrated_redis, buckets):
     """A run's plans are freed when their counts drop, not when the cyclic garbage collector comes (a wave's plans
     held in a cycle were freed only by a full collection, which stops every thread while it walks the process):
