@@ -36,6 +36,7 @@ and repetition of `migrate redis` and `migrate files` converges on the same stat
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -46,6 +47,7 @@ import uuid
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -432,6 +434,43 @@ class PlannedWave:
     submitted: bool = False  # every chunk of it submitted
 
 
+GC_THRESHOLD = 50_000  # new objects between two young collections while a run goes (Python's default: 700)
+_gc_lock = threading.Lock()
+_gc_runs = 0  # runs going in this process
+_gc_saved: tuple | None = None  # (thresholds, whether this module froze) from before the first of them
+
+
+@contextmanager
+def _fewer_collections():
+    """The cyclic garbage collector, quieter while runs go. Each full collection holds the GIL, so every upload
+    thread with it, while it walks every object the process holds: 0.1 to 0.2 s, nine times in a 20,000-file run,
+    each time leaving the endpoint with nothing to do. So what is alive when the first run starts (the imports, the
+    caller's objects) is frozen out of collections (`gc.freeze`, unless someone froze before us), and a collection
+    waits for 50,000 new objects instead of 700: a run's own objects are freed when their counts drop (it makes no
+    reference cycles per file), so memory stays flat. The last run to end puts back what the first one found."""
+    global _gc_runs, _gc_saved
+    with _gc_lock:
+        if _gc_runs == 0:
+            thresholds, froze = gc.get_threshold(), gc.get_freeze_count() == 0
+            if froze:
+                gc.freeze()
+            if thresholds[0]:  # 0: automatic collection is off, and stays off
+                gc.set_threshold(max(thresholds[0], GC_THRESHOLD), *thresholds[1:])
+            _gc_saved = (thresholds, froze)
+        _gc_runs += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_runs -= 1
+            if _gc_runs == 0 and _gc_saved is not None:
+                thresholds, froze = _gc_saved
+                gc.set_threshold(*thresholds)
+                if froze:
+                    gc.unfreeze()
+                _gc_saved = None
+
+
 @dataclass(frozen=True)
 class _Pools:
     """A run's threads: `ahead` plans the next wave, `behind` reconciles, `uploads` sends (its threads keep their
@@ -524,7 +563,7 @@ class FilesMigration:
         started = time.monotonic()
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"legacy root {os.fsdecode(self.root)!r} is not a directory")
-        with partitions_locked(self.engine, partitions):  # another run of these partitions finishes first
+        with _fewer_collections(), partitions_locked(self.engine, partitions):  # another run of these partitions finishes first
             batch_id = start_batch(self.engine, "files", os.fsdecode(self.root))
             self.batch_id = batch_id
             try:

@@ -305,21 +305,22 @@ def test_the_next_waves_chunk_starts_while_the_wave_before_is_still_uploading(wo
     assert verify_files(settings, engine, world.root)["ok"]
 
 
-def test_a_run_leaves_no_reference_cycle_holding_its_files(world, migrated_redis, buckets):
-    """A run's plans are freed when their counts drop, not when the cyclic garbage collector comes (a wave's plans
-    held in a cycle were freed only by a full collection, which stops every thread while it walks the process):
-    with the collector off, a run leaves no plan in a reference cycle. Control: a plan put in a cycle is found the
-    same way."""
+def test_a_run_leaves_no_reference_cycle_holding_its_files_and_puts_the_collector_back(world, migrated_redis, buckets):
+    """A run makes the cyclic garbage collector rare (`_fewer_collections`), so memory stays flat only if its files'
+    plans are freed when their counts drop: with the collector off, a run leaves no plan in a reference cycle, and
+    the collector's settings are as they were afterwards. Control: a plan put in a cycle is found the same way."""
     import gc
 
     from t2m_pipeline.migration.files_import import Planned
 
     settings, engine = migrated_redis
+    thresholds = gc.get_threshold()
     gc.collect()
     gc.disable()
     try:
         report = migrate_files(settings, engine, world.root, workers=4, chunk_files=10)
         assert report["outcomes"]["migrated"] > 0
+        assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
         stranded = sum(type(o) is Planned for o in gc.garbage)
