@@ -1058,11 +1058,20 @@ class FilesMigration:
 
     def _reconcile(self, plans: list[Planned], existing: dict[str, dict], batch_id: uuid.UUID) -> None:
         """Remove what the migration wrote for a legacy file where the evidence no longer puts it, and bring the rows
-        in place up to date. A file with a failed plan is left alone (its old place stays until its new one exists)."""
+        in place up to date. A file with a failed plan is left alone (its old place stays until its new one exists).
+
+        Only files the ledger had a row for before this run (their own, or a copy's) are looked at: every object the
+        migration writes for a file has such a row from its intent on (write-ahead), until a rollback removes both,
+        so a file new to the ledger has nothing elsewhere, and its rows are this run's, written from the evidence it
+        read. (A first run was reading back every row it had just written, after its last upload.)"""
         by_path: dict[str, list[Planned]] = defaultdict(list)
         for p in plans:
             by_path[p.source_path].append(p)
-        settled = {path: ps for path, ps in by_path.items() if all(p.outcome in ("migrated", "skipped", "unsafe") for p in ps)}
+        known = {split_copy_path(key)[0] for key in existing}
+        settled = {
+            path: ps for path, ps in by_path.items()
+            if path in known and all(p.outcome in ("migrated", "skipped", "unsafe") for p in ps)
+        }
         planned_keys = {p.legacy_path for p in plans}
         stale_copies = [
             key for key in existing if COPY_MARK in key and key not in planned_keys and split_copy_path(key)[0] in settled

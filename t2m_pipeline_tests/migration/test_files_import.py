@@ -267,6 +267,31 @@ def test_rerun_uploads_nothing_and_changes_nothing_then_verify_and_rollback(worl
     assert all_versions(client, buckets) == before_versions - {(row.bucket, row.key, row.version_id)}
 
 
+def test_only_files_the_ledger_had_before_the_run_are_reconciled(world, migrated_redis, buckets, monkeypatch):
+    """A first run reads back none of its files to reconcile them: every object the migration writes for a file has
+    the file's ledger row from its intent on, so a file new to the ledger has nothing elsewhere, and its rows are this
+    run's. Control: a rerun reconciles every file the first one settled (a moved file is found that way:
+    test_ownership)."""
+    from t2m_pipeline.migration.files_import import FilesMigration
+
+    settings, engine = migrated_redis
+    looked_at: list[str] = []
+    real = FilesMigration._reconcile_paths
+
+    def spy(self, by_path, *args):
+        looked_at.extend(by_path)
+        return real(self, by_path, *args)
+
+    monkeypatch.setattr(FilesMigration, "_reconcile_paths", spy)
+    first = migrate_files(settings, engine, world.root, workers=8)
+    assert first["outcomes"]["migrated"] > 0 and looked_at == []
+    migrate_files(settings, engine, world.root, workers=8)
+    settled = {p for p, r in ledger(engine).items() if COPY_MARK not in p and r.outcome in ("migrated", "skipped", "unsafe")}
+    assert settled and sorted(looked_at) == sorted(settled)
+    result = verify_files(settings, engine, world.root)
+    assert result["ok"], result["problems"]
+
+
 def test_the_next_waves_chunk_starts_while_the_wave_before_is_still_uploading(world, migrated_redis, buckets):
     """One pipeline of chunks for the whole run: the first wave's chunk, held after its uploads, does not keep the
     next wave's chunk from reading its files and writing its intents (a run that finished each wave before the next
@@ -368,10 +393,11 @@ def test_an_interrupted_run_is_finished_by_a_rerun_without_duplicates(world, mig
 
 
 def test_a_wave_that_fails_to_reconcile_while_the_next_uploads_fails_the_run(world, migrated_redis, buckets):
-    """Waves are reconciled in the background while the next one uploads: a failure there still fails the run (and
+    """Waves are reconciled in the background while the next one goes: a failure there still fails the run (and
     the batch), no later than the next wave's end, and a rerun finishes the job. Control: the same run without the
-    fault succeeds."""
+    fault succeeds. (A run reconciles the files the ledger had before it: here a second run, after a first.)"""
     settings, engine = migrated_redis
+    migrate_files(settings, engine, world.root, workers=4, wave_files=1)
 
     class ReconcileFailed(Exception):
         pass
