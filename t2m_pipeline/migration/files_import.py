@@ -344,7 +344,7 @@ WHERE l.legacy_path = v.p
 
 
 def _new_write_id() -> str:
-    from t2m_pipeline.storage.s3 import new_write_id  # with boto3: imported once a run writes, never by a rerun
+    from t2m_pipeline.storage.s3 import new_write_id  # imported once a run writes, never by a rerun
 
     return new_write_id()
 
@@ -1018,7 +1018,7 @@ class FilesMigration:
         buckets = self.settings.buckets
         fm_ids: dict[tuple[str, str, str | None], uuid.UUID] = {}
         if ok:
-            from t2m_pipeline.db.files import FileRecord, record_files  # with the ORM (0.1 s): not for a rerun
+            from t2m_pipeline.db.files import FileRecord, record_files
 
             records = [
                 FileRecord(
