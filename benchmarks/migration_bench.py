@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devtools.local_s3 import start_local_s3  # noqa: E402  (devtools/ is not installed: it lives beside the package)
+from devtools.local_s3 import read_timeline, start_local_s3  # noqa: E402  (devtools/ is not installed: it lives beside the package)
 BENCH_BIN = ROOT / ".venv-bench" / "bin"
 SECTION_START = "<!-- migration_bench:start -->"
 SECTION_END = "<!-- migration_bench:end -->"
@@ -135,6 +136,10 @@ class Measured:
     peak_rss_mib: float
     done: subprocess.CompletedProcess
     server_cpu_seconds: float | None = None  # the S3 server's, over the same time (bench_files)
+    started_at: float = 0.0  # wall-clock time just before the process started
+    ended_at: float = 0.0  # and when it exited
+    first_put_s: float | None = None  # its first PUT reached the S3 server this long after it started (bench_files)
+    after_last_put_s: float | None = None  # it exited this long after the S3 server answered its last PUT
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -144,23 +149,30 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def timed(cmd: list[str], env: dict) -> Measured:
-    """Run `cmd` and measure it as the kernel accounts it (its own CPU and peak RSS, not the S3 server's)."""
+    """Run `cmd` and measure it as the kernel accounts it (its own CPU and peak RSS, not the S3 server's): the wall
+    time from just before it starts to the moment it exits (`started_at`, `ended_at`: wall-clock, for the S3 server's
+    timeline)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.monotonic()
+        started_at, started = time.time(), time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err, cwd=ROOT)
-        peak_kib = 0
-        while True:  # VmHWM, not wait4's ru_maxrss: Linux carries this (large) process's own peak into a forked child's
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            peak_kib = max(peak_kib, vm_hwm_kib(proc.pid))
-            time.sleep(0.05)
-        seconds = time.monotonic() - started
+        peak_kib = [0]
+        exited = threading.Event()
+
+        def sample() -> None:  # VmHWM, not wait4's ru_maxrss: Linux carries this (large) process's own peak into a forked child's
+            while not exited.wait(0.05):
+                peak_kib[0] = max(peak_kib[0], vm_hwm_kib(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)  # the exit itself, not the next poll after it
+        seconds, ended_at = time.monotonic() - started, time.time()
+        exited.set()
+        sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         done = subprocess.CompletedProcess(cmd, proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
-    return Measured(seconds, usage.ru_utime + usage.ru_stime, peak_kib / 1024, done)
+    return Measured(seconds, usage.ru_utime + usage.ru_stime, peak_kib[0] / 1024, done, started_at=started_at, ended_at=ended_at)
 
 
 def vm_hwm_kib(pid: int) -> int:
@@ -243,7 +255,8 @@ def bench_redis(settings, jobs: int, topic_count: int, baseline_sample: int, red
 
 
 def measures(m: Measured) -> dict:
-    return {"seconds": m.seconds, "cpu_seconds": m.cpu_seconds, "peak_rss_mib": m.peak_rss_mib, "server_cpu_seconds": m.server_cpu_seconds}
+    return {"seconds": m.seconds, "cpu_seconds": m.cpu_seconds, "peak_rss_mib": m.peak_rss_mib, "server_cpu_seconds": m.server_cpu_seconds,
+            "first_put_s": m.first_put_s, "after_last_put_s": m.after_last_put_s}
 
 
 # Where a sample goes: a stack under an import is start-up; otherwise the innermost frame of a library below names
@@ -341,14 +354,22 @@ def memory_at_scale(env: dict, files: int, topic_count: int, work: Path) -> dict
     return {**measures(measured), "files": report["uploaded_files"], "bytes": size, "tree_files": count}
 
 
-def bench_files(env: dict, tree: Path, files: int, size: int, endpoint: str, server_pid: int) -> dict:
+BASELINE_TOOLS = {"rclone": "rclone copy", "aws": "aws s3 sync", "s5cmd": "s5cmd cp"}
+
+
+def bench_files(env: dict, tree: Path, files: int, size: int, endpoint: str, server_pid: int, timeline: Path,
+                tools: tuple[str, ...] | list[str] = tuple(BASELINE_TOOLS)) -> dict:
     results: dict[str, dict] = {}
     cli = [sys.executable, "-m", "t2m_pipeline.cli", "migrate", "files", "--legacy-root", str(tree), "--json", "--workers", str(WORKERS)]
 
-    def run(cmd: list[str], env: dict) -> Measured:  # timed, and the S3 server's CPU meanwhile
+    def run(cmd: list[str], env: dict) -> Measured:  # timed, the S3 server's CPU meanwhile, and when it was idle
         before = process_cpu_seconds(server_pid)
         measured = timed(cmd, env)
         measured.server_cpu_seconds = process_cpu_seconds(server_pid) - before
+        puts = [r for r in read_timeline(timeline, measured.started_at, measured.ended_at) if r[2] == "PUT"]
+        if puts:  # the endpoint had nothing of this tool's to do before its first PUT and after its last answer
+            measured.first_put_s = puts[0][0] - measured.started_at
+            measured.after_last_put_s = measured.ended_at - max(end for _, end, _ in puts)
         return measured
 
     first = run(cli, env)
@@ -376,7 +397,7 @@ def bench_files(env: dict, tree: Path, files: int, size: int, endpoint: str, ser
     tool_env = {**env, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
     aws_config = Path(tempfile.mkdtemp()) / "config"
     aws_config.write_text(f"[default]\nregion = us-east-1\ns3 =\n  max_concurrent_requests = {WORKERS}\n")
-    tools = {
+    commands = {
         "rclone copy": [str(BENCH_BIN / "rclone"), "copy", str(tree), f"bench:{BASELINE_BUCKET}/rclone", "--transfers", str(WORKERS),
                         "--checkers", str(WORKERS), "--s3-no-check-bucket"],
         "aws s3 sync": [str(BENCH_BIN / "aws"), "s3", "sync", str(tree), f"s3://{BASELINE_BUCKET}/awscli", "--endpoint-url", endpoint,
@@ -389,7 +410,9 @@ def bench_files(env: dict, tree: Path, files: int, size: int, endpoint: str, ser
         "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": "bench", "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": "bench",
         "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true", "AWS_CONFIG_FILE": str(aws_config),
     })
-    for name, cmd in tools.items():
+    for name, cmd in commands.items():
+        if name not in {BASELINE_TOOLS[t] for t in tools}:
+            continue
         if not Path(cmd[0]).exists():
             results[name] = {"error": f"not installed ({cmd[0]} missing): pip install into .venv-bench"}
             continue
@@ -436,12 +459,16 @@ def render(args, files: int, size: int, redis_result: dict, file_results: dict, 
         "",
         f"### Files: {files} small files, {size / 1e6:.1f} MB, {WORKERS} uploads in flight for every tool",
         "",
-        "| tool | seconds | files | files/s | MB/s | ours vs it (files/s) | client CPU (s) | CPU per file (ms) | ours vs it (CPU per file) | peak RSS (MiB) | S3 server CPU per file (ms) | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| tool | seconds | files | files/s | MB/s | ours vs it (files/s) | client CPU (s) | CPU per file (ms) | ours vs it (CPU per file) | peak RSS (MiB) | S3 server CPU per file (ms) | first PUT after start (s) | exit after last PUT (s) | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def secs(value) -> str:
+        return f"{value:.2f}" if value is not None else "-"
+
     for name, r in file_results.items():
         if "error" in r and "seconds" not in r:
-            lines.append(f"| {name} | - | - | - | - | - | - | - | - | - | - | {r['error']} |")
+            lines.append(f"| {name} | - | - | - | - | - | - | - | - | - | - | - | - | {r['error']} |")
             continue
         server = r.get("server_cpu_seconds")
         server_per_file = f"{1000 * server / r['files']:.2f}" if server is not None and r["files"] and r.get("bytes") else "-"
@@ -454,7 +481,8 @@ def render(args, files: int, size: int, redis_result: dict, file_results: dict, 
         cpu_ratio = ours_per_file / per_file if per_file and not name.startswith("t2m") else None
         lines.append(f"| {name} | {r['seconds']:.1f} | {r['files']} | {rate:.0f} | {mbs:.2f} | "
                      f"{f'{ratio:.2f}x' if ratio else '-'} | {r['cpu_seconds']:.1f} | {per_file:.2f} | "
-                     f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} | {r['peak_rss_mib']:.0f} | {server_per_file} | {note} |")
+                     f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} | {r['peak_rss_mib']:.0f} | {server_per_file} | "
+                     f"{secs(r.get('first_put_s'))} | {secs(r.get('after_last_put_s'))} | {note} |")
     lines += [
         "",
         "`t2m migrate files` does more per file than the copy tools: it hashes while reading and sends the SHA-256 for",
@@ -464,7 +492,9 @@ def render(args, files: int, size: int, redis_result: dict, file_results: dict, 
         "peak RSS = its maximum resident set. Ratios above 1x mean ours is slower or costs more. S3 server CPU = the moto",
         "server's user + system seconds while the tool ran: moto answers from Python threads under one GIL and accepts",
         "one connection at a time, so its cost per request sets every tool's wall time on this endpoint (a rerun sends",
-        "nothing: no figure).",
+        "nothing: no figure). First PUT after start and exit after last PUT: from the tool's start to the first PUT the",
+        "server received, and from the server's answer to the tool's last PUT to the tool's exit (the server's request",
+        "timeline, `devtools/local_s3.py --timeline`): the time the endpoint had nothing of that tool's to do.",
         "",
         *profile_lines(profile),
         f"### Redis -> PostgreSQL: {redis_result['jobs']} jobs",
@@ -506,19 +536,25 @@ def main() -> None:
     parser.add_argument("--profile-files", type=int, default=5000, help="size of the profiled run's own tree")
     parser.add_argument("--profile-raw", type=Path, help="keep the profile's collapsed stacks in this file")
     parser.add_argument("--rss-files", type=int, default=0, help="also migrate a tree of this many files: peak RSS at scale")
+    parser.add_argument("--tools", default=",".join(BASELINE_TOOLS),
+                        help=f"the baseline tools to run, comma-separated (default all: {','.join(BASELINE_TOOLS)})")
     parser.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
     args = parser.parse_args()
+    args.tools = [t for t in args.tools.split(",") if t]
+    if unknown := set(args.tools) - set(BASELINE_TOOLS):
+        parser.error(f"--tools: unknown {', '.join(sorted(unknown))}; expected some of {', '.join(BASELINE_TOOLS)}")
     args.command = " ".join(["python benchmarks/migration_bench.py", *sys.argv[1:]])
     args.load_start = os.getloadavg()[0]
 
     from t2m_pipeline.db.engine import drop_database
     from t2m_pipeline.db.migrate import upgrade
 
-    s3_server = start_local_s3()
+    work = Path(tempfile.mkdtemp(prefix="t2m-mig-bench-"))
+    timeline = work / "s3-timeline.txt"
+    s3_server = start_local_s3(timeline=timeline)
     endpoint = s3_server.endpoint
     db_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/t2m_bench_mig_{uuid.uuid4().hex[:8]}"
     redis_client, redis_url = claim_redis_db()
-    work = Path(tempfile.mkdtemp(prefix="t2m-mig-bench-"))
     env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
            "AWS_REGION": "us-east-1", "T2M_ENV": "dev", "T2M_DATABASE_URL": db_url, "T2M_REDIS_URL": redis_url}
     for drop in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ACCOUNT_ID"):
@@ -542,7 +578,7 @@ def main() -> None:
         tree = work / "legacy"
         files, size = make_tree(tree, args.files, topic_count)
         print(f"files: {files} files, {size / 1e6:.1f} MB ...", flush=True)
-        file_results = bench_files(env, tree, files, size, endpoint, s3_server.proc.pid)
+        file_results = bench_files(env, tree, files, size, endpoint, s3_server.proc.pid, timeline, args.tools)
         print(json.dumps(file_results, indent=1), flush=True)
         profile = cpu_profile(env, args.profile_files, topic_count, work, args.profile_raw, args.profile_rerun) if args.profile else None
         print(json.dumps(profile), flush=True)

@@ -18,8 +18,11 @@
    A state that cannot be read (another moto version, a damaged file) stops the server with one line and exit 3;
    it never starts empty in its place.
 
-Run: `python -m devtools.local_s3 -H 127.0.0.1 -p 5000 [--state-dir .local/s3]`. In Python, `start_local_s3()`
-is the one way the tests, the benchmarks and the local stack start it.
+3. With `--timeline FILE` (the benchmarks), append each request's start and end (wall-clock seconds) and method to
+   FILE as it is answered: when the endpoint was busy, and when it waited for a client.
+
+Run: `python -m devtools.local_s3 -H 127.0.0.1 -p 5000 [--state-dir .local/s3] [--timeline FILE]`. In Python,
+`start_local_s3()` is the one way the tests, the benchmarks and the local stack start it.
 """
 
 from __future__ import annotations
@@ -253,10 +256,41 @@ class DurableApp:
         return [body]
 
 
+class TimelineApp:
+    """WSGI middleware: each request's start, end and method, one line appended to a file when it is answered."""
+
+    def __init__(self, app, path: Path):
+        self.app = app
+        self.file = open(path, "a", buffering=1)  # a line at a time: readable while the server runs
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        started = time.time()
+        result = self.app(environ, start_response)
+        try:
+            body = b"".join(result)
+        finally:
+            if hasattr(result, "close"):
+                result.close()
+            with self.lock:
+                self.file.write(f"{started:.6f} {time.time():.6f} {environ.get('REQUEST_METHOD')}\n")
+        return [body]
+
+
+def read_timeline(path: Path, since: float, until: float) -> list[tuple[float, float, str]]:
+    """The requests of a `--timeline` file that started in [since, until]: (start, end, method), by start."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        start, end, method = line.split()
+        if since <= float(start) <= until:
+            out.append((float(start), float(end), method))
+    return sorted(out)
+
+
 # -- the server -----------------------------------------------------------------------------------------------------
 
 
-def serve(host: str, port: int, state_dir: Path | None) -> None:
+def serve(host: str, port: int, state_dir: Path | None, timeline: Path | None = None) -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import run_simple
 
@@ -269,6 +303,8 @@ def serve(host: str, port: int, state_dir: Path | None) -> None:
         objects = state.load()
         print(f"local S3: {objects} object version(s) restored from {state_dir}", file=sys.stderr, flush=True)
         app = DurableApp(app, state)
+    if timeline is not None:
+        app = TimelineApp(app, timeline)
 
     def stop(*_):
         if state is not None:  # let a mutation being saved finish; every answered one is already on disk
@@ -285,9 +321,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5000)
     parser.add_argument("--state-dir", type=Path, default=None, help="Keep the state here across restarts.")
+    parser.add_argument("--timeline", type=Path, default=None, help="Append each request's start, end and method here.")
     args = parser.parse_args(argv)
     try:
-        serve(args.host, args.port, args.state_dir)
+        serve(args.host, args.port, args.state_dir, args.timeline)
     except UnreadableStateError as exc:
         print(f"local S3: cannot restore the state in {args.state_dir}: {exc}", file=sys.stderr, flush=True)
         sys.exit(UNREADABLE_STATE_EXIT)
@@ -340,8 +377,10 @@ def start_local_s3(
     state_dir: Path | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 30,
+    timeline: Path | None = None,
 ) -> LocalS3:
-    """Start the local S3 server (in memory, or durable in `state_dir`) and wait until it answers."""
+    """Start the local S3 server (in memory, or durable in `state_dir`; its requests' times appended to `timeline`)
+    and wait until it answers."""
     port = port or free_port(host)
     log_path = None
     log = subprocess.DEVNULL
@@ -352,6 +391,8 @@ def start_local_s3(
     args = [sys.executable, "-m", "devtools.local_s3", "-H", host, "-p", str(port)]
     if state_dir is not None:
         args += ["--state-dir", str(state_dir)]
+    if timeline is not None:
+        args += ["--timeline", str(timeline)]
     child_env = dict(os.environ if env is None else env)
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), child_env.get("PYTHONPATH")]))
     proc = subprocess.Popen(

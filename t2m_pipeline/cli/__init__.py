@@ -1,7 +1,8 @@
 """`t2m`: a thin command-line shell over the library.
 
 Fast by construction: the root knows its commands only by name and one line of help, and imports a command's
-module when that command runs (`t2m --help` imports typer and nothing of the platform). Every user error, usage
+module when that command runs (`t2m --help` imports typer and nothing of the platform); the process leaves without
+the interpreter's teardown once its work is done (`entry`). Every user error, usage
 errors included, prints one line on stderr (no stack trace) and exits 2. When the local stack (`make dev`) is up,
 its stack file supplies what the environment does not set (`t2m_pipeline.config.apply_local_stack_file`).
 """
@@ -9,6 +10,7 @@ its stack file supplies what the environment does not set (`t2m_pipeline.config.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from typer import Typer
@@ -141,3 +143,31 @@ def run(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     sys.exit(run(argv))
+
+
+def entry() -> None:
+    """The `t2m` process (`t2m`, `python -m t2m_pipeline.cli`): `run`, then out without the interpreter's teardown
+    once the work is done and its output written. Freeing every module and object took 0.1 to 0.4 s after the last
+    line was printed (more than the rest of a files migration's tail after its last upload); nothing in it is ours
+    to wait for: the database sees its idle connections close. When anything could still need the teardown (a thread
+    or child process still running, output that cannot be flushed) the exit is the ordinary one."""
+    code = run()
+    if _nothing_left_to_finish():
+        os._exit(code)
+    sys.exit(code)
+
+
+def _nothing_left_to_finish() -> bool:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: the ordinary exit reports it as Python does
+        return False
+    if (logging := sys.modules.get("logging")) is not None:  # (imported here only when something used it)
+        logging.shutdown()  # every handler flushed and closed
+    if (threading := sys.modules.get("threading")) is not None:
+        main = threading.main_thread()
+        if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not main):
+            return False
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is None or not multiprocessing.active_children()

@@ -1,3 +1,3 @@
-from t2m_pipeline.cli import main
+from t2m_pipeline.cli import entry
 
-main()
+entry()

@@ -10,7 +10,7 @@ from typing import TypeVar
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,8 +64,8 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def _retrying(max_seconds: float):
-    return retry(
+def _retrying(max_seconds: float) -> Retrying:
+    return Retrying(
         retry=retry_if_exception(is_transient),
         wait=wait_exponential_jitter(initial=0.2, max=5.0),
         stop=stop_after_delay(max_seconds),
@@ -82,13 +82,14 @@ def in_transaction(engine: Engine, work: Callable[[Connection], T], *, max_secon
     `work` must be safe to repeat: an aborted transaction left nothing behind.
     """
 
-    @_retrying(max_seconds)
     def attempt() -> T:
         with engine.begin() as conn:
             return work(conn)
 
     try:
-        return attempt()
+        # Retrying called, not applied as a decorator: tenacity's per-call decorator is a reference cycle that kept
+        # `work`, what it holds and its result (a migration chunk's files) alive until the garbage collector ran
+        return _retrying(max_seconds)(attempt)
     except (OperationalError, DBAPIError) as exc:
         if is_transient(exc):
             raise DatabaseUnavailableError(f"database {safe_url(engine.url)} unavailable: {exc.orig or exc}") from exc

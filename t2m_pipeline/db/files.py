@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
 
 from t2m_pipeline.db import json_text
-from t2m_pipeline.db.models import FileMetadata
+
+if TYPE_CHECKING:
+    from t2m_pipeline.db.models import FileMetadata
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,10 @@ def record_file(conn: Connection, record: FileRecord) -> uuid.UUID:
 
 def find_file(conn: Connection, bucket: str, key: str, version_id: str | None = None) -> FileMetadata | None:
     """The row of a version, or of the newest recorded version of the key when none is named."""
+    from sqlalchemy.orm import Session  # the ORM (0.1 s to import) only here: `record_files` writes without it
+
+    from t2m_pipeline.db.models import FileMetadata
+
     query = select(FileMetadata).where(FileMetadata.s3_bucket == bucket, FileMetadata.s3_key == key)
     if version_id is not None:
         query = query.where(FileMetadata.version_id == version_id)

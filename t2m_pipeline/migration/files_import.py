@@ -14,9 +14,11 @@ How a rerun after kill -9 creates no duplicate objects, versions or rows:
    write's (a file migrated twice, a hand copy), never adopted (`_adoptable`).
 Versions of one key (scene code `_v1.._vK`, scene video versions) are uploaded by one worker, oldest first, so the
 S3 version history is the legacy history; different keys go in parallel (a thread pool, and an S3 client whose
-connection pool is at least as large), and two chunks are in flight so hashing and recording overlap uploads. A run
-goes through the tree in waves of whole partitions (`WAVE_FILES`), each walked, planned, migrated and reconciled
-before the next: memory holds one wave, whatever the tree's size.
+connection pool is at least as large), and two chunks are in flight so reading, hashing and recording overlap
+uploads. A run goes through the tree in waves of whole partitions (from `FIRST_WAVE_FILES` up to `WAVE_FILES`), each
+walked and planned while the one before uploads, and reconciled once its chunks are recorded; the chunks of all
+waves go through one pipeline, so the endpoint never waits between waves. Memory holds a few waves, whatever the
+tree's size.
 
 Where a file goes is `attribution`'s decision, made again on every run from the evidence in PostgreSQL, so any order
 and repetition of `migrate redis` and `migrate files` converges on the same state once `files` has run after
@@ -34,6 +36,7 @@ and repetition of `migrate redis` and `migrate files` converges on the same stat
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -42,8 +45,9 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -99,7 +103,13 @@ MIB = 1 << 20
 INLINE_LIMIT = 8 * MIB  # files up to this size are read once into memory (hash + body from the same read)
 CHUNK_BYTES = 128 * MIB
 WAVE_FILES = 10_000  # a run holds this many files' plans at a time (whole partitions): memory does not grow with the tree
-FIRST_WAVE_FILES = 1_000  # the first wave is planned before any upload: a small one starts the endpoint sooner
+# The first wave is planned before any upload: a small one starts the endpoint sooner. Each next wave is at most
+# WAVE_GROWTH times the one before (up to WAVE_FILES): it is planned while the one before uploads, and a plan costs
+# about a twentieth of an upload per file, so it is ready before the uploads ahead of it run out.
+FIRST_WAVE_FILES = 100
+WAVE_GROWTH = 4
+CHUNKS_IN_FLIGHT = 2  # one reads, hashes and writes its intents (or records) while the other uploads
+READERS = 8  # at most, threads reading and hashing files (their own pool: a chunk's reads never wait behind uploads)
 
 
 @dataclass(eq=False)
@@ -334,7 +344,7 @@ WHERE l.legacy_path = v.p
 
 
 def _new_write_id() -> str:
-    from t2m_pipeline.storage.s3 import new_write_id  # with boto3: imported once a run writes, never by a rerun
+    from t2m_pipeline.storage.s3 import new_write_id  # imported once a run writes, never by a rerun
 
     return new_write_id()
 
@@ -373,24 +383,26 @@ def _levels(groups: dict[tuple[str, str], list[Planned]]) -> list[list[list[Plan
     copies: a copy is of a file older than the copying job's completion, written by another job's run.)"""
     key_of = {id(p): key for key, group in groups.items() for p in group}
     level: dict[tuple[str, str], int] = {}
-
-    def level_of(key: tuple[str, str], path: frozenset = frozenset()) -> int:
-        if key in level:
-            return level[key]
-        copies = [p for p in groups[key] if p.copy_source is not None]
-        sources = {key_of[id(p.copy_source)] for p in copies if id(p.copy_source) in key_of}
-        if sources & (path | {key}):  # a cycle: conflicting evidence, never seen in a legacy tree; refused
-            for p in copies:
-                p.outcome, p.reason = "failed", "copy not attempted: its source depends on it (conflicting evidence)"
-            level[key] = 0
-        else:
-            level[key] = (1 + max((level_of(s, path | {key}) for s in sources), default=0)) if copies else 0
-        return level[key]
-
     by_level: dict[int, list[list[Planned]]] = defaultdict(list)
     for key, group in groups.items():
-        by_level[level_of(key)].append(group)
+        by_level[_level_of(key, groups, key_of, level)].append(group)
     return [by_level[n] for n in sorted(by_level)]
+
+
+def _level_of(key: tuple[str, str], groups: dict, key_of: dict, level: dict, path: frozenset = frozenset()) -> int:
+    """`_levels`' recursion, a function of its own: a nested one that calls itself is a reference cycle, which kept a
+    whole wave's plans alive until the cyclic garbage collector ran."""
+    if key in level:
+        return level[key]
+    copies = [p for p in groups[key] if p.copy_source is not None]
+    sources = {key_of[id(p.copy_source)] for p in copies if id(p.copy_source) in key_of}
+    if sources & (path | {key}):  # a cycle: conflicting evidence, never seen in a legacy tree; refused
+        for p in copies:
+            p.outcome, p.reason = "failed", "copy not attempted: its source depends on it (conflicting evidence)"
+        level[key] = 0
+    else:
+        level[key] = (1 + max((_level_of(s, groups, key_of, level, path | {key}) for s in sources), default=0)) if copies else 0
+    return level[key]
 
 
 def _partition_report(by_partition: dict[str, list[Entry]], plans: list[Planned]) -> dict[str, dict]:
@@ -410,13 +422,89 @@ def _partition_report(by_partition: dict[str, list[Entry]], plans: list[Planned]
     return out
 
 
-@dataclass
+@dataclass(eq=False)
 class PlannedWave:
-    """Whole partitions, planned: what `_migrate_wave` migrates."""
+    """Whole partitions, planned: what `_start_wave` and its chunks migrate."""
 
     by_partition: dict[str, list[Entry]]
     plans: list[Planned]
     existing: dict[str, dict]  # their ledger rows by legacy path
+    copies: dict[int, list[Planned]] = field(default_factory=dict)  # id(original) -> the copies planned of it
+    pending: int = 0  # its chunks submitted and not yet done
+    submitted: bool = False  # every chunk of it submitted
+
+
+GC_THRESHOLD = 50_000  # new objects between two young collections while a run goes (Python's default: 700)
+_gc_lock = threading.Lock()
+_gc_runs = 0  # runs going in this process
+_gc_saved: tuple | None = None  # (thresholds, whether this module froze) from before the first of them
+
+
+@contextmanager
+def _fewer_collections():
+    """The cyclic garbage collector, quieter while runs go. Each full collection holds the GIL, so every upload
+    thread with it, while it walks every object the process holds: 0.1 to 0.2 s, nine times in a 20,000-file run,
+    each time leaving the endpoint with nothing to do. So what is alive when the first run starts (the imports, the
+    caller's objects) is frozen out of collections (`gc.freeze`, unless someone froze before us), and a collection
+    waits for 50,000 new objects instead of 700: a run's own objects are freed when their counts drop (it makes no
+    reference cycles per file), so memory stays flat. The last run to end puts back what the first one found."""
+    global _gc_runs, _gc_saved
+    with _gc_lock:
+        if _gc_runs == 0:
+            thresholds, froze = gc.get_threshold(), gc.get_freeze_count() == 0
+            if froze:
+                gc.freeze()
+            if thresholds[0]:  # 0: automatic collection is off, and stays off
+                gc.set_threshold(max(thresholds[0], GC_THRESHOLD), *thresholds[1:])
+            _gc_saved = (thresholds, froze)
+        _gc_runs += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_runs -= 1
+            if _gc_runs == 0 and _gc_saved is not None:
+                thresholds, froze = _gc_saved
+                gc.set_threshold(*thresholds)
+                if froze:
+                    gc.unfreeze()
+                _gc_saved = None
+
+
+@dataclass(frozen=True)
+class _Pools:
+    """A run's threads: `ahead` plans the next wave, `behind` reconciles, `uploads` sends (its threads keep their
+    connections), `reads` reads and hashes files, `chunks` runs the chunks in flight."""
+
+    ahead: ThreadPoolExecutor
+    behind: ThreadPoolExecutor
+    uploads: ThreadPoolExecutor
+    reads: ThreadPoolExecutor
+    readers: int
+    chunks: ThreadPoolExecutor
+
+
+class _UploadShards(Mapping):
+    """`upload_shards` of the tree, read (and for a type folder seen the first time, counted and decided) when the
+    walk first asks, at the upload folders: the topic folders, walked first, need none, so a first run's uploads do
+    not wait for the count of every upload."""
+
+    def __init__(self, engine: Engine, root: bytes):
+        self._engine, self._root, self._shards = engine, root, None
+
+    def _read(self) -> dict[str, int]:
+        if self._shards is None:
+            self._shards = upload_shards(self._engine, self._root)
+        return self._shards
+
+    def __getitem__(self, kind: str) -> int:
+        return self._read()[kind]
+
+    def __iter__(self):
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
 
 
 class FilesMigration:
@@ -475,7 +563,7 @@ class FilesMigration:
         started = time.monotonic()
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"legacy root {os.fsdecode(self.root)!r} is not a directory")
-        with partitions_locked(self.engine, partitions):  # another run of these partitions finishes first
+        with _fewer_collections(), partitions_locked(self.engine, partitions):  # another run of these partitions finishes first
             batch_id = start_batch(self.engine, "files", os.fsdecode(self.root))
             self.batch_id = batch_id
             try:
@@ -489,15 +577,15 @@ class FilesMigration:
         return report
 
     def _waves(self, partitions: list[str] | None) -> Iterator[dict[str, list[Entry]]]:
-        """Whole partitions, `wave_files` entries or more at a time (the first wave `FIRST_WAVE_FILES` or more, the
-        last fewer)."""
+        """Whole partitions, a wave at a time: the first `FIRST_WAVE_FILES` entries or more, each next one up to
+        `WAVE_GROWTH` times the one before, then `wave_files` or more (the last fewer)."""
         wave: dict[str, list[Entry]] = {}
         size, target = 0, min(self.wave_files, FIRST_WAVE_FILES)
-        for key, entries in iter_partitions(self.root, upload_shards(self.engine, self.root), partitions):
+        for key, entries in iter_partitions(self.root, _UploadShards(self.engine, self.root), partitions):
             wave[key] = entries
             size += len(entries)
             if size >= target:
-                target = self.wave_files
+                target = min(self.wave_files, max(target, size) * WAVE_GROWTH)
                 yield wave
                 wave, size = {}, 0
         if wave:
@@ -505,7 +593,7 @@ class FilesMigration:
 
     def _run(self, partitions: list[str] | None, batch_id: uuid.UUID) -> dict:
         """The tree wave by wave: each wave's partitions planned, migrated and reconciled (the next one planned and the
-        one before reconciled meanwhile), so memory holds three waves, not the tree. That keeps every rule, because
+        one before reconciled meanwhile), so memory holds a few waves, not the tree. That keeps every rule, because
         what a rule needs together lies in one partition: a key with versions in order is a scene's or a job's, and a
         job's files and the copies made of them are in its topic folder (`attribution.add_run` files a job under one
         folder). The legacy jobs are read for the wave's folders; the other records once."""
@@ -518,8 +606,11 @@ class FilesMigration:
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="plan-next-wave") as ahead, \
                     ThreadPoolExecutor(1, thread_name_prefix="reconcile-wave") as behind, \
-                    ThreadPoolExecutor(self.workers, thread_name_prefix="migrate") as pool:
-                self._waves_overlapped(ahead, behind, pool, waves, batch_id, by_partition_report)
+                    ThreadPoolExecutor(self.workers, thread_name_prefix="migrate") as pool, \
+                    ThreadPoolExecutor(min(self.workers, READERS), thread_name_prefix="read") as reads, \
+                    ThreadPoolExecutor(CHUNKS_IN_FLIGHT, thread_name_prefix="chunk") as chunks:
+                pools = _Pools(ahead, behind, pool, reads, min(self.workers, READERS), chunks)
+                self._waves_overlapped(pools, waves, batch_id, by_partition_report)
         finally:  # the upload threads are done: their connections close
             if self._storage is not None:
                 self._storage.single_puts.close()
@@ -546,32 +637,64 @@ class FilesMigration:
             "scenes": scenes,
         }
 
-    def _waves_overlapped(self, ahead, behind, pool, waves: Iterator[PlannedWave], batch_id, by_partition_report: dict) -> None:
-        """Wave N uploads in this thread while `ahead` plans wave N+1 and `behind` reconciles wave N-1. A wave is
-        counted once reconciled; a failure anywhere fails the run, none hides another."""
-        upcoming, reconciling = ahead.submit(next, waves, None), None
+    def _waves_overlapped(self, pools: _Pools, waves: Iterator[PlannedWave], batch_id, by_partition_report: dict) -> None:
+        """Every chunk of the run goes through one pipeline of `CHUNKS_IN_FLIGHT`, wave after wave: the next wave's
+        first chunks read and write their intents while this wave's last ones upload (a wave waiting for the one
+        before to be recorded left the endpoint idle at every wave's end). `ahead` plans the next wave meanwhile; a
+        wave is reconciled in `behind` once its last chunk is recorded, while later chunks upload. A level of copies
+        waits for the chunks before it (copies are made from their sources in S3). A wave is counted once
+        reconciled; a failure anywhere fails the run, none hides another."""
+        upcoming = pools.ahead.submit(next, waves, None)
+        inflight: deque[tuple[Future, PlannedWave]] = deque()
+        reconciles: deque[Future] = deque()
         try:
             while (wave := upcoming.result()) is not None:
-                if reconciling is not None and reconciling.done():
-                    reconciling.result()  # the wave before failed to reconcile: stop now, not a wave later
-                upcoming = ahead.submit(next, waves, None)
-                plans = self._migrate_wave(wave, batch_id, pool)
-                self.fault("before_reconcile")
-                if reconciling is not None:
-                    done, reconciling = reconciling, None
-                    self._count_wave(*done.result(), by_partition_report)
-                reconciling = behind.submit(self._reconcile_wave, wave, plans, batch_id)
-            if reconciling is not None:
-                done, reconciling = reconciling, None
-                self._count_wave(*done.result(), by_partition_report)
+                self._check_reconciles(reconciles)  # the wave before failed to reconcile: stop now, not a wave later
+                upcoming = pools.ahead.submit(next, waves, None)
+                for n, level in enumerate(self._start_wave(wave, batch_id)):
+                    while n and inflight:  # copies find their sources uploaded and recorded
+                        self._chunk_done(*inflight.popleft(), pools, reconciles, batch_id, by_partition_report)
+                    for chunk in self._chunks(level):
+                        wave.pending += 1
+                        inflight.append((pools.chunks.submit(self._migrate_chunk, pools, chunk, wave, batch_id), wave))
+                        while len(inflight) >= CHUNKS_IN_FLIGHT:
+                            self._chunk_done(*inflight.popleft(), pools, reconciles, batch_id, by_partition_report)
+                wave.submitted = True
+                if not wave.pending:  # nothing of it to upload
+                    self._wave_done(wave, pools, reconciles, batch_id, by_partition_report)
+            while inflight:
+                self._chunk_done(*inflight.popleft(), pools, reconciles, batch_id, by_partition_report)
+            while reconciles:
+                self._count_wave(*reconciles.popleft().result(), by_partition_report)
         except BaseException as exc:
             upcoming.cancel()
-            if reconciling is not None:
-                try:  # the wave reconciled meanwhile counts; or its own failure is told as well
-                    self._count_wave(*reconciling.result(), by_partition_report)
+            for future, _ in inflight:
+                future.cancel()  # one already running finishes (the pools wait for it): its intents stay resumable
+            while reconciles:
+                try:  # a wave reconciled meanwhile counts; or its own failure is told as well
+                    self._count_wave(*reconciles.popleft().result(), by_partition_report)
                 except BaseException as other:  # noqa: BLE001 (told, then the first failure is raised)
-                    exc.add_note(f"the reconcile of the wave before failed too: {other!r}")
+                    exc.add_note(f"the reconcile of an earlier wave failed too: {other!r}")
             raise
+
+    def _check_reconciles(self, reconciles: deque[Future]) -> None:
+        for future in reconciles:
+            if future.done():
+                future.result()  # raises its failure
+
+    def _chunk_done(self, future: Future, wave: PlannedWave, pools: _Pools, reconciles: deque[Future], batch_id, report: dict) -> None:
+        future.result()
+        wave.pending -= 1
+        if wave.submitted and not wave.pending:
+            self._wave_done(wave, pools, reconciles, batch_id, report)
+
+    def _wave_done(self, wave: PlannedWave, pools: _Pools, reconciles: deque[Future], batch_id, report: dict) -> None:
+        """Every chunk of `wave` is recorded: its reconcile goes to `behind`, after the one before it is counted (a
+        failure there is raised here, no later than the next wave's end)."""
+        self.fault("before_reconcile")
+        while reconciles:
+            self._count_wave(*reconciles.popleft().result(), report)
+        reconciles.append(pools.behind.submit(self._reconcile_wave, wave, batch_id))
 
     def _plan_wave(self, by_partition: dict[str, list[Entry]], records, batch_id: uuid.UUID) -> PlannedWave:
         """A wave's evidence, owners, plans and ledger rows: read (and its users made) before it migrates."""
@@ -585,7 +708,8 @@ class FilesMigration:
         existing = _existing_ledger(self.engine, [p.legacy_path for p in plans], sorted(by_partition))
         return PlannedWave(by_partition, plans, existing)
 
-    def _migrate_wave(self, wave: PlannedWave, batch_id: uuid.UUID, pool: ThreadPoolExecutor) -> list[Planned]:
+    def _start_wave(self, wave: PlannedWave, batch_id: uuid.UUID) -> list[list[list[Planned]]]:
+        """A planned wave's settled entries written, its copies indexed; returns its keys' version groups in levels."""
         plans, existing = wave.plans, wave.existing
         settled = [p for p in plans if p.outcome is not None]
         to_migrate = [p for p in plans if p.outcome is None]
@@ -593,10 +717,11 @@ class FilesMigration:
             self._total_files += len(plans)
             self._total_bytes += sum(p.entry.size or 0 for p in to_migrate)
         self._settle(settled, existing, batch_id)
-        self._copies: dict[int, list[Planned]] = defaultdict(list)
+        copies: dict[int, list[Planned]] = defaultdict(list)
         for plan in to_migrate:
             if plan.copy_source is not None:
-                self._copies[id(plan.copy_source)].append(plan)
+                copies[id(plan.copy_source)].append(plan)
+        wave.copies = dict(copies)
         self._tick(len(settled), 0)
 
         groups: dict[tuple[str, str], list[Planned]] = defaultdict(list)
@@ -604,27 +729,13 @@ class FilesMigration:
             groups[(plan.target.bucket_kind, plan.target.key)].append(plan)
         for group in groups.values():
             group.sort(key=lambda p: (p.target.order, p.legacy_path))
-        # Two chunks in flight: one hashes / writes its intents / records while the other uploads, so the upload
-        # pool never waits on those steps. Chunks never share a key, so version order is unaffected. A level starts
-        # when the one before it is recorded: copies then find their sources in S3.
-        with ThreadPoolExecutor(2) as chunks:
-            for level in _levels(groups):
-                inflight: deque[Future] = deque()
-                try:
-                    for chunk in self._chunks(level):
-                        inflight.append(chunks.submit(self._migrate_chunk, pool, chunk, existing, batch_id))
-                        if len(inflight) >= 2:
-                            inflight.popleft().result()
-                    while inflight:
-                        inflight.popleft().result()
-                finally:
-                    for future in inflight:
-                        future.cancel()
-        return plans
+        # Chunks never share a key, so version order is unaffected by two in flight. A level starts when the one
+        # before it is recorded: copies then find their sources in S3.
+        return _levels(groups)
 
-    def _reconcile_wave(self, wave: PlannedWave, plans: list[Planned], batch_id: uuid.UUID) -> tuple[PlannedWave, list[Planned]]:
-        self._reconcile(plans, wave.existing, batch_id)
-        return wave, plans
+    def _reconcile_wave(self, wave: PlannedWave, batch_id: uuid.UUID) -> tuple[PlannedWave, list[Planned]]:
+        self._reconcile(wave.plans, wave.existing, batch_id)
+        return wave, wave.plans
 
     def _count_wave(self, wave: PlannedWave, plans: list[Planned], by_partition_report: dict[str, dict]) -> None:
         by_partition_report.update(_partition_report(wave.by_partition, plans))
@@ -698,7 +809,7 @@ class FilesMigration:
             return
         plan.flags += content_flags(plan.target, plan.size, plan.sha256, plan.target.check == "plan" and is_failed_plan(head))
 
-    def _unchanged_on_disk(self, p: Planned, existing: dict[str, dict]) -> bool:
+    def _unchanged_on_disk(self, p: Planned, existing: dict[str, dict], copies: dict[int, list[Planned]]) -> bool:
         """The ledger has this file migrated to where it goes now, with the size, mtime and inode the walk sees, and
         every copy made of it is in place with the same bytes: nothing to read (never with `checksum`)."""
         old = existing.get(p.legacy_path)
@@ -707,18 +818,19 @@ class FilesMigration:
             return False
         if old.get("inode") is None or (old["size"], old.get("mtime_ns"), old["inode"]) != (e.size, e.mtime_ns, e.inode):
             return False
-        for q in (p, *self._copies.get(id(p), ())):
+        for q in (p, *copies.get(id(p), ())):
             row = existing.get(q.legacy_path)
             in_place = row and row["outcome"] == "migrated" and row["version_id"] and row["sha256"] == old["sha256"]
             if not in_place or (row["bucket"], row["key"]) != (buckets[q.target.bucket_kind], q.target.key):
                 return False
         return True
 
-    def _migrate_chunk(self, pool: ThreadPoolExecutor, chunk: list[list[Planned]], existing: dict, batch_id) -> None:
+    def _migrate_chunk(self, pools: _Pools, chunk: list[list[Planned]], wave: PlannedWave, batch_id) -> None:
+        existing, pool = wave.existing, pools.uploads
         files = [p for group in chunk for p in group]
         to_read = []
         for p in files:
-            if self._unchanged_on_disk(p, existing):
+            if self._unchanged_on_disk(p, existing, wave.copies):
                 old = existing[p.legacy_path]
                 p.sha256, p.size, p.unread = old["sha256"], old["size"], True
                 p.flags = content_flags(p.target, p.size, p.sha256, failed_plan=False)  # completed from the row later
@@ -726,7 +838,7 @@ class FilesMigration:
                 to_read.append(p)
         with self._lock:
             self.counts["unread_files"] += len(files) - len(to_read)
-        list(pool.map(lambda batch: [self._read(p) for p in batch], _batched(to_read, self.workers)))
+        list(pools.reads.map(lambda batch: [self._read(p) for p in batch], _batched(to_read, pools.readers)))
         buckets = self.settings.buckets
         intents, work, restat = [], [], []
         for group in chunk:
@@ -906,7 +1018,7 @@ class FilesMigration:
         buckets = self.settings.buckets
         fm_ids: dict[tuple[str, str, str | None], uuid.UUID] = {}
         if ok:
-            from t2m_pipeline.db.files import FileRecord, record_files  # with the ORM (0.1 s): not for a rerun
+            from t2m_pipeline.db.files import FileRecord, record_files
 
             records = [
                 FileRecord(
@@ -946,11 +1058,20 @@ class FilesMigration:
 
     def _reconcile(self, plans: list[Planned], existing: dict[str, dict], batch_id: uuid.UUID) -> None:
         """Remove what the migration wrote for a legacy file where the evidence no longer puts it, and bring the rows
-        in place up to date. A file with a failed plan is left alone (its old place stays until its new one exists)."""
+        in place up to date. A file with a failed plan is left alone (its old place stays until its new one exists).
+
+        Only files the ledger had a row for before this run (their own, or a copy's) are looked at: every object the
+        migration writes for a file has such a row from its intent on (write-ahead), until a rollback removes both,
+        so a file new to the ledger has nothing elsewhere, and its rows are this run's, written from the evidence it
+        read. (A first run was reading back every row it had just written, after its last upload.)"""
         by_path: dict[str, list[Planned]] = defaultdict(list)
         for p in plans:
             by_path[p.source_path].append(p)
-        settled = {path: ps for path, ps in by_path.items() if all(p.outcome in ("migrated", "skipped", "unsafe") for p in ps)}
+        known = {split_copy_path(key)[0] for key in existing}
+        settled = {
+            path: ps for path, ps in by_path.items()
+            if path in known and all(p.outcome in ("migrated", "skipped", "unsafe") for p in ps)
+        }
         planned_keys = {p.legacy_path for p in plans}
         stale_copies = [
             key for key in existing if COPY_MARK in key and key not in planned_keys and split_copy_path(key)[0] in settled

@@ -32,17 +32,12 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
-import boto3
-from boto3.exceptions import S3UploadFailedError
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy import Engine, select
 
 from t2m_pipeline.config import Settings
 from t2m_pipeline.db.engine import in_transaction
 from t2m_pipeline.db.files import FileRecord, find_file, record_file
-from t2m_pipeline.db.models import FileMetadata
 from t2m_pipeline.storage.errors import NotOwnerError, ObjectNotFoundError, StorageError, map_error
 from t2m_pipeline.storage.layout import is_report_key
 from t2m_pipeline.storage.versions import key_versions
@@ -70,6 +65,9 @@ _SSE_HEADERS = {"ServerSideEncryption": "x-amz-server-side-encryption", "SSEKMSK
 
 def make_s3_client(settings: Settings, *, max_attempts: int | None = None, read_timeout: float | None = None):
     """A client with explicit retries and timeouts; credentials come from boto3's default chain only."""
+    import boto3  # here, not at the module's top: a writer whose PUTs go through `single_puts` never loads it
+    from botocore.config import Config
+
     config = Config(
         region_name=settings.region,
         signature_version="s3v4",
@@ -199,12 +197,22 @@ class S3Storage:
         self.duplicates_removed = 0  # versions deleted by the cleanup and the sweep, for reports
         self._count_lock = threading.Lock()
         self._client_lock = threading.Lock()
-        self.transfer_config = TransferConfig(
-            multipart_threshold=settings.multipart_threshold_mib * MIB,
-            multipart_chunksize=MULTIPART_CHUNK_BYTES,
-            max_concurrency=8,
-            use_threads=True,
-        )
+        self.multipart_threshold = settings.multipart_threshold_mib * MIB  # larger bodies go multipart
+        self._transfer_config = None
+
+    @property
+    def transfer_config(self):
+        """s3transfer's settings for multipart uploads and copies, made when first needed (with boto3)."""
+        if self._transfer_config is None:
+            from boto3.s3.transfer import TransferConfig
+
+            self._transfer_config = TransferConfig(
+                multipart_threshold=self.multipart_threshold,
+                multipart_chunksize=MULTIPART_CHUNK_BYTES,
+                max_concurrency=8,
+                use_threads=True,
+            )
+        return self._transfer_config
 
     @property
     def client(self):
@@ -262,7 +270,7 @@ class S3Storage:
     ) -> StoredObject:
         path = Path(path)
         sha_hex, size = sha256_file(path)
-        if size < self.transfer_config.multipart_threshold:
+        if size < self.multipart_threshold:
             with open(path, "rb") as fh:
                 return self._put_single(bucket, key, fh, bytes.fromhex(sha_hex), size, owner, content_type, original_name, write_id)
         return self._put_multipart(bucket, key, path, sha_hex, size, owner, content_type, original_name, write_id)
@@ -279,12 +287,12 @@ class S3Storage:
         write_id: str | None = None,
     ) -> StoredObject:
         """A stream of unknown length: spooled (hashing as it goes) so a retried request can resend the body."""
-        with tempfile.SpooledTemporaryFile(max_size=self.transfer_config.multipart_threshold) as spool:
+        with tempfile.SpooledTemporaryFile(max_size=self.multipart_threshold) as spool:
             reader = _HashingReader(stream)
             shutil.copyfileobj(reader, spool, MIB)
             spool.seek(0)
             sha_hex = reader.digest.hexdigest()
-            if reader.size < self.transfer_config.multipart_threshold:
+            if reader.size < self.multipart_threshold:
                 return self._put_single(
                     bucket, key, spool, bytes.fromhex(sha_hex), reader.size, owner, content_type, original_name, write_id
                 )
@@ -326,6 +334,8 @@ class S3Storage:
 
         s3transfer does not return the version it created: it is found by its `write-id`.
         """
+        from boto3.exceptions import S3UploadFailedError
+
         started = datetime.now(timezone.utc)
         write_id = checked_write_id(write_id)
         meta = object_metadata(owner, sha_hex, original_name, started, write_id)
@@ -508,6 +518,8 @@ class S3Storage:
             raise map_error(exc, bucket, key) from exc
         rows: dict[str, tuple[str | None, int | None]] = {}
         if metadata and self.engine is not None:
+            from t2m_pipeline.db.models import FileMetadata  # the ORM: only for this (rare) look-up
+
             live = {v["VersionId"] for v in versions}
             query = select(FileMetadata.version_id, FileMetadata.checksum, FileMetadata.file_size).where(
                 FileMetadata.s3_bucket == bucket, FileMetadata.s3_key == key

@@ -177,3 +177,29 @@ def test_two_servers_never_share_a_state_directory(tmp_path):
         assert refused.value.returncode == UNREADABLE_STATE_EXIT
     finally:
         first.stop()
+
+
+def test_the_timeline_has_every_request_answered_and_a_server_without_one_writes_none(settings, tmp_path):
+    """`--timeline` (the migration benchmark's when-was-the-endpoint-idle): one line per answered request, start
+    before end, in the window it was sent. Control: the server started without it writes no file."""
+    from devtools.local_s3 import read_timeline
+
+    timeline = tmp_path / "timeline.txt"
+    for path in (timeline, None):
+        server = start_local_s3(tmp_path, timeline=path)
+        try:
+            client = make_s3_client(_settings_on(settings, server))
+            since = time.time()
+            client.create_bucket(Bucket="timeline")
+            for n in range(3):
+                client.put_object(Bucket="timeline", Key=f"k{n}", Body=b"x" * n)
+            client.list_objects_v2(Bucket="timeline")
+            until = time.time()
+        finally:
+            server.stop()
+        if path is not None:
+            rows = read_timeline(timeline, since, until)
+            assert [method for _, _, method in rows] == ["PUT", "PUT", "PUT", "PUT", "GET"]
+            assert all(since <= start <= end <= until for start, end, _ in rows)
+            timeline.rename(tmp_path / "kept.txt")
+    assert not timeline.exists()

@@ -267,6 +267,102 @@ def test_rerun_uploads_nothing_and_changes_nothing_then_verify_and_rollback(worl
     assert all_versions(client, buckets) == before_versions - {(row.bucket, row.key, row.version_id)}
 
 
+def test_only_files_the_ledger_had_before_the_run_are_reconciled(world, migrated_redis, buckets, monkeypatch):
+    """A first run reads back none of its files to reconcile them: every object the migration writes for a file has
+    the file's ledger row from its intent on, so a file new to the ledger has nothing elsewhere, and its rows are this
+    run's. Control: a rerun reconciles every file the first one settled (a moved file is found that way:
+    test_ownership)."""
+    from t2m_pipeline.migration.files_import import FilesMigration
+
+    settings, engine = migrated_redis
+    looked_at: list[str] = []
+    real = FilesMigration._reconcile_paths
+
+    def spy(self, by_path, *args):
+        looked_at.extend(by_path)
+        return real(self, by_path, *args)
+
+    monkeypatch.setattr(FilesMigration, "_reconcile_paths", spy)
+    first = migrate_files(settings, engine, world.root, workers=8)
+    assert first["outcomes"]["migrated"] > 0 and looked_at == []
+    migrate_files(settings, engine, world.root, workers=8)
+    settled = {p for p, r in ledger(engine).items() if COPY_MARK not in p and r.outcome in ("migrated", "skipped", "unsafe")}
+    assert settled and sorted(looked_at) == sorted(settled)
+    result = verify_files(settings, engine, world.root)
+    assert result["ok"], result["problems"]
+
+
+def test_the_next_waves_chunk_starts_while_the_wave_before_is_still_uploading(world, migrated_redis, buckets):
+    """One pipeline of chunks for the whole run: the first wave's chunk, held after its uploads, does not keep the
+    next wave's chunk from reading its files and writing its intents (a run that finished each wave before the next
+    left the endpoint idle at every wave's end). Control: a single wave's only chunk, held the same way, sees no
+    other chunk's intents (there is none to come)."""
+    import threading
+
+    settings, engine = migrated_redis
+
+    def held_first_chunk():
+        seen: list[str] = []
+        second_intents, lock = threading.Event(), threading.Lock()
+        waited: list[bool] = []
+
+        def fault(stage):
+            with lock:
+                seen.append(stage)
+                intents, uploads = seen.count("after_intents"), seen.count("after_uploads")
+            if stage == "after_intents" and intents == 2:
+                second_intents.set()
+            if stage == "after_uploads" and uploads == 1:
+                waited.append(second_intents.wait(10))
+
+        return fault, waited
+
+    fault, waited = held_first_chunk()
+    report = migrate_files(settings, engine, world.root, workers=4, wave_files=1, fault=fault)
+    assert report["waves"] > 2 and report["outcomes"]["failed"] == 0
+    assert waited == [True]  # the second wave's chunk wrote its intents while the first was held
+
+    # the control: one wave, one chunk: nothing else comes while it is held
+    fault, waited = held_first_chunk()
+    rollback_batch(settings, engine, report["batch_id"])
+    one = migrate_files(settings, engine, world.root, workers=4, fault=fault, chunk_files=10_000)
+    assert one["waves"] == 1 and waited == [False]
+    assert verify_files(settings, engine, world.root)["ok"]
+
+
+def test_a_run_leaves_no_reference_cycle_holding_its_files_and_puts_the_collector_back(world, migrated_redis, buckets):
+    """A run makes the cyclic garbage collector rare (`_fewer_collections`), so memory stays flat only if its files'
+    plans are freed when their counts drop: with the collector off, a run leaves no plan in a reference cycle, and
+    the collector's settings are as they were afterwards. Control: a plan put in a cycle is found the same way."""
+    import gc
+
+    from t2m_pipeline.migration.files_import import Planned
+
+    settings, engine = migrated_redis
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.disable()
+    try:
+        report = migrate_files(settings, engine, world.root, workers=4, chunk_files=10)
+        assert report["outcomes"]["migrated"] > 0
+        assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        stranded = sum(type(o) is Planned for o in gc.garbage)
+        gc.garbage.clear()
+        assert stranded == 0
+
+        looped = Planned(entry=None, partition="control")
+        looped.result = {"itself": looped}
+        del looped
+        gc.collect()
+        assert sum(type(o) is Planned for o in gc.garbage) == 1
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
 def test_an_interrupted_run_is_finished_by_a_rerun_without_duplicates(world, migrated_redis, buckets):
     """A crash after the uploads, before they were recorded: the rerun adopts those versions, uploads none again."""
     settings, engine = migrated_redis
@@ -297,10 +393,11 @@ def test_an_interrupted_run_is_finished_by_a_rerun_without_duplicates(world, mig
 
 
 def test_a_wave_that_fails_to_reconcile_while_the_next_uploads_fails_the_run(world, migrated_redis, buckets):
-    """Waves are reconciled in the background while the next one uploads: a failure there still fails the run (and
+    """Waves are reconciled in the background while the next one goes: a failure there still fails the run (and
     the batch), no later than the next wave's end, and a rerun finishes the job. Control: the same run without the
-    fault succeeds."""
+    fault succeeds. (A run reconciles the files the ledger had before it: here a second run, after a first.)"""
     settings, engine = migrated_redis
+    migrate_files(settings, engine, world.root, workers=4, wave_files=1)
 
     class ReconcileFailed(Exception):
         pass
