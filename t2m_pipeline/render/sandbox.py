@@ -394,6 +394,7 @@ class RenderSlot:
     stage: Path
     uid: int
     tmpfs: bool = False
+    lanes: tuple[Path, ...] = ()  # a warm renderer's: one directory, with its own tmpfs, per render at once
 
     def inside(self, path: str, protections: frozenset[str] = PROTECTIONS) -> str:
         """Where the sandbox sees one of the INSIDE_* paths. With the whole host visible (a control: the old
@@ -402,10 +403,11 @@ class RenderSlot:
             return path
         return {INSIDE_WORK: str(self.work), INSIDE_CODE: str(self.stage / "scene.py"), INSIDE_ENTRYPOINT: str(self.stage / "entrypoint.py")}[path]
 
-    def disk_used(self) -> int | None:
+    def disk_used(self, where: Path | None = None) -> int | None:
+        """Bytes used on the tmpfs of the work directory, or of one of its lanes."""
         if not self.tmpfs:
             return None
-        st = os.statvfs(self.work)
+        st = os.statvfs(where or self.work)
         return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
@@ -416,8 +418,13 @@ def render_slot(
     limits: RenderLimits | None = None,
     protections: frozenset[str] = PROTECTIONS,
     confined: bool = True,
+    lanes: int = 0,
+    lane_disks: bool = True,
 ) -> Iterator[RenderSlot]:
-    """A fresh slot; removed (tmpfs unmounted first) when the block ends, whatever happened inside."""
+    """A fresh slot; removed (tmpfs unmounted first) when the block ends, whatever happened inside. `lanes`
+    directories under the work directory each get a tmpfs of their own, `limits.disk_bytes` each: the renders a warm
+    renderer runs at once, so that one render filling its disk leaves its siblings' room alone (`lane_disks=False`:
+    plain directories sharing the work directory's tmpfs, a control in tests)."""
     limits = limits or RenderLimits()
     root = Path(tempfile.mkdtemp(prefix="t2m-render-", dir=work_root))
     slot = RenderSlot(root=root, work=root / "work", stage=root / "stage", uid=os.geteuid())
@@ -430,11 +437,9 @@ def render_slot(
             blocked = _blocked_parent(str(root / "work"))
             if blocked:
                 raise SandboxUnavailableError(f"the render work root {root.parent} is not reachable by the render's uid: {blocked} is not o+x")
-        if confined and is_root() and "disk" in protections:
-            options = f"size={limits.disk_bytes},nr_inodes={limits.disk_inodes},mode=0700,uid={slot.uid},gid={slot.uid}"
-            if _libc().mount(b"tmpfs", str(slot.work).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()) != 0:
-                err = ctypes.get_errno()
-                raise SandboxUnavailableError(f"cannot mount the render's tmpfs: {os.strerror(err)}")
+        disk = confined and is_root() and "disk" in protections
+        if disk:
+            _mount_tmpfs(slot.work, limits, slot.uid)
             slot.tmpfs = True
         else:
             os.chown(slot.work, slot.uid, slot.uid)
@@ -442,6 +447,14 @@ def render_slot(
             d = slot.work / name
             d.mkdir(mode=0o700)
             os.chown(d, slot.uid, slot.uid)
+        for i in range(lanes):
+            lane = slot.work / f"lane-{i}"
+            lane.mkdir(mode=0o700)
+            slot.lanes += (lane,)
+            if disk and lane_disks:
+                _mount_tmpfs(lane, limits, slot.uid)
+            else:
+                os.chown(lane, slot.uid, slot.uid)
         slot.stage.mkdir(mode=0o755)
         if "filesystem" not in protections:  # mount points of the read-only data, on the host (a control)
             for name in ("scene.py", "entrypoint.py"):
@@ -449,8 +462,16 @@ def render_slot(
         yield slot
     finally:
         if slot.tmpfs:
-            _libc().umount2(str(slot.work).encode(), MNT_DETACH)
+            for where in (*slot.lanes, slot.work):
+                _libc().umount2(str(where).encode(), MNT_DETACH)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _mount_tmpfs(where: Path, limits: RenderLimits, uid: int) -> None:
+    options = f"size={limits.disk_bytes},nr_inodes={limits.disk_inodes},mode=0700,uid={uid},gid={uid}"
+    if _libc().mount(b"tmpfs", str(where).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options.encode()) != 0:
+        err = ctypes.get_errno()
+        raise SandboxUnavailableError(f"cannot mount the render's tmpfs: {os.strerror(err)}")
 
 
 # -- running a command inside ---------------------------------------------------------------------------------------

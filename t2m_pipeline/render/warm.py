@@ -5,13 +5,15 @@ step holds the scenes of one job only (`defs/scenes/assets.one_job`), so it open
 cold render's is (`render.sandbox`: a fresh uid, the same view, namespaces, environment allowlist; the limits scaled
 to the renders it runs at once), whose entrypoint imports manim while the step still writes the scenes' code, then
 forks one render per request (`entrypoint.serve`). Each render still holds one of the machine's cores, has its own
-Pipes channel (a pipe passed with the request), its own directory, and its video goes through the same checked
-intake; whatever it leaves running is killed when it ends.
+Pipes channel (a pipe passed with the request), a cgroup with one render's limits, a lane (a directory on a tmpfs of
+its own, one render's disk), and its video goes through the same checked intake; whatever it leaves running is
+killed when it ends, and a render that outlives its time is killed alone (its cgroup emptied).
 
-What it changes, and why that is acceptable: one job's scenes share a uid, a tmpfs and a cgroup, so a hostile scene
-can reach its sibling scenes (the same user's job, code from the same topic), never another job, user or the host.
-The forks are not dumpable: none reads another's descriptors or memory. A render that outlives its time kills the
-whole sandbox (fail closed); renders after a renderer died, or one that never became ready, go the cold way.
+What it changes, and why that is acceptable: one job's scenes share a uid and a sandbox, so a hostile scene can reach
+its sibling scenes on purpose (the same user's job, code from the same topic), never another job, user or the host.
+The forks are not dumpable: none reads another's descriptors or memory. Where a render cannot be ended alone (no
+cgroup), the whole sandbox is (fail closed). A render cut short by the renderer's end, and every render after it, goes
+the cold way: a scene is judged on its own render, never on a sibling's.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import itertools
 import json
 import logging
 import os
+import queue
 import shutil
 import socket
 import sys
@@ -90,11 +93,13 @@ def warm_limits(limits: RenderLimits, renders_at_once: int) -> RenderLimits:
 @dataclass
 class WarmRenderer:
     """The render backend of one scenes step while it is open (`LocalSandboxBackend.warm`). `isolated_forks=False`
-    only for a control in tests (the forks may then read each other's descriptors)."""
+    and `own_disks=False` only for controls in tests (the forks may then read each other's descriptors; the renders
+    share one disk)."""
 
     cold: LocalSandboxBackend
     renders_at_once: int = field(default_factory=machine_cores)
     isolated_forks: bool = True
+    own_disks: bool = True
     name: str = "sandbox-warm"  # the render_backend a video's metadata names
     failure: str | None = None  # why it is not (or no longer) used
     result: SandboxResult | None = None  # how its sandbox ended
@@ -110,6 +115,7 @@ class WarmRenderer:
         self._inside_fd = inside.detach()
         self._thread = threading.Thread(target=self._serve, name="warm-renderer", daemon=True)
         self.renders = 0  # served warm
+        self._lanes: queue.SimpleQueue[Path] = queue.SimpleQueue()  # free lanes: at most renders_at_once at once
         self._cgroup: RenderCgroup | None = None  # the whole sandbox's; each render gets one of its own inside
 
     def describe(self) -> str:
@@ -129,8 +135,11 @@ class WarmRenderer:
     def _serve(self) -> None:
         fd, self._inside_fd = self._inside_fd, None
         try:
-            with render_slot(self.cold.work_root, limits=self.limits, protections=self.cold.protections) as slot:
+            lanes = {"lanes": self.renders_at_once, "lane_disks": self.own_disks}
+            with render_slot(self.cold.work_root, limits=self.limits, protections=self.cold.protections, **lanes) as slot:
                 self.slot = slot
+                for lane in slot.lanes:
+                    self._lanes.put(lane)
                 try:
                     argv = [sys.executable, "-I", "-u", slot.inside(INSIDE_ENTRYPOINT, self.cold.protections), "--warm", str(fd)]
                     argv += [] if self.isolated_forks else ["--dumpable"]
@@ -222,10 +231,14 @@ class WarmRenderer:
         if not self._wait_ready():
             return None
         stack.enter_context(render_core(root=self.cold.work_root))
-        if not self.usable():
+        lane = self._take_lane()
+        if lane is None:
             return None
+        stack.callback(self._lanes.put, lane)
+        name = f"r{next(self._ids):03d}"
+        stack.callback(shutil.rmtree, lane / name, ignore_errors=True)  # emptied before the lane goes back
+        sub = f"{lane.name}/{name}"
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="t2m-intake-")))
-        sub = f"r{next(self._ids):03d}"
         work = f"{self.work_inside}/{sub}"
         reader = SandboxStdioMessageReader(guarded=self.cold.guarded_messages)
         extras = {**render_extras(request), "work_dir": work}
@@ -233,7 +246,7 @@ class WarmRenderer:
             open_pipes_session(context=context, context_injector=PipesEnvContextInjector(), message_reader=reader, extras=extras)
         )
         started = time.monotonic()
-        placed = self._start(session.get_bootstrap_env_vars(), request, work, sub)
+        placed = self._start(session.get_bootstrap_env_vars(), request, work, name)
         if placed is None:
             return None
         read_fd, cgroup = placed
@@ -251,24 +264,47 @@ class WarmRenderer:
                     peak = max(peak, cgroup.current_tasks())
                 if pump.is_alive() and (time.monotonic() >= deadline or (request.stop is not None and request.stop.is_set())):
                     timed_out = True
-                    self.kill(f"scene {request.label or request.class_name} outlived its time: the warm renderer was ended")
+                    self._end_render(cgroup, request)
                     pump.join(PUMP_JOIN_S)
+                    if pump.is_alive():  # something still holds its channel: end them all
+                        self.kill(f"scene {request.label or request.class_name} outlived its time and kept its channel open")
+                        pump.join(PUMP_JOIN_S)
                     break
+        if not timed_out and reader.stats.result is None and not self.usable():
+            return None  # cut short by the renderer's end, which may be a sibling's doing: rendered again, cold
         seconds = time.monotonic() - started
         usage = cgroup.usage(self.cold.limits) if cgroup else Usage(limits_mode="rlimit" if "limits" in self.cold.protections else "none")
         usage.processes_peak = peak or None
-        usage.disk_used_bytes = self.slot.disk_used()
-        usage.disk_limit_bytes = self.limits.disk_bytes if self.slot.tmpfs else None
+        usage.disk_used_bytes = self.slot.disk_used(lane)
+        usage.disk_limit_bytes = self.cold.limits.disk_bytes if self.slot.tmpfs else None
         output = conclude(
             self.name, request, self.slot.work, scratch,
             returncode=0 if reader.stats.result else None, timed_out=timed_out, seconds=seconds,
             stats=reader.stats, usage=usage, describe=self.describe(), checked=self.cold.checked_intake,
             max_log_bytes=self.cold.max_log_bytes, subdir=sub,
         )
-        shutil.rmtree(self.slot.work / sub, ignore_errors=True)  # taken: its space goes back to the job's renders
         return output
 
-    def _start(self, env: dict, request: RenderRequest, work: str, sub: str) -> tuple[int, RenderCgroup | None] | None:
+    def _take_lane(self) -> Path | None:
+        while self.usable():
+            try:
+                return self._lanes.get(timeout=SAMPLE_S)
+            except queue.Empty:
+                continue
+        return None
+
+    def _end_render(self, cgroup: RenderCgroup | None, request: RenderRequest) -> None:
+        """A render that outlived its time (or whose step is stopped): its cgroup emptied, its siblings untouched;
+        without a cgroup, or when something of it is left, the whole sandbox ends (fail closed)."""
+        label = request.label or request.class_name
+        if cgroup is None:
+            self.kill(f"scene {label} outlived its time: the warm renderer was ended (no cgroup to end it alone)")
+            return
+        cgroup.kill_all()
+        if cgroup.pids():
+            self.kill(f"scene {label} outlived its time and its cgroup could not be emptied: the warm renderer was ended")
+
+    def _start(self, env: dict, request: RenderRequest, work: str, name: str) -> tuple[int, RenderCgroup | None] | None:
         """Send the render to the renderer and place its fork in a cgroup of its own (the render's limits) before
         any of the scene runs: (the render's message pipe, its cgroup), or None when the renderer cannot take it."""
         read_fd, write_fd = os.pipe()
@@ -286,7 +322,7 @@ class WarmRenderer:
                     hello_inside.close()
                 hello.settimeout(PLACE_TIMEOUT_S)
                 pid = int(hello.recv(32) or b"0")
-                cgroup = self._place(pid, sub)
+                cgroup = self._place(pid, name)
                 hello.sendall(b"1")
             return read_fd, cgroup
         except (OSError, ValueError) as exc:
@@ -296,13 +332,13 @@ class WarmRenderer:
             self.kill(f"the warm renderer could not take a render ({getattr(exc, 'strerror', None) or exc})")
             return None
 
-    def _place(self, pid: int, sub: str) -> RenderCgroup | None:
+    def _place(self, pid: int, name: str) -> RenderCgroup | None:
         """The render's own cgroup, holding its fork (found by the pid it sees in the sandbox); None where the
         sandbox has no cgroup (rlimits only, as for a cold render). Raises OSError when it cannot be placed."""
         if self._cgroup is None:
             return None
         host = next((h for h in self._cgroup.pids() if _inner_pid(h) == pid), None)
-        cgroup = create_cgroup(sub, self.cold.limits, parent=self._cgroup)
+        cgroup = create_cgroup(name, self.cold.limits, parent=self._cgroup)
         if host is None or cgroup is None:
             if cgroup is not None:
                 cgroup.remove()

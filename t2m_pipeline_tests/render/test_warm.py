@@ -2,7 +2,7 @@
 
 Its attacks (bombs held per render, nothing left running, the Pipes channel out of reach) are in the render attack
 suite (`faults/test_render_attacks.py`), which drives the real pipeline through it; here: that each render is its
-own, and that a renderer a scene killed leaves the others to the cold way."""
+own (its log, its disk, its time), and that a renderer a scene killed leaves the others to the cold way."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ import threading
 import dagster as dg
 import pytest
 
+from t2m_pipeline.render import warm
 from t2m_pipeline.render.backends import LocalSandboxBackend, RenderRequest
-from t2m_pipeline.render.sandbox import sandbox_status
+from t2m_pipeline.render.sandbox import PROTECTIONS, RenderLimits, is_root, sandbox_status
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not sandbox_status().available, reason="needs bubblewrap"),
 ]
 
-SCENE = """from manim import *
+SCENE = """import time
+from manim import *
 
 class {cls}(Scene):
     def construct(self):
@@ -34,24 +36,39 @@ KILL_RENDERER = (
 )
 
 
-def scene(number: int, word: str, before: str = "pass") -> RenderRequest:
+# Fills the render's disk, tells its sibling (through the sandbox's /tmp, which the job's renders share), holds it.
+FILL_DISK = (
+    "written = 0\n        try:\n            with open('fill.bin', 'wb') as fh:\n                while True:\n"
+    "                    fh.write(b'x' * (1 << 20)); fh.flush(); written += 1\n        except OSError:\n            pass\n"
+    "        open('/tmp/t2m-filled', 'w').close()\n        print(f'filled {written} MiB')\n        time.sleep(4)"
+)
+# Waits for the sibling's fill, then needs 8 MiB of its own.
+AFTER_FILL = (
+    "import os\n        for _ in range(200):\n            if os.path.exists('/tmp/t2m-filled'):\n                break\n"
+    "            time.sleep(0.05)\n        open('room.bin', 'wb').write(b'y' * (8 << 20))"
+)
+DISK = RenderLimits(disk_bytes=64 << 20)
+STOP_SERVING_FORK = "import os, signal\n        os.kill(os.getppid(), signal.SIGSTOP)\n        time.sleep(60)"
+
+
+def scene(number: int, word: str, before: str = "pass", timeout_s: float = 60.0) -> RenderRequest:
     cls = f"Scene{number:03d}"
-    return RenderRequest(SCENE.format(cls=cls, word=word, before=before), cls, "low", 60.0, label=f"u/j/{number:03d}")
+    return RenderRequest(SCENE.format(cls=cls, word=word, before=before), cls, "low", timeout_s, label=f"u/j/{number:03d}")
 
 
-def render_in_one_step(batches: list[list[RenderRequest]]) -> tuple[list[dict], dict]:
+def render_in_one_step(batches: list[list[RenderRequest]], backend: LocalSandboxBackend | None = None, **options) -> tuple[list[dict], dict]:
     """Each batch rendered at once through one warm renderer, batch after batch, inside a real asset step."""
     seen: list[dict] = []
     state: dict = {}
 
     @dg.asset
     def warm_renders(context) -> dg.MaterializeResult:
-        with LocalSandboxBackend().warm(renders_at_once=2) as renderer:
+        with (backend or LocalSandboxBackend()).warm(renders_at_once=2, **options) as renderer:
 
             def one(request: RenderRequest) -> None:
                 with renderer.render(context, request) as output:
                     seen.append({"class": request.class_name, "failure": output.failure, "video": output.video is not None,
-                                 "log": output.log, "backend": output.backend})
+                                 "log": output.log, "backend": output.backend, "timed_out": output.timed_out})
 
             for batch in batches:
                 threads = [threading.Thread(target=one, args=(request,)) for request in batch]
@@ -87,3 +104,52 @@ def test_a_scene_that_kills_the_warm_renderer_fails_alone_and_the_next_scenes_re
     for cls in ("Scene002", "Scene003"):
         assert by_class[cls]["failure"] is None and by_class[cls]["video"], by_class[cls]["log"][-600:]
         assert "warm renderer" not in by_class[cls]["log"]  # rendered the cold way
+
+
+def filled_beside(**options) -> dict:
+    seen, _ = render_in_one_step([[scene(1, "filler", FILL_DISK), scene(2, "neighbour", AFTER_FILL)]], LocalSandboxBackend(limits=DISK), **options)
+    return {s["class"]: s for s in seen}
+
+
+@pytest.mark.skipif(not is_root(), reason="a render's disk is a tmpfs only as root")
+def test_a_render_that_fills_its_disk_leaves_its_siblings_room():
+    by_class = filled_beside()
+    assert "filled 6" in by_class["Scene001"]["log"]  # about its 64 MiB: 6x MiB
+    neighbour = by_class["Scene002"]
+    assert neighbour["failure"] is None and neighbour["video"], neighbour["log"][-600:]
+    assert "warm renderer" in neighbour["log"]
+
+
+@pytest.mark.skipif(not is_root(), reason="a render's disk is a tmpfs only as root")
+def test_control_one_disk_for_the_renders_a_render_that_fills_it_spoils_its_sibling():
+    neighbour = filled_beside(own_disks=False)["Scene002"]
+    # its own 8 MiB write fails (the traceback's end is lost too: its log is on the same full disk)
+    assert neighbour["failure"] is not None and "failed (exit 1)" in neighbour["failure"], neighbour["log"][-600:]
+
+
+def overrun_beside(backend: LocalSandboxBackend, monkeypatch) -> tuple[dict, dict]:
+    """Scene 1 outlives its 2 s while scene 2, which takes about 6 s, renders beside it; then scene 3. Scene 1 stops
+    the fork that serves it first, whose own timeout would end it otherwise: the worker's deadline is what ends it."""
+    monkeypatch.setattr(warm, "STARTUP_GRACE_S", 1.0)
+    overrun = scene(1, "overrun", STOP_SERVING_FORK, timeout_s=2.0)
+    seen, state = render_in_one_step([[overrun, scene(2, "slow", "time.sleep(6)")], [scene(3, "later")]], backend)
+    return {s["class"]: s for s in seen}, state
+
+
+def test_a_render_that_outlives_its_time_ends_alone_and_the_renderer_goes_on(monkeypatch):
+    by_class, state = overrun_beside(LocalSandboxBackend(), monkeypatch)
+    assert by_class["Scene001"]["timed_out"], (by_class["Scene001"]["failure"], by_class["Scene001"]["log"][-800:])
+    assert "timed out after 2 s" in by_class["Scene001"]["failure"]
+    for cls in ("Scene002", "Scene003"):
+        assert by_class[cls]["failure"] is None and by_class[cls]["video"], by_class[cls]["log"][-600:]
+        assert "warm renderer" in by_class[cls]["log"]  # rendered warm, beside and after the overrun
+    assert state == {"renders": 3, "failure": None}
+
+
+def test_control_no_cgroup_the_overrun_ends_the_renderer_and_its_sibling_renders_again_cold(monkeypatch):
+    by_class, state = overrun_beside(LocalSandboxBackend(protections=PROTECTIONS - {"limits"}), monkeypatch)
+    assert by_class["Scene001"]["timed_out"]
+    assert "outlived its time" in state["failure"]
+    for cls in ("Scene002", "Scene003"):  # cut short, then rendered again the cold way; the next one cold too
+        assert by_class[cls]["failure"] is None and by_class[cls]["video"], by_class[cls]["log"][-600:]
+        assert "warm renderer" not in by_class[cls]["log"]
