@@ -140,6 +140,23 @@ def test_the_client_waits_as_long_as_configured_for_an_answer(service_env):
     assert make_s3_client(configured, read_timeout=2.5).meta.config.read_timeout == 2.5
 
 
+def test_clients_share_one_parsed_s3_model_and_each_works(service_env, buckets):
+    """Each client has a session of its own, and every session reads S3's models through one loader: parsed once per
+    process (a warm run server parses them before it forks), its search path not growing by a folder per client."""
+    from t2m_pipeline.config import load_settings
+    from t2m_pipeline.storage.s3 import _service_models, make_s3_client
+
+    settings = load_settings(service_env)
+    first, second = make_s3_client(settings), make_s3_client(settings)
+    assert first._loader is second._loader is _service_models()
+    paths = list(_service_models().search_paths)
+    make_s3_client(settings)
+    assert _service_models().search_paths == paths
+    for client in (first, second):  # a working client, with boto3's transfer methods
+        assert client.head_bucket(Bucket=buckets["code"])["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert hasattr(client, "upload_fileobj")
+
+
 def test_the_versions_of_a_write_are_those_carrying_its_write_id_and_nothing_else(storage, buckets, make_user, tmp_path):
     """The caller chooses the write id; `versions_of_write` finds exactly the versions carrying it, oldest first and
     the current one last. The control: a version with the same bytes and the same original name written under
