@@ -14,3 +14,11 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning, message=r"Parameter `
 warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=r"Specifying a partitions_def on an AssetCheckSpec")
 
 defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+
+
+def prepare_run_workers() -> None:
+    """Called once by the warm run server (`t2m_pipeline/launcher/warm_server.py`) before it forks run workers: boto3
+    and S3's parsed models, which every run's first client would otherwise load for itself (0.2 s, more under load)."""
+    from t2m_pipeline.storage.s3 import load_service_models
+
+    load_service_models()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REAP_INTERVAL_S = 0.5
+PREPARE_HOOK = "prepare_run_workers"  # a code location module's function, called once before the forks
 MAX_REQUEST_BYTES = 1 << 20
 STALE = "stale"
 
@@ -42,16 +43,20 @@ class Worker:
 
 def warm_up(origin) -> None:
     """Import the code location (a RepositoryPythonOrigin) and build its definitions, as a run worker would, so each
-    fork starts past it."""
+    fork starts past it; then call the code location module's `PREPARE_HOOK`, if it has one: what every run of its
+    would otherwise load for itself."""
+    import importlib
+
     from dagster._core.definitions.reconstruct import ReconstructableRepository
     import dagster._cli.api  # noqa: F401 - the entry point each fork runs
-
-    from t2m_pipeline.storage.s3 import load_service_models
 
     repository = ReconstructableRepository(origin.code_pointer, executable_path=origin.executable_path).get_definition()
     for job in repository.get_all_jobs():
         job.get_job_snapshot()  # what core_execute_run builds before the first step; cached on the definition
-    load_service_models()  # boto3 and S3's models: every run's first client (0.2 s, more under load) starts past them
+    module = getattr(origin.code_pointer, "module", None)
+    prepare = getattr(importlib.import_module(module), PREPARE_HOOK, None) if module else None
+    if callable(prepare):
+        prepare()
 
 
 def source_stamps(root: str | None) -> dict[str, int]:

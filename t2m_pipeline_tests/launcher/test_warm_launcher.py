@@ -108,12 +108,22 @@ def test_a_run_is_a_fork_of_the_warm_server_and_succeeds(location, tmp_path):
     assert any(f"Started process for run (pid: {pid_a})" in m for m in location.engine_messages(first))
 
 
+def test_the_server_prepares_its_workers_once_before_it_forks(location, tmp_path):
+    """The code location's `prepare_run_workers` runs in the warm server (t2m_pipeline.definitions loads boto3 and
+    S3's models there), so every fork starts past it."""
+    run_id = location.launch("report", tmp_path / "a")
+    assert location.wait(run_id).status == dg.DagsterRunStatus.SUCCESS, location.engine_messages(run_id)
+    _, server, imported = wait_for(tmp_path / "a")
+    assert wait_for(tmp_path / "a.prepared") == [server] == [imported]
+
+
 def test_control_the_default_launcher_starts_a_worker_that_imports_the_code_itself(tmp_path):
     with dg.instance_for_test(overrides={"run_launcher": DEFAULT}) as instance, Location(instance, tmp_path) as loc:
         run_id = loc.launch("report", tmp_path / "a")
         assert loc.wait(run_id).status == dg.DagsterRunStatus.SUCCESS
         pid, _, imported = wait_for(tmp_path / "a")
         assert imported == pid
+        assert wait_for(tmp_path / "a.prepared") == [0]  # nothing prepared it: it loads what it needs itself
 
 
 def test_a_worker_killed_mid_run_fails_its_run_at_once_with_the_signal_named(location, tmp_path):

@@ -7,10 +7,18 @@ import time
 import dagster as dg
 
 IMPORTED_BY_PID = os.getpid()  # the process that imported this module: the warm server, or a fresh worker
+PREPARED_BY_PID = 0  # the process that called prepare_run_workers: the warm server, before it forked
+
+
+def prepare_run_workers() -> None:
+    global PREPARED_BY_PID
+    PREPARED_BY_PID = os.getpid()
 
 
 @dg.op(config_schema={"action": dg.Field(str, default_value="report"), "report_to": str})
 def act(context: dg.OpExecutionContext) -> None:
+    with open(context.op_config["report_to"] + ".prepared", "w") as prepared:
+        prepared.write(f"{PREPARED_BY_PID}\n")
     with open(context.op_config["report_to"], "w") as report:
         report.write(f"{os.getpid()} {os.getppid()} {IMPORTED_BY_PID}\n")
     action = context.op_config["action"]
