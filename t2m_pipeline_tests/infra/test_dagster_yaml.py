@@ -42,8 +42,8 @@ def test_retries_monitoring_and_the_coordinator_agree():
     assert LOCAL["run_retries"] == PRODUCTION["run_retries"]
     assert LOCAL["run_monitoring"]["enabled"] and PRODUCTION["run_monitoring"]["enabled"]
     for config in (LOCAL, PRODUCTION):
-        assert config["run_coordinator"]["module"] == "dagster._core.run_coordinator"
-        assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+        assert config["run_coordinator"]["module"] == "t2m_pipeline.launcher"
+        assert config["run_coordinator"]["class"] == "PromptQueuedRunCoordinator"
         assert "max_concurrent_runs" not in (config["run_coordinator"].get("config") or {})  # one place: concurrency
     assert LOCAL["run_coordinator"]["config"]["dequeue_interval_seconds"] == PRODUCTION["run_coordinator"]["config"]["dequeue_interval_seconds"]
 

@@ -458,7 +458,7 @@ def test_dagster_yaml_is_a_valid_instance_config(dagster_env):
 
     launcher = getattr(importlib.import_module(config["run_launcher"]["module"]), config["run_launcher"]["class"])
     assert issubclass(launcher, EcsRunLauncher)  # one Fargate task per run
-    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert config["run_coordinator"]["class"] == "PromptQueuedRunCoordinator"
     assert config["concurrency"]["runs"]["tag_concurrency_limits"] and config["concurrency"]["pools"]["default_limit"]
     assert config["run_monitoring"]["enabled"] is True
     assert config["run_retries"]["enabled"] is True
