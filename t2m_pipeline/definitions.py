@@ -22,3 +22,11 @@ def prepare_run_workers() -> None:
     from t2m_pipeline.storage.s3 import load_service_models
 
     load_service_models()
+
+
+def prepare_run(job_name: str, tags: dict[str, str]) -> None:
+    """Called by the warm run server in each run's worker before the run starts: what the run will need, started
+    while Dagster opens it (a scenes run's warm renderer)."""
+    from t2m_pipeline.defs.scenes.assets import prestart_renderer
+
+    prestart_renderer(job_name, tags)

@@ -89,11 +89,12 @@ class WarmServer:
         self.stop()
         raise WarmServerError(f"the warm run server did not load the code within {timeout_s:.0f} s")
 
-    def ask(self, serialized_args: str) -> dict:
+    def ask(self, serialized_args: str, run: dict | None = None) -> dict:
+        """Start a run's worker; `run` (its job name and tags) goes to the code location's `prepare_run` hook."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(60)
             conn.connect(self.socket_path)
-            send_message(conn, {"execute_run_args": serialized_args})
+            send_message(conn, {"execute_run_args": serialized_args, "run": run or {}})
             answer = read_message(conn)
         if answer is None:
             raise WarmServerError("the warm run server closed the connection without an answer")
@@ -193,15 +194,16 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
         )
         repository = origin.repository_origin
         key, folder = serialize_value(repository), repository.code_pointer.working_directory
+        described = {"job_name": run.job_name, "tags": dict(run.tags)}
         with self._lock:
             try:
-                answer = self._server_for(key, folder).ask(args)
+                answer = self._server_for(key, folder).ask(args, described)
             except OSError:  # alive but unreachable (its socket removed, wedged): a fresh server takes the run
                 self._retire(key)
                 answer = {"stale": "unreachable"}
             if "stale" in answer:  # its code changed: it serves no more; a fresh server loads the new code
                 self._retire(key)
-                answer = self._server_for(key, folder).ask(args)
+                answer = self._server_for(key, folder).ask(args, described)
         if "pid" not in answer:
             raise WarmServerError(f"the warm run server did not start the run: {answer.get('error') or answer}")
         try:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 REAP_INTERVAL_S = 0.5
 PREPARE_HOOK = "prepare_run_workers"  # a code location module's function, called once before the forks
+RUN_HOOK = "prepare_run"  # one called in each fork first, with the run's job name and tags
+_run_hook = None
 MAX_REQUEST_BYTES = 1 << 20
 STALE = "stale"
 
@@ -44,7 +46,8 @@ class Worker:
 def warm_up(origin) -> None:
     """Import the code location (a RepositoryPythonOrigin) and build its definitions, as a run worker would, so each
     fork starts past it; then call the code location module's `PREPARE_HOOK`, if it has one: what every run of its
-    would otherwise load for itself."""
+    would otherwise load for itself. Its `RUN_HOOK`, if any, is called in each fork before the run starts: what that
+    run will need, started while Dagster opens the run (a worker spends about a second there)."""
     import importlib
 
     from dagster._core.definitions.reconstruct import ReconstructableRepository
@@ -53,10 +56,13 @@ def warm_up(origin) -> None:
     repository = ReconstructableRepository(origin.code_pointer, executable_path=origin.executable_path).get_definition()
     for job in repository.get_all_jobs():
         job.get_job_snapshot()  # what core_execute_run builds before the first step; cached on the definition
+    global _run_hook
     module = getattr(origin.code_pointer, "module", None)
-    prepare = getattr(importlib.import_module(module), PREPARE_HOOK, None) if module else None
+    location = importlib.import_module(module) if module else None
+    prepare = getattr(location, PREPARE_HOOK, None)
     if callable(prepare):
         prepare()
+    _run_hook = getattr(location, RUN_HOOK, None)
 
 
 def source_stamps(root: str | None) -> dict[str, int]:
@@ -139,7 +145,7 @@ def reap(workers: dict[int, Worker]) -> None:
             report_crash(worker, os.waitstatus_to_exitcode(status))
 
 
-def fork_worker(listener: socket.socket, conn: socket.socket, serialized_args: str) -> int:
+def fork_worker(listener: socket.socket, conn: socket.socket, serialized_args: str, run: dict | None = None) -> int:
     sys.stdout.flush()  # or every fork would print again what this process had buffered
     sys.stderr.flush()
     pid = os.fork()
@@ -147,8 +153,19 @@ def fork_worker(listener: socket.socket, conn: socket.socket, serialized_args: s
         listener.close()
         conn.close()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        prepare_run(run or {})
         os._exit(execute_run(serialized_args))
     return pid
+
+
+def prepare_run(run: dict) -> None:
+    """The code location's `RUN_HOOK` for this run; whatever it raises is printed, and the run goes on without it."""
+    if not callable(_run_hook) or not isinstance(run.get("job_name"), str):
+        return
+    try:
+        _run_hook(run["job_name"], dict(run.get("tags") or {}))
+    except Exception:  # noqa: BLE001 - a head start, never a reason for the run to fail
+        traceback.print_exc()
 
 
 def handle(listener: socket.socket, conn: socket.socket, stamps: dict[str, int], workers: dict[int, Worker]) -> bool:
@@ -158,7 +175,8 @@ def handle(listener: socket.socket, conn: socket.socket, stamps: dict[str, int],
 
     stale = changed(stamps)
     try:
-        serialized_args = (read_message(conn) or {})["execute_run_args"]
+        message = read_message(conn) or {}
+        serialized_args, run = message["execute_run_args"], message.get("run")
         args = deserialize_value(serialized_args, ExecuteRunArgs)
     except Exception as exc:  # noqa: BLE001 - a bad request is answered, never the end of the server
         send_message(conn, {"error": f"{type(exc).__name__}: {exc}"})
@@ -166,7 +184,7 @@ def handle(listener: socket.socket, conn: socket.socket, stamps: dict[str, int],
     if stale:
         send_message(conn, {STALE: stale[:5]})
         return False
-    pid = fork_worker(listener, conn, serialized_args)
+    pid = fork_worker(listener, conn, serialized_args, run if isinstance(run, dict) else None)
     workers[pid] = Worker(args.run_id, args.instance_ref)
     send_message(conn, {"pid": pid})
     return True

@@ -230,6 +230,12 @@ class LocalSandboxBackend:
 
         return warm_renderer(self, **{"isolated_forks": self.isolated_forks, **options})
 
+    def prestart_warm(self, **options) -> None:
+        """Start now the warm renderer that a later `warm(**options)` will adopt (a run worker's head start)."""
+        from t2m_pipeline.render.warm import prestart
+
+        prestart(self, **{"isolated_forks": self.isolated_forks, **options})
+
     @contextmanager
     def render(self, context, request: RenderRequest) -> Iterator[RenderOutput]:
         check_request(request)

@@ -18,6 +18,7 @@ the cold way: a scene is judged on its own render, never on a sibling's.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import logging
@@ -115,11 +116,13 @@ class WarmRenderer:
         self._inside_fd = inside.detach()
         self._thread = threading.Thread(target=self._serve, name="warm-renderer", daemon=True)
         self.renders = 0  # served warm
+        self.options: dict = {}  # what it was prestarted with (`prestart`)
         self._lanes: queue.SimpleQueue[Path] = queue.SimpleQueue()  # free lanes: at most renders_at_once at once
         self._cgroup: RenderCgroup | None = None  # the whole sandbox's; each render gets one of its own inside
 
     def describe(self) -> str:
-        return f"{self.cold.describe()}; warm renderer (one sandbox for the job's scenes, manim imported once)"
+        ahead = ", started with the run" if self.options else ""
+        return f"{self.cold.describe()}; warm renderer (one sandbox for the job's scenes, manim imported once{ahead})"
 
     # -- the sandbox ----------------------------------------------------------------------------------------------
 
@@ -368,10 +371,42 @@ def _inner_pid(host_pid: int) -> int | None:
     return None
 
 
+_prestarted: WarmRenderer | None = None  # started ahead of the step that will use it (one per run worker)
+_prestarted_lock = threading.Lock()
+
+
+def prestart(cold: LocalSandboxBackend, **options) -> WarmRenderer:
+    """Start a warm renderer now, for the next `warm_renderer` asked for with the same backend and options to adopt
+    (a run worker starts its scenes step's while Dagster opens the run). Closed at exit if nothing adopts it."""
+    global _prestarted
+    renderer = WarmRenderer(cold, **options).start()
+    renderer.options = dict(options)
+    with _prestarted_lock:
+        previous, _prestarted = _prestarted, renderer
+    if previous is not None:
+        previous.close()
+    atexit.register(renderer.close)
+    return renderer
+
+
+def _adopt(cold: LocalSandboxBackend, options: dict) -> WarmRenderer | None:
+    """The prestarted renderer, if it was made for exactly this (else it is closed): None otherwise."""
+    global _prestarted
+    with _prestarted_lock:
+        candidate, _prestarted = _prestarted, None
+    if candidate is None:
+        return None
+    if candidate.cold == cold and candidate.options == options and not candidate._ended.is_set():
+        return candidate
+    candidate.close()
+    return None
+
+
 @contextmanager
 def warm_renderer(cold: LocalSandboxBackend, **options) -> Iterator[WarmRenderer]:
-    """A warm renderer for the block; it starts at once (manim's import runs while the caller goes on)."""
-    renderer = WarmRenderer(cold, **options).start()
+    """A warm renderer for the block: the one prestarted for it, or one started at once (manim's import runs while
+    the caller goes on)."""
+    renderer = _adopt(cold, options) or WarmRenderer(cold, **options).start()
     try:
         yield renderer
     finally:

@@ -51,6 +51,7 @@ class Location:
     def launch(self, action: str, report: Path) -> str:
         run = self.instance.create_run_for_job(
             job_def=self.job_def,
+            tags={"tiny/tag": "seen"},
             run_config={"ops": {"act": {"config": {"action": action, "report_to": str(report)}}}},
             remote_job_origin=self.remote_job.get_remote_origin(),
             job_code_origin=self.remote_job.get_python_origin(),
@@ -108,13 +109,15 @@ def test_a_run_is_a_fork_of_the_warm_server_and_succeeds(location, tmp_path):
     assert any(f"Started process for run (pid: {pid_a})" in m for m in location.engine_messages(first))
 
 
-def test_the_server_prepares_its_workers_once_before_it_forks(location, tmp_path):
+def test_the_server_prepares_its_workers_once_before_it_forks_and_each_run_in_its_worker(location, tmp_path):
     """The code location's `prepare_run_workers` runs in the warm server (t2m_pipeline.definitions loads boto3 and
-    S3's models there), so every fork starts past it."""
+    S3's models there), so every fork starts past it; its `prepare_run` in each worker, with the run's job name and
+    tags, before the run starts (a scenes run's warm renderer)."""
     run_id = location.launch("report", tmp_path / "a")
     assert location.wait(run_id).status == dg.DagsterRunStatus.SUCCESS, location.engine_messages(run_id)
-    _, server, imported = wait_for(tmp_path / "a")
+    worker, server, imported = wait_for(tmp_path / "a")
     assert wait_for(tmp_path / "a.prepared") == [server] == [imported]
+    assert (tmp_path / "a.run").read_text() == f"tiny_job seen {worker}"  # prepare_run, in the worker, with its tags
 
 
 def test_control_the_default_launcher_starts_a_worker_that_imports_the_code_itself(tmp_path):
@@ -124,6 +127,7 @@ def test_control_the_default_launcher_starts_a_worker_that_imports_the_code_itse
         pid, _, imported = wait_for(tmp_path / "a")
         assert imported == pid
         assert wait_for(tmp_path / "a.prepared") == [0]  # nothing prepared it: it loads what it needs itself
+        assert (tmp_path / "a.run").read_text() == ""
 
 
 def test_a_worker_killed_mid_run_fails_its_run_at_once_with_the_signal_named(location, tmp_path):

@@ -10,15 +10,25 @@ IMPORTED_BY_PID = os.getpid()  # the process that imported this module: the warm
 PREPARED_BY_PID = 0  # the process that called prepare_run_workers: the warm server, before it forked
 
 
+PREPARED_RUN = ""  # the job name prepare_run was called with, in this worker
+
+
 def prepare_run_workers() -> None:
     global PREPARED_BY_PID
     PREPARED_BY_PID = os.getpid()
+
+
+def prepare_run(job_name: str, tags: dict) -> None:
+    global PREPARED_RUN
+    PREPARED_RUN = f"{job_name} {tags.get('tiny/tag', '-')} {os.getpid()}"
 
 
 @dg.op(config_schema={"action": dg.Field(str, default_value="report"), "report_to": str})
 def act(context: dg.OpExecutionContext) -> None:
     with open(context.op_config["report_to"] + ".prepared", "w") as prepared:
         prepared.write(f"{PREPARED_BY_PID}\n")
+    with open(context.op_config["report_to"] + ".run", "w") as run:
+        run.write(PREPARED_RUN)
     with open(context.op_config["report_to"], "w") as report:
         report.write(f"{os.getpid()} {os.getppid()} {IMPORTED_BY_PID}\n")
     action = context.op_config["action"]

@@ -153,3 +153,24 @@ def test_control_no_cgroup_the_overrun_ends_the_renderer_and_its_sibling_renders
     for cls in ("Scene002", "Scene003"):  # cut short, then rendered again the cold way; the next one cold too
         assert by_class[cls]["failure"] is None and by_class[cls]["video"], by_class[cls]["log"][-600:]
         assert "warm renderer" not in by_class[cls]["log"]
+
+
+def test_a_prestarted_renderer_is_the_one_the_step_opens():
+    """A run worker starts its scenes step's renderer ahead (`prestart_warm`); the step adopts it."""
+    LocalSandboxBackend().prestart_warm(renders_at_once=2)
+    ahead = warm._prestarted
+    seen, state = render_in_one_step([[scene(1, "ahead"), scene(2, "ahead")]])
+    assert warm._prestarted is None and state == {"renders": 2, "failure": None}
+    assert ahead.renders == 2  # the prestarted one rendered them
+    for render in seen:
+        assert render["failure"] is None and "started with the run" in render["log"], render["log"][-600:]
+
+
+def test_control_a_renderer_prestarted_for_other_options_is_closed_and_the_step_starts_its_own():
+    LocalSandboxBackend().prestart_warm(renders_at_once=1)
+    ahead = warm._prestarted
+    seen, state = render_in_one_step([[scene(1, "own"), scene(2, "own")]])
+    assert ahead.renders == 0 and ahead._ended.is_set()
+    for render in seen:
+        assert render["failure"] is None and "warm renderer" in render["log"]
+        assert "started with the run" not in render["log"]

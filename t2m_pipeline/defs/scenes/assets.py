@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +34,12 @@ from typing import TypeVar
 
 import dagster as dg
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
-from dagster._core.storage.tags import PARENT_RUN_ID_TAG, RESUME_RETRY_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARENT_RUN_ID_TAG,
+    RESUME_RETRY_TAG,
+)
 
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes import checks, handoff
@@ -53,7 +58,9 @@ from t2m_pipeline.partition_keys import SceneKey, decode_job_key, decode_scene_k
 from t2m_pipeline.pipeline import status, steps
 from t2m_pipeline.pipeline.retry import is_transient
 from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, JobLabels, fallback_labels, job_labels, launched_by
-from t2m_pipeline.render.backends import RenderBackend
+from t2m_pipeline.config import load_settings
+from t2m_pipeline.defs.scenes.jobs import render_scenes_job
+from t2m_pipeline.render.backends import RenderBackend, make_render_backend
 from t2m_pipeline.render.codegen import CodeGenerator, scene_class_name
 from t2m_pipeline.render.cores import machine_cores
 from t2m_pipeline.render.outline import MAX_SCENES
@@ -281,6 +288,22 @@ class SceneTools:
                 yield
             finally:
                 self.warm = None
+
+
+def prestart_renderer(job_name: str, tags: Mapping[str, str]) -> None:
+    """A run worker's first act (`definitions.prepare_run`): a render_scenes run over two scenes or more of one job
+    starts the warm renderer its step will open (`SceneTools.warmed_up` adopts it), so manim's import runs while
+    Dagster opens the run instead of after (about a second either way)."""
+    first, last = tags.get(ASSET_PARTITION_RANGE_START_TAG), tags.get(ASSET_PARTITION_RANGE_END_TAG)
+    if job_name != render_scenes_job.name or not first or not last:
+        return
+    first_key, last_key = decode_scene_key(first), decode_scene_key(last)
+    renders = last_key.scene_number - first_key.scene_number + 1
+    if first_key.job != last_key.job or renders < WARM_FROM_RENDERS:
+        return
+    prestart = getattr(make_render_backend(load_settings()), "prestart_warm", None)
+    if prestart is not None:
+        prestart(renders_at_once=min(renders, machine_cores()))
 
 
 def produce_scene_code(context: dg.AssetExecutionContext, tools: SceneTools, key: SceneKey) -> Produced:
