@@ -570,15 +570,16 @@ def markdown(result: dict, command: str) -> str:
         "one sandbox per job that imports manim once, while the code is written, and forks each render into a cgroup "
         "of its own; a render then takes 0.4x a cold sandbox's time, `make bench-render`). A queued row starts at once: the `new_jobs` tick listens for "
         "the queue's notification instead of waiting for the daemon's next pass (5 s). Each run's worker is a fork of "
-        "a warm server that has imported the code (`t2m_pipeline/launcher`); the plan run queues the scenes' run and "
-        "the scenes step the combine run (`defs/scenes/handoff.py`); queued runs dequeue every second (Dagster's "
-        "queue daemon). Before these, on this machine: 3 scenes 3.55x (15.22 s against 4.29 s; one run per scene, "
-        "4.7 s of sensor wait); the issue measured 4.7x.",
+        "a warm server that has imported the code and S3's models (`t2m_pipeline/launcher`), and a scenes run's "
+        "worker starts its warm renderer before Dagster opens the run (`prepare_run`); the plan run queues the "
+        "scenes' run and the scenes step the combine run (`defs/scenes/handoff.py`); queued runs dequeue every half "
+        "second (`PromptQueuedRunCoordinator`: Dagster's queue daemon, at its floor). Before these, on this machine: "
+        "3 scenes 3.55x (15.22 s against 4.29 s; one run per scene, 4.7 s of sensor wait); the issue measured 4.7x.",
         "",
         f"Command: `{command}` (`make bench-latency` runs the full size). Measured {result['started']} UTC on a "
         f"{result['cores']}-core machine; 1-minute load average {result['load_before']} before, "
         f"{result['load_after']} after, at most {result['load_max']} during the run"
-        + (" (other helpers' test suites shared the machine: the figures are not final; compare rows of one run)."
+        + (" (the bench's own renders load the machine too: compare rows of one run, not runs)."
            if result["load_max"] > 1.5 else "."),
         f"`dagster-daemon run -w workspace.yaml` on fresh PostgreSQL databases (metadata migrated with Alembic, "
         f"Dagster storage), S3 = moto server over HTTP on loopback; renders in the pipeline sandboxed "
