@@ -238,8 +238,8 @@ class WarmRenderer:
         if lane is None:
             return None
         stack.callback(self._lanes.put, lane)
+        stack.callback(_empty, lane)  # whatever the render left in its lane, before the lane goes back
         name = f"r{next(self._ids):03d}"
-        stack.callback(shutil.rmtree, lane / name, ignore_errors=True)  # emptied before the lane goes back
         sub = f"{lane.name}/{name}"
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="t2m-intake-")))
         work = f"{self.work_inside}/{sub}"
@@ -358,6 +358,15 @@ class WarmRenderer:
         if "process_tree" in self.cold.protections:
             cgroup.kill_all()
         cgroup.remove()
+
+
+def _empty(lane: Path) -> None:
+    """Remove everything in a lane, not following links (a render may have left anything there)."""
+    for entry in list(lane.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _inner_pid(host_pid: int) -> int | None:

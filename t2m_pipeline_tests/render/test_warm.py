@@ -63,7 +63,7 @@ def render_in_one_step(batches: list[list[RenderRequest]], backend: LocalSandbox
 
     @dg.asset
     def warm_renders(context) -> dg.MaterializeResult:
-        with (backend or LocalSandboxBackend()).warm(renders_at_once=2, **options) as renderer:
+        with (backend or LocalSandboxBackend()).warm(**{"renders_at_once": 2, **options}) as renderer:
 
             def one(request: RenderRequest) -> None:
                 with renderer.render(context, request) as output:
@@ -174,3 +174,15 @@ def test_control_a_renderer_prestarted_for_other_options_is_closed_and_the_step_
     for render in seen:
         assert render["failure"] is None and "warm renderer" in render["log"]
         assert "started with the run" not in render["log"]
+
+
+@pytest.mark.skipif(not is_root(), reason="a render's disk is a tmpfs only as root")
+def test_a_lane_goes_to_the_next_render_empty_whatever_the_last_one_left_in_it():
+    """One lane, two renders one after the other: the first leaves 40 MiB beside its own folder, in the lane; the
+    next needs 40 MiB of the lane's 64."""
+    leave = "open('../left-behind.bin', 'wb').write(b'z' * (40 << 20))"
+    need = "open('room.bin', 'wb').write(b'y' * (40 << 20))"
+    seen, _ = render_in_one_step([[scene(1, "litter", leave)], [scene(2, "next", need)]], LocalSandboxBackend(limits=DISK), renders_at_once=1)
+    by_class = {s["class"]: s for s in seen}
+    assert by_class["Scene001"]["failure"] is None
+    assert by_class["Scene002"]["failure"] is None and by_class["Scene002"]["video"], by_class["Scene002"]["log"][-600:]
