@@ -77,11 +77,11 @@ def test_concurrency_histogram_counts_overlapping_renders():
 
 
 def test_importtime_parser_finds_depths_and_importers():
-    stderr = "\n".join([
-        "import time: self [us] | cumulative | imported package",
-        "import time:       100 |        100 |     botocore",
-        "import time:       200 |        300 |   boto3",
-        "import time:        50 |        350 | t2m_pipeline.storage",
-    ])
+    stderr = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:       100 |        100 |     botocore\n"
+        "import time:       200 |        300 |   boto3\n"
+        "import time:        50 |        350 | t2m_pipeline.storage"
+    )
     rows = bench.parse_importtime(stderr)
     assert rows == [("botocore", 100, 2, "boto3"), ("boto3", 300, 1, "t2m_pipeline.storage"), ("t2m_pipeline.storage", 350, 0, None)]

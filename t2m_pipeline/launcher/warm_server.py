@@ -50,8 +50,8 @@ def warm_up(origin) -> None:
     run will need, started while Dagster opens the run (a worker spends about a second there)."""
     import importlib
 
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
     import dagster._cli.api  # noqa: F401 - the entry point each fork runs
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
 
     repository = ReconstructableRepository(origin.code_pointer, executable_path=origin.executable_path).get_definition()
     for job in repository.get_all_jobs():

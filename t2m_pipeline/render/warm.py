@@ -116,12 +116,13 @@ class WarmRenderer:
         self._inside_fd = inside.detach()
         self._thread = threading.Thread(target=self._serve, name="warm-renderer", daemon=True)
         self.renders = 0  # served warm
-        self.options: dict = {}  # what it was prestarted with (`prestart`)
+        self.prestarted = False  # started ahead of its step (`prestart`), with `options`
+        self.options: dict = {}
         self._lanes: queue.SimpleQueue[Path] = queue.SimpleQueue()  # free lanes: at most renders_at_once at once
         self._cgroup: RenderCgroup | None = None  # the whole sandbox's; each render gets one of its own inside
 
     def describe(self) -> str:
-        ahead = ", started with the run" if self.options else ""
+        ahead = ", started with the run" if self.prestarted else ""
         return f"{self.cold.describe()}; warm renderer (one sandbox for the job's scenes, manim imported once{ahead})"
 
     # -- the sandbox ----------------------------------------------------------------------------------------------
@@ -389,7 +390,7 @@ def prestart(cold: LocalSandboxBackend, **options) -> WarmRenderer:
     (a run worker starts its scenes step's while Dagster opens the run). Closed at exit if nothing adopts it."""
     global _prestarted
     renderer = WarmRenderer(cold, **options).start()
-    renderer.options = dict(options)
+    renderer.prestarted, renderer.options = True, dict(options)
     with _prestarted_lock:
         previous, _prestarted = _prestarted, renderer
     if previous is not None:

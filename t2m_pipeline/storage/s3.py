@@ -80,22 +80,24 @@ def _service_models():
     return SharedLoader(extra_search_paths=[str(Path(boto3.__file__).parent / "data")])
 
 
-def load_service_models() -> None:
-    """Read S3's models into the shared loader now: a client made with placeholder credentials (no credential lookup,
-    no request), for a process that forks workers."""
-    import boto3
+def _s3_client(**options):
+    """An S3 client on a session of its own (boto3's sessions are not thread-safe) over the shared models."""
+    import boto3  # here, not at the module's top: a writer whose PUTs go through `single_puts` never loads it
     import botocore.session
 
     core = botocore.session.Session()
     core.register_component("data_loader", _service_models())
-    boto3.session.Session(botocore_session=core).client("s3", region_name="us-east-1", aws_access_key_id="-", aws_secret_access_key="-")
+    return boto3.session.Session(botocore_session=core).client("s3", **options)
+
+
+def load_service_models() -> None:
+    """Read S3's models into the shared loader now, for a process that forks workers: a client made with placeholder
+    credentials (no credential lookup, no request)."""
+    _s3_client(region_name="us-east-1", aws_access_key_id="-", aws_secret_access_key="-")
 
 
 def make_s3_client(settings: Settings, *, max_attempts: int | None = None, read_timeout: float | None = None):
-    """A client with explicit retries and timeouts; credentials come from boto3's default chain only. Each client
-    has its own session (boto3's sessions are not thread-safe); they share the parsed service models."""
-    import boto3  # here, not at the module's top: a writer whose PUTs go through `single_puts` never loads it
-    import botocore.session
+    """A client with explicit retries and timeouts; credentials come from boto3's default chain only."""
     from botocore.config import Config
 
     config = Config(
@@ -109,9 +111,7 @@ def make_s3_client(settings: Settings, *, max_attempts: int | None = None, read_
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    core = botocore.session.Session()
-    core.register_component("data_loader", _service_models())
-    return boto3.session.Session(botocore_session=core).client("s3", endpoint_url=settings.endpoint_url, config=config)
+    return _s3_client(endpoint_url=settings.endpoint_url, config=config)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,12 @@ import pytest
 
 from t2m_pipeline.render import warm
 from t2m_pipeline.render.backends import LocalSandboxBackend, RenderRequest
-from t2m_pipeline.render.sandbox import PROTECTIONS, RenderLimits, is_root, sandbox_status
+from t2m_pipeline.render.sandbox import (
+    PROTECTIONS,
+    RenderLimits,
+    is_root,
+    sandbox_status,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -169,7 +174,7 @@ def test_a_prestarted_renderer_is_the_one_the_step_opens():
 def test_control_a_renderer_prestarted_for_other_options_is_closed_and_the_step_starts_its_own():
     LocalSandboxBackend().prestart_warm(renders_at_once=1)
     ahead = warm._prestarted
-    seen, state = render_in_one_step([[scene(1, "own"), scene(2, "own")]])
+    seen, _ = render_in_one_step([[scene(1, "own"), scene(2, "own")]])
     assert ahead.renders == 0 and ahead._ended.is_set()
     for render in seen:
         assert render["failure"] is None and "warm renderer" in render["log"]

@@ -4,7 +4,10 @@ adoption itself is in `render/test_warm.py`; the hook's call in each worker in `
 import uuid
 
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from t2m_pipeline.defs.scenes.assets import prestart_renderer
 from t2m_pipeline.defs.scenes.jobs import combine_job, render_scenes_job
