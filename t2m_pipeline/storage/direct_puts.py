@@ -14,12 +14,19 @@ Used for what S3Storage sends in one request (below its multipart threshold); ev
 It verifies TLS against the system's trust store, or the CA bundle boto3 would use (`AWS_CA_BUNDLE`, `ca_bundle`);
 boto3's proxy settings do not apply (none of our deployments uses a proxy). Timeouts are botocore's: one to
 connect, then one for each read or write on the socket (a body goes out a block at a time, each with its own).
+
+Credentials are those boto3's default chain finds. The chain's first provider reads the environment
+(`env_credentials`, as botocore's `EnvProvider` reads it); when that is where they are and the endpoint needs no CA
+bundle (plain HTTP, as a local endpoint), botocore's session is not loaded: its import (about 0.2 s) came before a
+files migration's first PUT. Otherwise (a role, a profile, expiring keys, TLS) the chain itself is asked, as before.
 """
 
 from __future__ import annotations
 
 import http.client
+import os
 import random
+import select
 import socket
 import ssl
 import threading
@@ -30,7 +37,6 @@ from datetime import datetime, timezone
 from typing import IO
 from urllib.parse import quote, urlsplit
 
-import botocore.session
 from awscrt import auth
 from awscrt import http as crt_http
 from awscrt.exceptions import AwsCrtError
@@ -44,9 +50,7 @@ from botocore.exceptions import (
     ParamValidationError,
     ReadTimeoutError,
 )
-from s3transfer.crt import BotocoreCRTCredentialsWrapper
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
-from urllib3.util.wait import wait_for_read
 
 from t2m_pipeline.config import Settings
 
@@ -69,6 +73,26 @@ class PutResult:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def env_credentials(environ=os.environ) -> tuple[str, str, str | None] | None:
+    """(key, secret, token) as the first provider of boto3's default chain (botocore's `EnvProvider`) finds them in
+    the environment, when they are static keys; None when it would not find them (or would find expiring ones, which
+    it refreshes): then the chain is asked. With no profile given in code (ours never gives one) nothing comes before
+    that provider, so whatever it finds is what the chain returns."""
+    key, secret = environ.get("AWS_ACCESS_KEY_ID", ""), environ.get("AWS_SECRET_ACCESS_KEY", "")
+    if not key or not secret or environ.get("AWS_CREDENTIAL_EXPIRATION", ""):
+        return None  # none, partial (the chain raises as boto3 does) or refreshable: the chain's own answer
+    token = next((value for name in ("AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN") if (value := environ.get(name, ""))), None)
+    return key, secret, token
+
+
+def wait_for_read(sock: socket.socket, timeout: float) -> bool:
+    """Whether `sock` has something to read (or was closed) within `timeout` seconds (urllib3's check, without
+    importing urllib3)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def _transient(exc: BaseException) -> bool:
@@ -97,9 +121,6 @@ class DirectPuts:
     """PutObject in one request, from any thread: each thread keeps its own keep-alive connection per host."""
 
     def __init__(self, settings: Settings, *, max_attempts: int | None = None, read_timeout: float | None = None):
-        session = botocore.session.get_session()  # boto3's default chain and config, as the rest of the layer
-        credentials = session.get_credentials()
-        self.has_credentials = credentials is not None  # none: each put fails as boto3's would, at the request
         self.max_attempts = max_attempts or settings.s3_max_attempts
         self.read_timeout = read_timeout or settings.s3_read_timeout_s
         endpoint = urlsplit(settings.endpoint_url or f"https://s3.{settings.region}.amazonaws.com")
@@ -108,14 +129,27 @@ class DirectPuts:
         self.scheme, self.endpoint_host = endpoint.scheme, endpoint.hostname or ""
         self.port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
         self.path_style = settings.endpoint_url is not None  # as make_s3_client: path style on a local endpoint
+        static = env_credentials()
+        session = None
+        if static is None or self.scheme == "https":
+            import botocore.session
+
+            session = botocore.session.get_session()  # boto3's default chain and config, as the rest of the layer
+        if static is not None:  # what the chain would return, read as its first provider reads it
+            provider = auth.AwsCredentialsProvider.new_static(*static)
+        else:
+            from s3transfer.crt import BotocoreCRTCredentialsWrapper
+
+            credentials = session.get_credentials()
+            provider = BotocoreCRTCredentialsWrapper(credentials).to_crt_credentials_provider() if credentials is not None else None
+        self.has_credentials = provider is not None  # none: each put fails as boto3's would, at the request
         self.tls = None
         if self.scheme == "https":  # verify_mode CERT_REQUIRED and hostname checks: always
             self.tls = ssl.create_default_context(cafile=session.get_config_variable("ca_bundle") or None)
         self.signing = auth.AwsSigningConfig(
             algorithm=auth.AwsSigningAlgorithm.V4,
             signature_type=auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
-            credentials_provider=BotocoreCRTCredentialsWrapper(credentials).to_crt_credentials_provider()
-            if credentials is not None else None,
+            credentials_provider=provider,
             region=settings.region,
             service="s3",
             # S3's SigV4 rules: the path is neither normalized nor encoded twice; the body is not hashed into the

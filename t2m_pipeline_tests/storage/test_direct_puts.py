@@ -358,3 +358,42 @@ def test_a_header_value_that_is_not_printable_ascii_is_refused_before_anything_i
         puts.put(buckets["temp"], key, b"x", 1, {"Content-Type": value})
     landed = puts.put(buckets["temp"], key, b"y", 1, {"Content-Type": "text/plain"})
     assert landed.attempts == 1 and S3Storage(settings).get_bytes(buckets["temp"], key, landed.version_id) == b"y"
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret"},
+        {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "session"},
+        {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SECURITY_TOKEN": "security", "AWS_SESSION_TOKEN": "session"},
+        {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "", "AWS_SECURITY_TOKEN": "security"},
+        {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_PROFILE": "elsewhere", "AWS_ACCOUNT_ID": "123456789012"},
+    ],
+    ids=["keys", "session token", "both tokens", "empty session token", "a profile named too"],
+)
+def test_keys_read_from_the_environment_are_what_botocores_default_chain_returns(monkeypatch, tmp_path, environ):
+    """`env_credentials` stands in for boto3's default chain only where the chain's answer is the environment's keys:
+    the same key, secret and token, in every form the chain reads them (a named profile included: explicit keys win)."""
+    import botocore.session
+
+    config = tmp_path / "config"
+    config.write_text("[profile elsewhere]\nregion = us-east-1\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
+                 "AWS_CREDENTIAL_EXPIRATION", "AWS_ACCOUNT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**environ, "AWS_CONFIG_FILE": str(config), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+                        "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+    chain = botocore.session.get_session().get_credentials().get_frozen_credentials()
+    assert direct_puts.env_credentials() == (chain.access_key, chain.secret_key, chain.token)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{}, {"AWS_ACCESS_KEY_ID": "AKID"}, {"AWS_SECRET_ACCESS_KEY": "secret"},
+     {"AWS_ACCESS_KEY_ID": "AKID", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_CREDENTIAL_EXPIRATION": "2030-01-01T00:00:00Z"}],
+    ids=["none", "key only", "secret only", "expiring"],
+)
+def test_other_environments_leave_the_answer_to_botocores_chain(environ):
+    """None, partial or refreshable keys: the chain is asked (it finds another provider, raises, or refreshes)."""
+    assert direct_puts.env_credentials(environ) is None
