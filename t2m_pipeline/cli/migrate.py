@@ -12,19 +12,8 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
-from t2m_pipeline.cli.output import console, emit_json, table
+from t2m_pipeline.cli.output import emit_json, get_console, table
 from t2m_pipeline.config import REDIS_URL, load_settings
 from t2m_pipeline.migration.legacy_redis import legacy_redis_client
 from t2m_pipeline.db.engine import shared_engine
@@ -35,6 +24,32 @@ app = typer.Typer(help="Migrate the legacy platform's data.", no_args_is_help=Tr
 def _fail(message: str) -> None:
     print(f"t2m: error: {message}", file=sys.stderr)
     raise typer.Exit(2)
+
+
+class _NoBar:
+    """What a `--json` run has instead of rich's progress bar (disabled there, so nothing shows either way): rich is
+    not imported for it."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def add_task(self, *args, **kwargs) -> int:
+        return 0
+
+    def update(self, *args, **kwargs) -> None:
+        return None
+
+
+def _bar(json_output: bool, columns):
+    """For people, a rich progress bar of `columns(rich.progress)`; for `--json`, none."""
+    if json_output:
+        return _NoBar()
+    import rich.progress
+
+    return rich.progress.Progress(*columns(rich.progress), console=get_console())
 
 
 def _safe_redis_url(url: str) -> str:
@@ -78,7 +93,7 @@ def redis_command(
     except redis.RedisError as exc:
         _fail(f"legacy Redis {_safe_redis_url(url)} unreachable: {exc}")
     engine = shared_engine(settings.database_url)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=json_output) as bar:
+    with _bar(json_output, lambda p: [p.SpinnerColumn(), p.TextColumn("{task.description}"), p.TimeElapsedColumn()]) as bar:
         task = bar.add_task("scanning legacy Redis", total=None)
         report = migrate_redis(
             engine, client, processes=processes, progress=lambda keys: bar.update(task, description=f"{keys} keys scanned")
@@ -94,13 +109,13 @@ def redis_command(
     )
     table("Cache and counter keys (counted, not migrated)", ["prefix", "keys"], sorted(report["cache_keys_not_migrated"].items()))
     if report["queue_missing_job_ids"]:
-        console.print(f"job_queue names {len(report['queue_missing_job_ids'])} job(s) that do not exist (quarantined).")
+        get_console().print(f"job_queue names {len(report['queue_missing_job_ids'])} job(s) that do not exist (quarantined).")
     held = report.get("queue_rows_inserted", 0) + report.get("queue_rows_unlisted_queued_jobs", 0)
     if held:
-        console.print(f"{held} job(s) queued or processing in the legacy system are held: nothing runs them until "
+        get_console().print(f"{held} job(s) queued or processing in the legacy system are held: nothing runs them until "
                       "`t2m migrate requeue --job ID | --all`.")
     if report["reattribute_partitions"]:
-        console.print(f"{len(report['reattribute_partitions'])} migrated topic folder(s) have new evidence: run "
+        get_console().print(f"{len(report['reattribute_partitions'])} migrated topic folder(s) have new evidence: run "
                       "`t2m migrate files` again to put their files where it says (verify fails until then).")
 
 
@@ -126,11 +141,11 @@ def files(
         unknown = [p for p in partition if p not in known]
         if unknown:
             _fail(f"--partition {unknown[0]!r} is not a legacy source under {str(root)!r}")
-    columns = [
-        TextColumn("migrating"), BarColumn(), MofNCompleteColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=console, disable=json_output) as bar:
+    def columns(p):
+        return [p.TextColumn("migrating"), p.BarColumn(), p.MofNCompleteColumn(), p.DownloadColumn(), p.TransferSpeedColumn(),
+                p.TimeRemainingColumn()]
+
+    with _bar(json_output, columns) as bar:
         files_task = bar.add_task("files", total=None)
 
         def progress(done: int, size: int, total: int, total_bytes: int) -> None:
@@ -154,7 +169,7 @@ def files(
          ["flagged invalid by legacy rules", report["flagged_invalid"]]],
     )
     if failed:
-        console.print(f"{failed} file(s) failed: see the ledger's reasons, then run the command again.")
+        get_console().print(f"{failed} file(s) failed: see the ledger's reasons, then run the command again.")
         raise typer.Exit(1)
 
 
@@ -169,8 +184,10 @@ def verify(
 
     root = _legacy_root(legacy_root)
     settings = load_settings()
-    columns = [TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=json_output) as bar:
+    def columns(p):
+        return [p.TextColumn("verifying"), p.BarColumn(), p.MofNCompleteColumn(), p.TimeElapsedColumn(), p.TimeRemainingColumn()]
+
+    with _bar(json_output, columns) as bar:
         task = bar.add_task("objects", total=None)
         result = verify_files(
             settings, shared_engine(settings.database_url), root, partition or None,
@@ -180,7 +197,7 @@ def verify(
         emit_json(result)
     else:
         table("Ledger outcomes", ["outcome", "files"], sorted(result["outcomes"].items()))
-        console.print(f"{result['files_in_tree']} files in the tree, {result['objects_checked']} S3 objects checked, "
+        get_console().print(f"{result['files_in_tree']} files in the tree, {result['objects_checked']} S3 objects checked, "
                       f"{result['problem_count']} problem(s)")
         if result["problems"]:
             table("Problems", ["legacy path", "problem"], [[p["legacy_path"], p["problem"]] for p in result["problems"][:50]])
@@ -203,7 +220,7 @@ def rollback(
     if json_output:
         emit_json(report)
         return
-    console.print(f"batch {report['batch_id']} ({report['source']}) rolled back: {report['s3_versions_deleted']} S3 versions deleted")
+    get_console().print(f"batch {report['batch_id']} ({report['source']}) rolled back: {report['s3_versions_deleted']} S3 versions deleted")
     table("Rows", ["table", "deleted"], sorted(report["rows_deleted"].items()))
     table("Rows restored", ["table", "restored"], sorted(report["rows_restored"].items()))
 
@@ -228,7 +245,7 @@ def requeue(
     if json_output:
         emit_json(report.as_dict())
     else:
-        console.print(f"{len(report.requeued)} job(s) queued; the new_jobs sensor launches them.")
+        get_console().print(f"{len(report.requeued)} job(s) queued; the new_jobs sensor launches them.")
         if report.skipped:
             table("Not queued", ["job", "why"], [list(s) for s in report.skipped])
     raise typer.Exit(1 if job and report.skipped else 0)

@@ -106,3 +106,23 @@ def test_kill_9_mid_run_then_a_rerun_passes_verify_without_duplicates(cli_env, w
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) - count(DISTINCT (s3_bucket, s3_key, version_id)) FROM file_metadata")).scalar_one() == 0
         assert conn.execute(text("SELECT count(*) FROM migration_ledger")).scalar_one() == result["files_in_tree"] + result["copies_checked"]
+
+
+BAR_PROBE = """
+import sys
+from t2m_pipeline.cli import migrate
+with migrate._bar(sys.argv[1] == "json", lambda p: [p.TextColumn("migrating"), p.BarColumn()]) as bar:
+    task = bar.add_task("files", total=None)
+    bar.update(task, completed=1, total=2)
+print("rich" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("output", ["json", "people"])
+def test_a_json_run_has_no_progress_bar_and_never_imports_rich(output):
+    """`--json` prints the report alone (rich's bar was disabled there): rich's import (about 0.05 s) is not paid
+    before a files migration's first PUT. Control: for people the bar is rich's."""
+    done = subprocess.run([sys.executable, "-c", BAR_PROBE, output], capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "T2M_LOCAL_STACK_FILE": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == ("False" if output == "json" else "True")
