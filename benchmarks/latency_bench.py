@@ -215,7 +215,8 @@ class RunTimes:
     def step_intervals(self) -> list[tuple[str, float, float]]:
         """(stage, start, end) of each step; the scenes step split per scene by its materializations: code from the
         step's start to the scene's scene_code, rendered_video from there to its video (a wait for a core
-        included), thumbnail from there to its thumbnail."""
+        included), thumbnail from there to its thumbnail; and the job's combined video, if the step made it, for
+        its own seconds up to its materialization."""
         out = []
         for key, (start, end) in self.steps.items():
             end = end if end is not None else self.marks.get("ended", start)
@@ -223,8 +224,10 @@ class RunTimes:
                 out.append((key, start, end))
                 continue
             made: dict[str, dict[str, float]] = {}
-            for asset, ts, partition, _ in self.materializations:
-                if partition and start <= ts <= end:
+            for asset, ts, partition, seconds in self.materializations:
+                if asset == "combined_video" and start <= ts <= end:  # the job's combine, made by this step
+                    out.append((asset, ts - (seconds or 0.0), ts))
+                elif partition and start <= ts <= end:
                     made.setdefault(partition, {})[asset] = ts
             for stamps in made.values():
                 cursor = start
@@ -285,8 +288,10 @@ def job_runs(instance, job_id) -> list[RunTimes]:
                 times.steps[event.step_key][1] = ts
             elif kind == DagsterEventType.ASSET_MATERIALIZATION:
                 materialization = event.event_specific_data.materialization
-                render = materialization.metadata.get("render_seconds")
-                times.materializations.append((event.asset_key.to_user_string(), ts, materialization.partition, render.value if render else None))
+                asset = event.asset_key.to_user_string()
+                # its own seconds: a render's, or a combine's made in the scenes step (before the last thumbnail)
+                own = materialization.metadata.get("render_seconds" if asset == "rendered_video" else "seconds")
+                times.materializations.append((asset, ts, materialization.partition, own.value if own else None))
         runs.append(times)
     return runs
 
@@ -563,16 +568,17 @@ def markdown(result: dict, command: str) -> str:
         SECTION_START,
         "## Submit to video: latency through the real daemon (benchmarks/latency_bench.py, issue 13)",
         "",
-        "**Where issue 13 stands**: three runs per job: `plan_job`, one `render_scenes` run over the job's "
+        "**Where issue 13 stands**: two runs per job: `plan_job`, and one `render_scenes` run over the job's "
         "scene-partition range (the `scenes` step: each scene code -> render -> thumbnail on its own beside the others, "
         "each render holding one of the machine's cores; every partition keeps its own materializations and checks, "
-        "and a scene re-runs alone), `combine_scenes`. The step's renders share one warm renderer (`render/warm.py`: "
+        "and a scene re-runs alone) that ends with the job's `combined_video` (`combine_in_step`; a `combine_scenes` "
+        "run only when that fails). The step's renders share one warm renderer (`render/warm.py`: "
         "one sandbox per job that imports manim once, while the code is written, and forks each render into a cgroup "
         "of its own; a render then takes 0.4x a cold sandbox's time, `make bench-render`). A queued row starts at once: the `new_jobs` tick listens for "
         "the queue's notification instead of waiting for the daemon's next pass (5 s). Each run's worker is a fork of "
         "a warm server that has imported the code and S3's models (`t2m_pipeline/launcher`), and a scenes run's "
         "worker starts its warm renderer before Dagster opens the run (`prepare_run`); the plan run queues the "
-        "scenes' run and the scenes step the combine run (`defs/scenes/handoff.py`); queued runs dequeue every half "
+        "scenes' run (`defs/scenes/handoff.py`); queued runs dequeue every half "
         "second (`PromptQueuedRunCoordinator`: Dagster's queue daemon, at its floor). Before these, on this machine: "
         "3 scenes 3.55x (15.22 s against 4.29 s; one run per scene, 4.7 s of sensor wait); the issue measured 4.7x.",
         "",

@@ -90,17 +90,17 @@ def test_daemon_completes_a_job_inserted_with_plain_sql(service_env, buckets, se
     )
     with engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM job_queue WHERE job_id = :j"), {"j": job_id}).scalar_one() == "completed"
-    # One run for the job's scenes (their partition range) and one combine run, each queued by the run before it
-    # (handoff.py): the sensors, reacting to the same materializations, found them under their run keys and launched
-    # no second one.
+    # Two runs: the plan, and one run for the job's scenes (their partition range) queued by the plan run
+    # (handoff.py), which also combined the job's videos (combine_in_step): the sensors, reacting to the same
+    # materializations, found the run under its run key and the combined video made, and launched nothing more.
     [plan] = runs["plan_job"]
-    renders, [combine] = runs["render_scenes"], runs["combine_scenes"]
+    renders = runs["render_scenes"]
+    assert "combine_scenes" not in runs, runs
     assert [(r.get("dagster/asset_partition_range_start"), r.get("dagster/asset_partition_range_end")) for r in renders] == [
         (f"{user_id}/{job_id}/001", f"{user_id}/{job_id}/002")
     ], json.dumps([{k: v for k, v in r.items() if k != "run_config"} for r in renders], indent=1) + "\n" + log_path.read_text()[-8000:]
+    [render] = renders
     assert plan["dagster/sensor_name"] == "new_jobs" and "t2m/handed_off_by" not in plan
-    assert {r["t2m/handed_off_by"] for r in renders} == {plan["run_id"]}
-    assert combine["t2m/handed_off_by"] in {r["run_id"] for r in renders}
-    assert {r["dagster/sensor_name"] for r in renders} == {"scene_runs"} and combine["dagster/sensor_name"] == "combine_ready_jobs"
+    assert render["t2m/handed_off_by"] == plan["run_id"] and render["dagster/sensor_name"] == "scene_runs"
     # the run config Dagster resolves for a sensor's request (the job's config: its console log level), as on the plan run
-    assert {r["run_config"] for r in [*renders, combine]} == {plan["run_config"]} and "log_level" in plan["run_config"]
+    assert render["run_config"] == plan["run_config"] and "log_level" in plan["run_config"]

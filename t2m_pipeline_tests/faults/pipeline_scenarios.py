@@ -2,7 +2,7 @@
 `make reliability` (`t2m_pipeline_tests/faults/reliability_report.py`) larger.
 
 Each job is inserted with plain SQL and driven the way the daemon would (`new_jobs` -> plan_job, `scene_runs` ->
-render_scenes for the job's scenes, `combine_ready_jobs` -> combine_scenes, in process), with the pipeline's S3
+render_scenes for the job's scenes, which combines them, `combine_ready_jobs` -> combine_scenes if it could not, in process), with the pipeline's S3
 (`AWS_ENDPOINT_URL`, read by its resources) behind a FaultProxy. Then, reading S3 directly: every `file_metadata`
 row's version must hold its checksum's bytes; the duplicate sweep runs (grace 0: nothing is in flight any more);
 afterwards no key may hold an unrecorded copy of a recorded version's bytes below its current version (one on top is

@@ -5,7 +5,7 @@ What runs, at once, against a private cluster (`PrivatePostgres`) and a moto ser
 - the migration, as real CLI processes: `t2m migrate redis`, then `t2m migrate files` over a legacy tree
   (`legacy_world.build_world`), with `T2M_DATABASE_URL` on the private cluster;
 - a pipeline job, in process: a job row inserted with plain SQL, the sensors (`new_jobs`, `scene_runs`,
-  `combine_ready_jobs`) and the runs they request (`plan_job`, `render_scenes` for the job's scenes, `combine_scenes`) executed
+  `combine_ready_jobs`) and the runs they request (`plan_job`, `render_scenes` for the job's scenes, which combines them, `combine_scenes` if it could not) executed
   with `execute_in_process` on an ephemeral Dagster instance (Dagster's own storage is not on the restarted server).
 
 How a restart is placed: a sleep would often land between two transactions of a run (renders and uploads touch no

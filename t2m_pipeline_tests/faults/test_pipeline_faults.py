@@ -1,5 +1,5 @@
-"""A pipeline job end to end (a job row inserted with plain SQL -> sensors -> plan_job, render_scenes, combine_scenes
-in process) with every S3 request going through the FaultProxy at 20% mixed faults: the job completes, every
+"""A pipeline job end to end (a job row inserted with plain SQL -> sensors -> plan_job, render_scenes that combines
+the job too, in process) with every S3 request going through the FaultProxy at 20% mixed faults: the job completes, every
 `file_metadata` row points at a version holding exactly its checksum's bytes, and after the duplicate sweep each key
 holds only its recorded versions. With retries off (`T2M_S3_MAX_ATTEMPTS=1`) the same faults get through to the
 steps (Dagster's RetryPolicy then usually completes the job: a second layer, not the one tested here).
@@ -45,7 +45,7 @@ def test_a_job_completes_under_mixed_s3_faults_and_every_row_points_at_its_bytes
     landed = injected.get("PutObject:reset-after", 0) + injected.get("PutObject:late-write", 0)
     assert landed >= 1, injected  # a write landed whose answer was lost: a duplicate to prevent or remove
     # ... and none got past the storage layer: no step attempt failed, every run succeeded, the job is complete
-    assert (report.runs, report.runs_failed, report.step_troubles) == (3, 0, [])  # plan, the scenes' range, combine
+    assert (report.runs, report.runs_failed, report.step_troubles) == (2, 0, [])  # plan, the scenes' range (which combines)
     assert report.completed == 1 and report.rows == 2 + 3 * SCENES
     # every row holds its bytes; after the sweep each key holds exactly its recorded versions, newest on top
     assert report.problems == [] and report.stale_latest == [] and report.unrecorded_left == 0

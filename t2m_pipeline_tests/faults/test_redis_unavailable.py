@@ -1,5 +1,5 @@
 """Redis unavailable while the legacy mirror is on: a pipeline job runs end to end (sensors -> plan_job,
-render_scenes, combine_scenes, in process) with its legacy Redis stopped. The job completes, no step fails; the
+render_scenes, which combines, in process) with its legacy Redis stopped. The job completes, no step fails; the
 mirror's writes wait; once Redis is back, the `legacy_mirror_resync` sensor writes the job's final state. Control:
 the in-process retry queue alone (its run worker gone, so its queue gone) never gets the final state there.
 """

@@ -1,10 +1,11 @@
 """The pipeline's assets: scene_outline [job] -> scene_code -> rendered_video -> thumbnail [scene] -> combined_video [job].
 
-Three runs per job: the plan run (scene_outline), one run for all of the job's scenes (the `scenes` multi-asset over
-the job's scene-partition range), the combine run. Inside the scenes step each scene goes code -> render ->
-thumbnail on its own thread as soon as its input is ready, so two scenes render while a third is coded; each
-partition still gets its own materialization and checks the moment it is made, and a single scene re-runs alone
-(a one-partition run of the same step, from the UI or a backfill).
+Two runs per job: the plan run (scene_outline), and one run for all of the job's scenes (the `scenes` multi-asset
+over the job's scene-partition range) that ends by combining them. Inside the scenes step each scene goes code ->
+render -> thumbnail on its own thread as soon as its input is ready, so two scenes render while a third is coded;
+each partition still gets its own materialization and checks the moment it is made, and a single scene re-runs
+alone (a one-partition run of the same step, from the UI or a backfill). The step of a job's last thumbnail makes
+and reports the combined video (`combine_in_step`); the combined_video asset's own run is the fallback.
 
 Each asset fetches its partition's inputs from S3, calls one function of `t2m_pipeline.pipeline.steps`, writes the
 job's status back through `pipeline.status`, and reports its object (S3 URI, size, sha256, version id, and video or
@@ -40,6 +41,7 @@ from dagster._core.storage.tags import (
     PARENT_RUN_ID_TAG,
     RESUME_RETRY_TAG,
 )
+from sqlalchemy import text
 
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes import checks, handoff
@@ -54,7 +56,7 @@ from t2m_pipeline.defs.scenes.partitions import (
     scene_partitions,
 )
 from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
-from t2m_pipeline.partition_keys import SceneKey, decode_job_key, decode_scene_key
+from t2m_pipeline.partition_keys import JobKey, SceneKey, decode_job_key, decode_scene_key
 from t2m_pipeline.pipeline import status, steps
 from t2m_pipeline.pipeline.retry import is_transient
 from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, JobLabels, fallback_labels, job_labels, launched_by
@@ -541,7 +543,7 @@ def scenes(
                 job = decode_scene_key(produced.partition).job
                 pending_thumbnails[job.job_id] -= 1
                 if pending_thumbnails[job.job_id] == 0:  # the job's last thumbnail here: before its materialization
-                    handoff.hand_off_combine_run(context, p.engine, job.encode())
+                    yield from combine_in_step(context, tools, job)
             yield from produced.events()
         outcomes = [f.result() for f in futures]
         finished = True
@@ -598,6 +600,59 @@ def scenes_failure(failed: list[SceneOutcome], of: int) -> dg.Failure:
     return dg.Failure(description=f"{len(failed)} of {of} scene(s) failed: " + "; ".join(lines), metadata=metadata, allow_retries=False)
 
 
+def combine_in_step(context: dg.AssetExecutionContext, tools: SceneTools, job: JobKey) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """The job's combined video, made and reported by the scenes step of its last thumbnail (before that
+    thumbnail's materialization, which the combine sensor waits for): one run per job's scenes and video, not two.
+
+    Only when every scene has a video and a thumbnail, and not for videos combined already (a thumbnail backfill).
+    The job's combines take turns (an advisory lock held until the materialization is stored), so two runs whose
+    last scenes end together combine once. Anything going wrong here is logged and left to the combine_scenes run
+    the combine_ready_jobs sensor then launches, with its retries and failure write-back: the scenes are made
+    either way."""
+    p, job_key = tools.p, job.encode()
+    reported = False
+    try:
+        with p.engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '30s'"))
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"combine:{job_key}"})
+            ready = handoff.combine_run_when_ready(conn, context.instance, job_key)
+            if ready is None:
+                return
+            status.step_started(p.engine, job.job_id, None)
+            made, seconds = steps.timed(steps.combine, p, job)
+            status.step_succeeded(p.engine, job.job_id, stage=Stage.COMBINING, seconds=seconds)
+            produced = produce_combined_video(p, job, tools.labels[job.job_id], made, seconds, ready.run_key)
+            context.log.info(f"combined the job's {made[2]} scene video(s) in {seconds:.2f} s: job {job.job_id} completed")
+            yield from produced.events()
+            reported = True
+    except Exception as exc:  # noqa: BLE001 - the sensor's combine run takes it, with retries and write-back
+        if reported:  # only the lock's connection was lost (a database restart): the video is made and reported
+            context.log.warning(f"combined video made; its lock's connection ended with {type(exc).__name__}")
+        else:
+            context.log.warning(f"combined video not made in this run ({type(exc).__name__}: {exc}); the "
+                                f"{handoff.COMBINE_SENSOR} sensor launches a combine_scenes run for it")
+
+
+def produce_combined_video(p: steps.Pipeline, key: JobKey, labels: dict, made, seconds: float, combined_from: str) -> Produced:
+    """The combined video's materialization and checks, wherever it was made (`combined_from`: the scene videos'
+    versions it holds, `handoff.combine_run_key`)."""
+    info, stored, scene_count = made
+    state = status.job_completed(p.engine, key.job_id)
+    check_results, extra = checks.verify_combined_video(p, stored, key, scene_count)
+    metadata = {
+        **labels,
+        **object_metadata(stored),
+        **extra,
+        "duration_s": dg.MetadataValue.float(info.duration_s),
+        "resolution": dg.MetadataValue.text(info.resolution),
+        "scenes": dg.MetadataValue.int(scene_count),
+        "job_status": dg.MetadataValue.text(state.status if state else "unknown"),
+        "seconds": dg.MetadataValue.float(round(seconds, 3)),
+        handoff.COMBINED_FROM: dg.MetadataValue.text(combined_from),
+    }
+    return Produced(COMBINED_VIDEO, key.encode(), metadata, check_results, stored.sha256)
+
+
 @dg.asset(
     key=COMBINED_VIDEO,
     partitions_def=job_partitions,
@@ -606,32 +661,21 @@ def scenes_failure(failed: list[SceneOutcome], of: int) -> dg.Failure:
     kinds={"s3", "mp4"},
     description="All scene videos of the job concatenated in order; completes the job. Reads the rendered_video "
     "of each of its scenes ({user}/{job} reads {user}/{job}/001...): no edge in the graph (Dagster cannot map the "
-    "scene partitions onto the job's), it runs when every scene has a video and a thumbnail, queued by the "
-    "run of the job's last thumbnail (or by the combine_ready_jobs sensor, if it could not).",
+    "scene partitions onto the job's). Made by the scenes run of the job's last thumbnail, which reports it here; "
+    "this asset's own run (combine_scenes) is for the rest: launched by the combine_ready_jobs sensor when that "
+    "could not, or from the UI.",
     check_specs=checks.check_specs(COMBINED_VIDEO, job_partitions),
 )
 def combined_video(context: dg.AssetExecutionContext, database: PostgresResource, storage: S3StorageResource) -> dg.MaterializeResult:
     key = decode_job_key(context.partition_key)
     p = pipeline_of(database, storage)
     labels = label_run(context, p, key.user_id, key.job_id, None)
-    (info, stored, scene_count), seconds = run_step(
-        context, p, job_id=key.job_id, scene=None, stage=Stage.COMBINING, work=lambda: steps.combine(p, key)
-    )
-    state = status.job_completed(p.engine, key.job_id)
-    check_results, extra = checks.verify_combined_video(p, stored, key, scene_count)
+    with p.engine.connect() as conn:
+        combined_from = handoff.combine_run_key(key.encode(), status.job_objects(conn, key.job_id))
+    made, seconds = run_step(context, p, job_id=key.job_id, scene=None, stage=Stage.COMBINING, work=lambda: steps.combine(p, key))
+    produced = produce_combined_video(p, key, labels, made, seconds, combined_from)
     return dg.MaterializeResult(
-        check_results=check_results,
-        metadata={
-            **labels,
-            **object_metadata(stored),
-            **extra,
-            "duration_s": dg.MetadataValue.float(info.duration_s),
-            "resolution": dg.MetadataValue.text(info.resolution),
-            "scenes": dg.MetadataValue.int(scene_count),
-            "job_status": dg.MetadataValue.text(state.status if state else "unknown"),
-            "seconds": dg.MetadataValue.float(round(seconds, 3)),
-        },
-        data_version=dg.DataVersion(stored.sha256),
+        check_results=produced.checks, metadata=produced.metadata, data_version=dg.DataVersion(produced.data_version)
     )
 
 

@@ -1,21 +1,25 @@
-"""A job's next runs, queued by the run that makes them possible, on its sensor's behalf.
+"""A job's next step, taken by the run that makes it possible instead of waiting for its sensor.
 
 A sensor sees a new materialization on the sensor daemon's next pass, and Dagster passes every 5 s at best (its fixed
 `MIN_INTERVAL_LOOP_TIME`): two such waits per job (outline -> scene runs, last thumbnail -> combine run) were 5 to 7 s
-of a 3-scene job's 18 s (BENCHMARKS.md). So the plan run queues its scenes' run, and the scenes step queues the
-combine run just before it reports the job's last thumbnail: before that materialization exists. Each run is
-what the sensor would have asked for (the same job, partition, tags) and carries the sensor's name and the run key it
-would have given, so the sensor, reacting to the materialization a moment later, finds the run there and launches
-nothing (Dagster's run-key rule). The sensors stay the guarantee: a handoff that cannot queue (a run executed in
-process, a database error) is logged and left to them.
+of a 3-scene job's 18 s (BENCHMARKS.md). So the plan run queues its scenes' run itself, and the scenes step of the
+job's last thumbnail combines the job's videos itself (`assets.combine_in_step`), just before it reports that
+thumbnail: no third run to queue, start and load (about a second of a job's wall time).
+
+The queued run is what the sensor would have asked for (the same job, partition, tags) and carries the sensor's name
+and the run key it would have given, so the sensor, reacting to the materialization a moment later, finds the run
+there and launches nothing (Dagster's run-key rule). A combined video names the scene videos it holds
+(COMBINED_FROM, the combine run's key), and the combine sensor asks for nothing when the newest one holds these.
+The sensors stay the guarantee: a handoff that cannot queue (a run executed in process, a database error), or a
+combine in step that fails, is logged and left to them.
 
 Races, and who settles them. The sensor reacts to a materialization, which Dagster stores only after its run's
 handoff; but a job's rows can be complete before the last thumbnail's materialization exists (its run is still
-between writing the row and queueing), so `combine_ready_jobs` combines a job only once every scene's thumbnail
-materialization is recorded, up to the one it reacts to: by then the last run's handoff has queued the combine run,
-and the sensor finds it (a test showed the sensor launching a second combine run otherwise). Two scenes' last
-thumbnails written at the same instant each see the job complete: an advisory lock on the run key makes their
-handoffs take turns, and the second finds the first's run.
+between writing the row and combining), so `combine_ready_jobs` combines a job only once every scene's thumbnail
+materialization is recorded, up to the one it reacts to: by then the last run's combined video is recorded, and the
+sensor sees it (a test shows the sensor asking for a second combine otherwise). Two scenes' last thumbnails written
+at the same instant each see the job complete: an advisory lock per job (per run key, for queued runs) makes them
+take turns, and the second finds the first's video (or run).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from sqlalchemy import text
 
 from t2m_pipeline.defs.scenes.jobs import RUN_CONFIG, combine_job, render_scenes_job
-from t2m_pipeline.defs.scenes.partitions import scene_keys_in_range, scene_partitions
+from t2m_pipeline.defs.scenes.partitions import COMBINED_VIDEO, scene_keys_in_range, scene_partitions
 from t2m_pipeline.partition_keys import decode_job_key, encode_scene_key
 from t2m_pipeline.pipeline import status
 from t2m_pipeline.pipeline.run_labels import HANDED_OFF_BY_TAG, LAUNCHED_BY_TAG, fallback_labels, job_labels, launched_by
@@ -42,6 +46,7 @@ from t2m_pipeline.vocabulary import JobStatus, scene_numbers
 
 SCENE_RUNS_SENSOR = "scene_runs"
 COMBINE_SENSOR = "combine_ready_jobs"
+COMBINED_FROM = "combined_from"  # a combined video's metadata: the run key of the videos it holds
 
 
 @dataclass(frozen=True)
@@ -117,9 +122,23 @@ def combine_run_key(job_key: str, objects: status.JobObjects) -> str:
     return f"{job_key}@{hashlib.sha256(versions.encode()).hexdigest()[:16]}"
 
 
-def combine_run_when_ready(conn, job_key: str, recorded: Callable[[list[str]], bool] | None = None) -> NextRun | None:
+def combined_already(instance: dg.DagsterInstance, job_key: str, run_key: str) -> bool:
+    """Whether the job's newest combined video holds the videos `run_key` names (its materialization says which,
+    under COMBINED_FROM), wherever it was made: the scenes run that combined it in step, or a combine run."""
+    [*records] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=COMBINED_VIDEO, asset_partitions=[job_key]), limit=1
+    ).records
+    made = records[0].asset_materialization if records else None
+    value = made.metadata.get(COMBINED_FROM) if made else None
+    return value is not None and value.value == run_key
+
+
+def combine_run_when_ready(
+    conn, instance: dg.DagsterInstance, job_key: str, recorded: Callable[[list[str]], bool] | None = None
+) -> NextRun | None:
     """The combine run of a job whose every scene has a video and a thumbnail (and that is neither cancelled nor
-    failed in a scene), and, if given, `recorded(its scene keys)`; None until then."""
+    failed in a scene) and whose videos are not combined already, and, if given, `recorded(its scene keys)`; None
+    until then."""
     job = decode_job_key(job_key)
     state = conn.execute(text("SELECT status, error_info FROM jobs WHERE id = :j"), {"j": uuid.UUID(job.job_id)}).one_or_none()
     if state is None or state.status == JobStatus.CANCELLED or status.failed_scenes(state.error_info):
@@ -127,10 +146,13 @@ def combine_run_when_ready(conn, job_key: str, recorded: Callable[[list[str]], b
     objects = status.job_objects(conn, job.job_id)
     if not objects.scenes_complete():
         return None
+    run_key = combine_run_key(job_key, objects)
+    if combined_already(instance, job_key, run_key):
+        return None
     if recorded is not None and not recorded([encode_scene_key(job.user_id, job.job_id, n) for n in scene_numbers(objects.scene_count)]):
         return None
     [tags] = run_tags(conn, COMBINE_SENSOR, [(job.user_id, job.job_id, None)])
-    return NextRun(combine_job.name, job_key, combine_run_key(job_key, objects), tags)
+    return NextRun(combine_job.name, job_key, run_key, tags)
 
 
 # -- queueing them from a run -------------------------------------------------------------------------------------
@@ -144,16 +166,6 @@ def hand_off_scene_runs(context: dg.AssetExecutionContext, engine, scene_count: 
             return scene_runs_after_outline(conn, context.instance, context.partition_key, scene_count, context.run_id)
 
     return _queue_for_sensor(context, engine, SCENE_RUNS_SENSOR, runs)
-
-
-def hand_off_combine_run(context: dg.AssetExecutionContext, engine, job_key: str) -> list[str]:
-    """From a scenes run: the job's combine run, if its every scene has a thumbnail now. Never raises."""
-    def runs():
-        with engine.connect() as conn:
-            found = combine_run_when_ready(conn, job_key)
-        return [found] if found else []
-
-    return _queue_for_sensor(context, engine, COMBINE_SENSOR, runs)
 
 
 def _queue_for_sensor(context: dg.AssetExecutionContext, engine, sensor: str, runs) -> list[str]:

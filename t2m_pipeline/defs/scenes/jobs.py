@@ -1,5 +1,5 @@
-"""The runs the sensors launch: one per job to plan it, one for its scenes (code, render and thumbnail each), one per
-job to combine. In-process executors: a run is one process (step subprocesses would double the start-up cost);
+"""The runs the sensors launch: one per job to plan it, one for its scenes (code, render and thumbnail each; the run
+of a job's last thumbnail combines its videos too), and one per job to combine when that could not. In-process executors: a run is one process (step subprocesses would double the start-up cost);
 the tag lets the run queue cap how many CPU-heavy runs share the machine (dagster.yaml), and each job's priority
 which queued run starts first."""
 
@@ -53,7 +53,7 @@ render_scenes_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     tags={CPU_TAG: "heavy", MAX_RUNTIME_TAG: "1800", PRIORITY_TAG: PRIORITY["scenes"]},  # a render times out at 300 s anyway
     description="A job's scenes (its scene-partition range; or one scene): code, manim render, thumbnail, the scenes "
-    "side by side.",
+    "side by side; then, once every scene of the job is made, the job's combined video.",
 )
 combine_job = dg.define_asset_job(
     "combine_scenes",
@@ -63,7 +63,7 @@ combine_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     # not heavy: it copies packets (a re-encode, for scenes that differ, holds one of the machine's cores)
     tags={MAX_RUNTIME_TAG: "1800", PRIORITY_TAG: PRIORITY["combine"]},
-    description="Concatenate a job's scene videos and complete the job.",
+    description="Concatenate a job's scene videos and complete the job, when the scenes run could not (or from the UI).",
 )
 
 PIPELINE_JOBS = [plan_job, render_scenes_job, combine_job]

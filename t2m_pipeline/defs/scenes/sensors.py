@@ -6,10 +6,12 @@
 - `scene_runs`: each new `scene_outline` materialization -> its scenes registered as `scenes` partitions and one
   `render_scenes` run over their range (one per scene when the range would hold another job's partitions).
 - `combine_ready_jobs`: each new `thumbnail` materialization -> when every scene of its job has a video and a
-  thumbnail, a `combine_scenes` run keyed by the scene videos' versions (same videos, same key: one run).
+  thumbnail, and its newest combined video holds other videos (or there is none), a `combine_scenes` run keyed by
+  the scene videos' versions (same videos, same key: one run).
 
-The plan run and the run of a job's last thumbnail queue those same runs themselves, under the same run keys, a
-sensor pass earlier (`handoff.py`); these two sensors then find them there and are what remains if a handoff fails.
+The plan run queues its scenes' run itself, under the same run key, a sensor pass earlier, and the run of a job's
+last thumbnail combines the videos itself (`handoff.py`); these two sensors then find the run or the video there
+and are what remains if that fails.
 - `pipeline_run_failures`: a failed run whose failure the step could not write back (a crash, a lost worker)
   fails its job with error_info, unless Dagster's run retries take the run again (the retry's outcome counts).
 
@@ -172,7 +174,7 @@ def combine_ready_jobs(context: dg.SensorEvaluationContext, database: PostgresRe
     with database.engine.connect() as conn:
         ready = [
             run for job_key, upto in jobs.items()
-            if (run := handoff.combine_run_when_ready(conn, job_key, lambda keys, upto=upto: _thumbnails_recorded(context, keys, upto)))
+            if (run := handoff.combine_run_when_ready(conn, context.instance, job_key, lambda keys, upto=upto: _thumbnails_recorded(context, keys, upto)))
         ]
     requests = [run.request() for run in ready]
     return dg.SensorResult(run_requests=requests, cursor=str(after), skip_reason=None if requests else "no job ready to combine")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs, pipeline_run_failures, scene_runs
 from t2m_pipeline.defs.scenes.checks import CHECKS
-from t2m_pipeline.defs.scenes.partitions import RENDERED_VIDEO, SCENE_CODE, SCENE_OUTLINE, THUMBNAIL, scene_partitions
+from t2m_pipeline.defs.scenes.partitions import COMBINED_VIDEO, RENDERED_VIDEO, SCENE_CODE, SCENE_OUTLINE, THUMBNAIL, scene_partitions
 from t2m_pipeline.defs.scenes.resources import CodeGeneratorResource, RenderBackendResource
 from t2m_pipeline.partition_keys import encode_job_key, encode_scene_key
 from t2m_pipeline.render.codegen import GeneratedCode, TemplateCodeGenerator, scene_class_name
@@ -102,14 +102,14 @@ def test_a_job_row_becomes_every_object_of_the_layout_and_a_completed_job(instan
             assert evaluations and all(passed for passed in evaluations.values()), (asset_key, key, evaluations)
     assert {latest_metadata(instance, SCENE_CODE, k)["class_name"].value for k in scene_keys} == {"Scene001", "Scene002"}
 
-    job = job_row(pipeline_engine, job_id)
-    assert (job["current_stage"], float(job["progress_percentage"])) == ("combining", 90.0)
-    combine_tick = sensor_result(combine_ready_jobs, instance, resources)
-    (combine_request,) = combine_tick.run_requests
-    assert combine_request.partition_key == request.partition_key
-    # Evaluated again from the start: the same videos give the same run key (the daemon would not launch twice).
-    assert sensor_result(combine_ready_jobs, instance, resources).run_requests[0].run_key == combine_request.run_key
-    assert run_requested(defs, instance, "combine_scenes", combine_request).success
+    # The same run combined the job's videos once its last thumbnail was made, and reported the combined video with
+    # its own checks; the combine sensor, evaluated from the start, finds it made and asks for no combine run.
+    made = [e.event_specific_data.materialization for e in scenes_run.all_events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION]
+    assert [m.partition for m in made if m.asset_key == COMBINED_VIDEO] == [request.partition_key]
+    assert [m.asset_key for m in made][-2:] == [COMBINED_VIDEO, THUMBNAIL]  # before the last thumbnail: see handoff.py
+    evaluations = checks_of(instance, COMBINED_VIDEO, request.partition_key)
+    assert set(evaluations) == set(CHECKS[COMBINED_VIDEO]) and all(evaluations.values()), evaluations
+    assert not sensor_result(combine_ready_jobs, instance, resources).run_requests
 
     # The job: completed at 100 with times, stages and bytes.
     job, queue = job_row(pipeline_engine, job_id), queue_row(pipeline_engine, job_id)
@@ -235,11 +235,8 @@ def test_a_failed_scene_fails_the_job_keeps_the_others_and_a_rerun_of_that_parti
     statuses = instance.get_status_by_partition(RENDERED_VIDEO, [good_key, bad_key], scene_partitions)
     assert set(statuses.values()) == {dg.AssetPartitionStatus.MATERIALIZED}
     assert latest_metadata(instance, RENDERED_VIDEO, bad_key)["render_backend"].value == "sandbox"  # one render: cold
-    job = job_row(pipeline_engine, job_id)
-    assert (job["status"], job["error_info"]) == ("processing", None)
-
-    (combine_request,) = sensor_result(combine_ready_jobs, instance, resources).run_requests
-    assert run_requested(good_defs, instance, "combine_scenes", combine_request).success
+    # That one-scene run made the job's last thumbnail, so it combined the job too: nothing is left for a combine run.
+    assert not sensor_result(combine_ready_jobs, instance, resources).run_requests
     job = job_row(pipeline_engine, job_id)
     assert (job["status"], float(job["progress_percentage"]), job["error_info"]) == ("completed", 100.0, None)
     # Scene 1 was rendered once: the re-run did not touch it.
@@ -279,7 +276,7 @@ def test_transient_failures_are_retried_with_backoff(instance, resources, pipeli
     outcome = run_requested(defs, instance, "render_scenes", request)
     assert outcome.success and len(FLAKY_CALLS) == 2
     assert [e for e in outcome.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
-    assert job_row(pipeline_engine, job_id)["status"] == "processing"
+    assert job_row(pipeline_engine, job_id)["status"] == "completed"  # the retried step went on to combine the job
 
 
 def test_scene_partition_keys_come_from_the_codec_only(instance, resources, pipeline_engine):
@@ -378,8 +375,10 @@ def test_a_re_execution_from_failure_makes_only_what_the_failed_run_did_not(inst
     again = run_requested(fixed, instance, "render_scenes", dg.RunRequest(run_key=None, tags=tags))
     assert again.success
     made = sorted((e.event_specific_data.materialization.asset_key.to_user_string(), e.event_specific_data.materialization.partition[-3:])
-                  for e in again.all_events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION)
+                  for e in again.all_events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+                  and e.event_specific_data.materialization.asset_key != COMBINED_VIDEO)  # either way: the job completes
     code_rows = [r for r in file_rows(pipeline_engine, job_id) if r["file_type"] == "scene_code"]
+    assert job_row(pipeline_engine, job_id)["status"] == "completed"
     if resume:
         assert made == [("rendered_video", "002"), ("thumbnail", "002")] and GENERATED == []
         assert len(code_rows) == 2  # one version of each scene's code
@@ -437,3 +436,45 @@ def test_a_scene_failed_for_good_is_not_run_again_by_another_scenes_transient_re
     assert sorted(GENERATED) == [1, 2]  # each scene's code asked for once
     job = job_row(pipeline_engine, job_id)
     assert job["status"] == "failed" and job["error_info"]["failed_scenes"] == [1, 2]
+
+
+def test_a_combine_that_fails_in_the_scenes_run_is_left_to_the_combine_run(instance, resources, pipeline_engine, monkeypatch):
+    """The scenes are made whatever happens to the combine in their run: the step logs it and the combine sensor's
+    combine_scenes run (with its retries and failure write-back) completes the job. A thumbnail made again later
+    (same videos) combines nothing again."""
+    from t2m_pipeline.pipeline import steps
+    from t2m_pipeline_tests.defs.scenes.support import materialize_thumbnail
+
+    user_id, job_id = insert_job(pipeline_engine, configuration={"scene_count": 2})
+    defs = pipeline_defs(resources)
+    tick = sensor_result(new_jobs, instance, resources)
+    apply_partition_requests(instance, tick)
+    assert run_requested(defs, instance, "plan_job", tick.run_requests[0]).success
+    (scenes_request,) = sensor_result(scene_runs, instance, resources).run_requests
+
+    def s3_down(p, key):
+        raise ConnectionError("S3 unreachable (test)")
+
+    monkeypatch.setattr(steps, "combine", s3_down)
+    scenes_run = run_requested(defs, instance, "render_scenes", scenes_request)
+    monkeypatch.undo()
+    assert scenes_run.success
+    made = [e.event_specific_data.materialization.asset_key for e in scenes_run.all_events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION]
+    assert COMBINED_VIDEO not in made and made.count(THUMBNAIL) == 2
+    logs = [r.user_message for r in instance.all_logs(scenes_run.run_id) if "combined video not made" in (r.user_message or "")]
+    assert logs and "S3 unreachable" in logs[0]
+    job = job_row(pipeline_engine, job_id)
+    assert (job["status"], job["error_info"]) == ("processing", None)  # not failed: the combine is still to come
+
+    (combine_request,) = sensor_result(combine_ready_jobs, instance, resources).run_requests
+    assert combine_request.partition_key == encode_job_key(user_id, job_id)
+    assert run_requested(defs, instance, "combine_scenes", combine_request).success
+    assert job_row(pipeline_engine, job_id)["status"] == "completed"
+    combined_rows = [r for r in file_rows(pipeline_engine, job_id) if r["file_type"] == "combined_video"]
+    assert len(combined_rows) == 1
+
+    # a thumbnail made again (a backfill): the same videos, so neither its run nor the sensor combines again
+    again = materialize_thumbnail(instance, resources, encode_scene_key(user_id, job_id, 2))
+    assert again.success and COMBINED_VIDEO not in [m.asset_key for m in again.asset_materializations_for_node("scenes")]
+    assert not sensor_result(combine_ready_jobs, instance, resources).run_requests
+    assert len([r for r in file_rows(pipeline_engine, job_id) if r["file_type"] == "combined_video"]) == 1

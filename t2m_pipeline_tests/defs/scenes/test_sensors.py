@@ -253,9 +253,16 @@ def test_combine_sensor_requests_only_complete_healthy_jobs(instance, resources,
 
 
 def test_the_sensors_ask_for_the_very_runs_a_handoff_queues(instance, resources, pipeline_engine):
-    """Dagster launches no second run under a sensor's run key, so the runs a plan run or a last thumbnail's run
-    queue (handoff.py) and the requests of the sensor reacting after them must agree: the scene runs' keys name the
-    outline's run, the combine run's key the scene videos' versions."""
+    """Dagster launches no second run under a sensor's run key, so the runs a plan run queues (handoff.py) and the
+    requests of the sensor reacting after it must agree: the scene runs' keys name the outline's run. The combine
+    sensor asks for nothing for videos the scenes run combined itself (its video names them), and for a combine
+    when a scene's video changes afterwards (a new version, a new key)."""
+    from t2m_pipeline.db.files import FileRecord, record_file
+    from t2m_pipeline.defs.scenes.partitions import COMBINED_VIDEO
+    from t2m_pipeline.pipeline import status
+    from t2m_pipeline.storage import layout
+    from t2m_pipeline.vocabulary import FileType
+
     defs = pipeline_defs(resources)
     user_id, job_id = insert_job(pipeline_engine, configuration={"scene_count": 2})
     job_key = encode_job_key(user_id, job_id)
@@ -270,22 +277,35 @@ def test_the_sensors_ask_for_the_very_runs_a_handoff_queues(instance, resources,
     assert [(r.run_key, r.partition_key, dict(r.tags)) for r in scenes.run_requests] == [(r.run_key, r.partition_key, dict(r.tags)) for r in handed]
     assert not {r.run_key for r in replanned} & {r.run_key for r in handed}  # a new plan renders its scenes again
     with pipeline_engine.connect() as conn:
-        assert handoff.combine_run_when_ready(conn, job_key) is None  # nothing rendered yet
+        assert handoff.combine_run_when_ready(conn, instance, job_key) is None  # nothing rendered yet
     for request in scenes.run_requests:
         assert run_requested(defs, instance, "render_scenes", request).success
+    with pipeline_engine.connect() as conn:
+        key_now = handoff.combine_run_key(job_key, status.job_objects(conn, job_id))
+        assert handoff.combine_run_when_ready(conn, instance, job_key) is None
+    [record] = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=COMBINED_VIDEO, asset_partitions=[job_key]), limit=5).records
+    assert record.asset_materialization.metadata[handoff.COMBINED_FROM].value == key_now
+    assert not sensor_result(combine_ready_jobs, instance, resources).run_requests
+
+    # scene 2's video changes (a new version): the combined video no longer holds it
+    with pipeline_engine.begin() as conn:
+        record_file(conn, FileRecord(user_id, FileType.SCENE_VIDEO, "b", layout.scene_video_key(user_id, job_id, 2), "v-new", 1,
+                                     "0" * 64, "video/mp4", job_id=job_id, extra={"scene_number": 2}))
     combine = sensor_result(combine_ready_jobs, instance, resources)
     with pipeline_engine.connect() as conn:
-        ready = handoff.combine_run_when_ready(conn, job_key)
+        ready = handoff.combine_run_when_ready(conn, instance, job_key)
+    assert ready is not None and ready.run_key != key_now
     assert [(r.run_key, r.partition_key, dict(r.tags)) for r in combine.run_requests] == [(ready.run_key, job_key, ready.tags)]
 
 
 @pytest.mark.parametrize("rule", ["on", "off"], ids=["last-thumbnail-rule", "control-rows-alone"])
 def test_the_combine_sensor_waits_for_the_last_thumbnail_materialization(instance, resources, pipeline_engine, monkeypatch, rule):
-    """A job's rows are complete a moment before its last thumbnail's materialization is stored (its run is between
-    writing the row and queueing the combine run): a sensor tick reacting to an earlier scene's thumbnail then must
-    not ask for the combine, or it races the handoff and Dagster launches two combine runs (seen under load). Here
-    each tick sees one materialization, so the first sees scene 1's while scene 2's, already written, comes later.
-    The control judges by the rows alone and asks too early."""
+    """A job's rows are complete a moment before its last thumbnail's materialization is stored: its run is
+    combining the videos then (combine_in_step). A sensor tick at that moment, reacting to an earlier scene's
+    thumbnail, must not ask for a combine run, or the job is combined twice. Here the daemon ticks (one
+    materialization a tick) while the scenes step combines; the control judges by the rows alone and asks."""
+    from t2m_pipeline.pipeline import steps
+
     monkeypatch.setattr(sensors, "MAX_RECORDS_PER_TICK", 1)
     if rule == "off":
         monkeypatch.setattr(sensors, "_thumbnails_recorded", lambda context, keys, upto: True)
@@ -296,14 +316,23 @@ def test_the_combine_sensor_waits_for_the_last_thumbnail_materialization(instanc
     assert run_requested(defs, instance, "plan_job", tick.run_requests[0]).success
     scenes = sensor_result(scene_runs, instance, resources)
     apply_partition_requests(instance, scenes)
+
+    ticks = []
+    combine = steps.combine
+
+    def combine_while_the_daemon_ticks(p, key):
+        ticks.append(sensor_result(combine_ready_jobs, instance, resources))
+        return combine(p, key)
+
+    monkeypatch.setattr(steps, "combine", combine_while_the_daemon_ticks)
     for request in scenes.run_requests:
         assert run_requested(defs, instance, "render_scenes", request).success
-    first = sensor_result(combine_ready_jobs, instance, resources)
-    second = sensor_result(combine_ready_jobs, instance, resources, first.cursor)
+    ticks.append(sensor_result(combine_ready_jobs, instance, resources, ticks[0].cursor))
+    assert len(ticks) == 2 and not ticks[1].run_requests  # after the run: the job's video is made, nothing to ask
     if rule == "on":
-        assert not first.run_requests and len(second.run_requests) == 1
+        assert not ticks[0].run_requests
     else:
-        assert len(first.run_requests) == 1  # the early request: what raced the handoff
+        assert len(ticks[0].run_requests) == 1  # a second combine of the job the step was combining
 
 
 def test_a_sensor_stopped_in_the_ui_gets_nothing_queued_on_its_behalf(instance):
