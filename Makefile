@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 
-.PHONY: install test test-fast test-service checkov clean bench-audit dev demo bench-pipeline bench-migration bench-latency bench-render bench-cli e2e
+.PHONY: install test test-fast test-service checkov clean bench-audit dev demo bench-pipeline bench-migration bench-latency bench-create-run bench-render bench-cli e2e
 
 install: $(VENV)/.installed
 
@@ -57,6 +57,9 @@ bench-pipeline: install
 # renders of the same code in the same run, with a per-stage breakdown and run-worker import times; writes BENCHMARKS.md.
 bench-latency: install
 	$(PY) benchmarks/latency_bench.py --write
+# Creating a run on Dagster's postgres storage against the pooled one (t2m_pipeline/launcher/storage.py).
+bench-create-run: install
+	$(PY) benchmarks/create_run_bench.py --write
 # One scene rendered inside the render sandbox against unconfined, interleaved in one run; writes BENCHMARKS.md.
 bench-render: install
 	$(PY) benchmarks/render_bench.py --renders 12 --write
