@@ -578,7 +578,8 @@ def markdown(result: dict, command: str) -> str:
         "the queue's notification instead of waiting for the daemon's next pass (5 s). Each run's worker is a fork of "
         "a warm server that has imported the code and S3's models (`t2m_pipeline/launcher`), and a scenes run's "
         "worker starts its warm renderer before Dagster opens the run (`prepare_run`); the plan run queues the "
-        "scenes' run (`defs/scenes/handoff.py`); queued runs dequeue every half "
+        "scenes' run (`defs/scenes/handoff.py`); Dagster's storage keeps its connections (`PooledPostgresStorage`: "
+        "as shipped, dagster-postgres opened one per call, about 140 to create a scenes run, `make bench-create-run`); queued runs dequeue every half "
         "second (`PromptQueuedRunCoordinator`: Dagster's queue daemon, at its floor). Before these, on this machine: "
         "3 scenes 3.55x (15.22 s against 4.29 s; one run per scene, 4.7 s of sensor wait); the issue measured 4.7x.",
         "",
