@@ -30,3 +30,13 @@ def prepare_run(job_name: str, tags: dict[str, str]) -> None:
     from t2m_pipeline.defs.scenes.assets import prestart_renderer
 
     prestart_renderer(job_name, tags)
+
+
+def finish_run() -> None:
+    """Called by the warm run server in each run's worker after the run: a renderer `prepare_run` started that the
+    run never took is closed (its disks unmounted) before the worker exits."""
+    import sys
+
+    warm = sys.modules.get("t2m_pipeline.render.warm")
+    if warm is not None:
+        warm.close_prestarted()

@@ -32,7 +32,9 @@ from pathlib import Path
 REAP_INTERVAL_S = 0.5
 PREPARE_HOOK = "prepare_run_workers"  # a code location module's function, called once before the forks
 RUN_HOOK = "prepare_run"  # one called in each fork first, with the run's job name and tags
+FINISH_HOOK = "finish_run"  # one called in each fork after its run, before it exits (os._exit skips atexit)
 _run_hook = None
+_finish_hook = None
 MAX_REQUEST_BYTES = 1 << 20
 STALE = "stale"
 
@@ -56,13 +58,14 @@ def warm_up(origin) -> None:
     repository = ReconstructableRepository(origin.code_pointer, executable_path=origin.executable_path).get_definition()
     for job in repository.get_all_jobs():
         job.get_job_snapshot()  # what core_execute_run builds before the first step; cached on the definition
-    global _run_hook
+    global _run_hook, _finish_hook
     module = getattr(origin.code_pointer, "module", None)
     location = importlib.import_module(module) if module else None
     prepare = getattr(location, PREPARE_HOOK, None)
     if callable(prepare):
         prepare()
     _run_hook = getattr(location, RUN_HOOK, None)
+    _finish_hook = getattr(location, FINISH_HOOK, None)
 
 
 def source_stamps(root: str | None) -> dict[str, int]:
@@ -154,7 +157,9 @@ def fork_worker(listener: socket.socket, conn: socket.socket, serialized_args: s
         conn.close()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         prepare_run(run or {})
-        os._exit(execute_run(serialized_args))
+        code = execute_run(serialized_args)
+        finish_run()
+        os._exit(code)
     return pid
 
 
@@ -166,6 +171,19 @@ def prepare_run(run: dict) -> None:
         _run_hook(run["job_name"], dict(run.get("tags") or {}))
     except Exception:  # noqa: BLE001 - a head start, never a reason for the run to fail
         traceback.print_exc()
+
+
+def finish_run() -> None:
+    """The code location's `FINISH_HOOK`, after the run; whatever it raises is printed."""
+    if not callable(_finish_hook):
+        return
+    try:
+        _finish_hook()
+    except Exception:  # noqa: BLE001 - the run is over; this only tidies up
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def handle(listener: socket.socket, conn: socket.socket, stamps: dict[str, int], workers: dict[int, Worker]) -> bool:

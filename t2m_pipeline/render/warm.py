@@ -128,6 +128,7 @@ class WarmRenderer:
     # -- the sandbox ----------------------------------------------------------------------------------------------
 
     def start(self) -> WarmRenderer:
+        atexit.register(self.close)  # a renderer its owner never closed still unmounts its disks at exit
         if "limits" in self.cold.protections and cgroup_support()[0] == "cgroup-v2":
             # a v2 cgroup that holds the renderer cannot hold the renders' own cgroups: each render goes cold
             self.failure = "per-render limits under a warm renderer need cgroup v1 or no cgroup at all here"
@@ -206,6 +207,7 @@ class WarmRenderer:
         self._stop_sandbox.set()
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         with self._send:
             self._control.close()  # the renderer's loop ends
         self._stop_sandbox.set()
@@ -387,7 +389,8 @@ _prestarted_lock = threading.Lock()
 
 def prestart(cold: LocalSandboxBackend, **options) -> WarmRenderer:
     """Start a warm renderer now, for the next `warm_renderer` asked for with the same backend and options to adopt
-    (a run worker starts its scenes step's while Dagster opens the run). Closed at exit if nothing adopts it."""
+    (a run worker starts its scenes step's while Dagster opens the run). Closed when its run ends if nothing
+    adopted it (`close_prestarted`, the code location's `finish_run`)."""
     global _prestarted
     renderer = WarmRenderer(cold, **options).start()
     renderer.prestarted, renderer.options = True, dict(options)
@@ -395,8 +398,18 @@ def prestart(cold: LocalSandboxBackend, **options) -> WarmRenderer:
         previous, _prestarted = _prestarted, renderer
     if previous is not None:
         previous.close()
-    atexit.register(renderer.close)
     return renderer
+
+
+def close_prestarted() -> bool:
+    """Close the prestarted renderer nothing adopted (its run never reached a warm step): a run worker ends with
+    `os._exit`, which skips `atexit`, and its disks are mounts of the host's. True if there was one."""
+    global _prestarted
+    with _prestarted_lock:
+        left, _prestarted = _prestarted, None
+    if left is not None:
+        left.close()
+    return left is not None
 
 
 def _adopt(cold: LocalSandboxBackend, options: dict) -> WarmRenderer | None:

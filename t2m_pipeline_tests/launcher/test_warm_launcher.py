@@ -118,6 +118,7 @@ def test_the_server_prepares_its_workers_once_before_it_forks_and_each_run_in_it
     worker, server, imported = wait_for(tmp_path / "a")
     assert wait_for(tmp_path / "a.prepared") == [server] == [imported]
     assert (tmp_path / "a.run").read_text() == f"tiny_job seen {worker}"  # prepare_run, in the worker, with its tags
+    assert wait_for(tmp_path / "a.finished") == [worker]  # finish_run, in the worker, after its run (os._exit skips atexit)
 
 
 def test_control_the_default_launcher_starts_a_worker_that_imports_the_code_itself(tmp_path):

@@ -11,6 +11,7 @@ PREPARED_BY_PID = 0  # the process that called prepare_run_workers: the warm ser
 
 
 PREPARED_RUN = ""  # the job name prepare_run was called with, in this worker
+REPORT_TO = ""  # where this worker's run reported: finish_run reports beside it
 
 
 def prepare_run_workers() -> None:
@@ -23,8 +24,16 @@ def prepare_run(job_name: str, tags: dict) -> None:
     PREPARED_RUN = f"{job_name} {tags.get('tiny/tag', '-')} {os.getpid()}"
 
 
+def finish_run() -> None:
+    if REPORT_TO:
+        with open(REPORT_TO + ".finished", "w") as finished:
+            finished.write(f"{os.getpid()}\n")
+
+
 @dg.op(config_schema={"action": dg.Field(str, default_value="report"), "report_to": str})
 def act(context: dg.OpExecutionContext) -> None:
+    global REPORT_TO
+    REPORT_TO = context.op_config["report_to"]
     with open(context.op_config["report_to"] + ".prepared", "w") as prepared:
         prepared.write(f"{PREPARED_BY_PID}\n")
     with open(context.op_config["report_to"] + ".run", "w") as run:

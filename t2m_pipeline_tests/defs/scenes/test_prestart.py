@@ -47,3 +47,35 @@ def test_a_scenes_run_over_several_scenes_starts_its_renderer_ahead():
 def test_control_any_other_run_starts_nothing(job_name, tags):
     prestart_renderer(job_name, tags)
     assert warm._prestarted is None
+
+
+def mounts_of(renderer) -> list[str]:
+    root = str(renderer.slot.root) if renderer.slot else "-"
+    return [line.split()[4] for line in open("/proc/self/mountinfo").read().splitlines() if root in line.split()[4]]
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["finish_run", "control-never-closed"])
+def test_a_renderer_no_step_adopted_is_closed_when_its_run_ends(finished):
+    """A run that never reaches a warm step (it failed first, or was left one scene to render) must not leave the
+    renderer's disks mounted: its worker ends with os._exit, which skips atexit, so the location's finish_run
+    closes it. The control never calls it: the disks stay mounted (on the host) while the process lives."""
+    import time
+
+    from t2m_pipeline.definitions import finish_run
+
+    prestart_renderer(render_scenes_job.name, scenes(1, 2))
+    renderer = warm._prestarted
+    deadline = time.monotonic() + 30
+    while not mounts_of(renderer) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if "disk" not in renderer.cold.protections or not mounts_of(renderer):
+        pytest.skip("no disk of its own here (not root)")
+    if finished:
+        finish_run()
+    deadline = time.monotonic() + 30
+    while mounts_of(renderer) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if finished:
+        assert warm._prestarted is None and mounts_of(renderer) == []
+    else:
+        assert len(mounts_of(renderer)) >= 2  # its work disk and a lane's, still there
