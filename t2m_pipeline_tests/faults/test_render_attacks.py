@@ -131,6 +131,7 @@ def world(service_env, settings, buckets, tmp_path_factory):
 
     marker = uuid.uuid4().hex[:16]
     plant = lambda what: f"t2mplant-{what}-{marker}"  # noqa: E731
+    mounts_before = set(render_mounts())  # another process's (a test on the other worker), not this world's renders'
     base = Path(f"/var/tmp/t2m-attack-{marker}")
     home, dagster_home = base / "home", base / "dagster_home"
     (home / ".aws").mkdir(parents=True)
@@ -225,6 +226,7 @@ def world(service_env, settings, buckets, tmp_path_factory):
         "survivors": {job["name"]: sorted(set(survivors(f"t2m-survivor-{job['marker']}")) | set(results["jobs"][job["name"]]["survivors"]))
                       for job in jobs},
         "render_processes": render_uid_processes(),
+        "mounts_before": mounts_before,
     }
     yield world
     for job in jobs:  # the tree-kill control's survivors, found again now by their marker: ours, started by our worker
@@ -454,7 +456,7 @@ def test_a_detached_grandchild_does_not_outlive_the_timeout_and_no_render_proces
     # uid and a tmpfs of their own: what is ours and leaked stays, what is theirs ends within seconds.
     seen = [line for line in world["render_processes"] if line.split()[0] not in control]
     assert persisting(lambda: [line for line in render_uid_processes() if line in seen]) == []
-    assert persisting(render_mounts) == []
+    assert persisting(lambda: [m for m in render_mounts() if m not in world["mounts_before"]]) == []
 
 
 def render_mounts() -> list[str]:

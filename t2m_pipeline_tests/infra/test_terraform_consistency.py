@@ -462,12 +462,15 @@ def test_dagster_yaml_is_a_valid_instance_config(dagster_env):
     assert config["concurrency"]["runs"]["tag_concurrency_limits"] and config["concurrency"]["pools"]["default_limit"]
     assert config["run_monitoring"]["enabled"] is True
     assert config["run_retries"]["enabled"] is True
-    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    storage = config["storage"]["custom"]  # PooledPostgresStorage: dagster-postgres's storage, connections kept
+    assert storage["config"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     for section in ("run_launcher", "run_coordinator", "compute_logs"):
         pointer = config[section]
         klass = getattr(importlib.import_module(pointer["module"]), pointer["class"])
         result = process_config(klass.config_type(), pointer.get("config") or {})
         assert result.success, (section, result.errors)
+    klass = getattr(importlib.import_module(storage["module"]), storage["class"])
+    assert process_config(klass.config_type(), storage["config"]).success
 
 
 def test_dagster_yaml_env_vars_are_set_by_the_task_definitions():
