@@ -382,7 +382,9 @@ def fresh_uid() -> int:
     raise SandboxUnavailableError("no free uid for the render")
 
 
-MS_NOSUID, MS_NODEV, MNT_DETACH = 2, 4, 2
+MS_NOSUID, MS_NODEV, MNT_DETACH, UMOUNT_NOFOLLOW = 2, 4, 2, 8
+OWNER_MARK = "owner"  # in a slot's root: the pid and start time of the process that made it
+SWEEP_ORPHANS = True  # a test turns it off: the control
 
 
 @dataclass
@@ -426,10 +428,13 @@ def render_slot(
     renderer runs at once, so that one render filling its disk leaves its siblings' room alone (`lane_disks=False`:
     plain directories sharing the work directory's tmpfs, a control in tests)."""
     limits = limits or RenderLimits()
+    if SWEEP_ORPHANS and confined and is_root() and "disk" in protections:
+        sweep_orphaned_slots(work_root)
     root = Path(tempfile.mkdtemp(prefix="t2m-render-", dir=work_root))
     slot = RenderSlot(root=root, work=root / "work", stage=root / "stage", uid=os.geteuid())
     try:
         os.chmod(root, 0o711)
+        _write_owner_mark(root)
         slot.work.mkdir(mode=0o700)
         unprivileged = confined and is_root() and "unprivileged" in protections
         if unprivileged:
@@ -465,6 +470,53 @@ def render_slot(
             for where in (*slot.lanes, slot.work):
                 _libc().umount2(str(where).encode(), MNT_DETACH)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22); None if there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[19] if len(fields) > 19 else None
+
+
+def _write_owner_mark(root: Path) -> None:
+    fd = os.open(root / OWNER_MARK, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as mark:
+        mark.write(f"{os.getpid()} {_process_start(os.getpid())}\n")
+
+
+def sweep_orphaned_slots(work_root: str | Path | None = None) -> list[Path]:
+    """Remove the slots whose process is gone without its `finally` (a run worker killed mid-render, out of
+    memory or by a signal): their disks are tmpfs mounts of the host's, which outlive it. Each is unmounted (lanes
+    first) and its directory removed. Only a root-owned directory whose root-owned owner mark names a process that
+    no longer exists (pid and start time) is touched, nothing is followed through a link, and a slot still being
+    made (no mark yet) is left alone."""
+    swept = []
+    for root in Path(work_root or tempfile.gettempdir()).glob("t2m-render-*"):
+        try:
+            if not root.is_dir() or root.is_symlink() or root.lstat().st_uid != 0:
+                continue
+            mark = root / OWNER_MARK
+            if mark.is_symlink() or mark.lstat().st_uid != 0:
+                continue
+            pid, started = mark.read_text().split()
+        except (OSError, ValueError):
+            continue
+        if _process_start(int(pid)) == started:
+            continue  # its process is alive: its own `finally` removes it
+        work = str(root / "work")
+        for point in sorted((m for m in _mount_points() if m == work or m.startswith(work + "/")), key=len, reverse=True):
+            _libc().umount2(point.encode(), MNT_DETACH | UMOUNT_NOFOLLOW)
+        shutil.rmtree(root, ignore_errors=True)
+        log.warning("removed the render slot %s of process %s, gone without removing it", root, pid)
+        swept.append(root)
+    return swept
+
+
+def _mount_points() -> list[str]:
+    return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
 
 
 def _mount_tmpfs(where: Path, limits: RenderLimits, uid: int) -> None:

@@ -521,3 +521,52 @@ def test_a_stopped_render_ends_at_once_as_on_a_timeout():
     assert dg.materialize([render_then_stop]).success
     assert seen["failure"] is not None and seen["timed_out"], seen
     assert seen["seconds"] < 15, f"the render ran {seen['seconds']:.1f} s after its stop"
+
+
+KILLED_HOLDING_A_SLOT = textwrap.dedent("""
+    import os, signal, sys
+    from t2m_pipeline.render.sandbox import render_slot
+    held = render_slot(sys.argv[1], lanes=2)  # referenced: a collected generator would run its finally
+    slot = held.__enter__()
+    print(slot.root, flush=True)
+    if sys.argv[2] == "die":
+        os.kill(os.getpid(), signal.SIGKILL)  # no finally runs: a worker killed mid-render
+    sys.stdin.read()  # alive until the test closes stdin
+""")
+
+
+def slot_mounts(root) -> list[str]:
+    return [m for m in sandbox._mount_points() if m.startswith(f"{root}/")]
+
+
+@pytest.mark.parametrize("sweep", [True, False], ids=["swept", "control-no-sweep"])
+def test_a_slot_whose_process_was_killed_is_unmounted_by_the_next_slot(monkeypatch, sweep):
+    """A render's disks are tmpfs mounts of the host's: a worker killed mid-render (no `finally`) would leave them,
+    and their memory, until reboot. The next slot made on the machine removes them; a live process's slot is left
+    alone. The control, without the sweep, keeps the dead process's disks."""
+    monkeypatch.setattr(sandbox, "SWEEP_ORPHANS", sweep)
+    tmp_path = Path(tempfile.mkdtemp(prefix="t2m-sweep-", dir="/tmp"))  # every parent reachable by a render's uid
+    os.chmod(tmp_path, 0o755)
+    run = lambda how: subprocess.Popen([sys.executable, "-c", KILLED_HOLDING_A_SLOT, str(tmp_path), how],  # noqa: E731
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    dead, alive = run("die"), run("live")
+    dead_root, alive_root = dead.stdout.readline().strip(), alive.stdout.readline().strip()
+    dead.wait(30)
+    assert dead_root and alive_root and dead.returncode == -9
+    try:
+        assert len(slot_mounts(dead_root)) == 3  # its work disk and two lanes', left behind
+        with render_slot(tmp_path) as slot:
+            assert slot.tmpfs
+        if sweep:
+            assert slot_mounts(dead_root) == [] and not Path(dead_root).exists()
+        else:
+            assert len(slot_mounts(dead_root)) == 3
+        assert len(slot_mounts(alive_root)) == 3 and Path(alive_root).exists()  # alive: its own
+    finally:
+        alive.stdin.close()
+        alive.kill()
+        alive.wait(30)
+        monkeypatch.setattr(sandbox, "SWEEP_ORPHANS", True)
+        sandbox.sweep_orphaned_slots(tmp_path)  # both gone now
+        assert slot_mounts(dead_root) == slot_mounts(alive_root) == []
+        shutil.rmtree(tmp_path, ignore_errors=True)
