@@ -81,7 +81,7 @@ def fresh_terminal(command: str, home: Path, timeout: float = 120) -> subprocess
     """`command` in a new terminal: env -i with only PATH and HOME."""
     return subprocess.run(
         ["env", "-i", f"PATH={os.environ['PATH']}", f"HOME={home}", "sh", "-c", command],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        check=False, cwd=REPO, capture_output=True, text=True, timeout=timeout,  # callers judge the exit code
     )
 
 

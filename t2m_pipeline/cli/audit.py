@@ -11,7 +11,7 @@ import typer
 
 from t2m_pipeline.audits.policy import STUCK_POLICIES, AuditPolicy
 from t2m_pipeline.audits.runner import AUDITS, run_audits
-from t2m_pipeline.cli.output import console, emit_json, table
+from t2m_pipeline.cli.output import emit_json, get_console, table
 from t2m_pipeline.config import ConfigError, load_settings
 from t2m_pipeline.db.engine import shared_engine
 from t2m_pipeline.storage.s3 import make_s3_client
@@ -71,7 +71,7 @@ def audit(
     engine, client = shared_engine(settings.database_url), make_s3_client(settings)
     reports = []
     columns = [TextColumn("auditing {task.fields[audit]:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=console, disable=json_output) as bar:
+    with Progress(*columns, console=get_console(), disable=json_output) as bar:
         task = bar.add_task("audits", total=len(selected), audit=selected[0])
         for name in selected:  # one at a time, in run_audits' order, so the bar says which one runs
             bar.update(task, audit=name)
@@ -94,6 +94,6 @@ def audit(
                 ["check", "severity", "subject", "fixed"],
                 [[f["check"], f["severity"], f["subject"], "yes" if f["fixed"] else ""] for f in findings],
             )
-        console.print("ok: no ERROR finding open" if open_errors == 0 else f"FAIL: {open_errors} ERROR finding(s) open")
+        get_console().print("ok: no ERROR finding open" if open_errors == 0 else f"FAIL: {open_errors} ERROR finding(s) open")
     if open_errors:
         raise typer.Exit(1)

@@ -1,28 +1,19 @@
 """Printing for the CLI: JSON for scripts, rich tables for people. rich is imported when something is printed for
-people: a `--json` run never imports it (`console` is made when first asked for)."""
+people: a `--json` run never imports it (`get_console` makes the console when first asked)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
-_console = None
 
-
+@functools.cache
 def get_console():
     """The rich Console every command prints to, made (and rich imported) on first use."""
-    global _console
-    if _console is None:
-        from rich.console import Console
+    from rich.console import Console
 
-        _console = Console()
-    return _console
-
-
-def __getattr__(name: str) -> Any:  # `from t2m_pipeline.cli.output import console`, as before
-    if name == "console":
-        return get_console()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return Console()
 
 
 def emit_json(data: Any) -> None:

@@ -23,6 +23,7 @@ from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
 from dagster_postgres.schedule_storage import PostgresScheduleStorage
 from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+from sqlalchemy.engine import make_url
 
 POOL_SIZE = 1  # kept open per storage in each process
 MAX_OVERFLOW = 20  # more while threads (the daemon's, a scenes step's) need them, closed when given back
@@ -30,8 +31,9 @@ POOL_RECYCLE_S = 3600  # under RDS's idle timeouts
 PRE_PING = True  # a connection the server dropped (a restart) is replaced at checkout, not failed on
 
 
-def pooled_engine(engine, token_provider) -> Any:
-    """A pooled engine for what `engine` connects to: same URL and connect options, autocommit as Dagster's."""
+def pooled_engine(postgres_url: str, token_provider) -> Any:
+    """A pooled engine for the storage's database, autocommit as Dagster's own (the URL's `options` go to each
+    connection, as `optimize_for_webserver` passes them)."""
     kwargs: dict[str, Any] = {
         "isolation_level": "AUTOCOMMIT",
         "pool_size": POOL_SIZE,
@@ -39,10 +41,10 @@ def pooled_engine(engine, token_provider) -> Any:
         "pool_recycle": POOL_RECYCLE_S,
         "pool_pre_ping": PRE_PING,
     }
-    options = engine.url.query.get("options")
+    options = make_url(postgres_url).query.get("options")
     if options:
         kwargs["connect_args"] = {"options": options}
-    return create_pg_engine(engine.url.render_as_string(hide_password=False), token_provider, **kwargs)
+    return create_pg_engine(postgres_url, token_provider, **kwargs)
 
 
 class _Pooled:
@@ -52,7 +54,7 @@ class _Pooled:
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None, token_provider=None):
         super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)  # type: ignore[call-arg]
-        shipped, self._engine = self._engine, pooled_engine(self._engine, token_provider)
+        shipped, self._engine = self._engine, pooled_engine(postgres_url, token_provider)
         shipped.dispose()
 
     def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:

@@ -255,7 +255,7 @@ def _cli(args: list[str], env: dict, db_retry_seconds: float | None, timeout: fl
         command = [sys.executable, "-m", "t2m_pipeline.cli", *args]
     else:
         command = [sys.executable, "-c", NO_RETRY_CLI, str(db_retry_seconds), *args]
-    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _last_line(stderr: str) -> str:

@@ -504,6 +504,7 @@ def test_terraform_fmt_clean():
         text=True,
         env={**os.environ, "TF_CLI_CONFIG_FILE": os.devnull},
         timeout=120,
+        check=False,  # the assertion shows the diff
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -79,7 +79,7 @@ IDENTITY = """
 
 def host_uid_of(uid_seen: list, slot_uid: int) -> None:
     """Sample, from the host, the uids of the processes running as the render's uid."""
-    out = subprocess.run(["ps", "-eo", "uid=,cmd="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-eo", "uid=,cmd="], capture_output=True, text=True, check=True).stdout
     uid_seen.extend(int(line.split()[0]) for line in out.splitlines() if line.strip() and int(line.split()[0]) == slot_uid)
 
 
@@ -341,7 +341,7 @@ def any_process_of(uid: int, wait_s: float = 5.0) -> list[str]:
     the machine's init reaps it: a zombie runs nothing, but we wait for it to go too)."""
     deadline = time.monotonic() + wait_s
     while True:
-        out = subprocess.run(["ps", "-eo", "uid=,pid=,stat=,cmd="], capture_output=True, text=True).stdout
+        out = subprocess.run(["ps", "-eo", "uid=,pid=,stat=,cmd="], capture_output=True, text=True, check=True).stdout
         left = [line for line in out.splitlines() if line.split() and line.split()[0] == str(uid)]
         if not left or time.monotonic() > deadline:
             return left

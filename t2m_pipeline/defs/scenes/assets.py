@@ -41,7 +41,6 @@ from dagster._core.storage.tags import (
     PARENT_RUN_ID_TAG,
     RESUME_RETRY_TAG,
 )
-from sqlalchemy import text
 
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes import checks, handoff
@@ -613,8 +612,7 @@ def combine_in_step(context: dg.AssetExecutionContext, tools: SceneTools, job: J
     reported = False
     try:
         with p.engine.begin() as conn:
-            conn.execute(text("SET LOCAL lock_timeout = '30s'"))
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"combine:{job_key}"})
+            handoff.take_turns(conn, f"combine:{job_key}")
             ready = handoff.combine_run_when_ready(conn, context.instance, job_key)
             if ready is None:
                 return

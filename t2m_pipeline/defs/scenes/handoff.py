@@ -198,12 +198,18 @@ def _stopped(instance: dg.DagsterInstance, sensor: str, repository_origin) -> bo
     return any(s.instigator_name == sensor and s.origin.repository_origin.get_selector() == selector for s in states)
 
 
+def take_turns(conn, key: str) -> None:
+    """Wait, in `conn`'s transaction, until no other transaction holds `key` (a PostgreSQL advisory lock, released
+    at commit or rollback); a holder stuck for 30 s fails this wait, never the run."""
+    conn.execute(text("SET LOCAL lock_timeout = '30s'"))
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+
+
 def _queue_one(context: dg.AssetExecutionContext, engine, sensor: str, run: NextRun) -> str | None:
     instance, parent = context.instance, context.run
     job_def = context.repository_def.get_job(run.job_name)
     with engine.begin() as conn:  # one queuer per run key at a time (see the module's note)
-        conn.execute(text("SET LOCAL lock_timeout = '30s'"))  # a stuck holder fails this handoff, not the run
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"handoff:{run.run_key}"})
+        take_turns(conn, f"handoff:{run.run_key}")
         if instance.get_run_ids(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run.run_key, SENSOR_NAME_TAG: sensor}), limit=1):
             return None
         # Dagster's own resolution of a sensor's request: the partition's tags and run config (the job's config,
