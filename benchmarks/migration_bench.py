@@ -140,6 +140,7 @@ class Measured:
     ended_at: float = 0.0  # and when it exited
     first_put_s: float | None = None  # its first PUT reached the S3 server this long after it started (bench_files)
     after_last_put_s: float | None = None  # it exited this long after the S3 server answered its last PUT
+    idle_between_s: float | None = None  # between those, the S3 server had none of its requests this long
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -173,6 +174,17 @@ def timed(cmd: list[str], env: dict) -> Measured:
         err.seek(0)
         done = subprocess.CompletedProcess(cmd, proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
     return Measured(seconds, usage.ru_utime + usage.ru_stime, peak_kib[0] / 1024, done, started_at=started_at, ended_at=ended_at)
+
+
+def idle_between(requests: list[tuple[float, float, str]]) -> float:
+    """Seconds, from the first request's start to the last one's end, during which the server had none of them in
+    hand: the time a client left the endpoint waiting mid-run."""
+    idle, busy_until = 0.0, requests[0][1]
+    for start, end, _ in requests:  # by start
+        if start > busy_until:
+            idle += start - busy_until
+        busy_until = max(busy_until, end)
+    return idle
 
 
 def vm_hwm_kib(pid: int) -> int:
@@ -256,7 +268,7 @@ def bench_redis(settings, jobs: int, topic_count: int, baseline_sample: int, red
 
 def measures(m: Measured) -> dict:
     return {"seconds": m.seconds, "cpu_seconds": m.cpu_seconds, "peak_rss_mib": m.peak_rss_mib, "server_cpu_seconds": m.server_cpu_seconds,
-            "first_put_s": m.first_put_s, "after_last_put_s": m.after_last_put_s}
+            "first_put_s": m.first_put_s, "idle_between_s": m.idle_between_s, "after_last_put_s": m.after_last_put_s}
 
 
 # Where a sample goes: a stack under an import is start-up; otherwise the innermost frame of a library below names
@@ -354,6 +366,91 @@ def memory_at_scale(env: dict, files: int, topic_count: int, work: Path) -> dict
     return {**measures(measured), "files": report["uploaded_files"], "bytes": size, "tree_files": count}
 
 
+# s5cmd's PutObject as it reaches the server (aws-sdk-go 1.44, captured), besides what signing adds (Host,
+# Content-Length, Authorization, X-Amz-Date, X-Amz-Content-Sha256): 9 headers in all, against our 17.
+S5CMD_HEADERS = {"User-Agent": "aws-sdk-go/1.44.298 (go1.22.10; linux; amd64) S3Manager", "Content-Type": "text/plain; charset=utf-8",
+                 "Accept-Encoding": "gzip"}
+
+
+class _WithoutObjectMetadata:
+    """Our PUTs without the object's `x-amz-meta-*` headers (owner, hash, write id...): the control shape."""
+
+    def __init__(self, puts):
+        self.puts = puts
+
+    def put(self, bucket, key, body, size, headers):
+        return self.puts.put(bucket, key, body, size, {k: v for k, v in headers.items() if not k.startswith("x-amz-meta-")})
+
+
+def endpoint_cost(rounds: int, per_round: int) -> dict:
+    """What one PUT of each request shape costs the S3 server (its CPU), sent by one client (`DirectPuts`, WORKERS in
+    flight) to a fresh endpoint, the shapes interleaved over `rounds` (the median round is reported): s5cmd's request
+    into a plain bucket, ours without the object metadata, and ours as `S3Storage` sends it (SSE, SHA-256 checksum,
+    owner metadata, into a versioned bucket). The server is busy through every tool's run (its request timeline), so
+    its cost per request, not the client, sets the wall time on this endpoint."""
+    import base64
+    import dataclasses
+    import hashlib
+    import statistics
+    from concurrent.futures import ThreadPoolExecutor
+
+    from t2m_pipeline.config import load_settings
+    from t2m_pipeline.storage.bootstrap import bootstrap_bucket
+    from t2m_pipeline.storage.bucket_settings import declared_buckets
+    from t2m_pipeline.storage.direct_puts import DirectPuts
+    from t2m_pipeline.storage.s3 import ObjectOwner, S3Storage, make_s3_client
+
+    server = start_local_s3()
+    try:
+        settings = dataclasses.replace(load_settings(), endpoint_url=server.endpoint)
+        client = make_s3_client(settings)
+        versioned = declared_buckets(settings)[0]
+        bootstrap_bucket(client, versioned, settings.region)
+        client.create_bucket(Bucket=BASELINE_BUCKET)
+        puts = DirectPuts(settings)
+        body = random.Random(7).randbytes(2000)
+        s5cmd = {**S5CMD_HEADERS, "Content-Md5": base64.b64encode(hashlib.md5(body).digest()).decode()}
+        ours, bare = S3Storage(settings, None, single_puts=puts), S3Storage(settings, None, single_puts=_WithoutObjectMetadata(puts))
+
+        def ours_put(storage):
+            return lambda key: storage.put_bytes(versioned.name, key, body, owner=ObjectOwner(uuid.uuid4(), "code", uuid.uuid4(), 3),
+                                                 content_type="text/plain", original_name="scene3_v1.py")
+
+        shapes = {
+            "s5cmd's request (9 headers), plain bucket": lambda key: puts.put(BASELINE_BUCKET, key, body, len(body), s5cmd),
+            "ours without the object metadata (9 headers), versioned bucket": ours_put(bare),
+            "ours (17 headers: 8 of them the object metadata), versioned bucket": ours_put(ours),
+        }
+        per_put: dict[str, list[float]] = {name: [] for name in shapes}
+        for _ in range(rounds):
+            for name, put in shapes.items():
+                before = process_cpu_seconds(server.proc.pid)
+                with ThreadPoolExecutor(WORKERS) as pool:
+                    list(pool.map(put, (f"cost/{uuid.uuid4().hex}/{i}" for i in range(per_round))))
+                per_put[name].append(1000 * (process_cpu_seconds(server.proc.pid) - before) / per_round)
+        puts.close()
+    finally:
+        server.stop()
+    return {"rounds": rounds, "per_round": per_round, "ms_per_put": {name: statistics.median(v) for name, v in per_put.items()}}
+
+
+def endpoint_cost_lines(cost: dict | None) -> list[str]:
+    if not cost:
+        return []
+    base = next(iter(cost["ms_per_put"].values()))
+    lines = [
+        f"**What each request costs the endpoint** (`--endpoint-cost`: one client, `DirectPuts` with {WORKERS} in flight, "
+        f"{cost['per_round']} PUTs of 2,000 bytes per shape and round, the shapes interleaved over {cost['rounds']} rounds on a "
+        "fresh server; the S3 server's CPU per PUT, median round):",
+        "",
+        "| request shape | server CPU per PUT (ms) | vs s5cmd's shape |",
+        "|---|---:|---:|",
+        *(f"| {name} | {ms:.2f} | {ms / base:.2f}x |" for name, ms in cost["ms_per_put"].items()),
+        "",
+    ]
+    return lines
+
+
 BASELINE_TOOLS = {"rclone": "rclone copy", "aws": "aws s3 sync", "s5cmd": "s5cmd cp"}
 
 
@@ -370,6 +467,7 @@ def bench_files(env: dict, tree: Path, files: int, size: int, endpoint: str, ser
         if puts:  # the endpoint had nothing of this tool's to do before its first PUT and after its last answer
             measured.first_put_s = puts[0][0] - measured.started_at
             measured.after_last_put_s = measured.ended_at - max(end for _, end, _ in puts)
+            measured.idle_between_s = idle_between(puts)
         return measured
 
     first = run(cli, env)
@@ -447,7 +545,8 @@ def profile_lines(profile: dict | None) -> list[str]:
     return [*lines, ""]
 
 
-def render(args, files: int, size: int, redis_result: dict, file_results: dict, profile: dict | None = None) -> str:
+def render(args, files: int, size: int, redis_result: dict, file_results: dict, profile: dict | None = None,
+           cost: dict | None = None) -> str:
     ours = file_results["t2m migrate files"]
     lines = [
         "## Legacy migration throughput (issues 4 and 15)",
@@ -459,8 +558,8 @@ def render(args, files: int, size: int, redis_result: dict, file_results: dict, 
         "",
         f"### Files: {files} small files, {size / 1e6:.1f} MB, {WORKERS} uploads in flight for every tool",
         "",
-        "| tool | seconds | files | files/s | MB/s | ours vs it (files/s) | client CPU (s) | CPU per file (ms) | ours vs it (CPU per file) | peak RSS (MiB) | S3 server CPU per file (ms) | first PUT after start (s) | exit after last PUT (s) | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| tool | seconds | files | files/s | MB/s | ours vs it (files/s) | client CPU (s) | CPU per file (ms) | ours vs it (CPU per file) | peak RSS (MiB) | S3 server CPU per file (ms) | first PUT after start (s) | server idle, first PUT to last (s) | exit after last PUT (s) | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def secs(value) -> str:
@@ -468,7 +567,7 @@ def render(args, files: int, size: int, redis_result: dict, file_results: dict, 
 
     for name, r in file_results.items():
         if "error" in r and "seconds" not in r:
-            lines.append(f"| {name} | - | - | - | - | - | - | - | - | - | - | - | - | {r['error']} |")
+            lines.append(f"| {name} | - | - | - | - | - | - | - | - | - | - | - | - | - | {r['error']} |")
             continue
         server = r.get("server_cpu_seconds")
         server_per_file = f"{1000 * server / r['files']:.2f}" if server is not None and r["files"] and r.get("bytes") else "-"
@@ -482,7 +581,7 @@ def render(args, files: int, size: int, redis_result: dict, file_results: dict, 
         lines.append(f"| {name} | {r['seconds']:.1f} | {r['files']} | {rate:.0f} | {mbs:.2f} | "
                      f"{f'{ratio:.2f}x' if ratio else '-'} | {r['cpu_seconds']:.1f} | {per_file:.2f} | "
                      f"{f'{cpu_ratio:.2f}x' if cpu_ratio else '-'} | {r['peak_rss_mib']:.0f} | {server_per_file} | "
-                     f"{secs(r.get('first_put_s'))} | {secs(r.get('after_last_put_s'))} | {note} |")
+                     f"{secs(r.get('first_put_s'))} | {secs(r.get('idle_between_s'))} | {secs(r.get('after_last_put_s'))} | {note} |")
     lines += [
         "",
         "`t2m migrate files` does more per file than the copy tools: it hashes while reading and sends the SHA-256 for",
@@ -493,10 +592,12 @@ def render(args, files: int, size: int, redis_result: dict, file_results: dict, 
         "peak RSS = its maximum resident set. Ratios above 1x mean ours is slower or costs more. S3 server CPU = the moto",
         "server's user + system seconds while the tool ran: moto answers from Python threads under one GIL and accepts",
         "one connection at a time, so its cost per request sets every tool's wall time on this endpoint (a rerun sends",
-        "nothing: no figure). First PUT after start and exit after last PUT: from the tool's start to the first PUT the",
-        "server received, and from the server's answer to the tool's last PUT to the tool's exit (the server's request",
+        "nothing: no figure). First PUT after start, server idle and exit after last PUT: from the tool's start to the",
+        "first PUT the server received, the time between that and the server's answer to the tool's last PUT when the",
+        "server had none of the tool's requests in hand, and from that answer to the tool's exit (the server's request",
         "timeline, `devtools/local_s3.py --timeline`): the time the endpoint had nothing of that tool's to do.",
         "",
+        *endpoint_cost_lines(cost),
         *profile_lines(profile),
         f"### Redis -> PostgreSQL: {redis_result['jobs']} jobs",
         "",
@@ -540,6 +641,10 @@ def main() -> None:
     parser.add_argument("--tools", default=",".join(BASELINE_TOOLS),
                         help=f"the baseline tools to run, comma-separated (default all: {','.join(BASELINE_TOOLS)})")
     parser.add_argument("--write", action="store_true", help="write the results into BENCHMARKS.md")
+    parser.add_argument("--endpoint-cost", action="store_true",
+                        help="also measure the S3 server's CPU per PUT for s5cmd's request shape and ours")
+    parser.add_argument("--cost-rounds", type=int, default=6)
+    parser.add_argument("--cost-puts", type=int, default=1000, help="PUTs per shape and round")
     args = parser.parse_args()
     args.tools = [t for t in args.tools.split(",") if t]
     if unknown := set(args.tools) - set(BASELINE_TOOLS):
@@ -586,13 +691,15 @@ def main() -> None:
         print(json.dumps(file_results, indent=1), flush=True)
         profile = cpu_profile(env, args.profile_files, topic_count, work, args.profile_raw, args.profile_rerun) if args.profile else None
         print(json.dumps(profile), flush=True)
+        cost = endpoint_cost(args.cost_rounds, args.cost_puts) if args.endpoint_cost else None
+        print(json.dumps(cost), flush=True)
         if args.rss_files:
             print(f"memory: {args.rss_files} files ...", flush=True)
             large = memory_at_scale(env, args.rss_files, max(1, args.rss_files // 2 // 46), work)
             file_results[f"t2m migrate files, {args.rss_files} files (memory)"] = {
                 **large, "note": "a first run over its own tree and database: is memory flat?"
             } if "error" not in large else {"error": large["error"]}
-        text = render(args, files, size, redis_result, file_results, profile)
+        text = render(args, files, size, redis_result, file_results, profile, cost)
         print(text)
         if args.write:
             write_section(text)
