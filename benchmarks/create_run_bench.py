@@ -54,8 +54,8 @@ def measure(runs: int, rounds: int, partitions: int) -> dict:
     try:
         with daemon_databases("t2m_create_run") as (_, metadata_url, dagster_url):
             os.environ.update({"T2M_DATABASE_URL": metadata_url, "T2M_DAGSTER_PG_URL": dagster_url})
-            from t2m_pipeline.defs.scenes.jobs import RUN_CONFIG
             from t2m_pipeline.definitions import defs
+            from t2m_pipeline.defs.scenes.jobs import RUN_CONFIG
 
             job = defs.resolve_job_def("render_scenes")
             filled = False

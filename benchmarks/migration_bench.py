@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devtools.local_s3 import read_timeline, start_local_s3  # noqa: E402  (devtools/ is not installed: it lives beside the package)
+
 BENCH_BIN = ROOT / ".venv-bench" / "bin"
 SECTION_START = "<!-- migration_bench:start -->"
 SECTION_END = "<!-- migration_bench:end -->"

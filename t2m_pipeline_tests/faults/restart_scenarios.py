@@ -55,9 +55,9 @@ from t2m_pipeline.config import Settings
 from t2m_pipeline.db import engine as db_engine
 from t2m_pipeline.db.engine import shared_engine
 from t2m_pipeline.db.migrate import upgrade
-from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs, scene_runs
 from t2m_pipeline.defs.scenes.partitions import COMBINED_VIDEO, RENDERED_VIDEO, SCENE_CODE, SCENE_OUTLINE, THUMBNAIL
 from t2m_pipeline.defs.scenes.resources import pipeline_resources_for
+from t2m_pipeline.defs.scenes.sensors import combine_ready_jobs, new_jobs, scene_runs
 from t2m_pipeline.migration.batches import created_rows
 from t2m_pipeline.storage.s3 import make_s3_client
 from t2m_pipeline_tests.defs.scenes.support import (

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from t2m_pipeline.config import BUCKET_KINDS, ENVIRONMENTS as PY_ENVIRONMENTS, Settings, bucket_name
+from t2m_pipeline.config import BUCKET_KINDS, Settings, bucket_name
+from t2m_pipeline.config import ENVIRONMENTS as PY_ENVIRONMENTS
 from t2m_pipeline.storage.bucket_settings import (
     ABORT_INCOMPLETE_MULTIPART_DAYS,
     PUBLIC_ACCESS_BLOCK,

@@ -42,8 +42,10 @@ from dagster._core.storage.tags import (
     RESUME_RETRY_TAG,
 )
 
+from t2m_pipeline.config import load_settings
 from t2m_pipeline.defs.resources import PostgresResource, S3StorageResource
 from t2m_pipeline.defs.scenes import checks, handoff
+from t2m_pipeline.defs.scenes.jobs import render_scenes_job
 from t2m_pipeline.defs.scenes.partitions import (
     COMBINED_VIDEO,
     RENDERED_VIDEO,
@@ -59,8 +61,6 @@ from t2m_pipeline.partition_keys import JobKey, SceneKey, decode_job_key, decode
 from t2m_pipeline.pipeline import status, steps
 from t2m_pipeline.pipeline.retry import is_transient
 from t2m_pipeline.pipeline.run_labels import LAUNCHED_BY_TAG, JobLabels, fallback_labels, job_labels, launched_by
-from t2m_pipeline.config import load_settings
-from t2m_pipeline.defs.scenes.jobs import render_scenes_job
 from t2m_pipeline.render.backends import RenderBackend, make_render_backend
 from t2m_pipeline.render.codegen import CodeGenerator, scene_class_name
 from t2m_pipeline.render.cores import machine_cores

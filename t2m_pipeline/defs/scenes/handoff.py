@@ -43,7 +43,6 @@ from t2m_pipeline.pipeline import status
 from t2m_pipeline.pipeline.run_labels import HANDED_OFF_BY_TAG, LAUNCHED_BY_TAG, fallback_labels, job_labels, launched_by
 from t2m_pipeline.vocabulary import JobStatus, scene_numbers
 
-
 SCENE_RUNS_SENSOR = "scene_runs"
 COMBINE_SENSOR = "combine_ready_jobs"
 COMBINED_FROM = "combined_from"  # a combined video's metadata: the run key of the videos it holds
